@@ -1,0 +1,138 @@
+"""The config contract: the default tree every experiment config starts from, and its validation.
+
+Every `configs/*.py` calls `base_config()` and edits values; the tree is locked, so a misspelt key
+(in a file or a `--config.x=...` override) is an error instead of a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from avjax.registry import ConfigError
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Defaults shared by all experiments; each config file overrides what its paper specifies."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # One root seed: init, data order, augmentation and per-step keys derive from it.
+  c.name = "experiment"  # Default workdir name: runs/<name>.
+  c.init_from = ""  # Optional checkpoint directory to initialise parameters from.
+
+  c.dataset = ml_collections.ConfigDict()
+  c.dataset.name = "synthetic_av"  # TFDS builder name.
+  c.dataset.config = "audio_dominant"  # TFDS builder config.
+  c.dataset.data_dir = ml_collections.FieldReference(None, field_type=str)  # None: TFDS default.
+  c.dataset.train_split = "train"
+  c.dataset.val_split = "validation"  # '' to skip validation.
+  c.dataset.test_split = "test"  # '' to skip the final test evaluation.
+  c.dataset.auto_build = True  # Build datasets that need no download (synthetic_av) when missing.
+  c.dataset.build_overrides = ml_collections.ConfigDict()  # synthetic_av size overrides (smoke runs).
+
+  c.input = ml_collections.ConfigDict()
+  c.input.num_frames = 0  # Frames per clip fed to the model; 0: all stored frames.
+  c.input.image_size = 0  # Crop/resize side; 0: keep the stored size.
+  c.input.random_resized_crop = True  # Training frames: RandomResizedCrop(scale) + flip.
+  c.input.crop_scale = (0.08, 1.0)
+  c.input.flip = True
+  c.input.mean = (0.485, 0.456, 0.406)  # ImageNet statistics, as the references.
+  c.input.std = (0.229, 0.224, 0.225)
+  c.input.spec_augment = False  # SpecAugment on training spectrograms.
+  c.input.freq_masks = 1
+  c.input.freq_mask_width = 8
+  c.input.time_masks = 1
+  c.input.time_mask_width = 8
+  c.input.modality_dropout = 0.0  # Per-example probability of zeroing each modality (training).
+  c.input.num_workers = 0  # grain worker processes (0: decode in the main process).
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = "av_resnet"
+  c.model.fusion = "concat"
+  c.model.fusion_kwargs = ml_collections.ConfigDict()
+  c.model.widths = (64, 128, 256, 512)  # ResNet-18 stage widths (reference values).
+  c.model.init = "ogm_ge"  # 'ogm_ge' or 'mmcosine' initialisation scheme.
+  c.model.visual_channels = 3
+
+  c.method = ml_collections.ConfigDict()
+  c.method.name = "baseline"
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = "sgd"
+  c.optimizer.learning_rate = 1e-3
+  c.optimizer.momentum = 0.9
+  c.optimizer.nesterov = False
+  c.optimizer.weight_decay = 1e-4
+  c.optimizer.b1 = 0.9
+  c.optimizer.b2 = 0.999
+  c.optimizer.eps = 1e-8
+  c.optimizer.schedule = "step"
+  c.optimizer.step_epochs = 70  # StepLR step size, in epochs.
+  c.optimizer.gamma = 0.1
+  c.optimizer.warmup_epochs = 0
+  c.optimizer.grad_clip_norm = 0.0
+
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 64  # Global batch size.
+  c.train.eval_batch_size = 0  # 0: same as batch_size.
+  c.train.num_epochs = 100
+  c.train.log_every_steps = 50
+  c.train.eval_every_epochs = 1
+  c.train.checkpoint_every_epochs = 1
+  c.train.keep_checkpoints = 2  # Latest N kept, plus the best by `best_metric`.
+  c.train.best_metric = "accuracy"  # Validation metric that selects the best checkpoint.
+  c.train.best_mode = "max"
+  c.train.nonfinite = "stop"  # 'stop' the run, or 'skip' the update and count it.
+  c.train.progress = True
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1  # Data-parallel devices; -1: all.
+  c.mesh.distributed = "auto"  # 'auto' | 'on' | 'off': jax.distributed.initialize().
+  c.mesh.coordinator_address = ""
+  c.mesh.num_processes = 1
+  c.mesh.process_id = 0
+  return c
+
+
+def apply_smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Points an experiment at a tiny synthetic_av build with tiny sizes: about a minute on a CPU."""
+  c.dataset.name = "synthetic_av"
+  if c.dataset.config not in ("audio_dominant", "balanced", "debiased", "complementary"):
+    c.dataset.config = "audio_dominant"
+  c.dataset.data_dir = None
+  c.dataset.build_overrides = ml_collections.ConfigDict(
+      dict(num_train=256, num_validation=64, num_test=64))
+  c.input.num_frames = 2
+  c.input.image_size = 32
+  c.model.widths = (8, 16, 32, 64)
+  c.train.batch_size = 32
+  c.train.num_epochs = 2
+  c.train.log_every_steps = 4
+  c.name = c.name + "_smoke"
+  return c
+
+
+_ONE_OF = {
+    "optimizer.name": ("sgd", "adam", "adamw"),
+    "optimizer.schedule": ("constant", "step", "cosine"),
+    "train.nonfinite": ("stop", "skip"),
+    "train.best_mode": ("max", "min"),
+    "mesh.distributed": ("auto", "on", "off"),
+}
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+  """Checks what can be checked before any data is read or anything compiled."""
+  for key, allowed in _ONE_OF.items():
+    section, name = key.split(".")
+    value = c[section][name]
+    if value not in allowed:
+      raise ConfigError(f"config.{key}={value!r} is not one of {allowed}.")
+  if c.train.batch_size < 1 or c.train.num_epochs < 0:
+    raise ConfigError("config.train.batch_size must be >= 1 and config.train.num_epochs >= 0.")
+  low, high = c.input.crop_scale
+  if not 0 < low <= high <= 1:
+    raise ConfigError(f"config.input.crop_scale={tuple(c.input.crop_scale)} must satisfy "
+                      "0 < low <= high <= 1.")
+  from avjax import methods, models  # Late import: registries fill on import.
+  models.MODELS.get(c.model.name)
+  models.check_fusion(c.model.fusion)
+  methods.METHODS.get(c.method.name).validate(c)

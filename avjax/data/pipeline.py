@@ -1,0 +1,125 @@
+"""grain input pipelines: per-epoch plans, per-host shards, batches of numpy arrays.
+
+Resumption is exact without saving iterator internals: an epoch's order and every example's
+augmentation are pure functions of (seed, epoch, position), so a run resumed at (epoch, step) rebuilds
+the epoch and skips `step` batches lazily (MapDataset slicing reads nothing it skips).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterator
+
+import grain
+import jax
+import ml_collections
+import numpy as np
+
+from avjax.data.transforms import ExampleTransform
+
+
+@dataclasses.dataclass(frozen=True)
+class EpochPlan:
+  """Which source records an epoch visits, in order, and optional per-visit modality masks.
+
+  Attributes:
+    indices: (N,) int source indices.
+    modality_masks: optional (N, M) float32; a re-sampled copy may train only some modalities.
+  """
+
+  indices: np.ndarray
+  modality_masks: np.ndarray | None = None
+
+
+def shuffled_plan(num_examples: int, seed: int, epoch: int) -> EpochPlan:
+  """A fresh permutation of the source per epoch, deterministic in (seed, epoch)."""
+  return EpochPlan(np.random.default_rng([seed, epoch]).permutation(num_examples))
+
+
+class _PlannedSource:
+  """Reads source[plan[i]], tagging each record with its source index and plan mask."""
+
+  def __init__(self, source: Any, plan: EpochPlan):
+    self._source = source
+    self._plan = plan
+
+  def __len__(self) -> int:
+    return len(self._plan.indices)
+
+  def __getitem__(self, i: int) -> dict:
+    index = int(self._plan.indices[i])
+    record = dict(self._source[index])
+    record["_index"] = index
+    if self._plan.modality_masks is not None:
+      record["_modality_mask"] = self._plan.modality_masks[i]
+    return record
+
+
+class _PaddedSource:
+  """Sequential reads padded to `length` by repeating records marked `_valid` = 0."""
+
+  def __init__(self, source: Any, length: int):
+    self._source = source
+    self._length = length
+
+  def __len__(self) -> int:
+    return self._length
+
+  def __getitem__(self, i: int) -> dict:
+    n = len(self._source)
+    record = dict(self._source[i % n])
+    record["_index"] = i % n
+    record["_valid"] = np.float32(i < n)
+    return record
+
+
+def make_transform(icfg: ml_collections.ConfigDict, train: bool) -> ExampleTransform:
+  return ExampleTransform(
+      train=train, num_frames=icfg.num_frames, image_size=icfg.image_size,
+      random_resized_crop=icfg.random_resized_crop, crop_scale=tuple(icfg.crop_scale),
+      flip=icfg.flip, mean=tuple(icfg.mean), std=tuple(icfg.std), spec_augment=icfg.spec_augment,
+      freq_masks=icfg.freq_masks, freq_mask_width=icfg.freq_mask_width,
+      time_masks=icfg.time_masks, time_mask_width=icfg.time_mask_width,
+      modality_dropout=icfg.modality_dropout)
+
+
+def steps_per_epoch(plan_length: int, global_batch_size: int) -> int:
+  """Full global batches in an epoch (the remainder is dropped, as the references' loaders)."""
+  return plan_length // global_batch_size
+
+
+def _finish(ds: grain.MapDataset, num_workers: int) -> Iterator[dict[str, np.ndarray]]:
+  it = ds.to_iter_dataset()
+  if num_workers:
+    it = it.mp_prefetch(grain.multiprocessing.MultiprocessingOptions(num_workers=num_workers))
+  return iter(it)
+
+
+def train_batches(source: Any, plan: EpochPlan, transform: ExampleTransform, *, seed: int,
+                  epoch: int, global_batch_size: int, start_step: int = 0,
+                  num_workers: int = 0) -> Iterator[dict[str, np.ndarray]]:
+  """This host's batches of one training epoch, from batch `start_step` on.
+
+  Every host walks the same plan and takes every `process_count`-th example, so the global batch
+  is the union of the hosts' local batches.
+  """
+  hosts, host = jax.process_count(), jax.process_index()
+  per_host = len(plan.indices) // hosts
+  ds = grain.MapDataset.source(_PlannedSource(source, plan))[:per_host * hosts]
+  ds = ds[host::hosts].random_map(transform, seed=_epoch_seed(seed, epoch))
+  ds = ds.batch(global_batch_size // hosts, drop_remainder=True)
+  return _finish(ds[start_step:], num_workers)
+
+
+def eval_batches(source: Any, transform: ExampleTransform, *, global_batch_size: int,
+                 num_workers: int = 0) -> Iterator[dict[str, np.ndarray]]:
+  """This host's batches of a whole split, padded to full global batches (`valid` marks real ones)."""
+  hosts, host = jax.process_count(), jax.process_index()
+  n = len(source)
+  padded = -(-n // global_batch_size) * global_batch_size
+  ds = grain.MapDataset.source(_PaddedSource(source, padded))[host::hosts].map(transform)
+  return _finish(ds.batch(global_batch_size // hosts), num_workers)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+  return int(np.random.default_rng([seed, epoch, 1]).integers(2**31 - 1))

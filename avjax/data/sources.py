@@ -1,0 +1,81 @@
+"""Opening TFDS datasets for reading, with a clear error (and the build command) when one is missing.
+
+Datasets that need no download (synthetic_av) are built on first use when `dataset.auto_build`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+from typing import Any
+
+import ml_collections
+import tensorflow_datasets as tfds
+
+from avjax.registry import ConfigError
+
+
+class DatasetNotBuiltError(ConfigError):
+  """The dataset's records are not in the data directory; the message says how to build them."""
+
+
+@dataclasses.dataclass
+class Dataset:
+  """Random-access sources of one built dataset, per split, and what the model needs to know."""
+
+  name: str
+  sources: dict[str, Any]
+  num_classes: int
+  info: Any
+
+
+def _import_builder(name: str):
+  """Imports data_builders.<name> (registering it with TFDS) if avjax ships that builder."""
+  try:
+    return importlib.import_module(f"data_builders.{name}")
+  except ModuleNotFoundError as e:
+    if e.name not in (f"data_builders.{name}", "data_builders"):
+      raise
+    return None
+
+
+def _build_command(name: str, config: str, data_dir: str) -> str:
+  manual = "" if name == "synthetic_av" else " --manual_dir=/path/to/your/download"
+  return (f"tfds build data_builders/{name} --config={config}{manual} --data_dir={data_dir}")
+
+
+def open_dataset(dcfg: ml_collections.ConfigDict, splits: list[str]) -> Dataset:
+  """Returns random-access sources for `splits` of `dataset.name`/`dataset.config`."""
+  data_dir = os.path.expanduser(dcfg.data_dir or tfds.core.constants.DATA_DIR)
+  module = _import_builder(dcfg.name)
+  full_name = f"{dcfg.name}/{dcfg.config}"
+  if dcfg.name == "synthetic_av" and module is not None and dcfg.auto_build:
+    builder = module.build(dcfg.config, data_dir=data_dir, **dict(dcfg.build_overrides))
+  else:
+    try:
+      builder = tfds.builder(full_name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError as e:
+      raise DatasetNotBuiltError(
+          f"Unknown dataset {dcfg.name!r}: no TFDS builder of that name is registered and avjax "
+          f"ships none under data_builders/{dcfg.name}. Check config.dataset.name.") from e
+    except ValueError as e:  # Unknown builder config.
+      raise DatasetNotBuiltError(f"Dataset {full_name}: {e}") from e
+    if not _is_prepared(builder):
+      readme = f"data_builders/{dcfg.name}/README.md"
+      raise DatasetNotBuiltError(
+          f"Dataset {full_name} is not built in {data_dir}.\n"
+          f"Build it once with:\n  {_build_command(dcfg.name, dcfg.config, data_dir)}\n"
+          f"({readme} says what to download and the folder layout it expects.)")
+  missing = [s for s in splits if s not in builder.info.splits]
+  if missing:
+    raise ConfigError(f"Dataset {full_name} has no split(s) {missing}; it has "
+                      f"{sorted(builder.info.splits)}. Fix config.dataset.*_split.")
+  sources = {s: builder.as_data_source(split=s) for s in splits}
+  label = builder.info.features["label"]
+  num_classes = getattr(label, "num_classes", 0)
+  return Dataset(name=full_name, sources=sources, num_classes=num_classes, info=builder.info)
+
+
+def _is_prepared(builder) -> bool:
+  return os.path.exists(os.path.join(os.fspath(builder.data_dir), "dataset_info.json"))

@@ -1,0 +1,144 @@
+"""Per-example transforms run by grain workers: frame sampling, crops, flips, normalisation,
+SpecAugment and modality dropout.
+
+Input records follow the builders' common schema: 'audio' (F, T) float spectrogram, 'frames'
+(T0, H, W, 3) uint8, 'label' int. Output examples are what the model and methods read:
+  audio (F, T, 1) float32, visual (T, S, S, C) float32, label int32, modality_mask (M,) float32,
+  index int32 (position in the source, for per-sample bookkeeping), valid float32 (0 for padding).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+from PIL import Image
+
+from avjax.media.video import sample_segment_indices
+
+_PASSTHROUGH = ("attributes", "audio_informative", "visual_informative")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExampleTransform:
+  """Turns one stored record into one model example. Module-level and frozen so grain can pickle it.
+
+  `train` selects random frame sampling, RandomResizedCrop + flip and the stochastic augmentations;
+  otherwise frames are centred and resized deterministically.
+  """
+
+  train: bool
+  num_frames: int = 0
+  image_size: int = 0
+  random_resized_crop: bool = True
+  crop_scale: tuple[float, float] = (0.08, 1.0)
+  flip: bool = True
+  mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+  std: tuple[float, ...] = (0.229, 0.224, 0.225)
+  spec_augment: bool = False
+  freq_masks: int = 1
+  freq_mask_width: int = 8
+  time_masks: int = 1
+  time_mask_width: int = 8
+  modality_dropout: float = 0.0
+
+  def __call__(self, record: dict, rng: np.random.Generator | None = None) -> dict:
+    if self.train and rng is None:
+      raise ValueError("Training transforms need a random generator (use grain's random_map).")
+    audio = np.asarray(record["audio"], np.float32)
+    if self.train and self.spec_augment:
+      audio = self._spec_augment(audio, rng)
+    frames = self._frames(np.asarray(record["frames"]), rng)
+    mean = np.asarray(self.mean, np.float32)
+    std = np.asarray(self.std, np.float32)
+    visual = (frames.astype(np.float32) / 255.0 - mean) / std
+    example = {
+        "audio": audio[..., None],
+        "visual": visual,
+        "label": np.int32(record["label"]),
+        "modality_mask": self._modality_mask(rng),
+        "index": np.int32(record.get("_index", -1)),
+        "valid": np.float32(record.get("_valid", 1.0)),
+    }
+    if "_modality_mask" in record:  # From an epoch plan that trains only some modalities.
+      example["modality_mask"] = example["modality_mask"] * record["_modality_mask"]
+    for key in _PASSTHROUGH:
+      if key in record:
+        example[key] = np.asarray(record[key], np.float32)
+    return example
+
+  def _frames(self, frames: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+    """(T0, H, W, 3) -> (T, S, S, 3) uint8."""
+    t = self.num_frames or frames.shape[0]
+    idx = sample_segment_indices(frames.shape[0], t, train=self.train, rng=rng)
+    out = []
+    for i in idx:
+      frame = frames[i]
+      if self.train and self.random_resized_crop:
+        frame = random_resized_crop(frame, self._size(frame), self.crop_scale, rng)
+      else:
+        frame = resize(frame, self._size(frame))
+      if self.train and self.flip and rng.random() < 0.5:
+        frame = frame[:, ::-1]
+      out.append(frame)
+    return np.stack(out)
+
+  def _size(self, frame: np.ndarray) -> tuple[int, int]:
+    return (self.image_size, self.image_size) if self.image_size else frame.shape[:2]
+
+  def _spec_augment(self, spec: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Zeroes `freq_masks` frequency bands and `time_masks` time spans of random width."""
+    spec = spec.copy()
+    for axis, count, width in ((0, self.freq_masks, self.freq_mask_width),
+                               (1, self.time_masks, self.time_mask_width)):
+      for _ in range(count):
+        w = int(rng.integers(0, width + 1))
+        start = int(rng.integers(0, max(spec.shape[axis] - w, 0) + 1))
+        index = [slice(None)] * spec.ndim
+        index[axis] = slice(start, start + w)
+        spec[tuple(index)] = 0.0
+    return spec
+
+  def _modality_mask(self, rng: np.random.Generator | None) -> np.ndarray:
+    """(audio, visual) weights; training may zero one modality (never both) with modality_dropout."""
+    mask = np.ones(2, np.float32)
+    if self.train and self.modality_dropout > 0:
+      drop = rng.random(2) < self.modality_dropout
+      if not drop.all():
+        mask[drop] = 0.0
+    return mask
+
+
+def resize(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+  """Bilinear resize of an (H, W, 3) uint8 frame to `size` = (height, width)."""
+  if frame.shape[:2] == tuple(size):
+    return frame
+  return np.asarray(Image.fromarray(frame).resize((size[1], size[0]), Image.BILINEAR))
+
+
+def random_resized_crop(frame: np.ndarray, size: tuple[int, int], scale: tuple[float, float],
+                        rng: np.random.Generator,
+                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> np.ndarray:
+  """torchvision's RandomResizedCrop: 10 tries at a random area/aspect, else a centre crop."""
+  h, w = frame.shape[:2]
+  area = h * w
+  log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+  for _ in range(10):
+    target = area * rng.uniform(*scale)
+    aspect = math.exp(rng.uniform(*log_ratio))
+    cw = int(round(math.sqrt(target * aspect)))
+    ch = int(round(math.sqrt(target / aspect)))
+    if 0 < cw <= w and 0 < ch <= h:
+      top = int(rng.integers(0, h - ch + 1))
+      left = int(rng.integers(0, w - cw + 1))
+      return resize(frame[top:top + ch, left:left + cw], size)
+  in_ratio = w / h  # Fallback: the largest centre crop within the ratio bounds.
+  if in_ratio < ratio[0]:
+    cw, ch = w, int(round(w / ratio[0]))
+  elif in_ratio > ratio[1]:
+    ch, cw = h, int(round(h * ratio[1]))
+  else:
+    cw, ch = w, h
+  top, left = (h - ch) // 2, (w - cw) // 2
+  return resize(frame[top:top + ch, left:left + cw], size)

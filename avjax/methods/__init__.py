@@ -1,0 +1,6 @@
+"""Balancing methods, registered by name in METHODS (`config.method.name`)."""
+
+from avjax.methods import baseline  # noqa: F401  (registers)
+from avjax.methods.base import METHODS, Method, StepContext, cross_entropy
+
+__all__ = ["METHODS", "Method", "StepContext", "cross_entropy"]

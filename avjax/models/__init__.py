@@ -1,0 +1,48 @@
+"""Flax NNX models, registered by name in MODELS (`config.model.name`).
+
+A model factory takes (config, num_classes, overrides, rngs): `overrides` are keyword arguments a
+method needs (e.g. MMCosine's cosine head) merged over `config.model.fusion_kwargs`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import ml_collections
+from flax import nnx
+
+from avjax.models.classifier import AVClassifier
+from avjax.models.fusion import FUSIONS
+from avjax.models.outputs import MODALITIES, ModelOutput
+from avjax.registry import Registry
+
+ModelFactory = Callable[[ml_collections.ConfigDict, int, dict[str, Any], nnx.Rngs], nnx.Module]
+MODELS: Registry[ModelFactory] = Registry("model")
+
+
+@MODELS.register("av_resnet")
+def av_resnet(config: ml_collections.ConfigDict, num_classes: int, overrides: dict[str, Any],
+              rngs: nnx.Rngs) -> AVClassifier:
+  """Two ResNet-18 encoders (audio spectrogram, visual frames) and a late-fusion head."""
+  m = config.model
+  return AVClassifier(num_classes=num_classes, fusion=m.fusion,
+                      fusion_kwargs={**m.fusion_kwargs.to_dict(), **overrides},
+                      widths=tuple(m.widths), visual_channels=m.visual_channels, init=m.init,
+                      rngs=rngs)
+
+
+def check_fusion(name: str) -> None:
+  FUSIONS.get(name)
+
+
+def build_model(config: ml_collections.ConfigDict, num_classes: int,
+                overrides: dict[str, Any] | None = None) -> nnx.Module:
+  """The configured model, initialised from `config.seed`."""
+  rngs = nnx.Rngs(params=config.seed, default=config.seed)
+  try:
+    return MODELS.get(config.model.name)(config, num_classes, overrides or {}, rngs)
+  except TypeError as e:  # A fusion_kwargs key the fusion does not take.
+    raise ValueError(f"config.model.fusion_kwargs do not fit fusion {config.model.fusion!r}: {e}") from e
+
+
+__all__ = ["MODELS", "MODALITIES", "ModelOutput", "build_model", "check_fusion"]

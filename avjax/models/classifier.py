@@ -1,0 +1,90 @@
+"""The audio-visual classifier of OGM-GE / MMCosine: two ResNet-18 encoders and a late-fusion head."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from avjax.models.fusion import FUSIONS
+from avjax.models.outputs import MODALITIES, ModelOutput
+from avjax.models.resnet import AudioEncoder, VisualEncoder
+
+
+class AVClassifier(nnx.Module):
+  """Audio and visual ResNet-18 encoders, pooled features, a registered fusion head.
+
+  Inputs: {'audio': (B,F,T,audio_channels), 'visual': (B,T,H,W,visual_channels)}, float.
+  Attributes: `audio_encoder`, `visual_encoder` (modality-specific parameters, e.g. for OGM-GE's
+  gradient modulation) and `fusion` (a module from `avjax.models.fusion.FUSIONS`).
+  Train / eval: `model.train()` / `model.eval()` (BatchNorm batch vs running statistics).
+  """
+
+  def __init__(
+      self,
+      *,
+      num_classes: int,
+      fusion: str = "concat",
+      fusion_kwargs: dict[str, Any] | None = None,
+      widths: Sequence[int] = (64, 128, 256, 512),
+      audio_channels: int = 1,
+      visual_channels: int = 3,
+      init: str = "ogm_ge",
+      rngs: nnx.Rngs,
+  ):
+    self.num_classes = num_classes
+    self.fusion_name = fusion
+    self.audio_encoder = AudioEncoder(audio_channels, widths=widths, init=init, rngs=rngs)
+    self.visual_encoder = VisualEncoder(visual_channels, widths=widths, init=init, rngs=rngs)
+    fusion_cls = FUSIONS.get(fusion)
+    self.fusion = fusion_cls(
+        self.audio_encoder.out_features, num_classes, init=init, rngs=rngs, **(fusion_kwargs or {}))
+
+  @property
+  def feature_dim(self) -> int:
+    return self.audio_encoder.out_features
+
+  def encode(self, inputs: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """Pooled features {'audio': (B,D), 'visual': (B,D)}."""
+    return {
+        "audio": self.audio_encoder(inputs["audio"]),
+        "visual": self.visual_encoder(inputs["visual"]),
+    }
+
+  def fuse(self, features: dict[str, jax.Array]) -> ModelOutput:
+    """Fusion head on pooled features {'audio': (B,D), 'visual': (B,D)} -> ModelOutput."""
+    out = self.fusion(features)
+    aux = {f"head_inputs_{m}": out.head_inputs[m] for m in MODALITIES}
+    return ModelOutput(
+        logits=out.logits, modality_logits=dict(out.modality_logits),
+        features={m: features[m] for m in MODALITIES}, aux=aux)
+
+  def __call__(
+      self, inputs: dict[str, jax.Array], modality_mask: jax.Array | None = None
+  ) -> ModelOutput:
+    """Encode, optionally mask, fuse.
+
+    Args:
+      inputs: {'audio': (B,F,T,Ca), 'visual': (B,T,H,W,Cv)}.
+      modality_mask: optional (B, 2) float weights in `MODALITIES` order ('audio', 'visual'), multiplied
+        onto the pooled features before fusion (0 removes a modality; fusion-agnostic).
+    Returns:
+      ModelOutput with fused and per-modality logits (B,C), masked pooled features (B,D) and
+      aux['head_inputs_audio' | 'head_inputs_visual'].
+    """
+    features = self.encode(inputs)
+    if modality_mask is not None:
+      if modality_mask.ndim != 2 or modality_mask.shape[1] != len(MODALITIES):
+        raise ValueError(f"modality_mask must be (B, {len(MODALITIES)}), got {modality_mask.shape}.")
+      features = {
+          m: features[m] * modality_mask[:, i, None].astype(features[m].dtype)
+          for i, m in enumerate(MODALITIES)
+      }
+    return self.fuse(features)
+
+
+def count_params(model: nnx.Module) -> int:
+  """Number of trainable parameters."""
+  return sum(int(jnp.size(x)) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))

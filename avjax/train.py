@@ -1,0 +1,210 @@
+"""The one training loop: epochs of jitted steps, evaluation, checkpoints, metrics, resume.
+
+Every method and model goes through `train_and_evaluate`; methods change the loss and gradients
+(avjax.methods), never this loop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from avjax import config as config_lib
+from avjax import data, sharding
+from avjax import writers
+from avjax.checkpoint import Checkpointer, abstract_like
+from avjax.evaluate import classification_report, predict
+from avjax.methods import METHODS
+from avjax.models import build_model
+from avjax.optim import make_optimizer, make_schedule
+from avjax.registry import ConfigError
+from avjax.steps import init_state, make_eval_step, make_train_step
+
+
+class NonFiniteLossError(RuntimeError):
+  """Training produced a non-finite loss or gradient and the policy is to stop."""
+
+
+# Keys that may change between a run and its resumption (they do not change the computation).
+_RESUMABLE_CHANGES = ("train.num_epochs", "train.progress", "train.log_every_steps",
+                      "train.eval_every_epochs", "input.num_workers", "mesh.distributed",
+                      "mesh.coordinator_address", "mesh.num_processes", "mesh.process_id",
+                      "dataset.data_dir", "name")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+  flat = {}
+  for k, v in tree.items():
+    if isinstance(v, dict):
+      flat.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      flat[f"{prefix}{k}"] = v
+  return flat
+
+
+def _check_workdir_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Refuses to resume a workdir written by a different experiment (nothing is overwritten)."""
+  path = os.path.join(workdir, "config.json")
+  current = json.loads(config.to_json())
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = _flatten(json.load(f))
+    now = _flatten(current)
+    diff = sorted(k for k in set(saved) | set(now)
+                  if k not in _RESUMABLE_CHANGES and saved.get(k) != now.get(k))
+    if diff:
+      details = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in diff[:8])
+      raise ConfigError(f"{workdir} holds a run of a different configuration ({details}). "
+                        "Resuming would mix the two; pass a new --workdir (or delete that one "
+                        "yourself if you no longer need it).")
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    with open(path, "w") as f:
+      json.dump(current, f, indent=2, sort_keys=True)
+
+
+def _mean_metrics(history: list[dict[str, jax.Array]]) -> dict[str, float]:
+  fetched = jax.device_get(history)
+  return {k: float(np.mean([h[k] for h in fetched])) for k in fetched[0]}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Trains (or resumes) the configured experiment in `workdir`; returns the final test metrics
+  (validation metrics when there is no test split)."""
+  config_lib.validate(config)
+  sharding.maybe_initialize_distributed(config.mesh)
+  mesh = sharding.make_mesh(config.mesh)
+  is_chief = jax.process_index() == 0
+  tc = config.train
+  splits = [s for s in (config.dataset.train_split, config.dataset.val_split,
+                        config.dataset.test_split) if s]
+  dataset = data.open_dataset(config.dataset, splits)
+  train_source = dataset.sources[config.dataset.train_split]
+  steps_per_epoch = data.steps_per_epoch(len(train_source), tc.batch_size)
+  if steps_per_epoch == 0:
+    raise ConfigError(f"The training split has {len(train_source)} examples, fewer than one batch "
+                      f"of {tc.batch_size}; lower config.train.batch_size.")
+  sharding.local_batch_size(tc.batch_size, mesh)
+  eval_batch_size = tc.eval_batch_size or tc.batch_size
+  sharding.local_batch_size(eval_batch_size, mesh)
+  _check_workdir_config(config, workdir)
+
+  method = METHODS.get(config.method.name)(config)
+  model = build_model(config, dataset.num_classes, method.model_overrides())
+  tx = make_optimizer(config.optimizer, steps_per_epoch, tc.num_epochs)
+  graphs, state = init_state(model, tx, method, config.seed)
+  state = jax.device_put(state, sharding.replicated(mesh))
+  state_sharding = jax.tree.map(lambda x: x.sharding, state)
+  train_step = jax.jit(make_train_step(graphs, tx, method), donate_argnums=0,
+                       out_shardings=(state_sharding, None))
+  eval_step = jax.jit(make_eval_step(graphs))
+
+  checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=tc.keep_checkpoints,
+                              best_metric=tc.best_metric, best_mode=tc.best_mode)
+  start_epoch, start_step = 0, 0
+  restored = checkpointer.restore_latest(abstract_like(state))
+  if restored is not None:
+    state, meta = restored
+    start_epoch, start_step = meta["epoch"], meta["step_in_epoch"]
+    logging.info("Resuming from step %d (epoch %d, batch %d).", int(state.step), start_epoch,
+                 start_step)
+  writer = writers.MetricWriter(workdir, enabled=is_chief)
+  train_transform = data.make_transform(config.input, train=True)
+  eval_transform = data.make_transform(config.input, train=False)
+  evaluate = lambda split: classification_report(predict(
+      eval_step, state, dataset.sources[split], eval_transform, batch_size=eval_batch_size,
+      mesh=mesh, num_workers=config.input.num_workers))
+
+  for epoch in range(start_epoch, tc.num_epochs):
+    plan = data.shuffled_plan(len(train_source), config.seed, epoch)
+    batches = data.train_batches(train_source, plan, train_transform, seed=config.seed,
+                                 epoch=epoch, global_batch_size=tc.batch_size,
+                                 start_step=start_step, num_workers=config.input.num_workers)
+    bar = writers.progress_bar(steps_per_epoch, desc=f"epoch {epoch + 1}/{tc.num_epochs}",
+                               disable=not (tc.progress and is_chief), initial=start_step)
+    history, window, tic = [], [], time.perf_counter()
+    epoch_arg = jnp.int32(epoch)
+    for batch in batches:
+      state, step_metrics = train_step(state, sharding.to_global(batch, mesh), epoch_arg)
+      window.append(step_metrics)
+      bar.update(1)
+      if len(window) == tc.log_every_steps:
+        history.extend(_check_finite(window, config, epoch, checkpointer))
+        bar.set_postfix(loss=f"{_mean_metrics(window)['loss']:.4f}")
+        window = []
+    history.extend(_check_finite(window, config, epoch, checkpointer))
+    bar.close()
+    elapsed = time.perf_counter() - tic
+    step = int(state.step)
+    if history:
+      train_metrics = _mean_metrics(history)
+      train_metrics["examples_per_sec"] = len(history) * tc.batch_size / elapsed
+      train_metrics["learning_rate"] = float(_learning_rate(config, steps_per_epoch, step))
+      train_metrics["skipped_steps"] = int(state.skipped_steps)
+      writer.write(step, epoch, "train", train_metrics)
+    val_metrics = None
+    last = epoch + 1 == tc.num_epochs
+    if config.dataset.val_split and ((epoch + 1) % tc.eval_every_epochs == 0 or last):
+      val_metrics = evaluate(config.dataset.val_split)
+      writer.write(step, epoch, "val", val_metrics)
+      logging.info("epoch %d val: %s", epoch + 1, _brief(val_metrics))
+    if (epoch + 1) % tc.checkpoint_every_epochs == 0 or last:
+      checkpointer.save(step, state, {"epoch": epoch + 1, "step_in_epoch": 0}, val_metrics)
+    start_step = 0
+  checkpointer.wait()
+
+  final = {}
+  final_split = config.dataset.test_split or config.dataset.val_split
+  if final_split:
+    best = checkpointer.best_step()
+    if best is not None and best != int(state.step):
+      state, _ = checkpointer.restore(best, abstract_like(state))
+    final = evaluate(final_split)
+    split_name = "test" if config.dataset.test_split else "val"
+    writer.write(int(state.step), tc.num_epochs - 1, split_name, dict(final, checkpoint_step=int(
+        state.step)))
+  checkpointer.close()
+  writer.close()
+  if is_chief:
+    rows = writers.read_metrics(workdir)
+    keys = [k for k in ("loss", "accuracy", "accuracy_audio", "accuracy_visual", "macro_f1")
+            if any(k in r for r in rows)]
+    print(writers.summary_table(rows, keys=keys))
+    print(f"Plot: {writers.plot_metrics(workdir)}")
+  return final
+
+
+def _check_finite(window: list[dict], config: ml_collections.ConfigDict, epoch: int,
+                  checkpointer: Checkpointer) -> list[dict]:
+  """Fetches a window of step metrics; under the 'stop' policy, a non-finite step ends the run."""
+  if not window:
+    return []
+  fetched = jax.device_get(window)
+  bad = sum(float(m["nonfinite"]) for m in fetched)
+  if bad and config.train.nonfinite == "stop":
+    checkpointer.wait()
+    kept = max(checkpointer.steps(), default=None)
+    where = (f"the last good checkpoint (step {kept}) is kept in {checkpointer.directory}"
+             if kept is not None else "no checkpoint had been written yet")
+    raise NonFiniteLossError(
+        f"Non-finite loss or gradients in epoch {epoch + 1} ({int(bad)} step(s) in the last "
+        f"window); training stopped and {where}; the bad update was not applied. Lower "
+        "config.optimizer.learning_rate, set config.optimizer.grad_clip_norm, check the data, or "
+        "set config.train.nonfinite='skip' to skip such steps.")
+  return [m for m in fetched if not m["nonfinite"]]
+
+
+def _learning_rate(config: ml_collections.ConfigDict, steps_per_epoch: int, step: int) -> float:
+  return make_schedule(config.optimizer, steps_per_epoch, config.train.num_epochs)(step)
+
+
+def _brief(metrics: dict[str, float]) -> str:
+  return ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith(("acc", "loss")))

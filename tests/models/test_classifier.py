@@ -1,0 +1,118 @@
+"""AVClassifier: outputs, modality masking, fusion selection, train / eval mode."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from avjax.models.classifier import AVClassifier
+from avjax.models.outputs import MODALITIES, ModelOutput
+from avjax.registry import ConfigError
+
+TINY = (8, 16, 32, 64)
+B, C = 3, 4
+
+
+def _inputs(seed: int = 0, batch: int = B) -> dict[str, jax.Array]:
+  ka, kv = jax.random.split(jax.random.key(seed))
+  return {"audio": jax.random.normal(ka, (batch, 33, 24, 1)),
+          "visual": jax.random.normal(kv, (batch, 2, 32, 32, 3))}
+
+
+@pytest.fixture(scope="module")
+def model() -> AVClassifier:
+  return AVClassifier(num_classes=C, widths=TINY, rngs=nnx.Rngs(0))
+
+
+def test_output_structure(model):
+  model.eval()
+  out = model(_inputs())
+  assert isinstance(out, ModelOutput)
+  assert out.logits.shape == (B, C)
+  assert set(out.modality_logits) == set(MODALITIES) == set(out.features)
+  assert all(out.modality_logits[m].shape == (B, C) and out.features[m].shape == (B, 64) for m in MODALITIES)
+  assert set(out.aux) == {"head_inputs_audio", "head_inputs_visual"}
+  feats = model.encode(_inputs())
+  for m in MODALITIES:
+    np.testing.assert_allclose(out.features[m], feats[m], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out.aux[f"head_inputs_{m}"], feats[m], rtol=1e-5, atol=1e-6)  # concat
+  np.testing.assert_allclose(out.modality_logits["audio"] + out.modality_logits["visual"], out.logits,
+                             rtol=1e-5, atol=1e-5)
+
+
+def test_modality_mask_zeroes_the_right_features(model):
+  model.eval()
+  x = _inputs(1)
+  mask = jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+  full = model(x)
+  masked = model(x, mask)
+  np.testing.assert_array_equal(masked.features["audio"][1], 0)
+  np.testing.assert_array_equal(masked.features["visual"][0], 0)
+  np.testing.assert_allclose(masked.features["audio"][[0, 2]], full.features["audio"][[0, 2]], rtol=1e-6)
+  np.testing.assert_allclose(masked.features["visual"][1:], full.features["visual"][1:], rtol=1e-6)
+  # Masking happens before fusion: the fused logits are the fusion of the masked features.
+  np.testing.assert_allclose(masked.logits, model.fuse(masked.features).logits, rtol=1e-6)
+  # Concat: with audio removed, the audio logits are just b/2.
+  half_bias = np.asarray(model.fusion.fc_out.bias[...]) / 2
+  np.testing.assert_allclose(masked.modality_logits["audio"][1], half_bias, atol=1e-6)
+  np.testing.assert_allclose(model(x, jnp.ones((B, 2))).logits, full.logits, rtol=1e-6)
+  with pytest.raises(ValueError, match="modality_mask"):
+    model(x, jnp.ones((B,)))
+
+
+def test_every_fusion_through_the_classifier(model):
+  feats = {m: jax.random.normal(jax.random.key(i), (B, 64)) for i, m in enumerate(MODALITIES)}
+  for name, kwargs in [("sum", {}), ("film", {"form": "ogm_ge", "condition": "visual"}),
+                       ("film", {"form": "mmcosine", "cosine_scale": 50.0}),
+                       ("gated", {}), ("gated", {"form": "mmcosine"}), ("concat", {"cosine_scale": 10.0})]:
+    m = AVClassifier(num_classes=C, fusion=name, fusion_kwargs=kwargs, widths=TINY, init="mmcosine",
+                     rngs=nnx.Rngs(1))
+    out = m.fuse(feats)
+    assert out.logits.shape == (B, C)
+    assert all(out.modality_logits[k].shape == (B, C) for k in MODALITIES)
+    assert all(np.isfinite(np.asarray(out.aux[f"head_inputs_{k}"])).all() for k in MODALITIES)
+  with pytest.raises(ConfigError, match="Known fusions"):
+    AVClassifier(num_classes=C, fusion="attention", widths=TINY, rngs=nnx.Rngs(0))
+
+
+def test_train_and_eval_modes(model):
+  x = _inputs(2, batch=4)
+  model.train()
+  bns = [m for _, m in nnx.iter_graph(model) if isinstance(m, nnx.BatchNorm)]
+  assert len(bns) == 40 and not any(bn.use_running_average for bn in bns)
+  before = np.asarray(model.audio_encoder.backbone.bn1.mean[...])
+  train_out = model(x).logits
+  assert not np.allclose(model.audio_encoder.backbone.bn1.mean[...], before)
+  sub = {k: v[:2] for k, v in x.items()}
+  assert not np.allclose(train_out[:2], model(sub).logits, atol=1e-4)  # batch statistics
+
+  model.eval()
+  assert all(bn.use_running_average for bn in bns)
+  stats = np.asarray(model.audio_encoder.backbone.bn1.mean[...])
+  np.testing.assert_allclose(model(x).logits[:2], model(sub).logits, rtol=1e-4, atol=1e-5)
+  np.testing.assert_array_equal(model.audio_encoder.backbone.bn1.mean[...], stats)
+
+
+def test_jitted_train_step_updates_params():
+  import optax
+  model = AVClassifier(num_classes=C, fusion="gated", fusion_kwargs={"form": "mmcosine"}, widths=TINY,
+                       rngs=nnx.Rngs(0))
+  opt = nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param)
+  x, y = _inputs(3), jnp.array([0, 1, 2])
+
+  @nnx.jit
+  def step(model, opt, x, y):
+    def loss_fn(model):
+      out = model(x, jnp.ones((B, 2)))
+      return optax.softmax_cross_entropy_with_integer_labels(out.logits, y).mean()
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    opt.update(model, grads)
+    return loss
+
+  conv = np.asarray(model.visual_encoder.backbone.conv1.kernel[...])
+  loss0 = step(model, opt, x, y)
+  assert np.isfinite(loss0)
+  assert not np.allclose(model.visual_encoder.backbone.conv1.kernel[...], conv)

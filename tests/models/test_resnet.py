@@ -1,0 +1,166 @@
+"""ResNet-18 encoders: shapes, paddings, init statistics, max-pool, frame folding, BatchNorm modes."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from avjax.models import resnet
+from avjax.models.resnet import AudioEncoder, ResNet18, VisualEncoder
+
+TINY = (8, 16, 32, 64)
+
+
+def _batchnorms(module: nnx.Module) -> list[nnx.BatchNorm]:
+  return [m for _, m in nnx.iter_graph(module) if isinstance(m, nnx.BatchNorm)]
+
+
+def _convs(module: nnx.Module) -> list[nnx.Conv]:
+  return [m for _, m in nnx.iter_graph(module) if isinstance(m, nnx.Conv)]
+
+
+def _abstract_out(make, shape):
+  return jax.eval_shape(lambda x: make()(x), jax.ShapeDtypeStruct(shape, jnp.float32))
+
+
+@pytest.fixture(scope="module")
+def full_mmcosine() -> ResNet18:
+  return ResNet18(3, init="mmcosine", rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("shape,expected", [
+    ((1, 257, 188, 1), (1, 9, 6, 512)),     # CREMA-D spectrogram
+    ((1, 129, 626, 1), (1, 5, 20, 512)),    # VGGSound spectrogram
+    ((1, 1024, 128, 1), (1, 32, 4, 512)),   # Kinetics-Sounds fbank
+    ((2, 224, 224, 3), (2, 7, 7, 512)),     # video frame
+])
+def test_feature_map_shapes_match_reference(shape, expected):
+  out = _abstract_out(lambda: ResNet18(shape[-1], rngs=nnx.Rngs(0)), shape)
+  assert out.shape == expected
+
+
+def test_encoder_pooled_shapes():
+  audio = _abstract_out(lambda: AudioEncoder(1, rngs=nnx.Rngs(0)), (3, 257, 188, 1))
+  visual = _abstract_out(lambda: VisualEncoder(3, rngs=nnx.Rngs(0)), (3, 2, 224, 224, 3))
+  flow = _abstract_out(lambda: VisualEncoder(2, widths=TINY, rngs=nnx.Rngs(0)), (3, 2, 224, 224, 2))
+  assert audio.shape == (3, 512) and visual.shape == (3, 512) and flow.shape == (3, 64)
+
+
+@pytest.mark.parametrize("size", [31, 32, 33, 57])
+def test_paddings_follow_pytorch_arithmetic(size):
+  out = _abstract_out(lambda: ResNet18(1, widths=TINY, rngs=nnx.Rngs(0)), (1, size, size, 1))
+  n = (size + 2 * 3 - 7) // 2 + 1   # stem conv
+  n = (n + 2 * 1 - 3) // 2 + 1      # max-pool
+  for _ in range(3):                # stride-2 3x3 convs of layers 2-4
+    n = (n + 2 * 1 - 3) // 2 + 1
+  assert out.shape == (1, n, n, 64)
+
+
+def test_structure_and_downsample_placement():
+  model = ResNet18(3, widths=TINY, rngs=nnx.Rngs(0))
+  assert model.conv1.kernel.shape == (7, 7, 3, 8) and model.conv1.bias is None
+  assert all(block.down_conv is None for block in model.layer1)
+  for layer, (cin, cout) in zip((model.layer2, model.layer3, model.layer4), ((8, 16), (16, 32), (32, 64))):
+    assert layer[0].down_conv.kernel.shape == (1, 1, cin, cout)
+    assert layer[0].down_conv.strides == (2, 2) and layer[0].conv1.strides == (2, 2)
+    assert layer[1].down_conv is None
+  assert len(_convs(model)) == 1 + 4 * 4 + 3
+  assert all(bn.momentum == 0.9 and bn.epsilon == 1e-5 for bn in _batchnorms(model))
+
+
+def test_conv_init_is_kaiming_normal_fan_out(full_mmcosine):
+  for conv in (full_mmcosine.conv1, full_mmcosine.layer4[1].conv2, full_mmcosine.layer3[0].down_conv):
+    k = np.asarray(conv.kernel[...])
+    kh, kw, _, cout = k.shape
+    expected = np.sqrt(2.0 / (kh * kw * cout))
+    assert abs(k.std() / expected - 1) < 0.05
+    assert abs(k.mean()) < 0.05 * expected
+  big = np.asarray(full_mmcosine.layer4[1].conv2.kernel[...])
+  # Not truncated: a 2.4M-sample normal has values beyond 4 sigma (a truncated normal stops at 2).
+  assert np.abs(big).max() > 4 * big.std()
+
+
+def test_mmcosine_bn_scale_is_normal_around_one(full_mmcosine):
+  bns = _batchnorms(full_mmcosine)
+  scales = np.concatenate([np.asarray(bn.scale[...]) for bn in bns])
+  biases = np.concatenate([np.asarray(bn.bias[...]) for bn in bns])
+  assert scales.size == 4800
+  assert abs(scales.mean() - 1) < 0.002
+  assert 0.018 < scales.std() < 0.022
+  np.testing.assert_array_equal(biases, 0)
+
+
+def test_ogm_ge_bn_init_is_ones_and_zeros():
+  for bn in _batchnorms(ResNet18(1, widths=TINY, init="ogm_ge", rngs=nnx.Rngs(0))):
+    np.testing.assert_array_equal(bn.scale[...], 1)
+    np.testing.assert_array_equal(bn.bias[...], 0)
+
+
+def test_unknown_init_raises():
+  with pytest.raises(ValueError, match="init scheme"):
+    ResNet18(1, widths=TINY, init="xavier", rngs=nnx.Rngs(0))
+
+
+def _numpy_max_pool(x: np.ndarray) -> np.ndarray:
+  n, h, w, c = x.shape
+  padded = np.full((n, h + 2, w + 2, c), -np.inf, x.dtype)
+  padded[:, 1:-1, 1:-1] = x
+  oh, ow = (h - 1) // 2 + 1, (w - 1) // 2 + 1
+  out = np.empty((n, oh, ow, c), x.dtype)
+  for i in range(oh):
+    for j in range(ow):
+      out[:, i, j] = padded[:, 2 * i:2 * i + 3, 2 * j:2 * j + 3].max(axis=(1, 2))
+  return out
+
+
+def test_max_pool_pads_with_minus_inf():
+  x = -1.0 - np.random.default_rng(0).uniform(size=(2, 7, 6, 3)).astype(np.float32)
+  out = np.asarray(resnet.max_pool_3x3_s2(jnp.asarray(x)))
+  assert out.shape == (2, 4, 3, 3)
+  assert (out < 0).all()  # zero padding would leak 0 into every border window
+  np.testing.assert_array_equal(out, _numpy_max_pool(x))
+  np.testing.assert_array_equal(out[:, 0, 0], x[:, :2, :2].max(axis=(1, 2)))
+
+
+def test_visual_frame_folding_equals_per_frame_average():
+  enc = VisualEncoder(3, widths=TINY, rngs=nnx.Rngs(0))
+  enc.eval()
+  x = jax.random.normal(jax.random.key(1), (2, 3, 32, 32, 3))
+  folded = enc(x)
+  per_frame = jnp.stack([enc.backbone(x[:, t]).mean(axis=(1, 2)) for t in range(3)], 0).mean(0)
+  np.testing.assert_allclose(folded, per_frame, rtol=1e-5, atol=1e-5)
+
+
+def test_audio_encoder_is_global_average():
+  enc = AudioEncoder(1, widths=TINY, rngs=nnx.Rngs(0))
+  enc.eval()
+  x = jax.random.normal(jax.random.key(2), (2, 40, 30, 1))
+  np.testing.assert_allclose(enc(x), enc.feature_map(x).mean(axis=(1, 2)), rtol=1e-6, atol=1e-6)
+
+
+def test_batchnorm_train_vs_eval():
+  model = ResNet18(1, widths=TINY, rngs=nnx.Rngs(0))
+  x = jax.random.normal(jax.random.key(3), (4, 32, 32, 1)) * 3 + 1
+  stem = model.conv1(x)
+
+  model.train()
+  model(x)
+  batch_mean = np.asarray(stem.mean(axis=(0, 1, 2)))
+  batch_var = np.asarray(stem.var(axis=(0, 1, 2)))  # biased; see docs/deviations.md
+  np.testing.assert_allclose(model.bn1.mean[...], 0.1 * batch_mean, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(model.bn1.var[...], 0.9 + 0.1 * batch_var, rtol=1e-4, atol=1e-6)
+  # Train mode normalises with the batch statistics: one sample's output depends on the others.
+  alone = model(x[:2])
+  assert not np.allclose(model(x)[:2], alone, atol=1e-3)
+
+  model.eval()
+  assert all(bn.use_running_average for bn in _batchnorms(model))
+  stats = (np.asarray(model.bn1.mean[...]), np.asarray(model.bn1.var[...]))
+  np.testing.assert_allclose(model(x)[:2], model(x[:2]), rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(model.bn1.mean[...], stats[0])
+  np.testing.assert_array_equal(model.bn1.var[...], stats[1])
+  expected = (np.asarray(stem) - stats[0]) / np.sqrt(stats[1] + 1e-5)
+  np.testing.assert_allclose(model.bn1(stem), expected, rtol=1e-4, atol=1e-4)
