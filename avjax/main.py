@@ -14,6 +14,7 @@ import os
 import sys
 
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).",
@@ -30,25 +31,34 @@ def _parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing that reports bad overrides in one line instead of a traceback."""
   try:
     return flags.FLAGS(argv)
-  except flags.Error as e:
-    cause = e.__cause__ or e.__context__ or e
-    text = str(cause).strip("'\"").replace("\\n", " ").replace("\\'", "'")
-    _fail(f"{text.splitlines()[0] if text else e}\n"
-          "Check the key against the config file (every key is documented there); "
-          "`--config.a.b=value` only sets existing keys.")
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+    # ml_collections raises AttributeError/KeyError for unknown keys, with a "Did you mean" hint.
+    text = str(e).strip("'\"").replace("\\n", "\n").replace("\\'", "'")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    # A config file that raised: its own message is the last line of the embedded traceback.
+    text = f"{lines[0]} {lines[-1]}" if "Traceback" in text else " ".join(lines)
+    key_hint = "Unknown config key " if isinstance(e, (AttributeError, KeyError)) else ""
+    hint = ("\nCheck the key against the config file (every key is documented there); "
+            "`--config.a.b=value` only sets existing keys.") if key_hint else ""
+    _fail(f"{key_hint}{text}{hint}")
 
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     _fail(f"unexpected arguments {argv[1:]}; overrides look like --config.train.batch_size=32.")
-  if _CONFIG.value is None:
+  if flags.FLAGS["config"].present == 0:
     _fail("--config is required, e.g. --config configs/demo.py")
-  logging.getLogger().setLevel(logging.INFO)
+  try:
+    config = _CONFIG.value
+    name = config.name  # The config file loads lazily: this is where a missing file fails.
+  except OSError as e:
+    _fail(" ".join(str(e).split()[-12:]).strip() + "\nCheck the --config path.")
+  absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax/grain chatter; avjax logs at INFO.
+  logging.getLogger("avjax").setLevel(logging.INFO)
   from avjax.data.sources import DatasetNotBuiltError  # Heavy imports after flag parsing.
   from avjax.registry import ConfigError
   from avjax.train import NonFiniteLossError, train_and_evaluate
-  config = _CONFIG.value
-  workdir = _WORKDIR.value or os.path.join("runs", config.name)
+  workdir = _WORKDIR.value or os.path.join("runs", name)
   try:
     train_and_evaluate(config, workdir)
   except (ConfigError, DatasetNotBuiltError, NonFiniteLossError) as e:

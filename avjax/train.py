@@ -29,6 +29,9 @@ from avjax.registry import ConfigError
 from avjax.steps import init_state, make_eval_step, make_train_step
 
 
+log = logging.getLogger(__name__)
+
+
 class NonFiniteLossError(RuntimeError):
   """Training produced a non-finite loss or gradient and the policy is to stop."""
 
@@ -114,7 +117,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if restored is not None:
     state, meta = restored
     start_epoch, start_step = meta["epoch"], meta["step_in_epoch"]
-    logging.info("Resuming from step %d (epoch %d, batch %d).", int(state.step), start_epoch,
+    log.info("Resuming from step %d (epoch %d, batch %d).", int(state.step), start_epoch,
                  start_step)
   writer = writers.MetricWriter(workdir, enabled=is_chief)
   train_transform = data.make_transform(config.input, train=True)
@@ -144,18 +147,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     bar.close()
     elapsed = time.perf_counter() - tic
     step = int(state.step)
-    if history:
-      train_metrics = _mean_metrics(history)
-      train_metrics["examples_per_sec"] = len(history) * tc.batch_size / elapsed
-      train_metrics["learning_rate"] = float(_learning_rate(config, steps_per_epoch, step))
-      train_metrics["skipped_steps"] = int(state.skipped_steps)
-      writer.write(step, epoch, "train", train_metrics)
+    train_metrics = _mean_metrics(history) if history else {}
+    train_metrics["examples_per_sec"] = len(history) * tc.batch_size / elapsed
+    train_metrics["learning_rate"] = float(_learning_rate(config, steps_per_epoch, step))
+    train_metrics["skipped_steps"] = int(state.skipped_steps)
+    writer.write(step, epoch, "train", train_metrics)
     val_metrics = None
     last = epoch + 1 == tc.num_epochs
     if config.dataset.val_split and ((epoch + 1) % tc.eval_every_epochs == 0 or last):
       val_metrics = evaluate(config.dataset.val_split)
       writer.write(step, epoch, "val", val_metrics)
-      logging.info("epoch %d val: %s", epoch + 1, _brief(val_metrics))
+      log.info("epoch %d val: %s", epoch + 1, _brief(val_metrics))
     if (epoch + 1) % tc.checkpoint_every_epochs == 0 or last:
       checkpointer.save(step, state, {"epoch": epoch + 1, "step_in_epoch": 0}, val_metrics)
     start_step = 0

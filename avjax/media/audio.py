@@ -33,13 +33,61 @@ def _check_path(path: str | os.PathLike[str]) -> str:
   return path
 
 
-def _read_soundfile(path: str) -> tuple[np.ndarray, int]:
+def declared_duration(container: Any, stream: Any) -> float | None:
+  """Duration in seconds the container declares for `stream` (None if unknown)."""
+  if stream.duration is not None and stream.time_base is not None:
+    return float(stream.duration * stream.time_base)
+  if container.duration is not None and container.duration > 0:
+    return container.duration / av.time_base
+  return None
+
+
+def check_not_truncated(path: str, what: str, decoded_s: float,
+                        declared_s: float | None) -> None:
+  """Raises MediaError when far less than the declared duration was decoded.
+
+  Tolerance: decoded >= 0.9 * declared - 0.1 s, loose enough for codec
+  padding and metadata rounding, tight enough to catch files cut short (a
+  truncated FLV otherwise decodes silently up to the cut).
+  """
+  if declared_s is not None and decoded_s < 0.9 * declared_s - 0.1:
+    raise MediaError(f'{path}: truncated {what}: decoded {decoded_s:.2f} s of '
+                     f'the declared {declared_s:.2f} s')
+
+
+def _wav_declared_seconds(path: str) -> float | None:
+  """Duration a RIFF/WAVE header declares in its data chunk (None if unknown).
+
+  libsndfile silently reads a truncated WAV up to the cut; comparing with the
+  header's data size is the only way to notice.
+  """
+  with open(path, 'rb') as f:
+    head = f.read(1 << 16)
+  if len(head) < 12 or head[:4] != b'RIFF' or head[8:12] != b'WAVE':
+    return None
+  pos, bytes_per_s = 12, 0
+  while pos + 8 <= len(head):
+    cid, size = head[pos:pos + 4], int.from_bytes(head[pos + 4:pos + 8], 'little')
+    if cid == b'fmt ' and pos + 16 <= len(head):
+      bytes_per_s = int.from_bytes(head[pos + 16:pos + 20], 'little')
+    elif cid == b'data':
+      if bytes_per_s <= 0 or size in (0, 0xFFFFFFFF):
+        return None
+      return size / bytes_per_s
+    pos += 8 + size + (size & 1)
+  return None
+
+
+def _read_soundfile(path: str, check_truncation: bool) -> tuple[np.ndarray, int]:
   """(channels, samples) float32 and the native rate, via libsndfile."""
   data, rate = sf.read(path, dtype='float32', always_2d=True)
+  if check_truncation and os.path.splitext(path)[1].lower() == '.wav':
+    check_not_truncated(path, 'audio', data.shape[0] / rate,
+                        _wav_declared_seconds(path))
   return np.ascontiguousarray(data.T), int(rate)
 
 
-def _read_pyav(path: str) -> tuple[np.ndarray, int]:
+def _read_pyav(path: str, check_truncation: bool) -> tuple[np.ndarray, int]:
   """(channels, samples) float32 of the first audio stream, via PyAV."""
   with av.open(path) as container:
     if not container.streams.audio:
@@ -57,20 +105,27 @@ def _read_pyav(path: str) -> tuple[np.ndarray, int]:
           chunks.append(out.to_ndarray())
     for out in converter.resample(None):
       chunks.append(out.to_ndarray())
+    declared = declared_duration(container, stream)
   if not chunks or rate <= 0:
     raise MediaError(f'{path}: audio stream decoded to no samples')
-  return np.concatenate(chunks, axis=1).astype(np.float32, copy=False), rate
+  data = np.concatenate(chunks, axis=1).astype(np.float32, copy=False)
+  if check_truncation:
+    check_not_truncated(path, 'audio', data.shape[1] / rate, declared)
+  return data, rate
 
 
 def load_audio(path: str | os.PathLike[str], *, sample_rate: int | None = None,
-               mono: bool = True) -> tuple[np.ndarray, int]:
+               mono: bool = True,
+               check_truncation: bool = True) -> tuple[np.ndarray, int]:
   """Decodes an audio file or a video container's first audio stream.
 
   WAV/FLAC/OGG/AIFF go through soundfile (falling back to PyAV when libsndfile
   cannot read them); other containers (flv, mp4, mkv, avi, webm, mp3, ...) go
   through PyAV. Samples are float32 in [-1, 1]. `mono` averages channels (as
   librosa.load does); `sample_rate` resamples with librosa's soxr_hq (the
-  librosa.load default).
+  librosa.load default). With `check_truncation`, a container whose decoded
+  audio is much shorter than its declared duration is rejected (see
+  check_not_truncated); decoding errors of any kind become MediaError.
 
   Returns:
     (wave, rate): wave float32 (N,) when mono else (C, N); rate the output rate.
@@ -85,15 +140,15 @@ def load_audio(path: str | os.PathLike[str], *, sample_rate: int | None = None,
   rate = 0
   if ext in _SOUNDFILE_EXTS:
     try:
-      data, rate = _read_soundfile(path)
-    except (sf.LibsndfileError, RuntimeError, ValueError) as e:  # pragma: no cover - depends on file
+      data, rate = _read_soundfile(path, check_truncation)
+    except (sf.LibsndfileError, RuntimeError, ValueError) as e:
       errors.append(f'soundfile: {e}')
   if data is None:
     try:
-      data, rate = _read_pyav(path)
+      data, rate = _read_pyav(path, check_truncation)
     except MediaError:
       raise
-    except (av.FFmpegError, OSError, ValueError, EOFError) as e:
+    except Exception as e:  # PyAV raises assorted types on damaged input.
       errors.append(f'PyAV: {e}')
       raise MediaError(f'{path}: cannot decode audio ({"; ".join(errors)})') from e
   if data.size == 0 or data.shape[-1] == 0:

@@ -14,9 +14,8 @@ import av
 import numpy as np
 from PIL import Image
 
-from avjax.media.audio import MediaError, _check_path
-
-_DECODE_ERRORS = (av.FFmpegError, OSError, ValueError, EOFError)
+from avjax.media.audio import (MediaError, _check_path, check_not_truncated,
+                               declared_duration)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,12 +43,7 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
       stream = container.streams.video[0]
       rate = stream.average_rate or stream.guessed_rate or stream.base_rate
       fps = float(rate) if rate else 0.0
-      if stream.duration is not None and stream.time_base is not None:
-        duration = float(stream.duration * stream.time_base)
-      elif container.duration is not None:
-        duration = container.duration / av.time_base
-      else:
-        duration = 0.0
+      duration = declared_duration(container, stream) or 0.0
       num_frames = int(stream.frames or 0)
       if num_frames <= 0:
         num_frames = int(round(duration * fps))
@@ -59,7 +53,7 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
                        has_audio=bool(container.streams.audio))
   except MediaError:
     raise
-  except _DECODE_ERRORS as e:
+  except Exception as e:  # PyAV raises assorted types on damaged input.
     raise MediaError(f'{path}: cannot open video ({e})') from e
 
 
@@ -126,7 +120,8 @@ def _to_rgb(frame: av.VideoFrame, resize: int | None,
 def decode_frames(path: str | os.PathLike[str], *, fps: float | None = None,
                   num_frames: int | None = None, max_frames: int | None = None,
                   resize_short_side: int | None = None,
-                  size: tuple[int, int] | None = None) -> np.ndarray:
+                  size: tuple[int, int] | None = None,
+                  check_truncation: bool = True) -> np.ndarray:
   """Decodes selected frames of the first video stream, uint8 (T, H, W, 3) RGB.
 
   Exactly one sampling mode:
@@ -136,7 +131,9 @@ def decode_frames(path: str | os.PathLike[str], *, fps: float | None = None,
       n / N) for i < N, the centres of N equal segments (repeats when n < N).
   max_frames caps T. resize_short_side (bilinear, aspect kept) or size (h, w),
   exact resize, at most one of them. The whole stream is decoded sequentially,
-  which is robust for FLV files without an index.
+  which is robust for FLV files without an index. With `check_truncation`, a
+  stream whose decoded span is much shorter than its declared duration is
+  rejected (not checked when max_frames stops decoding early).
 
   Raises:
     MediaError: the file is missing, empty, unreadable or has no frames.
@@ -161,24 +158,31 @@ def decode_frames(path: str | os.PathLike[str], *, fps: float | None = None,
       rate = stream.average_rate or stream.guessed_rate
       nominal_fps = float(rate) if rate else 25.0
       t0: float | None = None
+      t_last = 0.0
       last_slot = -1
+      stopped_early = False
       for index, frame in enumerate(container.decode(stream)):
-        if num_frames is not None:
-          kept.append(frame)
-          continue
         t = frame.time if frame.time is not None else index / nominal_fps
         if t0 is None:
           t0 = t
+        t_last = max(t_last, t)
+        if num_frames is not None:
+          kept.append(frame)
+          continue
         # 1 ms tolerance absorbs millisecond-rounded timestamps (FLV).
         slot = int(math.floor((t - t0 + 1e-3) * fps))
         if slot > last_slot:
           last_slot = slot
           picked.append(_to_rgb(frame, resize_short_side, size))
           if max_frames is not None and len(picked) >= max_frames:
+            stopped_early = True
             break
+      if check_truncation and t0 is not None and not stopped_early:
+        check_not_truncated(path, 'video', t_last - t0 + 1.0 / nominal_fps,
+                            declared_duration(container, stream))
   except MediaError:
     raise
-  except _DECODE_ERRORS as e:
+  except Exception as e:  # PyAV raises assorted types on damaged input.
     raise MediaError(f'{path}: cannot decode video ({e})') from e
 
   if num_frames is not None and kept:

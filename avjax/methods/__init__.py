@@ -1,6 +1,8 @@
 """Balancing methods, registered by name in METHODS (`config.method.name`)."""
 
 from avjax.methods import baseline  # noqa: F401  (registers)
+from avjax.methods import mmcosine  # noqa: F401  (registers)
+from avjax.methods import ogm  # noqa: F401  (registers)
 from avjax.methods.base import METHODS, Method, StepContext, cross_entropy
 
 __all__ = ["METHODS", "Method", "StepContext", "cross_entropy"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import re
 from typing import Any
 
@@ -61,6 +62,7 @@ def make_config(config_name: str = 'audio_dominant', **overrides: Any) -> Synthe
 def build(config_name: str = 'audio_dominant', data_dir: str | None = None,
           **overrides: Any) -> tfds.core.DatasetBuilder:
   """Builds synthetic_av/<config> into `data_dir` unless already there; returns the builder."""
+  data_dir = os.path.expanduser(data_dir) if data_dir else None
   builder = Builder(config=make_config(config_name, **overrides), data_dir=data_dir)
   if not builder.is_prepared():
     builder.download_and_prepare(

@@ -31,10 +31,10 @@ except ImportError:  # `tfds build data_builders/synthetic_av` from a source che
   sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
   from avjax.media import audio as audio_lib
 
-try:  # Tiny BLAS calls (the mel filterbank product) are ~20x slower with OpenBLAS threads.
-  from threadpoolctl import threadpool_limits as _threadpool_limits
-except ImportError:  # Optional: only speed depends on it.
-  _threadpool_limits = None
+try:  # Optional (ships with scikit-learn); see _one_blas_thread.
+  from threadpoolctl import ThreadpoolController
+except ImportError:
+  ThreadpoolController = None
 
 MODES = ('standard', 'debiased', 'complementary')
 SPLITS = ('train', 'validation', 'test')  # Index in this tuple = the split's seed-stream index.
@@ -68,11 +68,11 @@ class SyntheticAVConfig(tfds.core.BuilderConfig):
   num_validation: int = 400
   num_test: int = 400
   seed: int = 0
-  audio_snr_db: tuple[float, float] = (-10.0, 0.0)
+  audio_snr_db: tuple[float, float] = (-12.0, 0.0)
   audio_informative_prob: float = 1.0
   pitch_jitter: float = 0.02
-  visual_visibility: tuple[float, float] = (0.2, 0.5)
-  visual_informative_prob: float = 1.0
+  visual_visibility: tuple[float, float] = (0.4, 0.8)
+  visual_informative_prob: float = 0.75
   num_distractors: tuple[int, int] = (3, 6)
   pixel_noise: float = 12.0
   other_class_prob: float = 1.0
@@ -116,15 +116,21 @@ class SyntheticAVConfig(tfds.core.BuilderConfig):
     k = self.num_classes
     if self.mode == 'complementary':
       return {'audio': 1.0 / (k // self.num_audio_groups), 'visual': 1.0 / (k // 2), 'both': 1.0}
-    pa, pv = self.audio_informative_prob, self.visual_informative_prob
+    pa, pv, q = self.audio_informative_prob, self.visual_informative_prob, self.other_class_prob
     if self.mode == 'debiased':
       pv = 1.0 - pa
     # An uninformative modality shows noise (a guess is right 1/k) or another class (never right).
-    miss = (1.0 - self.other_class_prob) / k
-    return {'audio': pa + (1 - pa) * miss, 'visual': pv + (1 - pv) * miss, 'both': 1.0}
+    single = lambda p: p + (1 - p) * (1 - q) / k
+    # Neither informative: guess among the classes not shown (two other-class patterns agree 1/(k-1)).
+    same = 1 / (k - 1)
+    guess = ((1 - q) ** 2 / k + 2 * q * (1 - q) / (k - 1)
+             + q * q * (same / (k - 1) + (1 - same) / max(k - 2, 1)))
+    p_none = 0.0 if self.mode == 'debiased' else (1 - pa) * (1 - pv)
+    return {'audio': single(pa), 'visual': single(pv), 'both': 1 - p_none * (1 - guess)}
 
 
 def _described(name: str, text: str, **kw: Any) -> SyntheticAVConfig:
+  """A named config whose description also lists all its knobs (kept in dataset_info.json)."""
   cfg = SyntheticAVConfig(name=name, **kw)
   cfg.description = f'{text} Knobs: {json.dumps(cfg.knobs(), sort_keys=True)}'
   return cfg
@@ -135,23 +141,25 @@ BUILDER_CONFIGS = [
         'audio_dominant',
         'Audio easy (audio-only > 90%), visual informative but hard (visual-only well above chance, '
         'capped by visual_informative_prob): joint training tends to starve the visual encoder.',
-        audio_snr_db=(-12.0, 0.0), visual_visibility=(0.25, 0.55), visual_informative_prob=0.7),
+        audio_snr_db=(-12.0, 0.0), visual_visibility=(0.4, 0.8), visual_informative_prob=0.75,
+        other_class_prob=1.0),
     _described(
         'balanced',
         'Both modalities about equally hard (each alone ~70-85%); fusing them helps.',
-        audio_snr_db=(-26.0, -14.0), visual_visibility=(0.3, 0.7), audio_informative_prob=0.85,
+        audio_snr_db=(-19.0, -7.0), visual_visibility=(0.45, 0.85), audio_informative_prob=0.85,
         visual_informative_prob=0.85, other_class_prob=0.0),
     _described(
         'debiased',
         'Per sample exactly one modality (about 50/50) carries the label; the other shows only noise '
         '(audio_informative / visual_informative record which).',
         mode='debiased', audio_snr_db=(-12.0, 0.0), visual_visibility=(0.6, 0.9),
-        audio_informative_prob=0.5, other_class_prob=0.0),
+        audio_informative_prob=0.5, visual_informative_prob=0.5, other_class_prob=0.0),
     _described(
         'complementary',
         'Audio encodes label // 2 and visual label % 2: audio alone reaches at most 1/2, visual alone '
         'at most 1/3 (6 classes), both together 1.0.',
-        mode='complementary', audio_snr_db=(-12.0, 0.0), visual_visibility=(0.6, 0.9)),
+        mode='complementary', audio_snr_db=(-12.0, 0.0), visual_visibility=(0.6, 0.9),
+        visual_informative_prob=1.0),
 ]
 
 
@@ -263,6 +271,23 @@ def render_frames(rng: np.random.Generator, pattern: int | None, cfg: SyntheticA
   return np.clip(np.rint(frames), 0, 255).astype(np.uint8)
 
 
+_BLAS: list = []
+
+
+def _one_blas_thread() -> contextlib.AbstractContextManager:
+  """One BLAS thread around the mel filterbank product.
+
+  The summation order of OpenBLAS (so the last float32 bits of the spectrogram) depends on its thread
+  count; pinning it makes records bit-identical whatever the caller's threading. It is also ~20x faster
+  for this tiny product on a busy machine.
+  """
+  if ThreadpoolController is None:
+    return contextlib.nullcontext()
+  if not _BLAS:
+    _BLAS.append(ThreadpoolController())  # Found once: listing the loaded libraries is slow.
+  return _BLAS[0].limit(limits=1, user_api='blas')
+
+
 def _other(rng: np.random.Generator, pattern: int, num_patterns: int) -> int:
   return (pattern + 1 + int(rng.integers(num_patterns - 1))) % num_patterns
 
@@ -297,9 +322,10 @@ def make_example(cfg: SyntheticAVConfig, split: str, index: int) -> dict[str, An
   attrs = class_attributes(k)[label] + rng.normal(0.0, cfg.attribute_noise, 3)
   # Separate streams per modality: changing one modality's generator never shifts the other.
   wave = synth_audio(np.random.default_rng([cfg.seed, split_index, index, 1]), shown[0], cfg, snr)
-  spec = audio_lib.log_mel_spectrogram(
-      wave, cfg.sample_rate, n_mels=cfg.n_mels, n_fft=cfg.n_fft, hop_length=cfg.hop_length,
-      log_offset=cfg.log_offset)
+  with _one_blas_thread():
+    spec = audio_lib.log_mel_spectrogram(
+        wave, cfg.sample_rate, n_mels=cfg.n_mels, n_fft=cfg.n_fft, hop_length=cfg.hop_length,
+        log_offset=cfg.log_offset)
   if spec.shape != (cfg.n_mels, cfg.n_audio_frames):
     raise ValueError(f'synthetic_av: spectrogram shape {spec.shape} != '
                      f'({cfg.n_mels}, {cfg.n_audio_frames}); check hop_length / n_audio_frames.')
@@ -323,16 +349,14 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   """DatasetBuilder for synthetic_av (registered with TFDS as 'synthetic_av')."""
 
   VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {
-      '1.0.0': 'Initial release: audio_dominant, balanced, debiased, complementary configs.',
-  }
+  RELEASE_NOTES = {'1.0.0': 'Initial release: audio_dominant, balanced, debiased, complementary.'}
   BUILDER_CONFIGS = BUILDER_CONFIGS
   DEFAULT_BUILDER_CONFIG_NAME = 'audio_dominant'
 
-  def __init__(self, *, file_format: str | None = None, **kwargs: Any):
+  def __init__(self, *, file_format: str | tfds.core.FileFormat | None = None, **kwargs: Any):
     super().__init__(file_format=file_format, **kwargs)
     # ArrayRecord (random access through tfds.data_source) unless asked otherwise or already on disk.
-    if file_format is None and not self.is_prepared() and not self.info.splits:
+    if file_format is None and not self.is_prepared():
       self.info.set_file_format(tfds.core.FileFormat.ARRAY_RECORD, override=True)
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -357,16 +381,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     })
     metadata = tfds.core.MetadataDict(
         config=cfg.knobs(), bounds=cfg.bounds(), num_audio_groups=cfg.num_audio_groups,
-        num_visual_groups=cfg.num_visual_groups,
-        class_attributes=class_attributes(k).tolist(),
+        num_visual_groups=cfg.num_visual_groups, class_attributes=class_attributes(k).tolist(),
         attribute_names=['arousal', 'valence', 'dominance'])
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=(__doc__ or '') + '\n' + (cfg.description or ''),
-        features=features,
-        metadata=metadata,
-        homepage='https://github.com/avjax/avjax',
-    )
+    return tfds.core.DatasetInfo(builder=self, features=features, metadata=metadata,
+                                 description=(__doc__ or '') + '\n' + (cfg.description or ''))
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     del dl_manager  # Nothing to download.
@@ -379,17 +397,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, split: str, num: int) -> Iterator[tuple[str, dict[str, Any]]]:
     cfg = self.builder_config
-    for start in range(0, num, 128):
-      with _single_threaded_blas():
-        chunk = [make_example(cfg, split, i) for i in range(start, min(start + 128, num))]
-      for ex in chunk:
-        yield ex['id'], ex
-
-
-def _single_threaded_blas() -> contextlib.AbstractContextManager:
-  if _threadpool_limits is None:
-    return contextlib.nullcontext()
-  return _threadpool_limits(limits=1, user_api='blas')
+    for i in range(num):
+      ex = make_example(cfg, split, i)
+      yield ex['id'], ex
 
 
 SyntheticAV = Builder  # Descriptive alias (same class; registered once).

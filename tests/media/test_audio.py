@@ -39,6 +39,8 @@ def files(tmp_path_factory) -> dict[str, pathlib.Path]:
   stereo = np.stack([tone, 0.5 * tone], axis=1)
   sf.write(root / 'stereo.flac', stereo, WAV_RATE)
   sf.write(root / 'silent.wav', np.zeros((0,)), WAV_RATE)
+  data = (root / 'tone.wav').read_bytes()
+  (root / 'truncated.wav').write_bytes(data[:len(data) // 2])
   (root / 'empty.wav').write_bytes(b'')
   (root / 'garbage.wav').write_bytes(b'RIFF' + bytes(range(200)))
   mp4 = write_video(root / 'clip.mp4', video_codec='libx264', audio_codec='aac')
@@ -48,6 +50,8 @@ def files(tmp_path_factory) -> dict[str, pathlib.Path]:
               num_frames=10)
   data = mp4.read_bytes()
   (root / 'truncated.mp4').write_bytes(data[:len(data) // 2])
+  data = flv.read_bytes()
+  (root / 'truncated.flv').write_bytes(data[:len(data) // 2])
   return {p.stem + p.suffix: p for p in root.iterdir()} | {'mp4': mp4,
                                                             'flv': flv}
 
@@ -100,10 +104,23 @@ def test_load_container_audio(files, kind):
 
 
 @pytest.mark.parametrize('name', ['empty.wav', 'silent.wav', 'garbage.wav',
-                                  'truncated.mp4', 'mute.mp4'])
+                                  'truncated.wav',
+                                  'truncated.mp4', 'truncated.flv',
+                                  'mute.mp4'])
 def test_bad_audio_raises_media_error(files, name):
   with pytest.raises(media.MediaError, match=name):
     media.load_audio(files[name])
+
+
+def test_truncated_wav_without_check(files):
+  wave, _ = media.load_audio(files['truncated.wav'], check_truncation=False)
+  assert abs(wave.shape[0] - WAV_RATE * WAV_SECONDS / 2) < 100
+
+
+def test_truncated_flv_audio_without_check(files):
+  wave, rate = media.load_audio(files['truncated.flv'], check_truncation=False)
+  assert rate == AUDIO_RATE
+  assert 0.3 * AUDIO_RATE < wave.shape[0] < 0.7 * AUDIO_RATE * NUM_FRAMES / FPS
 
 
 def test_missing_audio_raises_media_error(tmp_path):

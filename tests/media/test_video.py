@@ -92,12 +92,14 @@ def clips(tmp_path_factory) -> dict[str, pathlib.Path]:
   data = mp4.read_bytes()
   truncated = root / 'truncated.mp4'
   truncated.write_bytes(data[:len(data) // 2])
+  truncated_flv = root / 'truncated.flv'
+  truncated_flv.write_bytes(flv.read_bytes()[:flv.stat().st_size // 2])
   empty = root / 'empty.flv'
   empty.write_bytes(b'')
   garbage = root / 'garbage.mp4'
   garbage.write_bytes(np.random.default_rng(0).bytes(4096))
-  return {'mp4': mp4, 'flv': flv, 'truncated': truncated, 'empty': empty,
-          'garbage': garbage}
+  return {'mp4': mp4, 'flv': flv, 'truncated': truncated,
+          'truncated_flv': truncated_flv, 'empty': empty, 'garbage': garbage}
 
 
 @pytest.mark.parametrize('kind', ['mp4', 'flv'])
@@ -161,6 +163,31 @@ def test_bad_files_raise_media_error(clips, kind):
     media.decode_frames(path, fps=1.0)
   with pytest.raises(media.MediaError, match=path.name):
     media.probe(path)
+
+
+def test_truncated_flv(clips):
+  # FLV has no index: a file cut in half opens and decodes up to the cut, so
+  # truncation is detected against the declared duration.
+  path = clips['truncated_flv']
+  with pytest.raises(media.MediaError, match=r'truncated\.flv: truncated video'):
+    media.decode_frames(path, num_frames=3)
+  with pytest.raises(media.MediaError, match='truncated video'):
+    media.decode_frames(path, fps=1.0)
+  partial = media.decode_frames(path, fps=1.0, check_truncation=False)
+  assert 1 <= partial.shape[0] <= 2
+  assert colour_to_index(partial[0]) == 0
+  # Stopping early via max_frames skips the check.
+  assert media.decode_frames(path, fps=1.0, max_frames=1).shape[0] == 1
+
+
+def test_corrupt_flv(clips, tmp_path):
+  data = bytearray(clips['flv'].read_bytes())
+  mid = len(data) // 2
+  data[mid:mid + 2000] = np.random.default_rng(1).bytes(2000)
+  path = tmp_path / 'corrupt.flv'
+  path.write_bytes(bytes(data))
+  with pytest.raises(media.MediaError, match='corrupt.flv'):
+    media.decode_frames(path, num_frames=3)
 
 
 def test_missing_file_raises_media_error(tmp_path):

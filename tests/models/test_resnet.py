@@ -27,8 +27,9 @@ def _abstract_out(make, shape):
 
 
 @pytest.fixture(scope="module")
-def full_mmcosine() -> ResNet18:
-  return ResNet18(3, init="mmcosine", rngs=nnx.Rngs(0))
+def mmcosine_model() -> ResNet18:
+  # Half the reference widths: big enough for tight statistics, cheaper to initialise on CPU.
+  return ResNet18(3, widths=(32, 64, 128, 256), init="mmcosine", rngs=nnx.Rngs(0))
 
 
 @pytest.mark.parametrize("shape,expected", [
@@ -71,24 +72,24 @@ def test_structure_and_downsample_placement():
   assert all(bn.momentum == 0.9 and bn.epsilon == 1e-5 for bn in _batchnorms(model))
 
 
-def test_conv_init_is_kaiming_normal_fan_out(full_mmcosine):
-  for conv in (full_mmcosine.conv1, full_mmcosine.layer4[1].conv2, full_mmcosine.layer3[0].down_conv):
+def test_conv_init_is_kaiming_normal_fan_out(mmcosine_model):
+  for conv in (mmcosine_model.conv1, mmcosine_model.layer4[1].conv2, mmcosine_model.layer3[0].down_conv):
     k = np.asarray(conv.kernel[...])
     kh, kw, _, cout = k.shape
     expected = np.sqrt(2.0 / (kh * kw * cout))
     assert abs(k.std() / expected - 1) < 0.05
     assert abs(k.mean()) < 0.05 * expected
-  big = np.asarray(full_mmcosine.layer4[1].conv2.kernel[...])
-  # Not truncated: a 2.4M-sample normal has values beyond 4 sigma (a truncated normal stops at 2).
+  big = np.asarray(mmcosine_model.layer4[1].conv2.kernel[...])
+  # Not truncated: a 590k-sample normal has values beyond 4 sigma (a truncated normal stops at 2).
   assert np.abs(big).max() > 4 * big.std()
 
 
-def test_mmcosine_bn_scale_is_normal_around_one(full_mmcosine):
-  bns = _batchnorms(full_mmcosine)
+def test_mmcosine_bn_scale_is_normal_around_one(mmcosine_model):
+  bns = _batchnorms(mmcosine_model)
   scales = np.concatenate([np.asarray(bn.scale[...]) for bn in bns])
   biases = np.concatenate([np.asarray(bn.bias[...]) for bn in bns])
-  assert scales.size == 4800
-  assert abs(scales.mean() - 1) < 0.002
+  assert scales.size == 2400
+  assert abs(scales.mean() - 1) < 0.003
   assert 0.018 < scales.std() < 0.022
   np.testing.assert_array_equal(biases, 0)
 
@@ -137,29 +138,29 @@ def test_visual_frame_folding_equals_per_frame_average():
 def test_audio_encoder_is_global_average():
   enc = AudioEncoder(1, widths=TINY, rngs=nnx.Rngs(0))
   enc.eval()
-  x = jax.random.normal(jax.random.key(2), (2, 40, 30, 1))
+  x = jax.random.normal(jax.random.key(2), (3, 33, 24, 1))
   np.testing.assert_allclose(enc(x), enc.feature_map(x).mean(axis=(1, 2)), rtol=1e-6, atol=1e-6)
 
 
 def test_batchnorm_train_vs_eval():
   model = ResNet18(1, widths=TINY, rngs=nnx.Rngs(0))
-  x = jax.random.normal(jax.random.key(3), (4, 32, 32, 1)) * 3 + 1
+  x = jax.random.normal(jax.random.key(3), (3, 33, 24, 1)) * 3 + 1
+  x_other = x.at[1:].set(jax.random.normal(jax.random.key(4), (2, 33, 24, 1)))
   stem = model.conv1(x)
 
   model.train()
-  model(x)
+  out = model(x)
   batch_mean = np.asarray(stem.mean(axis=(0, 1, 2)))
   batch_var = np.asarray(stem.var(axis=(0, 1, 2)))  # biased; see docs/deviations.md
   np.testing.assert_allclose(model.bn1.mean[...], 0.1 * batch_mean, rtol=1e-4, atol=1e-6)
   np.testing.assert_allclose(model.bn1.var[...], 0.9 + 0.1 * batch_var, rtol=1e-4, atol=1e-6)
-  # Train mode normalises with the batch statistics: one sample's output depends on the others.
-  alone = model(x[:2])
-  assert not np.allclose(model(x)[:2], alone, atol=1e-3)
+  # Train mode normalises with the batch statistics: sample 0's output depends on the other samples.
+  assert not np.allclose(out[0], model(x_other)[0], atol=1e-3)
 
   model.eval()
   assert all(bn.use_running_average for bn in _batchnorms(model))
   stats = (np.asarray(model.bn1.mean[...]), np.asarray(model.bn1.var[...]))
-  np.testing.assert_allclose(model(x)[:2], model(x[:2]), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(model(x)[0], model(x_other)[0], rtol=1e-5, atol=1e-5)
   np.testing.assert_array_equal(model.bn1.mean[...], stats[0])
   np.testing.assert_array_equal(model.bn1.var[...], stats[1])
   expected = (np.asarray(stem) - stats[0]) / np.sqrt(stats[1] + 1e-5)

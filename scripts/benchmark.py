@@ -1,0 +1,369 @@
+r"""Benchmarks one avjax config: compile times, train-step and input-pipeline throughput, memory.
+
+  python scripts/benchmark.py --config configs/demo.py[:smoke] [--config.key=value ...] \
+      [--steps 20] [--warmup 3] [--pipeline_batches 20] [--json out.json]
+
+Everything is built with avjax's own functions (the trainer's dataset, transforms, model, optimizer,
+state, jitted steps and shardings), so the numbers are those of `python -m avjax.main` minus
+evaluation, checkpointing and metric logging:
+
+  * compile: `jax.jit(step).lower(...)` and `.compile()` of the train step (as the trainer jits it:
+    donated state, replicated state shardings) and of the eval step, timed separately.
+  * train step: `--warmup` steps, then `--steps` steps on one fixed global batch already placed on
+    the devices; the clock stops after `jax.block_until_ready` on the last step's result, so it
+    measures the step, not the input pipeline.
+  * input pipeline: `train_batches` alone (numpy batches on the host, no device transfer) with the
+    config's `input.num_workers`, `--pipeline_batches` batches after one warm-up batch; per core is
+    examples per CPU-second used by this process and its worker processes in that window.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import resource
+import sys
+import time
+from typing import Any, Iterator
+
+from absl import app, flags
+from absl import logging as absl_logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).",
+                                          lock_config=True)
+_STEPS = flags.DEFINE_integer("steps", 20, "Timed train steps (after --warmup).")
+_WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed train steps before the timed ones.")
+_PIPELINE_BATCHES = flags.DEFINE_integer("pipeline_batches", 20,
+                                         "Timed input-pipeline batches (after one warm-up batch).")
+_JSON = flags.DEFINE_string("json", None, "Optional path to write the numbers as JSON.")
+
+
+def _fail(message: str) -> None:
+  print(f"benchmark: error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing that reports bad overrides in one line instead of a traceback."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    cause = e.__cause__ or e.__context__ or e
+    text = str(cause).strip("'\"").replace("\\n", " ")
+    _fail(text.splitlines()[0] if text else str(e))
+
+
+# ---------------------------------------------------------------------------------------------
+# Machine facts and resource accounting.
+
+
+def cpu_model() -> str:
+  """The CPU model name from /proc/cpuinfo (or platform's answer elsewhere)."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.lower().startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or "unknown"
+
+
+def machine_facts() -> dict[str, Any]:
+  """CPU, cores, library versions and the JAX backend/devices this run sees."""
+  import flax
+  import jax
+  import jaxlib
+  devices = jax.devices()
+  return {
+      "cpu_model": cpu_model(),
+      "cpu_cores": os.cpu_count(),
+      "cpu_cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                          else os.cpu_count(),
+      "python": platform.python_version(),
+      "jax": jax.__version__,
+      "jaxlib": jaxlib.__version__,
+      "flax": flax.__version__,
+      "backend": jax.default_backend(),
+      "device_kind": devices[0].device_kind,
+      "device_count": jax.device_count(),
+      "process_count": jax.process_count(),
+  }
+
+
+def _proc_children_cpu_seconds(root: int) -> float:
+  """CPU seconds (user + system) of all live descendants of `root`, from /proc."""
+  tick = os.sysconf("SC_CLK_TCK")
+  parent, cpu = {}, {}
+  for name in os.listdir("/proc"):
+    if not name.isdigit():
+      continue
+    try:
+      with open(f"/proc/{name}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+      continue  # The process ended while we looked.
+    pid = int(name)
+    parent[pid] = int(fields[1])  # fields[0] is the state; utime/stime are stat fields 14/15.
+    cpu[pid] = (int(fields[11]) + int(fields[12])) / tick
+  total, frontier = 0.0, [root]
+  while frontier:
+    pid = frontier.pop()
+    for child, ppid in parent.items():
+      if ppid == pid:
+        total += cpu[child]
+        frontier.append(child)
+  return total
+
+
+def cpu_seconds() -> float | None:
+  """CPU seconds used so far by this process (all threads) and its live child processes."""
+  if not os.path.isdir("/proc"):
+    return None
+  return time.process_time() + _proc_children_cpu_seconds(os.getpid())
+
+
+def peak_host_rss_mb() -> float:
+  """Peak resident set size of this process in MiB (ru_maxrss is KiB on Linux, bytes on macOS)."""
+  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+def device_memory(devices: list[Any]) -> dict[str, float] | None:
+  """Peak and current bytes in use (max over devices) in MiB, or None where the backend has no
+  memory stats (CPU)."""
+  stats = [d.memory_stats() for d in devices]
+  if not stats or any(s is None for s in stats):
+    return None
+  out = {}
+  for key in ("peak_bytes_in_use", "bytes_in_use", "bytes_limit"):
+    values = [s[key] for s in stats if key in s]
+    if values:
+      out[key.replace("bytes", "mib")] = max(values) / 2**20
+  return out or None
+
+
+# ---------------------------------------------------------------------------------------------
+# The measurements.
+
+
+def _long_plan(num_examples: int, seed: int, min_length: int):
+  """Consecutive epochs' shuffled plans joined into one, so a long pipeline run needs one
+  iterator (and one set of worker processes) even when a split is shorter than the run."""
+  import numpy as np
+  from avjax import data
+  epochs = max(1, math.ceil(min_length / num_examples))
+  return data.EpochPlan(np.concatenate(
+      [data.shuffled_plan(num_examples, seed, e).indices for e in range(epochs)]))
+
+
+def _timed(fn, *args) -> tuple[Any, float]:
+  tic = time.perf_counter()
+  out = fn(*args)
+  return out, time.perf_counter() - tic
+
+
+def benchmark_pipeline(source: Any, config: Any, num_batches: int) -> dict[str, float]:
+  """Examples/s of `train_batches` alone after one warm-up batch, and per CPU-second."""
+  from avjax import data
+  tc = config.train
+  plan = _long_plan(len(source), config.seed, (num_batches + 1) * tc.batch_size)
+  transform = data.make_transform(config.input, train=True)
+  batches: Iterator = data.train_batches(source, plan, transform, seed=config.seed, epoch=0,
+                                         global_batch_size=tc.batch_size,
+                                         num_workers=config.input.num_workers)
+  first = next(batches)  # Warm-up: worker start-up, first reads.
+  local = len(first["label"]) if "label" in first else tc.batch_size
+  cpu0, tic = cpu_seconds(), time.perf_counter()
+  examples = 0
+  for _ in range(num_batches):
+    batch = next(batches)
+    examples += len(next(iter(batch.values())))
+  elapsed = time.perf_counter() - tic
+  cpu1 = cpu_seconds()
+  del batches
+  result = {"pipeline_batches": num_batches, "pipeline_local_batch_size": local,
+            "pipeline_seconds": elapsed, "pipeline_examples_per_s": examples / elapsed}
+  if cpu0 is not None and cpu1 is not None and cpu1 > cpu0:
+    used = cpu1 - cpu0
+    result.update(pipeline_cpu_seconds=used, pipeline_cores_busy=used / elapsed,
+                  pipeline_examples_per_s_per_core=examples / used)
+  return result
+
+
+def run_benchmark(config: Any, *, steps: int, warmup: int,
+                  pipeline_batches: int) -> dict[str, Any]:
+  """Measures `config` (see the module docstring); returns the numbers as a flat dict."""
+  import jax
+  import jax.numpy as jnp
+  from avjax import config as config_lib
+  from avjax import data, sharding
+  from avjax.methods import METHODS
+  from avjax.models import build_model
+  from avjax.optim import make_optimizer
+  from avjax.registry import ConfigError
+  from avjax.steps import init_state, make_eval_step, make_train_step
+
+  if steps < 1 or warmup < 0 or pipeline_batches < 1:
+    raise ConfigError("--steps and --pipeline_batches must be >= 1 and --warmup >= 0.")
+  config_lib.validate(config)
+  sharding.maybe_initialize_distributed(config.mesh)
+  mesh = sharding.make_mesh(config.mesh)
+  tc, dc = config.train, config.dataset
+  eval_split = dc.val_split or dc.test_split or dc.train_split
+  r: dict[str, Any] = {"global_batch_size": tc.batch_size, "mesh_data": mesh.shape["data"]}
+
+  dataset, r["dataset_open_s"] = _timed(
+      data.open_dataset, dc, sorted({dc.train_split, eval_split}))
+  source = dataset.sources[dc.train_split]
+  steps_per_epoch = data.steps_per_epoch(len(source), tc.batch_size)
+  if steps_per_epoch == 0:
+    raise ConfigError(f"The training split has {len(source)} examples, fewer than one batch of "
+                      f"{tc.batch_size}; lower config.train.batch_size.")
+  sharding.local_batch_size(tc.batch_size, mesh)
+  eval_batch_size = tc.eval_batch_size or tc.batch_size
+  sharding.local_batch_size(eval_batch_size, mesh)
+
+  tic = time.perf_counter()
+  method = METHODS.get(config.method.name)(config)
+  model = build_model(config, dataset.num_classes, method.model_overrides())
+  tx = make_optimizer(config.optimizer, steps_per_epoch, tc.num_epochs)
+  graphs, state = init_state(model, tx, method, config.seed)
+  state = jax.block_until_ready(jax.device_put(state, sharding.replicated(mesh)))
+  r["init_s"] = time.perf_counter() - tic
+  r["num_params"] = int(sum(x.size for x in jax.tree.leaves(state.params)))
+  r["param_mib"] = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state.params)) / 2**20
+
+  # One fixed global batch from the training pipeline, placed on the devices once.
+  plan = data.shuffled_plan(len(source), config.seed, 0)
+  host_batch = next(data.train_batches(source, plan, data.make_transform(config.input, train=True),
+                                       seed=config.seed, epoch=0, global_batch_size=tc.batch_size))
+  batch = jax.block_until_ready(sharding.to_global(host_batch, mesh))
+  eval_host = next(data.eval_batches(dataset.sources[eval_split],
+                                     data.make_transform(config.input, train=False),
+                                     global_batch_size=eval_batch_size))
+  eval_batch = jax.block_until_ready(sharding.to_global(eval_host, mesh))
+  epoch = jnp.int32(0)
+
+  # Compile, exactly as the trainer jits the steps.
+  state_sharding = jax.tree.map(lambda x: x.sharding, state)
+  train_jit = jax.jit(make_train_step(graphs, tx, method), donate_argnums=0,
+                      out_shardings=(state_sharding, None))
+  lowered, r["train_lower_s"] = _timed(train_jit.lower, state, batch, epoch)
+  train_step, r["train_compile_s"] = _timed(lowered.compile)
+  eval_lowered, r["eval_lower_s"] = _timed(jax.jit(make_eval_step(graphs)).lower, state, eval_batch)
+  _, r["eval_compile_s"] = _timed(eval_lowered.compile)
+
+  # Train-step throughput on the fixed batch; block only at the end of each phase.
+  for _ in range(warmup):
+    state, metrics = train_step(state, batch, epoch)
+  jax.block_until_ready(state)
+  tic = time.perf_counter()
+  for _ in range(steps):
+    state, metrics = train_step(state, batch, epoch)
+  jax.block_until_ready((state, metrics))
+  elapsed = time.perf_counter() - tic
+  r.update(train_steps=steps, train_warmup=warmup, train_seconds=elapsed,
+           train_step_ms=1e3 * elapsed / steps,
+           train_examples_per_s=steps * tc.batch_size / elapsed,
+           final_loss=float(metrics["loss"]))
+  r["device_memory"] = device_memory(list(mesh.devices.flat))
+  del state, batch, eval_batch
+
+  r.update(benchmark_pipeline(source, config, pipeline_batches))
+  r["peak_host_rss_mib"] = peak_host_rss_mb()
+  return r
+
+
+# ---------------------------------------------------------------------------------------------
+# Reporting.
+
+
+def _fmt(value: Any, unit: str = "") -> str:
+  if value is None:
+    return "n/a"
+  if isinstance(value, float):
+    text = f"{value:,.3f}" if abs(value) < 10 else f"{value:,.1f}"
+  elif isinstance(value, int):
+    text = f"{value:,}"
+  else:
+    text = str(value)
+  return f"{text} {unit}".rstrip()
+
+
+def format_report(machine: dict[str, Any], r: dict[str, Any], config: Any,
+                  num_workers: int) -> str:
+  """The machine facts and a two-column table of the numbers."""
+  mem = r.get("device_memory")
+  rows = [
+      ("config", f"{config.name} (method {config.method.name}, fusion {config.model.fusion}, "
+                 f"widths {tuple(config.model.widths)})"),
+      ("global batch / data-parallel devices", f"{r['global_batch_size']} / {r['mesh_data']}"),
+      ("parameters", f"{_fmt(r['num_params'])} ({_fmt(r['param_mib'], 'MiB')})"),
+      ("dataset open (incl. build if missing)", _fmt(r["dataset_open_s"], "s")),
+      ("model + state init", _fmt(r["init_s"], "s")),
+      ("train step lower", _fmt(r["train_lower_s"], "s")),
+      ("train step compile", _fmt(r["train_compile_s"], "s")),
+      ("eval step lower", _fmt(r["eval_lower_s"], "s")),
+      ("eval step compile", _fmt(r["eval_compile_s"], "s")),
+      (f"train step ({r['train_steps']} steps after {r['train_warmup']} warm-up)",
+       _fmt(r["train_step_ms"], "ms/step")),
+      ("train throughput", _fmt(r["train_examples_per_s"], "examples/s")),
+      (f"input pipeline ({r['pipeline_batches']} batches, {num_workers} workers)",
+       _fmt(r["pipeline_examples_per_s"], "examples/s")),
+      ("input pipeline per core", _fmt(r.get("pipeline_examples_per_s_per_core"),
+                                       "examples/CPU-s")),
+      ("input pipeline cores busy", _fmt(r.get("pipeline_cores_busy"))),
+      ("peak host RSS", _fmt(r["peak_host_rss_mib"], "MiB")),
+      ("device memory peak", _fmt(mem.get("peak_mib_in_use") if mem else None, "MiB")),
+  ]
+  facts = (f"machine: {machine['cpu_model']}, {machine['cpu_cores']} cores "
+           f"({machine['cpu_cores_usable']} usable), load average {machine['load_before']} before"
+           f" / {machine['load_after']} after\n"
+           f"software: python {machine['python']}, jax {machine['jax']}, jaxlib "
+           f"{machine['jaxlib']}, flax {machine['flax']}\n"
+           f"backend: {machine['backend']} ({machine['device_kind']}), {machine['device_count']} "
+           f"device(s), {machine['process_count']} process(es)")
+  width = max(len(k) for k, _ in rows)
+  line = "-" * (width + 2 + max(len(v) for _, v in rows))
+  table = "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+  return f"{facts}\n{line}\n{table}\n{line}"
+
+
+def _load() -> str:
+  return " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    _fail(f"unexpected arguments {argv[1:]}; overrides look like --config.train.batch_size=32.")
+  if _CONFIG.value is None:
+    _fail("--config is required, e.g. --config configs/demo.py")
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  logging.getLogger("avjax").setLevel(logging.INFO)
+  from avjax.data.sources import DatasetNotBuiltError  # Heavy imports after flag parsing.
+  from avjax.registry import ConfigError
+  config = _CONFIG.value
+  load_before = _load()
+  try:
+    results = run_benchmark(config, steps=_STEPS.value, warmup=_WARMUP.value,
+                            pipeline_batches=_PIPELINE_BATCHES.value)
+  except (ConfigError, DatasetNotBuiltError) as e:
+    _fail(str(e))
+  machine = dict(machine_facts(), load_before=load_before, load_after=_load())
+  print(format_report(machine, results, config, config.input.num_workers))
+  if _JSON.value:
+    payload = {"command": " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
+               "machine": machine, "config": json.loads(config.to_json()), "results": results}
+    os.makedirs(os.path.dirname(os.path.abspath(_JSON.value)), exist_ok=True)
+    with open(_JSON.value, "w") as f:
+      json.dump(payload, f, indent=2, sort_keys=True)
+    print(f"Wrote {_JSON.value}")
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=_parse_flags)

@@ -1,0 +1,84 @@
+"""`python -m avjax.main` as a user runs it: the demo smoke run, resumption, and clear errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _main(*args: str) -> subprocess.CompletedProcess:
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  return subprocess.run([sys.executable, "-m", "avjax.main", *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=600)
+
+
+def _assert_clean_error(result: subprocess.CompletedProcess, *needles: str) -> None:
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert "Traceback" not in result.stderr, result.stderr[-3000:]
+  for needle in needles:
+    assert needle in result.stderr, result.stderr[-3000:]
+
+
+def test_unknown_config_key(tmp_path):
+  result = _main("--config", "configs/demo.py:smoke", "--config.train.batch_sise=4",
+                 f"--workdir={tmp_path}")
+  _assert_clean_error(result, "batch_sise", "batch_size")
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("--config.method.name=no_such_method", "Unknown method 'no_such_method'"),
+    ("--config.model.fusion=no_such_fusion", "Unknown fusion 'no_such_fusion'"),
+    ("--config.optimizer.name=rmsprop", "optimizer.name='rmsprop'"),
+])
+def test_unknown_names(tmp_path, override, needle):
+  result = _main("--config", "configs/demo.py:smoke", override, f"--workdir={tmp_path}")
+  _assert_clean_error(result, needle)
+  assert not os.path.exists(tmp_path / "checkpoints")
+
+
+def test_dataset_not_built_names_the_build_command(tmp_path):
+  result = _main("--config", "configs/demo.py:smoke", "--config.dataset.auto_build=False",
+                 f"--config.dataset.data_dir={tmp_path / 'empty'}", f"--workdir={tmp_path / 'w'}")
+  _assert_clean_error(result, "is not built", "tfds build data_builders/synthetic_av --config=")
+
+
+def test_demo_smoke_end_to_end_and_resume(tmp_path, data_dir):
+  workdir = tmp_path / "demo"
+  args = ("--config", "configs/demo.py:smoke", f"--config.dataset.data_dir={data_dir}",
+          f"--workdir={workdir}")
+  first = _main(*args)
+  assert first.returncode == 0, first.stderr[-3000:]
+  rows = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+  val = [r for r in rows if r["split"] == "val"]
+  assert len(val) == 2
+  for key in ("accuracy", "accuracy_audio", "accuracy_visual", "macro_f1", "step", "epoch"):
+    assert key in val[-1]
+  assert any(r["split"] == "test" for r in rows)
+  assert (workdir / "metrics.png").exists()
+  assert os.listdir(workdir / "tensorboard")
+
+  again = _main(*args)  # Same command, same workdir: resumes a finished run, trains nothing.
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert "Resuming from step" in again.stderr
+  rows_again = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+  assert [r for r in rows_again if r["split"] in ("train", "val")] == [
+      r for r in rows if r["split"] in ("train", "val")]
+
+  longer = _main(*args, "--config.train.num_epochs=3")  # A longer run continues.
+  assert longer.returncode == 0, longer.stderr[-3000:]
+  rows_longer = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+  assert [r["epoch"] for r in rows_longer if r["split"] == "val"] == [0, 1, 2]
+
+
+def test_workdir_of_a_different_experiment_is_refused(tmp_path, data_dir):
+  workdir = tmp_path / "w"
+  workdir.mkdir()
+  (workdir / "config.json").write_text(json.dumps({"seed": 123, "model": {"fusion": "sum"}}))
+  result = _main("--config", "configs/demo.py:smoke", f"--config.dataset.data_dir={data_dir}",
+                 f"--workdir={workdir}")
+  _assert_clean_error(result, "different configuration", "new --workdir")
+  assert json.loads((workdir / "config.json").read_text())["seed"] == 123

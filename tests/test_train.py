@@ -1,0 +1,131 @@
+"""The trainer end to end: sharding equivalence, bit-exact resume, non-finite policy."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from avjax import data, sharding, writers
+from avjax.checkpoint import Checkpointer, abstract_like
+from avjax.methods import METHODS, Method
+from avjax.models import build_model
+from avjax.optim import make_optimizer
+from avjax.steps import init_state, make_train_step
+from avjax.train import NonFiniteLossError, train_and_evaluate
+from tests.helpers import tiny_config
+
+
+def _first_batch(config):
+  dataset = data.open_dataset(config.dataset, ["train"])
+  source = dataset.sources["train"]
+  plan = data.shuffled_plan(len(source), config.seed, 0)
+  transform = data.make_transform(config.input, train=True)
+  batch = next(data.train_batches(source, plan, transform, seed=config.seed, epoch=0,
+                                  global_batch_size=config.train.batch_size))
+  return dataset, batch
+
+
+def _one_step(config, dataset, batch, num_devices):
+  config.mesh.data = num_devices
+  mesh = sharding.make_mesh(config.mesh)
+  method = METHODS.get("baseline")(config)
+  model = build_model(config, dataset.num_classes)
+  tx = make_optimizer(config.optimizer, 10, 1)
+  graphs, state = init_state(model, tx, method, config.seed)
+  state = jax.device_put(state, sharding.replicated(mesh))
+  step = jax.jit(make_train_step(graphs, tx, method))
+  for _ in range(2):
+    state, metrics = step(state, sharding.to_global(batch, mesh), jnp.int32(0))
+  return jax.device_get(state), jax.device_get(metrics)
+
+
+def test_sharded_step_matches_single_device(data_dir):
+  assert jax.device_count() == 8
+  config = tiny_config(data_dir)
+  dataset, batch = _first_batch(config)
+  one, m1 = _one_step(config, dataset, batch, 1)
+  eight, m8 = _one_step(config, dataset, batch, 8)
+  np.testing.assert_allclose(m1["loss"], m8["loss"], rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(eight.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  for a, b in zip(jax.tree.leaves(one.model_state), jax.tree.leaves(eight.model_state)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def _final_state(workdir, config):
+  """Restores the latest checkpoint of a finished run as numpy leaves."""
+  dataset = data.open_dataset(config.dataset, ["train"])
+  method = METHODS.get(config.method.name)(config)
+  model = build_model(config, dataset.num_classes)
+  steps = data.steps_per_epoch(len(dataset.sources["train"]), config.train.batch_size)
+  tx = make_optimizer(config.optimizer, steps, config.train.num_epochs)
+  _, state = init_state(model, tx, method, config.seed)
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=5, best_metric="accuracy",
+                      best_mode="max")
+  restored, meta = ckpt.restore(max(ckpt.steps()), abstract_like(state))
+  ckpt.close()
+  return jax.device_get(restored), meta
+
+
+def _rows(workdir, split):
+  rows = [r for r in writers.read_metrics(workdir) if r["split"] == split]
+  for r in rows:
+    r.pop("examples_per_sec", None)
+  return rows
+
+
+def test_resume_is_bit_identical(data_dir, tmp_path):
+  config = tiny_config(data_dir, **{"mesh.data": 2, "optimizer.schedule": "step",
+                                    "optimizer.step_epochs": 1, "optimizer.gamma": 0.5})
+  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+  train_and_evaluate(config, straight)
+  config.train.num_epochs = 1
+  train_and_evaluate(config, resumed)
+  config.train.num_epochs = 2
+  train_and_evaluate(config, resumed)  # Continues from the epoch-1 checkpoint.
+
+  a, meta_a = _final_state(straight, config)
+  b, meta_b = _final_state(resumed, config)
+  assert meta_a["epoch"] == meta_b["epoch"] == 2
+  assert int(a.step) == int(b.step) > 0
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(x, y)
+  assert _rows(straight, "val") == _rows(resumed, "val")
+  assert _rows(straight, "train") == _rows(resumed, "train")
+  val = _rows(straight, "val")[-1]
+  for key in ("accuracy", "accuracy_audio", "accuracy_visual", "macro_f1", "loss"):
+    assert key in val
+
+
+@METHODS.register("test_nan_in_second_epoch")
+class _NanInSecondEpoch(Method):
+  """Baseline whose loss becomes NaN from the second epoch on (to exercise the policies)."""
+
+  def loss(self, output, batch, state, ctx):
+    loss, metrics = super().loss(output, batch, state, ctx)
+    loss = jnp.where(ctx.epoch >= 1, jnp.nan, loss)
+    return loss, {**metrics, "loss": loss}
+
+
+def test_nonfinite_stop_keeps_last_good_checkpoint(data_dir, tmp_path):
+  config = tiny_config(data_dir, **{"method.name": "test_nan_in_second_epoch",
+                                    "train.num_epochs": 3})
+  workdir = str(tmp_path / "run")
+  with pytest.raises(NonFiniteLossError, match="last good checkpoint"):
+    train_and_evaluate(config, workdir)
+  state, meta = _final_state(workdir, config)
+  assert meta["epoch"] == 1
+  assert np.all(np.isfinite(np.concatenate([np.ravel(x) for x in jax.tree.leaves(state.params)])))
+
+
+def test_nonfinite_skip_counts_and_continues(data_dir, tmp_path):
+  config = tiny_config(data_dir, **{"method.name": "test_nan_in_second_epoch",
+                                    "train.nonfinite": "skip"})
+  workdir = str(tmp_path / "run")
+  train_and_evaluate(config, workdir)
+  state, meta = _final_state(workdir, config)
+  steps = int(state.step) // 2
+  assert int(state.skipped_steps) == steps
+  assert _rows(workdir, "train")[-1]["skipped_steps"] == steps
