@@ -92,6 +92,8 @@ def machine_facts() -> dict[str, Any]:
       "device_kind": devices[0].device_kind,
       "device_count": jax.device_count(),
       "process_count": jax.process_count(),
+      "xla_flags": os.environ.get("XLA_FLAGS", ""),
+      "compilation_cache_dir": jax.config.jax_compilation_cache_dir,  # Set: compiles may hit it.
   }
 
 
@@ -120,11 +122,19 @@ def _proc_children_cpu_seconds(root: int) -> float:
   return total
 
 
-def cpu_seconds() -> float | None:
-  """CPU seconds used so far by this process (all threads) and its live child processes."""
+def cpu_seconds(self_last: bool = True) -> float | None:
+  """CPU seconds used so far by this process (all threads) and its live child processes.
+
+  `self_last` reads this process's time after scanning /proc (use at the start of a window, and
+  False at its end), so the scan's own cost stays outside the window.
+  """
   if not os.path.isdir("/proc"):
     return None
-  return time.process_time() + _proc_children_cpu_seconds(os.getpid())
+  if self_last:
+    children = _proc_children_cpu_seconds(os.getpid())
+    return children + time.process_time()
+  own = time.process_time()
+  return own + _proc_children_cpu_seconds(os.getpid())
 
 
 def peak_host_rss_mb() -> float:
@@ -184,7 +194,7 @@ def benchmark_pipeline(source: Any, config: Any, num_batches: int) -> dict[str, 
     batch = next(batches)
     examples += len(next(iter(batch.values())))
   elapsed = time.perf_counter() - tic
-  cpu1 = cpu_seconds()
+  cpu1 = cpu_seconds(self_last=False)
   del batches
   result = {"pipeline_batches": num_batches, "pipeline_local_batch_size": local,
             "pipeline_seconds": elapsed, "pipeline_examples_per_s": examples / elapsed}
@@ -327,7 +337,8 @@ def format_report(machine: dict[str, Any], r: dict[str, Any], config: Any,
            f"software: python {machine['python']}, jax {machine['jax']}, jaxlib "
            f"{machine['jaxlib']}, flax {machine['flax']}\n"
            f"backend: {machine['backend']} ({machine['device_kind']}), {machine['device_count']} "
-           f"device(s), {machine['process_count']} process(es)")
+           f"device(s), {machine['process_count']} process(es), persistent compilation cache "
+           f"{machine['compilation_cache_dir'] or 'off'}")
   width = max(len(k) for k, _ in rows)
   line = "-" * (width + 2 + max(len(v) for _, v in rows))
   table = "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
@@ -343,6 +354,8 @@ def main(argv: list[str]) -> None:
     _fail(f"unexpected arguments {argv[1:]}; overrides look like --config.train.batch_size=32.")
   if _CONFIG.value is None:
     _fail("--config is required, e.g. --config configs/demo.py")
+  if _STEPS.value < 1 or _WARMUP.value < 0 or _PIPELINE_BATCHES.value < 1:
+    _fail("--steps and --pipeline_batches must be >= 1 and --warmup >= 0.")
   absl_logging.set_verbosity(absl_logging.WARNING)
   logging.getLogger("avjax").setLevel(logging.INFO)
   from avjax.data.sources import DatasetNotBuiltError  # Heavy imports after flag parsing.

@@ -42,7 +42,8 @@ def _import_builder(name: str):
 
 def _build_command(name: str, config: str, data_dir: str) -> str:
   manual = "" if name == "synthetic_av" else " --manual_dir=/path/to/your/download"
-  return (f"tfds build data_builders/{name} --config={config}{manual} --data_dir={data_dir}")
+  return (f"python -m avjax.tfds build data_builders/{name} --config={config}{manual} "
+          f"--data_dir={data_dir}")
 
 
 def open_dataset(dcfg: ml_collections.ConfigDict, splits: list[str]) -> Dataset:
@@ -65,7 +66,8 @@ def open_dataset(dcfg: ml_collections.ConfigDict, splits: list[str]) -> Dataset:
       readme = f"data_builders/{dcfg.name}/README.md"
       raise DatasetNotBuiltError(
           f"Dataset {full_name} is not built in {data_dir}.\n"
-          f"Build it once with:\n  {_build_command(dcfg.name, dcfg.config, data_dir)}\n"
+          f"Build it once with (from the avjax checkout; `python -m avjax.tfds` is the `tfds` CLI "
+          f"without TensorFlow):\n  {_build_command(dcfg.name, dcfg.config, data_dir)}\n"
           f"({readme} says what to download and the folder layout it expects.)")
   missing = [s for s in splits if s not in builder.info.splits]
   if missing:

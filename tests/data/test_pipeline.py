@@ -1,0 +1,109 @@
+"""Input pipeline: transforms, deterministic epoch plans, exact resumption, eval padding."""
+
+import numpy as np
+import pytest
+
+from avjax.data import EpochPlan, eval_batches, shuffled_plan, train_batches
+from avjax.data.transforms import ExampleTransform, random_resized_crop, resize
+
+
+def _source(n=10, frames=3, size=12):
+  rng = np.random.default_rng(0)
+  return [{"audio": rng.normal(size=(8, 6)).astype(np.float32),
+           "frames": rng.integers(0, 256, (frames, size, size, 3), dtype=np.uint8),
+           "label": i % 3, "id": f"clip{i}".encode()} for i in range(n)]
+
+
+def test_eval_transform_shapes_and_normalisation():
+  record = {"audio": np.ones((8, 6), np.float32),
+            "frames": np.full((3, 12, 12, 3), 255, np.uint8), "label": 2}
+  out = ExampleTransform(train=False, num_frames=1, image_size=6)(record)
+  assert out["audio"].shape == (8, 6, 1)
+  assert out["visual"].shape == (1, 6, 6, 3)
+  expected = (1.0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+  np.testing.assert_allclose(out["visual"][0, 0, 0], expected, rtol=1e-6)
+  assert out["label"] == 2 and out["valid"] == 1.0
+  np.testing.assert_array_equal(out["modality_mask"], [1.0, 1.0])
+
+
+def test_train_transform_needs_rng_and_is_deterministic_given_it():
+  record = _source(1)[0]
+  t = ExampleTransform(train=True, num_frames=2, image_size=8, spec_augment=True)
+  with pytest.raises(ValueError, match="random generator"):
+    t(record)
+  a = t(record, np.random.default_rng(5))
+  b = t(record, np.random.default_rng(5))
+  for key in a:
+    np.testing.assert_array_equal(a[key], b[key])
+  assert a["visual"].shape == (2, 8, 8, 3)
+
+
+def test_random_resized_crop_full_scale_is_a_resize_of_the_whole_frame():
+  frame = np.random.default_rng(0).integers(0, 256, (10, 10, 3), dtype=np.uint8)
+  # Scale (1, 1) with ratio (1, 1) can only pick the whole 10x10 frame.
+  out = random_resized_crop(frame, (5, 5), (1.0, 1.0), np.random.default_rng(0), ratio=(1, 1))
+  np.testing.assert_array_equal(out, resize(frame, (5, 5)))
+
+
+def test_spec_augment_masks_bands_within_width():
+  t = ExampleTransform(train=True, spec_augment=True, freq_masks=1, freq_mask_width=3,
+                       time_masks=1, time_mask_width=2)
+  spec = np.ones((20, 30), np.float32)
+  for seed in range(20):
+    out = t._spec_augment(spec, np.random.default_rng(seed))
+    zero_rows = np.where((out == 0).all(axis=1))[0]
+    zero_cols = np.where((out == 0).all(axis=0))[0]
+    assert len(zero_rows) <= 3 and len(zero_cols) <= 2
+    if len(zero_rows):
+      assert zero_rows.max() - zero_rows.min() == len(zero_rows) - 1  # One contiguous band.
+
+
+def test_modality_dropout_never_drops_both():
+  t = ExampleTransform(train=True, modality_dropout=0.9)
+  rng = np.random.default_rng(0)
+  masks = np.stack([t._modality_mask(rng) for _ in range(500)])
+  assert masks.sum(1).min() >= 1
+  assert (masks == 0).any()
+
+
+def test_plan_mask_restricts_modalities():
+  source = _source(4)
+  plan = EpochPlan(np.arange(4), modality_masks=np.array([[1, 0], [0, 1], [1, 1], [1, 0]],
+                                                         np.float32))
+  t = ExampleTransform(train=True, num_frames=1)
+  batch = next(train_batches(source, plan, t, seed=0, epoch=0, global_batch_size=4))
+  np.testing.assert_array_equal(batch["modality_mask"], plan.modality_masks)
+  np.testing.assert_array_equal(batch["index"], np.arange(4))
+
+
+def test_plans_are_deterministic_per_epoch():
+  a, b = shuffled_plan(50, 0, 3), shuffled_plan(50, 0, 3)
+  np.testing.assert_array_equal(a.indices, b.indices)
+  assert sorted(a.indices) == list(range(50))
+  assert not np.array_equal(a.indices, shuffled_plan(50, 0, 4).indices)
+  assert not np.array_equal(a.indices, shuffled_plan(50, 1, 3).indices)
+
+
+def test_resuming_mid_epoch_replays_the_same_batches():
+  source = _source(10)
+  t = ExampleTransform(train=True, num_frames=2, image_size=8)
+  plan = shuffled_plan(10, 0, 1)
+  full = list(train_batches(source, plan, t, seed=0, epoch=1, global_batch_size=3))
+  assert len(full) == 3  # The remainder (1 example) is dropped.
+  tail = list(train_batches(source, plan, t, seed=0, epoch=1, global_batch_size=3, start_step=1))
+  assert len(tail) == 2
+  for x, y in zip(full[1:], tail):
+    for key in x:
+      np.testing.assert_array_equal(x[key], y[key])
+  other_epoch = next(train_batches(source, plan, t, seed=0, epoch=2, global_batch_size=3))
+  assert not np.array_equal(other_epoch["visual"], full[0]["visual"])
+
+
+def test_eval_batches_pad_to_full_batches():
+  source = _source(10)
+  batches = list(eval_batches(source, ExampleTransform(train=False), global_batch_size=4))
+  assert len(batches) == 3
+  valid = np.concatenate([b["valid"] for b in batches])
+  index = np.concatenate([b["index"] for b in batches])
+  assert valid.sum() == 10 and valid[-2:].sum() == 0
+  np.testing.assert_array_equal(index[:10], np.arange(10))
