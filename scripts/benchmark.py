@@ -1,7 +1,7 @@
 r"""Benchmarks one avjax config: compile times, train-step and input-pipeline throughput, memory.
 
   python scripts/benchmark.py --config configs/demo.py[:smoke] [--config.key=value ...] \
-      [--steps 20] [--warmup 3] [--pipeline_batches 20] [--json out.json]
+      [--steps 20] [--warmup 3] [--pipeline_batches 200] [--pipeline_warmup N] [--json out.json]
 
 Everything is built with avjax's own functions (the trainer's dataset, transforms, model, optimizer,
 state, jitted steps and shardings), so the numbers are those of `python -m avjax.main` minus
@@ -13,8 +13,10 @@ evaluation, checkpointing and metric logging:
     the devices; the clock stops after `jax.block_until_ready` on the last step's result, so it
     measures the step, not the input pipeline.
   * input pipeline: `train_batches` alone (numpy batches on the host, no device transfer) with the
-    config's `input.num_workers`, `--pipeline_batches` batches after one warm-up batch; per core is
-    examples per CPU-second used by this process and its worker processes in that window.
+    config's `input.num_workers`: `--pipeline_batches` batches timed after `--pipeline_warmup`
+    untimed ones (the first pays worker start-up; the rest drain grain's start-up read-ahead, see
+    default_pipeline_warmup). Per core is examples per CPU-second used by this process and its
+    worker processes in that window.
 """
 
 from __future__ import annotations
@@ -37,8 +39,11 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config fil
                                           lock_config=True)
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed train steps (after --warmup).")
 _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed train steps before the timed ones.")
-_PIPELINE_BATCHES = flags.DEFINE_integer("pipeline_batches", 20,
+_PIPELINE_BATCHES = flags.DEFINE_integer("pipeline_batches", 200,
                                          "Timed input-pipeline batches (after one warm-up batch).")
+_PIPELINE_WARMUP = flags.DEFINE_integer(
+    "pipeline_warmup", None, "Untimed input-pipeline batches first (default: one more than grain "
+    "can have in flight at the start, see default_pipeline_warmup).")
 _JSON = flags.DEFINE_string("json", None, "Optional path to write the numbers as JSON.")
 
 
@@ -177,16 +182,37 @@ def _timed(fn, *args) -> tuple[Any, float]:
   return out, time.perf_counter() - tic
 
 
-def benchmark_pipeline(source: Any, config: Any, num_batches: int) -> dict[str, float]:
-  """Examples/s of `train_batches` alone after one warm-up batch, and per CPU-second."""
+def default_pipeline_warmup(num_workers: int) -> int:
+  """One more batch than grain may have in flight when the first arrives.
+
+  grain reads batches ahead with `ReadOptions().num_threads` threads per process (main process, or
+  each worker): they start together, so the first batch arrives with most of the others nearly done
+  and a window opened right after it would count them at no cost.
+  """
+  import grain
+  threads = grain.ReadOptions().num_threads
+  threads = threads if isinstance(threads, int) and threads > 0 else 16
+  return threads * max(1, num_workers) + 1
+
+
+def benchmark_pipeline(source: Any, config: Any, num_batches: int,
+                       warmup: int | None = None) -> dict[str, float]:
+  """Examples/s of `train_batches` alone after `warmup` batches, and per CPU-second."""
   from avjax import data
   tc = config.train
-  plan = _long_plan(len(source), config.seed, (num_batches + 1) * tc.batch_size)
+  if warmup is None:
+    warmup = default_pipeline_warmup(config.input.num_workers)
+  warmup = max(1, warmup)
+  plan = _long_plan(len(source), config.seed, (num_batches + warmup) * tc.batch_size)
   transform = data.make_transform(config.input, train=True)
   batches: Iterator = data.train_batches(source, plan, transform, seed=config.seed, epoch=0,
                                          global_batch_size=tc.batch_size,
                                          num_workers=config.input.num_workers)
-  first = next(batches)  # Warm-up: worker start-up, first reads.
+  tic = time.perf_counter()
+  first = next(batches)  # Worker start-up, first reads.
+  first_s = time.perf_counter() - tic
+  for _ in range(warmup - 1):  # The start-up burst of read-ahead batches.
+    next(batches)
   local = len(first["label"]) if "label" in first else tc.batch_size
   cpu0, tic = cpu_seconds(), time.perf_counter()
   examples = 0
@@ -196,7 +222,8 @@ def benchmark_pipeline(source: Any, config: Any, num_batches: int) -> dict[str, 
   elapsed = time.perf_counter() - tic
   cpu1 = cpu_seconds(self_last=False)
   del batches
-  result = {"pipeline_batches": num_batches, "pipeline_local_batch_size": local,
+  result = {"pipeline_batches": num_batches, "pipeline_warmup": warmup,
+            "pipeline_first_batch_s": first_s, "pipeline_local_batch_size": local,
             "pipeline_seconds": elapsed, "pipeline_examples_per_s": examples / elapsed}
   if cpu0 is not None and cpu1 is not None and cpu1 > cpu0:
     used = cpu1 - cpu0
@@ -205,8 +232,8 @@ def benchmark_pipeline(source: Any, config: Any, num_batches: int) -> dict[str, 
   return result
 
 
-def run_benchmark(config: Any, *, steps: int, warmup: int,
-                  pipeline_batches: int) -> dict[str, Any]:
+def run_benchmark(config: Any, *, steps: int, warmup: int, pipeline_batches: int,
+                  pipeline_warmup: int | None = None) -> dict[str, Any]:
   """Measures `config` (see the module docstring); returns the numbers as a flat dict."""
   import jax
   import jax.numpy as jnp
@@ -284,7 +311,7 @@ def run_benchmark(config: Any, *, steps: int, warmup: int,
   r["device_memory"] = device_memory(list(mesh.devices.flat))
   del state, batch, eval_batch
 
-  r.update(benchmark_pipeline(source, config, pipeline_batches))
+  r.update(benchmark_pipeline(source, config, pipeline_batches, pipeline_warmup))
   r["peak_host_rss_mib"] = peak_host_rss_mb()
   return r
 
@@ -323,8 +350,9 @@ def format_report(machine: dict[str, Any], r: dict[str, Any], config: Any,
       (f"train step ({r['train_steps']} steps after {r['train_warmup']} warm-up)",
        _fmt(r["train_step_ms"], "ms/step")),
       ("train throughput", _fmt(r["train_examples_per_s"], "examples/s")),
-      (f"input pipeline ({r['pipeline_batches']} batches, {num_workers} workers)",
-       _fmt(r["pipeline_examples_per_s"], "examples/s")),
+      ("input pipeline first batch (start-up)", _fmt(r["pipeline_first_batch_s"], "s")),
+      (f"input pipeline ({r['pipeline_batches']} batches after {r['pipeline_warmup']}, "
+       f"{num_workers} workers)", _fmt(r["pipeline_examples_per_s"], "examples/s")),
       ("input pipeline per core", _fmt(r.get("pipeline_examples_per_s_per_core"),
                                        "examples/CPU-s")),
       ("input pipeline cores busy", _fmt(r.get("pipeline_cores_busy"))),
@@ -354,8 +382,9 @@ def main(argv: list[str]) -> None:
     _fail(f"unexpected arguments {argv[1:]}; overrides look like --config.train.batch_size=32.")
   if _CONFIG.value is None:
     _fail("--config is required, e.g. --config configs/demo.py")
-  if _STEPS.value < 1 or _WARMUP.value < 0 or _PIPELINE_BATCHES.value < 1:
-    _fail("--steps and --pipeline_batches must be >= 1 and --warmup >= 0.")
+  if (_STEPS.value < 1 or _WARMUP.value < 0 or _PIPELINE_BATCHES.value < 1
+      or (_PIPELINE_WARMUP.value is not None and _PIPELINE_WARMUP.value < 1)):
+    _fail("--steps, --pipeline_batches and --pipeline_warmup must be >= 1 and --warmup >= 0.")
   absl_logging.set_verbosity(absl_logging.WARNING)
   logging.getLogger("avjax").setLevel(logging.INFO)
   from avjax.data.sources import DatasetNotBuiltError  # Heavy imports after flag parsing.
@@ -364,7 +393,8 @@ def main(argv: list[str]) -> None:
   load_before = _load()
   try:
     results = run_benchmark(config, steps=_STEPS.value, warmup=_WARMUP.value,
-                            pipeline_batches=_PIPELINE_BATCHES.value)
+                            pipeline_batches=_PIPELINE_BATCHES.value,
+                            pipeline_warmup=_PIPELINE_WARMUP.value)
   except (ConfigError, DatasetNotBuiltError) as e:
     _fail(str(e))
   machine = dict(machine_facts(), load_before=load_before, load_after=_load())
