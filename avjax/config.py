@@ -77,6 +77,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.log_every_steps = 50
   c.train.eval_every_epochs = 1
   c.train.checkpoint_every_epochs = 1
+  c.train.checkpoint_every_steps = 0  # Also checkpoint every N steps (0: only at epoch ends).
   c.train.keep_checkpoints = 2  # Latest N kept, plus the best by `best_metric`.
   c.train.best_metric = "accuracy"  # Validation metric that selects the best checkpoint.
   c.train.best_mode = "max"

@@ -57,12 +57,15 @@ def main(argv: list[str]) -> None:
   logging.getLogger("avjax").setLevel(logging.INFO)
   from avjax.data.sources import DatasetNotBuiltError  # Heavy imports after flag parsing.
   from avjax.registry import ConfigError
+  from avjax.preemption import Preempted
   from avjax.train import NonFiniteLossError, train_and_evaluate
   workdir = _WORKDIR.value or os.path.join("runs", name)
   try:
     train_and_evaluate(config, workdir)
   except (ConfigError, DatasetNotBuiltError, NonFiniteLossError) as e:
     _fail(str(e))
+  except Preempted as e:  # A clean stop: exit 0 so the scheduler treats it as such; rerun resumes.
+    print(f"avjax: {e}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from avjax.evaluate import classification_report, predict
 from avjax.methods import METHODS
 from avjax.models import build_model
 from avjax.optim import make_optimizer, make_schedule
+from avjax.preemption import Preempted, PreemptionWatcher
 from avjax.registry import ConfigError
 from avjax.steps import init_state, make_eval_step, make_train_step
 
@@ -126,41 +127,60 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       eval_step, state, dataset.sources[split], eval_transform, batch_size=eval_batch_size,
       mesh=mesh, num_workers=config.input.num_workers))
 
-  for epoch in range(start_epoch, tc.num_epochs):
-    plan = data.shuffled_plan(len(train_source), config.seed, epoch)
-    batches = data.train_batches(train_source, plan, train_transform, seed=config.seed,
-                                 epoch=epoch, global_batch_size=tc.batch_size,
-                                 start_step=start_step, num_workers=config.input.num_workers)
-    bar = writers.progress_bar(steps_per_epoch, desc=f"epoch {epoch + 1}/{tc.num_epochs}",
-                               disable=not (tc.progress and is_chief), initial=start_step)
-    history, window, tic = [], [], time.perf_counter()
-    epoch_arg = jnp.int32(epoch)
-    for batch in batches:
-      state, step_metrics = train_step(state, sharding.to_global(batch, mesh), epoch_arg)
-      window.append(step_metrics)
-      bar.update(1)
-      if len(window) == tc.log_every_steps:
-        history.extend(_check_finite(window, config, epoch, checkpointer))
-        bar.set_postfix(loss=f"{_mean_metrics(window)['loss']:.4f}")
-        window = []
-    history.extend(_check_finite(window, config, epoch, checkpointer))
-    bar.close()
-    elapsed = time.perf_counter() - tic
-    step = int(state.step)
-    train_metrics = _mean_metrics(history) if history else {}
-    train_metrics["examples_per_sec"] = len(history) * tc.batch_size / elapsed
-    train_metrics["learning_rate"] = float(_learning_rate(config, steps_per_epoch, step))
-    train_metrics["skipped_steps"] = int(state.skipped_steps)
-    writer.write(step, epoch, "train", train_metrics)
-    val_metrics = None
-    last = epoch + 1 == tc.num_epochs
-    if config.dataset.val_split and ((epoch + 1) % tc.eval_every_epochs == 0 or last):
-      val_metrics = evaluate(config.dataset.val_split)
-      writer.write(step, epoch, "val", val_metrics)
-      log.info("epoch %d val: %s", epoch + 1, _brief(val_metrics))
-    if (epoch + 1) % tc.checkpoint_every_epochs == 0 or last:
-      checkpointer.save(step, state, {"epoch": epoch + 1, "step_in_epoch": 0}, val_metrics)
-    start_step = 0
+  host_step = int(state.step)  # Counted on the host from here on: no device sync per step.
+  with PreemptionWatcher() as watcher:
+    for epoch in range(start_epoch, tc.num_epochs):
+      plan = data.shuffled_plan(len(train_source), config.seed, epoch)
+      batches = data.train_batches(train_source, plan, train_transform, seed=config.seed,
+                                   epoch=epoch, global_batch_size=tc.batch_size,
+                                   start_step=start_step, num_workers=config.input.num_workers)
+      bar = writers.progress_bar(steps_per_epoch, desc=f"epoch {epoch + 1}/{tc.num_epochs}",
+                                 disable=not (tc.progress and is_chief), initial=start_step)
+      history, window, tic = [], [], time.perf_counter()
+      epoch_arg = jnp.int32(epoch)
+      step_in_epoch = start_step
+      for batch in batches:
+        state, step_metrics = train_step(state, sharding.to_global(batch, mesh), epoch_arg)
+        window.append(step_metrics)
+        host_step += 1
+        step_in_epoch += 1
+        bar.update(1)
+        at_log = len(window) == tc.log_every_steps
+        if at_log:
+          history.extend(_check_finite(window, config, epoch, checkpointer))
+          bar.set_postfix(loss=f"{_mean_metrics(window)['loss']:.4f}")
+          window = []
+        preempted = (at_log or jax.process_count() == 1) and watcher.requested()
+        periodic = (tc.checkpoint_every_steps and host_step % tc.checkpoint_every_steps == 0
+                    and step_in_epoch < steps_per_epoch)  # The epoch end saves its own.
+        if preempted or periodic:
+          history.extend(_check_finite(window, config, epoch, checkpointer))  # Save only good state.
+          window = []
+          checkpointer.save(host_step, state, {"epoch": epoch, "step_in_epoch": step_in_epoch}, None)
+        if preempted:
+          checkpointer.wait()
+          bar.close()
+          raise Preempted(f"Stopped by a preemption signal at step {host_step} (epoch {epoch + 1}, "
+                          f"batch {step_in_epoch}); checkpoint saved in {checkpointer.directory}. "
+                          "Run the same command again to resume.")
+      history.extend(_check_finite(window, config, epoch, checkpointer))
+      bar.close()
+      elapsed = time.perf_counter() - tic
+      step = host_step
+      train_metrics = _mean_metrics(history) if history else {}
+      train_metrics["examples_per_sec"] = len(history) * tc.batch_size / elapsed
+      train_metrics["learning_rate"] = float(_learning_rate(config, steps_per_epoch, step))
+      train_metrics["skipped_steps"] = int(state.skipped_steps)
+      writer.write(step, epoch, "train", train_metrics)
+      val_metrics = None
+      last = epoch + 1 == tc.num_epochs
+      if config.dataset.val_split and ((epoch + 1) % tc.eval_every_epochs == 0 or last):
+        val_metrics = evaluate(config.dataset.val_split)
+        writer.write(step, epoch, "val", val_metrics)
+        log.info("epoch %d val: %s", epoch + 1, _brief(val_metrics))
+      if ((epoch + 1) % tc.checkpoint_every_epochs == 0 or last) and step not in checkpointer.steps():
+        checkpointer.save(step, state, {"epoch": epoch + 1, "step_in_epoch": 0}, val_metrics)
+      start_step = 0
   checkpointer.wait()
 
   final = {}
