@@ -53,3 +53,150 @@ def _cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
   logits = logits - logits.max(-1, keepdims=True)
   log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
   return float(-np.mean(log_probs[np.arange(len(labels)), labels]))
+
+
+# ------------------------------------------------------------------------------------ command line
+# python -m avjax.evaluate --workdir DIR [--split test] [--checkpoint STEP] [--data_dir D]
+#                          [--predictions out.npz]
+
+
+def load_workdir_config(workdir: str) -> Any:
+  """The ml_collections.ConfigDict a workdir was written with (`<workdir>/config.json`)."""
+  import json  # pylint: disable=import-outside-toplevel
+  import os  # pylint: disable=import-outside-toplevel
+
+  import ml_collections  # pylint: disable=import-outside-toplevel
+
+  from avjax.registry import ConfigError  # pylint: disable=import-outside-toplevel
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path):
+    raise ConfigError(f"{path} does not exist; --workdir must be a directory written by "
+                      "`python -m avjax.main` or `python -m avjax.convert`.")
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def evaluate_workdir(workdir: str, *, split: str | None = None, step: int | None = None,
+                     data_dir: str | None = None) -> tuple[int, str, dict[str, np.ndarray]]:
+  """Restores a workdir's checkpoint (`step`; default the best ranked one, else the latest) and
+  predicts a split (default the test split, else validation). Returns (step, split, predictions)."""
+  import os  # pylint: disable=import-outside-toplevel
+
+  from avjax import data  # pylint: disable=import-outside-toplevel
+  from avjax.checkpoint import Checkpointer, abstract_like  # pylint: disable=import-outside-toplevel
+  from avjax.methods import METHODS  # pylint: disable=import-outside-toplevel
+  from avjax.models import build_model  # pylint: disable=import-outside-toplevel
+  from avjax.optim import make_optimizer  # pylint: disable=import-outside-toplevel
+  from avjax.registry import ConfigError  # pylint: disable=import-outside-toplevel
+  from avjax.steps import init_state, make_eval_step  # pylint: disable=import-outside-toplevel
+
+  config = load_workdir_config(workdir)
+  if data_dir:
+    config.dataset.data_dir = data_dir
+  split = split or config.dataset.test_split or config.dataset.val_split
+  if not split:
+    raise ConfigError("The workdir's config names no test or validation split; pass --split.")
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(ckpt_dir):
+    raise ConfigError(f"{workdir} has no checkpoints/ directory.")
+  tc = config.train
+  checkpointer = Checkpointer(ckpt_dir, keep=tc.keep_checkpoints, best_metric=tc.best_metric,
+                              best_mode=tc.best_mode)
+  try:
+    steps = sorted(checkpointer.steps())
+    if not steps:
+      raise ConfigError(f"{ckpt_dir} holds no checkpoint.")
+    if step is None:
+      best = checkpointer.best_step()
+      step = best if best is not None else steps[-1]
+    elif step not in steps:
+      raise ConfigError(f"No checkpoint at step {step} in {ckpt_dir}; there are {steps}.")
+    sharding.maybe_initialize_distributed(config.mesh)
+    mesh = sharding.make_mesh(config.mesh)
+    batch_size = tc.eval_batch_size or tc.batch_size
+    sharding.local_batch_size(batch_size, mesh)
+    dataset = data.open_dataset(config.dataset, [split])
+    method = METHODS.get(config.method.name)(config)
+    model = build_model(config, dataset.num_classes, method.model_overrides())
+    tx = make_optimizer(config.optimizer, 1, tc.num_epochs)  # Only the state's structure matters.
+    graphs, state = init_state(model, tx, method, config.seed)
+    state = jax.device_put(state, sharding.replicated(mesh))
+    try:
+      state, _ = checkpointer.restore(step, abstract_like(state))
+    except Exception as e:  # pylint: disable=broad-except
+      first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+      raise ConfigError(f"Checkpoint {ckpt_dir}/{step} does not fit the model the workdir's config "
+                        f"builds for {dataset.name} ({dataset.num_classes} classes): "
+                        f"{type(e).__name__}: {first[:300]}") from e
+  finally:
+    checkpointer.close()
+  predictions = predict(jax.jit(make_eval_step(graphs)), state, dataset.sources[split],
+                        data.make_transform(config.input, train=False), batch_size=batch_size,
+                        mesh=mesh, num_workers=config.input.num_workers)
+  return step, split, predictions
+
+
+def format_report(report: dict[str, float]) -> str:
+  """Rows fused / audio / visual; columns accuracy, macro_f1, weighted_f1, loss."""
+  columns = [c for c in ("accuracy", "macro_f1", "weighted_f1", "loss") if c in report]
+  lines = ["          " + "".join(f"{c:>13}" for c in columns)]
+  for row, suffix in (("fused", ""), ("audio", "_audio"), ("visual", "_visual")):
+    if f"accuracy{suffix}" in report:
+      cells = "".join(f"{report.get(c + suffix, float('nan')):>13.4f}" for c in columns)
+      lines.append(f"{row:<10}{cells}")
+  return "\n".join(lines)
+
+
+def main() -> None:
+  """`python -m avjax.evaluate`: prints fused, audio-only and visual-only metrics of a workdir."""
+  import logging  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+
+  from absl import app, flags  # pylint: disable=import-outside-toplevel
+  from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
+
+  from avjax.data.sources import DatasetNotBuiltError  # pylint: disable=import-outside-toplevel
+  from avjax.registry import ConfigError  # pylint: disable=import-outside-toplevel
+
+  flags.DEFINE_string("workdir", None, "Workdir written by avjax.main or avjax.convert.")
+  flags.DEFINE_string("split", None, "Split to evaluate (default: the config's test split).")
+  flags.DEFINE_integer("checkpoint", None, "Checkpoint step (default: best ranked, else latest).")
+  flags.DEFINE_string("data_dir", None, "Override config.dataset.data_dir.")
+  flags.DEFINE_string("predictions", None, "Also save per-example logits, labels and indices "
+                      "(.npz).")
+
+  def fail(message: str) -> None:
+    print(f"avjax: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+  def parse(argv: list[str]) -> list[str]:
+    try:
+      return flags.FLAGS(argv)
+    except flags.Error as e:
+      fail(str(e))
+      return []
+
+  def run(argv: list[str]) -> None:
+    if len(argv) > 1:
+      fail(f"unexpected arguments {argv[1:]}; usage: python -m avjax.evaluate --workdir DIR "
+           "[--split S] [--checkpoint STEP]")
+    f = flags.FLAGS
+    if not f.workdir:
+      fail("--workdir is required: python -m avjax.evaluate --workdir DIR")
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    logging.getLogger("avjax").setLevel(logging.INFO)
+    try:
+      step, split, predictions = evaluate_workdir(f.workdir, split=f.split, step=f.checkpoint,
+                                                  data_dir=f.data_dir)
+    except (ConfigError, DatasetNotBuiltError) as e:
+      fail(str(e))
+    if f.predictions:
+      np.savez(f.predictions, **predictions)
+    print(f"{f.workdir}: checkpoint {step}, split {split!r}, {len(predictions['label'])} examples")
+    print(format_report(classification_report(predictions)))
+
+  app.run(run, flags_parser=parse)
+
+
+if __name__ == "__main__":
+  main()

@@ -27,6 +27,7 @@ import math
 import os
 import platform
 import resource
+import shlex
 import sys
 import time
 from typing import Any, Iterator
@@ -400,7 +401,7 @@ def main(argv: list[str]) -> None:
   machine = dict(machine_facts(), load_before=load_before, load_after=_load())
   print(format_report(machine, results, config, config.input.num_workers))
   if _JSON.value:
-    payload = {"command": " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
+    payload = {"command": shlex.join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
                "machine": machine, "config": json.loads(config.to_json()), "results": results}
     os.makedirs(os.path.dirname(os.path.abspath(_JSON.value)), exist_ok=True)
     with open(_JSON.value, "w") as f:

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import os
+
+import jax
 import ml_collections
 
+from avjax import data
+from avjax.checkpoint import Checkpointer, abstract_like
 from avjax.config import base_config
+from avjax.methods import METHODS
+from avjax.models import build_model
+from avjax.optim import make_optimizer
+from avjax.steps import init_state
 
 
 def tiny_config(data_dir: str, **overrides) -> ml_collections.ConfigDict:
@@ -30,3 +39,18 @@ def tiny_config(data_dir: str, **overrides) -> ml_collections.ConfigDict:
     section, name = key.split(".")
     c[section][name] = value
   return c
+
+
+def restore_final_state(workdir: str, config: ml_collections.ConfigDict):
+  """Restores the latest checkpoint of a finished run as numpy leaves."""
+  dataset = data.open_dataset(config.dataset, ["train"])
+  method = METHODS.get(config.method.name)(config)
+  model = build_model(config, dataset.num_classes)
+  steps = data.steps_per_epoch(len(dataset.sources["train"]), config.train.batch_size)
+  tx = make_optimizer(config.optimizer, steps, config.train.num_epochs)
+  _, state = init_state(model, tx, method, config.seed)
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=5, best_metric="accuracy",
+                      best_mode="max")
+  restored, meta = ckpt.restore(max(ckpt.steps()), abstract_like(state))
+  ckpt.close()
+  return jax.device_get(restored), meta

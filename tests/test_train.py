@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 
 from avjax import data, sharding, writers
-from avjax.checkpoint import Checkpointer, abstract_like
 from avjax.methods import METHODS, Method
 from avjax.models import build_model
 from avjax.optim import make_optimizer
 from avjax.steps import init_state, make_train_step
 from avjax.train import NonFiniteLossError, train_and_evaluate
-from tests.helpers import tiny_config
+from tests.helpers import restore_final_state, tiny_config
 
 
 def _first_batch(config):
@@ -54,21 +53,6 @@ def test_sharded_step_matches_single_device(data_dir):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
-def _final_state(workdir, config):
-  """Restores the latest checkpoint of a finished run as numpy leaves."""
-  dataset = data.open_dataset(config.dataset, ["train"])
-  method = METHODS.get(config.method.name)(config)
-  model = build_model(config, dataset.num_classes)
-  steps = data.steps_per_epoch(len(dataset.sources["train"]), config.train.batch_size)
-  tx = make_optimizer(config.optimizer, steps, config.train.num_epochs)
-  _, state = init_state(model, tx, method, config.seed)
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=5, best_metric="accuracy",
-                      best_mode="max")
-  restored, meta = ckpt.restore(max(ckpt.steps()), abstract_like(state))
-  ckpt.close()
-  return jax.device_get(restored), meta
-
-
 def _rows(workdir, split):
   rows = [r for r in writers.read_metrics(workdir) if r["split"] == split]
   for r in rows:
@@ -86,8 +70,8 @@ def test_resume_is_bit_identical(data_dir, tmp_path):
   config.train.num_epochs = 2
   train_and_evaluate(config, resumed)  # Continues from the epoch-1 checkpoint.
 
-  a, meta_a = _final_state(straight, config)
-  b, meta_b = _final_state(resumed, config)
+  a, meta_a = restore_final_state(straight, config)
+  b, meta_b = restore_final_state(resumed, config)
   assert meta_a["epoch"] == meta_b["epoch"] == 2
   assert int(a.step) == int(b.step) > 0
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
@@ -115,7 +99,7 @@ def test_nonfinite_stop_keeps_last_good_checkpoint(data_dir, tmp_path):
   workdir = str(tmp_path / "run")
   with pytest.raises(NonFiniteLossError, match="last good checkpoint"):
     train_and_evaluate(config, workdir)
-  state, meta = _final_state(workdir, config)
+  state, meta = restore_final_state(workdir, config)
   assert meta["epoch"] == 1
   assert np.all(np.isfinite(np.concatenate([np.ravel(x) for x in jax.tree.leaves(state.params)])))
 
@@ -125,7 +109,7 @@ def test_nonfinite_skip_counts_and_continues(data_dir, tmp_path):
                                     "train.nonfinite": "skip"})
   workdir = str(tmp_path / "run")
   train_and_evaluate(config, workdir)
-  state, meta = _final_state(workdir, config)
+  state, meta = restore_final_state(workdir, config)
   steps = int(state.step) // 2
   assert int(state.skipped_steps) == steps
   assert _rows(workdir, "train")[-1]["skipped_steps"] == steps

@@ -106,7 +106,9 @@ def train_batches(source: Any, plan: EpochPlan, transform: ExampleTransform, *, 
   hosts, host = jax.process_count(), jax.process_index()
   per_host = len(plan.indices) // hosts
   ds = grain.MapDataset.source(_PlannedSource(source, plan))[:per_host * hosts]
-  ds = ds[host::hosts].random_map(transform, seed=_epoch_seed(seed, epoch))
+  # Randomness is drawn per position in the epoch, before host sharding: augmentation does not
+  # depend on how many hosts share the epoch.
+  ds = ds.random_map(transform, seed=_epoch_seed(seed, epoch))[host::hosts]
   ds = ds.batch(global_batch_size // hosts, drop_remainder=True)
   return _finish(ds[start_step:], num_workers)
 

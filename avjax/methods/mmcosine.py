@@ -69,7 +69,11 @@ def nce_loss(a: jax.Array, v: jax.Array, labels: jax.Array, temperature: float =
   positive = (labels[:, None] == labels[None, :]).astype(jnp.float32)
   negative = 1.0 - positive
   pos_term = jnp.sum(-log_p * positive, -1) / jnp.sum(positive, -1)
-  neg_log = -jnp.log(jnp.maximum(1.0 - p, LOG_CLAMP))
+  # 1 - p_ij without cancellation: for each row's largest p (the only one that can exceed 1/2) it
+  # is the sum of the row's other probabilities; elsewhere 1 - p >= 1/2 is exact enough.
+  is_top = jnp.arange(p.shape[-1])[None, :] == jnp.argmax(log_p, axis=-1)[:, None]
+  rest = jnp.sum(jnp.where(is_top, 0.0, p), -1, keepdims=True)
+  neg_log = -jnp.log(jnp.maximum(jnp.where(is_top, rest, 1.0 - p), LOG_CLAMP))
   neg_term = jnp.sum(neg_log * negative, -1) / jnp.maximum(jnp.sum(negative, -1), 1.0)
   return jnp.mean(pos_term + neg_term)
 

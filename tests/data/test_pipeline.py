@@ -107,3 +107,19 @@ def test_eval_batches_pad_to_full_batches():
   index = np.concatenate([b["index"] for b in batches])
   assert valid.sum() == 10 and valid[-2:].sum() == 0
   np.testing.assert_array_equal(index[:10], np.arange(10))
+
+
+def test_augmentation_does_not_depend_on_the_host_count(monkeypatch):
+  import jax
+  source = _source(8)
+  t = ExampleTransform(train=True, num_frames=2, image_size=8)
+  plan = shuffled_plan(8, 0, 0)
+  single = next(train_batches(source, plan, t, seed=0, epoch=0, global_batch_size=8))
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  hosts = []
+  for host in range(2):
+    monkeypatch.setattr(jax, "process_index", lambda host=host: host)
+    hosts.append(next(train_batches(source, plan, t, seed=0, epoch=0, global_batch_size=8)))
+  for host, batch in enumerate(hosts):  # Host h holds epoch positions h, h + 2, ...
+    np.testing.assert_array_equal(batch["visual"], single["visual"][host::2])
+    np.testing.assert_array_equal(batch["index"], single["index"][host::2])

@@ -6,6 +6,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
@@ -75,13 +76,11 @@ def param_grads():
   """Random gradients shaped like a tiny AVClassifier's params (an nnx.State)."""
   model = AVClassifier(num_classes=3, widths=(4, 8, 8, 8), rngs=nnx.Rngs(0))
   params = nnx.state(model, nnx.Param)
-  leaves, treedef = jax.tree_util.tree_flatten(params)
-  keys = jax.random.split(jax.random.key(1), len(leaves))
-  return jax.tree_util.tree_unflatten(
-      treedef, [jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)])
+  rng = np.random.default_rng(1)
+  return jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape), x.dtype), params)
 
 
-def _config(name: str, **method):
+def _config(name: str, **method) -> ml_collections.ConfigDict:
   c = base_config()
   c.method.name = name
   for k, v in method.items():
@@ -94,6 +93,15 @@ def _output(p_audio, p_visual) -> tuple[ModelOutput, dict]:
   output = ModelOutput(logits=logits_a + logits_v,
                        modality_logits={"audio": logits_a, "visual": logits_v}, features={})
   return output, {"label": jnp.zeros(len(p_audio), jnp.int32)}
+
+
+@pytest.fixture(scope="module")
+def transforms():
+  """Jitted transform_grads of OGM and OGM-GE with the window [2, 4], compiled once per module
+  (epoch, step and logits are traced, so every test reuses the same executables)."""
+  return {name: jax.jit(METHODS.get(name)(_config(
+      name, alpha=ALPHA, modulation_starts=2, modulation_ends=4)).transform_grads)
+          for name in ("ogm", "ogm_ge")}
 
 
 def _ctx(epoch: int, step: int = 0) -> StepContext:
@@ -116,11 +124,10 @@ def _kind(path: str, x: np.ndarray) -> str:
   return "other"
 
 
-def test_only_4d_encoder_grads_scaled(param_grads):
-  method = METHODS.get("ogm")(_config("ogm", alpha=ALPHA))
+def test_only_4d_encoder_grads_scaled(param_grads, transforms):
   output, batch = _output([0.9, 0.7, 0.8], [0.2, 0.3, 0.3])  # Audio dominant: k_a < 1, k_v = 1.
   k_a = 1 - math.tanh(ALPHA * 3.0)
-  new, _, metrics = jax.jit(method.transform_grads)(param_grads, output, batch, {}, _ctx(0))
+  new, _, metrics = transforms["ogm"](param_grads, output, batch, {}, _ctx(2))
   before, after = _flat(param_grads), _flat(new)
   kinds = {p: _kind(p, x) for p, x in before.items()}
   assert {"audio", "visual", "bn", "other"} <= set(kinds.values())
@@ -146,10 +153,9 @@ def test_encoder_modality_rules():
 
 @pytest.mark.parametrize("epoch,modulated", [(1, False), (2, True), (3, True), (4, True),
                                              (5, False)])
-def test_window_is_inclusive(param_grads, epoch, modulated):
-  method = METHODS.get("ogm")(_config("ogm", alpha=ALPHA, modulation_starts=2, modulation_ends=4))
+def test_window_is_inclusive(param_grads, transforms, epoch, modulated):
   output, batch = _output([0.5, 0.3], [0.9, 0.7])  # Visual dominant: k_v = 1 - tanh(1.6).
-  new, _, metrics = jax.jit(method.transform_grads)(param_grads, output, batch, {}, _ctx(epoch))
+  new, _, metrics = transforms["ogm"](param_grads, output, batch, {}, _ctx(epoch))
   k_v = 1 - math.tanh(ALPHA * 2.0) if modulated else 1.0
   assert float(metrics["ogm_coeff_visual"]) == pytest.approx(k_v, rel=1e-5)
   assert float(metrics["ogm_coeff_audio"]) == 1.0
@@ -161,12 +167,30 @@ def test_window_is_inclusive(param_grads, epoch, modulated):
       np.testing.assert_array_equal(after[path], x)
 
 
-def test_ge_noise_absent_outside_window(param_grads):
-  method = METHODS.get("ogm_ge")(_config("ogm_ge", modulation_starts=0, modulation_ends=3))
+@pytest.mark.parametrize("epoch", [1, 5])
+def test_ge_noise_absent_outside_window(param_grads, transforms, epoch):
   output, batch = _output([0.5, 0.3], [0.9, 0.7])
-  new, _, _ = jax.jit(method.transform_grads)(param_grads, output, batch, {}, _ctx(4))
+  new, _, metrics = transforms["ogm_ge"](param_grads, output, batch, {}, _ctx(epoch))
   for a, b in zip(jax.tree.leaves(param_grads), jax.tree.leaves(new)):
     np.testing.assert_array_equal(a, b)
+  assert float(metrics["ogm_coeff_audio"]) == float(metrics["ogm_coeff_visual"]) == 1.0
+
+
+def test_ge_in_window_scales_and_adds_noise_to_both(param_grads, transforms):
+  output, batch = _output([0.5, 0.3], [0.9, 0.7])  # Visual dominant: k_v = 1 - tanh(1.6), k_a = 1.
+  k_v = 1 - math.tanh(ALPHA * 2.0)
+  new, _, _ = transforms["ogm_ge"](param_grads, output, batch, {}, _ctx(4))
+  before, after = _flat(param_grads), _flat(new)
+  for path, x in before.items():
+    kind = _kind(path, x)
+    if kind in ("bn", "other"):
+      np.testing.assert_array_equal(after[path], x, err_msg=path)
+      continue
+    k = k_v if kind == "visual" else 1.0
+    noise = after[path] - k * x
+    assert np.all(np.abs(noise) > 0), path  # Noise on both modalities, also where k = 1.
+    if x.size > 500:  # Large enough for a loose check of the std.
+      assert noise.std() == pytest.approx(x.std(ddof=1), rel=0.2), path
 
 
 def test_ge_noise_statistics_on_large_tensors():
@@ -197,13 +221,12 @@ def test_ge_noise_statistics_on_large_tensors():
   np.testing.assert_array_equal(out["fusion"]["kernel"], grads["fusion"]["kernel"])
 
 
-def test_ge_noise_differs_between_steps(param_grads):
-  method = METHODS.get("ogm_ge")(_config("ogm_ge"))
+def test_ge_noise_differs_between_steps(param_grads, transforms):
   output, batch = _output([0.5, 0.3], [0.9, 0.7])
-  step = jax.jit(method.transform_grads)
-  first, _, _ = step(param_grads, output, batch, {}, _ctx(0, step=0))
-  again, _, _ = step(param_grads, output, batch, {}, _ctx(0, step=0))
-  second, _, _ = step(param_grads, output, batch, {}, _ctx(0, step=1))
+  step = transforms["ogm_ge"]
+  first, _, _ = step(param_grads, output, batch, {}, _ctx(2, step=0))
+  again, _, _ = step(param_grads, output, batch, {}, _ctx(2, step=0))
+  second, _, _ = step(param_grads, output, batch, {}, _ctx(2, step=1))
   changed = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(first),
                                                       jax.tree.leaves(second))]
   assert any(changed)
@@ -231,8 +254,8 @@ def _sharded_transform(method, grads, logits_a, logits_v, labels, num_devices):
   return jax.device_get(new), jax.device_get(metrics)
 
 
-@pytest.mark.parametrize("name", ["ogm", "ogm_ge"])
-def test_coefficients_equal_on_1_and_8_devices(param_grads, name):
+def test_coefficients_equal_on_1_and_8_devices(param_grads):
+  name = "ogm_ge"  # Coefficients, scaling and the per-tensor noise.
   assert jax.device_count() == 8
   rng = np.random.default_rng(0)
   batch_size, classes = 64, 6
