@@ -13,6 +13,7 @@ import os
 from typing import Any
 
 import jax
+from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
@@ -52,14 +53,40 @@ class Checkpointer:
     return restored["state"], restored["meta"]
 
   def restore_latest(self, abstract_state: Any) -> tuple[Any, dict] | None:
-    """The newest checkpoint that restores; an unreadable one is reported and skipped, not deleted."""
+    """The newest checkpoint that restores.
+
+    One that does not (truncated files, or written by an incompatible model) is reported, moved to
+    `<workdir>/checkpoints_unreadable/<step>` (kept for inspection, never deleted, and out of the
+    way of the step numbers this run will write again) and the previous one is tried.
+    """
+    moved = False
     for step in sorted(self.steps(), reverse=True):
       try:
-        return self.restore(step, abstract_state)
+        result = self.restore(step, abstract_state)
       except Exception as e:  # pylint: disable=broad-except
-        logging.warning("Checkpoint %s/%d cannot be restored (%s: %s); it is left in place and the "
-                        "previous checkpoint is tried.", self.directory, step, type(e).__name__, e)
+        target = self._set_aside(step)
+        moved = True
+        logging.warning("Checkpoint %s/%d cannot be restored (%s: %s). It was moved to %s and the "
+                        "previous checkpoint is tried.", self.directory, step, type(e).__name__,
+                        str(e).splitlines()[0][:300], target)
+        continue
+      if moved:
+        self._manager.reload()
+      return result
+    if moved:
+      self._manager.reload()
     return None
+
+  def _set_aside(self, step: int) -> str:
+    target_dir = self.directory + "_unreadable"
+    target = os.path.join(target_dir, f"{step}")
+    if jax.process_index() == 0:
+      os.makedirs(target_dir, exist_ok=True)
+      while os.path.exists(target):
+        target += "_"
+      os.rename(os.path.join(self.directory, str(step)), target)
+    multihost_utils.sync_global_devices(f"avjax_set_aside_{step}")
+    return target
 
   def best_step(self) -> int | None:
     """The step with the best ranked validation metric, or None when none was ranked."""

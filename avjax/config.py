@@ -78,6 +78,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.eval_every_epochs = 1
   c.train.checkpoint_every_epochs = 1
   c.train.checkpoint_every_steps = 0  # Also checkpoint every N steps (0: only at epoch ends).
+  c.train.grad_accum_steps = 1  # Average gradients over N steps per update (batch N x batch_size).
   c.train.keep_checkpoints = 2  # Latest N kept, plus the best by `best_metric`.
   c.train.best_metric = "accuracy"  # Validation metric that selects the best checkpoint.
   c.train.best_mode = "max"
@@ -127,6 +128,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
     value = c[section][name]
     if value not in allowed:
       raise ConfigError(f"config.{key}={value!r} is not one of {allowed}.")
+  if c.train.grad_accum_steps < 1:
+    raise ConfigError("config.train.grad_accum_steps must be >= 1 (1: no accumulation).")
   if c.train.batch_size < 1 or c.train.num_epochs < 0:
     raise ConfigError("config.train.batch_size must be >= 1 and config.train.num_epochs >= 0.")
   low, high = c.input.crop_scale

@@ -55,7 +55,8 @@ def main(argv: list[str]) -> None:
     _fail(" ".join(str(e).split()[-12:]).strip() + "\nCheck the --config path.")
   absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax/grain chatter; avjax logs at INFO.
   logging.getLogger("avjax").setLevel(logging.INFO)
-  from avjax.data.sources import DatasetNotBuiltError  # Heavy imports after flag parsing.
+  import jax  # Heavy imports after flag parsing.
+  from avjax.data.sources import DatasetNotBuiltError
   from avjax.registry import ConfigError
   from avjax.preemption import Preempted
   from avjax.train import NonFiniteLossError, train_and_evaluate
@@ -64,6 +65,15 @@ def main(argv: list[str]) -> None:
     train_and_evaluate(config, workdir)
   except (ConfigError, DatasetNotBuiltError, NonFiniteLossError) as e:
     _fail(str(e))
+  except jax.errors.JaxRuntimeError as e:
+    if "RESOURCE_EXHAUSTED" not in str(e) and "out of memory" not in str(e).lower():
+      raise
+    bs, k = config.train.batch_size, config.train.grad_accum_steps
+    _fail(f"Out of memory on the device with batch size {bs} ({jax.device_count()} devices). Try "
+          f"--config.train.batch_size={max(bs // 2, 1)} --config.train.grad_accum_steps={2 * k} "
+          "(same effective batch), fewer or smaller frames (--config.input.num_frames, "
+          "--config.input.image_size), or a narrower model (--config.model.widths). "
+          f"XLA said: {str(e).splitlines()[0][:300]}")
   except Preempted as e:  # A clean stop: exit 0 so the scheduler treats it as such; rerun resumes.
     print(f"avjax: {e}", file=sys.stderr)
 

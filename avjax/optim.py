@@ -33,13 +33,18 @@ def make_schedule(cfg: ml_collections.ConfigDict, steps_per_epoch: int,
   raise ConfigError(f"Unknown optimizer.schedule {cfg.schedule!r}; use one of {SCHEDULES}.")
 
 
-def make_optimizer(cfg: ml_collections.ConfigDict, steps_per_epoch: int,
-                   num_epochs: int) -> optax.GradientTransformation:
+def make_optimizer(cfg: ml_collections.ConfigDict, steps_per_epoch: int, num_epochs: int,
+                   accumulate: int = 1) -> optax.GradientTransformation:
   """PyTorch-equivalent optimizers.
 
   `sgd` and `adam` add `weight_decay * param` to the gradient before the update, as torch.optim.SGD /
   Adam do (L2 decay, all parameters); `adamw` decouples it, as torch.optim.AdamW.
+  `accumulate` > 1 averages the gradients of that many steps before each update (optax.MultiSteps;
+  the effective batch is accumulate x batch_size and schedules count updates, not steps).
   """
+  if accumulate > 1:
+    inner = make_optimizer(cfg, max(steps_per_epoch // accumulate, 1), num_epochs)
+    return optax.MultiSteps(inner, every_k_schedule=accumulate)
   schedule = make_schedule(cfg, steps_per_epoch, num_epochs)
   if cfg.name == "sgd":
     opt = optax.sgd(schedule, momentum=cfg.momentum or None, nesterov=cfg.nesterov)

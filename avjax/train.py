@@ -103,7 +103,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   method = METHODS.get(config.method.name)(config)
   model = build_model(config, dataset.num_classes, method.model_overrides())
-  tx = make_optimizer(config.optimizer, steps_per_epoch, tc.num_epochs)
+  tx = make_optimizer(config.optimizer, steps_per_epoch, tc.num_epochs, tc.grad_accum_steps)
   graphs, state = init_state(model, tx, method, config.seed)
   state = jax.device_put(state, sharding.replicated(mesh))
   state_sharding = jax.tree.map(lambda x: x.sharding, state)
@@ -225,7 +225,9 @@ def _check_finite(window: list[dict], config: ml_collections.ConfigDict, epoch: 
 
 
 def _learning_rate(config: ml_collections.ConfigDict, steps_per_epoch: int, step: int) -> float:
-  return make_schedule(config.optimizer, steps_per_epoch, config.train.num_epochs)(step)
+  k = config.train.grad_accum_steps
+  updates_per_epoch = max(steps_per_epoch // k, 1) if k > 1 else steps_per_epoch
+  return make_schedule(config.optimizer, updates_per_epoch, config.train.num_epochs)(step // k)
 
 
 def _brief(metrics: dict[str, float]) -> str:

@@ -36,7 +36,10 @@ def get_config(arg: str | None = None):
   c.method.alpha = 0.8  # OGM / OGM-GE: the README's CREMA-D value.
   c.method.modulation_starts = 0
   c.method.modulation_ends = 1_000_000  # Modulate in every epoch of these short runs.
-  c.method.scaling = 10.0  # MMCosine: the reference's CREMA-D value.
+  # MMCosine's s. The reference uses 10 on CREMA-D; here the audio is so easy that with s = 10 it
+  # alone still drives the loss near 0 (its cosine margin can reach 2s) and the visual gain varied
+  # from +0.02 to +0.11 over seeds 0-2; s = 5 gave +0.10 to +0.14 (visual accuracy, 20 epochs).
+  c.method.scaling = 5.0
   c.method.nce_weight = 0.0
   c.method.nce_temperature = 0.1
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import jax
@@ -41,13 +42,29 @@ def tiny_config(data_dir: str, **overrides) -> ml_collections.ConfigDict:
   return c
 
 
+def demo_smoke_config(data_dir: str, **overrides) -> ml_collections.ConfigDict:
+  """configs/demo.py:smoke with `section.key` overrides, as the CLI tests run it."""
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
+                      "demo.py")
+  spec = importlib.util.spec_from_file_location("demo_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config("smoke")
+  config.dataset.data_dir = data_dir
+  for key, value in overrides.items():
+    section, name = key.split(".")
+    config[section][name] = value
+  return config
+
+
 def restore_final_state(workdir: str, config: ml_collections.ConfigDict):
   """Restores the latest checkpoint of a finished run as numpy leaves."""
   dataset = data.open_dataset(config.dataset, ["train"])
   method = METHODS.get(config.method.name)(config)
   model = build_model(config, dataset.num_classes)
   steps = data.steps_per_epoch(len(dataset.sources["train"]), config.train.batch_size)
-  tx = make_optimizer(config.optimizer, steps, config.train.num_epochs)
+  tx = make_optimizer(config.optimizer, steps, config.train.num_epochs,
+                      config.train.grad_accum_steps)
   _, state = init_state(model, tx, method, config.seed)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=5, best_metric="accuracy",
                       best_mode="max")

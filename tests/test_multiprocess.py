@@ -1,6 +1,5 @@
 """Two JAX processes x 4 simulated devices (loopback coordinator) train like one process x 8."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -9,7 +8,7 @@ import sys
 import jax
 import numpy as np
 
-from tests.helpers import restore_final_state
+from tests.helpers import demo_smoke_config, restore_final_state
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -53,25 +52,13 @@ def test_two_processes_match_one_process(tmp_path, data_dir):
     for key in ("loss", "loss_audio", "loss_visual"):
       np.testing.assert_allclose(row_a[key], row_b[key], rtol=1e-4)
 
-  config = _demo_smoke_config(data_dir)  # Same parameters, to float tolerance.
+  config = demo_smoke_config(data_dir, **{  # Same parameters, to float tolerance.
+      "model.widths": (4, 8, 8, 8), "input.image_size": 16, "optimizer.schedule": "constant",
+      "optimizer.name": "sgd", "optimizer.learning_rate": 0.005})
+  config.dataset.build_overrides.num_train = 64
   a_state, _ = restore_final_state(str(single), config)
   b_state, _ = restore_final_state(str(multi), config)
   leaves_a, leaves_b = jax.tree.leaves(a_state.params), jax.tree.leaves(b_state.params)
   assert len(leaves_a) == len(leaves_b) > 10
   for x, y in zip(leaves_a, leaves_b):
     np.testing.assert_allclose(x, y, rtol=1e-3, atol=1e-4)  # A data bug moves params ~1e-3.
-
-
-def _demo_smoke_config(data_dir):
-  spec = importlib.util.spec_from_file_location("demo", os.path.join(REPO, "configs", "demo.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config("smoke")
-  config.dataset.data_dir = data_dir
-  config.model.widths = (4, 8, 8, 8)
-  config.input.image_size = 16
-  config.optimizer.schedule = "constant"
-  config.optimizer.name = "sgd"
-  config.optimizer.learning_rate = 0.005
-  config.dataset.build_overrides.num_train = 64
-  return config

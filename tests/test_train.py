@@ -113,3 +113,12 @@ def test_nonfinite_skip_counts_and_continues(data_dir, tmp_path):
   steps = int(state.step) // 2
   assert int(state.skipped_steps) == steps
   assert _rows(workdir, "train")[-1]["skipped_steps"] == steps
+
+
+def test_gradient_accumulation_updates_every_k_steps(data_dir, tmp_path):
+  config = tiny_config(data_dir, **{"train.grad_accum_steps": 2, "train.num_epochs": 1})
+  workdir = str(tmp_path / "run")
+  train_and_evaluate(config, workdir)
+  state, _ = restore_final_state(workdir, config)
+  assert int(state.step) == 6  # 96 clips / batch 16.
+  assert int(state.opt_state.gradient_step) == 3  # One optimizer update per 2 steps.

@@ -115,22 +115,33 @@ def test_ogm_ge_cremad_smoke_trains(data_dir, tmp_path):
   assert {r["split"] for r in rows} >= {"train", "val", "test"}
 
 
-# Measured with configs/compare_balancing.py (seed 0, 20 epochs of 18 steps; see the report in
-# docs/deviations.md): the visual encoder of the jointly trained model stays near chance (1/6), the
-# balancing methods lift it clearly.
-VISUAL_MARGIN = 0.05
+# Visual-only test accuracy (chance 1/6) of the jointly trained model, configs/compare_balancing.py,
+# 20 epochs of 18 steps, measured on a 2-core CPU (seeds 0 / 1 / 2):
+#   baseline 0.153 / 0.183 / 0.177, OGM-GE (alpha 0.8) 0.253 / 0.250 / 0.220,
+#   MMCosine (s = 5) 0.293 / 0.307 / 0.277; a visual-only model reaches 0.50 (seed 0).
+# The MMCosine gain is large and stable; the OGM-GE gain is real but smaller and seed-dependent
+# (+0.04 to +0.10), so the test averages two seeds and uses a smaller margin for it.
+SEEDS = (0, 1)
+MARGINS = {"ogm_ge": 0.04, "mmcosine": 0.08}
 
 
 @pytest.mark.slow
 @skip_unless_slow
 def test_balancing_raises_visual_accuracy(data_dir, tmp_path):
-  config = _config_module("compare_balancing").get_config()
-  config.dataset.data_dir = data_dir
-  config.train.progress = False
   script = _load(ROOT / "scripts" / "compare_balancing.py")
-  results = script.compare(config, str(tmp_path), ("baseline", "ogm_ge", "mmcosine"))
-  print(script.format_table(results))
-  baseline = results["baseline"]["accuracy_visual"]
-  assert results["baseline"]["accuracy"] > 0.9  # The audio alone solves the task.
-  for method in ("ogm_ge", "mmcosine"):
-    assert results[method]["accuracy_visual"] >= baseline + VISUAL_MARGIN, (method, results)
+  visual = {m: [] for m in ("baseline", *MARGINS)}
+  for seed in SEEDS:
+    config = _config_module("compare_balancing").get_config()
+    config.dataset.data_dir = data_dir
+    config.train.progress = False
+    config.seed = seed
+    results = script.compare(config, str(tmp_path / f"seed{seed}"), tuple(visual))
+    print(f"seed {seed}\n{script.format_table(results)}")
+    assert results["baseline"]["accuracy"] > 0.9  # The audio alone solves the task.
+    for method in visual:
+      visual[method].append(results[method]["accuracy_visual"])
+    for method in MARGINS:
+      assert visual[method][-1] > visual["baseline"][-1], (seed, method, results)
+  mean = {m: sum(v) / len(v) for m, v in visual.items()}
+  for method, margin in MARGINS.items():
+    assert mean[method] >= mean["baseline"] + margin, mean
