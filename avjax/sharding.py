@@ -28,7 +28,8 @@ def maybe_initialize_distributed(cfg: ml_collections.ConfigDict) -> None:
   if mode == "off":
     return
   env_says = any(k in os.environ for k in ("JAX_COORDINATOR_ADDRESS", "SLURM_NTASKS",
-                                           "TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS"))
+                                           "TPU_WORKER_HOSTNAMES", "TPU_ACCELERATOR_TYPE",
+                                           "MEGASCALE_COORDINATOR_ADDRESS"))
   if mode == "on" or cfg.coordinator_address or (mode == "auto" and env_says):
     kwargs = {}
     if cfg.coordinator_address:
