@@ -1,13 +1,19 @@
 r"""Balancing comparison on synthetic_av/audio_dominant: baseline, OGM, OGM-GE and MMCosine, each run
 with this one setting (same seed, model, data order and number of steps; only config.method differs).
 
-  python scripts/compare_balancing.py --root runs/compare_balancing          # ~5 minutes on a 2-core CPU
+  python scripts/compare_balancing.py --root runs/compare_balancing    # ~1 minute per method (CPU)
   python scripts/compare_balancing.py --config configs/compare_balancing.py:smoke --root /tmp/cmp
 
 In audio_dominant the audio is easy and the frames are informative but harder, so joint training lets
 the audio solve the task and the visual encoder starves; the visual-only accuracy of the jointly
 trained model (`accuracy_visual`) is what the balancing methods should raise. The final state (after
 the same number of steps) is evaluated on the test split: there is no best-epoch selection.
+
+Measured visual-only test accuracy (chance 1/6; seeds 0 / 1 / 2; 2-core CPU): baseline 0.153 / 0.183 /
+0.177, OGM-GE 0.253 / 0.250 / 0.220, MMCosine 0.293 / 0.307 / 0.277, OGM (seed 0) 0.227 (with s = 10
+for MMCosine at seed 0: 0.260); a model trained on the frames alone reaches 0.50 (seed 0). Fused
+accuracy is ~1.0 for baseline and MMCosine and 0.92-0.98 for OGM-GE (its noise perturbs the audio
+encoder, whose gradient it scales by ~0.01 here).
 """
 
 import ml_collections

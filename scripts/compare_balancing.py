@@ -18,14 +18,17 @@ import sys
 from typing import Sequence
 
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
+
+from avjax import writers
 
 DEFAULT_METHODS = ("baseline", "ogm", "ogm_ge", "mmcosine")
 COLUMNS = ("accuracy", "accuracy_audio", "accuracy_visual", "macro_f1")
 
+
 def final_metrics(workdir: str) -> dict[str, float]:
   """The last test (else val) row a run wrote, without the row keys."""
-  from avjax import writers
   rows = writers.read_metrics(workdir)
   for split in ("test", "val"):
     picked = [r for r in rows if r.get("split") == split]
@@ -65,6 +68,7 @@ def format_table(results: dict[str, dict], columns: Sequence[str] = COLUMNS) -> 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     sys.exit(f"unexpected arguments {argv[1:]}")
+  absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax / grain chatter, as avjax.main.
   from avjax.methods import METHODS  # After flag parsing: heavy imports.
   unknown = [m for m in flags.FLAGS.methods if m not in METHODS]
   if unknown:
@@ -77,7 +81,7 @@ def main(argv: list[str]) -> None:
 
 
 def define_flags() -> None:
-  """Command-line flags (defined only when run as a script, so importing `compare` is side-effect free)."""
+  """Command-line flags; defined only when run as a script, so importing `compare` is harmless."""
   config_flags.DEFINE_config_file(
       "config", os.path.join(os.path.dirname(__file__), "..", "configs", "compare_balancing.py"),
       "Shared experiment config (configs/compare_balancing.py).", lock_config=True)

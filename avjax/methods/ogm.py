@@ -1,4 +1,4 @@
-"""`ogm` / `ogm_ge`: On-the-fly Gradient Modulation (+ Generalization Enhancement), Peng et al. CVPR 2022.
+"""`ogm` / `ogm_ge`: On-the-fly Gradient Modulation (+ Generalization Enhancement), CVPR 2022.
 
 The loss is plain cross-entropy on the fused logits. Before the optimizer, the gradients of the
 dominant modality's encoder are damped according to how much more confident that modality is on the
