@@ -1,7 +1,7 @@
 """Every fusion trains with every balancing method; the paper configs load; balancing helps vision.
 
-Slow tests (the full fusion x method matrix and the balancing-effect experiment) run only with
-AVJAX_SLOW_TESTS=1 set in the environment.
+The full fusion x method matrix and the balancing-effect experiment are marked `slow` (they run in
+the default suite and CI; deselect them locally with `-m "not slow"`).
 """
 
 from __future__ import annotations
@@ -20,9 +20,7 @@ from avjax.train import train_and_evaluate
 from tests.helpers import tiny_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-RUN_SLOW = os.environ.get("AVJAX_SLOW_TESTS") == "1"
-skip_unless_slow = pytest.mark.skipif(not RUN_SLOW, reason="slow: set AVJAX_SLOW_TESTS=1")
-slow = [pytest.mark.slow, skip_unless_slow]
+slow = [pytest.mark.slow]
 
 PAPER_CONFIGS = ("ogm_ge_cremad", "mmcosine_cremad", "ogm_ge_ks", "ogm_ge_vggsound",
                  "compare_balancing")
@@ -120,13 +118,12 @@ def test_ogm_ge_cremad_smoke_trains(data_dir, tmp_path):
 #   baseline 0.153 / 0.183 / 0.177, OGM-GE (alpha 0.8) 0.253 / 0.250 / 0.220,
 #   MMCosine (s = 5) 0.293 / 0.307 / 0.277; a visual-only model reaches 0.50 (seed 0).
 # The MMCosine gain is large and stable; the OGM-GE gain is real but smaller and seed-dependent
-# (+0.04 to +0.10), so the test averages two seeds and uses a smaller margin for it.
-SEEDS = (0, 1)
+# (+0.04 to +0.10), so it gets a smaller margin. One seed keeps the default suite's cost bounded.
+SEEDS = (0,)
 MARGINS = {"ogm_ge": 0.04, "mmcosine": 0.08}
 
 
 @pytest.mark.slow
-@skip_unless_slow
 def test_balancing_raises_visual_accuracy(data_dir, tmp_path):
   script = _load(ROOT / "scripts" / "compare_balancing.py")
   visual = {m: [] for m in ("baseline", *MARGINS)}
