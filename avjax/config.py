@@ -48,6 +48,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.name = "av_resnet"
   c.model.fusion = "concat"
   c.model.fusion_kwargs = ml_collections.ConfigDict()
+  # film / gated only: 'ogm_ge' (asymmetric, as OGM-GE) or 'mmcosine' (symmetric, as MMCosine).
+  c.model.fusion_kwargs.form = "ogm_ge"
+  c.model.fusion_kwargs.condition = "audio"  # ogm_ge-form film / gated: the conditioning modality.
   c.model.widths = (64, 128, 256, 512)  # ResNet-18 stage widths (reference values).
   c.model.init = "ogm_ge"  # 'ogm_ge' or 'mmcosine' initialisation scheme.
   c.model.visual_channels = 3

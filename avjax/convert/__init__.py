@@ -68,7 +68,7 @@ def check_config(config: ml_collections.ConfigDict, arch: Architecture) -> int:
   if arch.fusion is not None and (arch.fusion, arch.form) != (m.fusion, form):
     fix = f"--config.model.fusion={arch.fusion}"
     if arch.form:
-      fix += f" and, in the config file, model.fusion_kwargs.form = {arch.form!r}"
+      fix += f" --config.model.fusion_kwargs.form={arch.form}"
     found.append(f"fusion {arch.fusion!r}" + (f" (form {arch.form!r})" if arch.form else "") +
                  f", config has {m.fusion!r}" + (f" (form {form!r})" if form else "") +
                  f" ({fix})")

@@ -26,9 +26,22 @@ def av_resnet(config: ml_collections.ConfigDict, num_classes: int, overrides: di
   """Two ResNet-18 encoders (audio spectrogram, visual frames) and a late-fusion head."""
   m = config.model
   return AVClassifier(num_classes=num_classes, fusion=m.fusion,
-                      fusion_kwargs={**m.fusion_kwargs.to_dict(), **overrides},
+                      fusion_kwargs={**fusion_kwargs(m), **overrides},
                       widths=tuple(m.widths), visual_channels=m.visual_channels, init=m.init,
                       rngs=rngs)
+
+
+def fusion_kwargs(model_config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """`model.fusion_kwargs` as the chosen fusion takes them: `form` / `condition` exist in every
+  config (so the command line can set them) but only film / gated take them, and `condition` only
+  in the asymmetric 'ogm_ge' form."""
+  kwargs = model_config.fusion_kwargs.to_dict()
+  form, condition = kwargs.pop("form", "ogm_ge"), kwargs.pop("condition", "audio")
+  if model_config.fusion in ("film", "gated"):
+    kwargs["form"] = form
+    if form == "ogm_ge":
+      kwargs["condition"] = condition
+  return kwargs
 
 
 def check_fusion(name: str) -> None:
