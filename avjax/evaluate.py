@@ -150,10 +150,11 @@ def format_report(report: dict[str, float]) -> str:
 def main() -> None:
   """`python -m avjax.evaluate`: prints fused, audio-only and visual-only metrics of a workdir."""
   import logging  # pylint: disable=import-outside-toplevel
-  import sys  # pylint: disable=import-outside-toplevel
 
   from absl import app, flags  # pylint: disable=import-outside-toplevel
   from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
+
+  from avjax.cli import fail, parse_flags  # pylint: disable=import-outside-toplevel
 
   from avjax.data.sources import DatasetNotBuiltError  # pylint: disable=import-outside-toplevel
   from avjax.registry import ConfigError  # pylint: disable=import-outside-toplevel
@@ -164,17 +165,6 @@ def main() -> None:
   flags.DEFINE_string("data_dir", None, "Override config.dataset.data_dir.")
   flags.DEFINE_string("predictions", None, "Also save per-example logits, labels and indices "
                       "(.npz).")
-
-  def fail(message: str) -> None:
-    print(f"avjax: error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-  def parse(argv: list[str]) -> list[str]:
-    try:
-      return flags.FLAGS(argv)
-    except flags.Error as e:
-      fail(str(e))
-      return []
 
   def run(argv: list[str]) -> None:
     if len(argv) > 1:
@@ -195,7 +185,7 @@ def main() -> None:
     print(f"{f.workdir}: checkpoint {step}, split {split!r}, {len(predictions['label'])} examples")
     print(format_report(classification_report(predictions)))
 
-  app.run(run, flags_parser=parse)
+  app.run(run, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

@@ -17,42 +17,23 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from avjax.cli import fail, parse_flags
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (default runs/<config.name>).")
 
 
-def _fail(message: str) -> None:
-  print(f"avjax: error: {message}", file=sys.stderr)
-  sys.exit(2)
-
-
-def _parse_flags(argv: list[str]) -> list[str]:
-  """absl flag parsing that reports bad overrides in one line instead of a traceback."""
-  try:
-    return flags.FLAGS(argv)
-  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
-    # ml_collections raises AttributeError/KeyError for unknown keys, with a "Did you mean" hint.
-    text = str(e).strip("'\"").replace("\\n", "\n").replace("\\'", "'")
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    # A config file that raised: its own message is the last line of the embedded traceback.
-    text = f"{lines[0]} {lines[-1]}" if "Traceback" in text else " ".join(lines)
-    key_hint = "Unknown config key " if isinstance(e, (AttributeError, KeyError)) else ""
-    hint = ("\nCheck the key against the config file (every key is documented there); "
-            "`--config.a.b=value` only sets existing keys.") if key_hint else ""
-    _fail(f"{key_hint}{text}{hint}")
-
-
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
-    _fail(f"unexpected arguments {argv[1:]}; overrides look like --config.train.batch_size=32.")
+    fail(f"unexpected arguments {argv[1:]}; overrides look like --config.train.batch_size=32.")
   if flags.FLAGS["config"].present == 0:
-    _fail("--config is required, e.g. --config configs/demo.py")
+    fail("--config is required, e.g. --config configs/demo.py")
   try:
     config = _CONFIG.value
     name = config.name  # The config file loads lazily: this is where a missing file fails.
   except OSError as e:
-    _fail(" ".join(str(e).split()[-12:]).strip() + "\nCheck the --config path.")
+    fail(" ".join(str(e).split()[-12:]).strip() + "\nCheck the --config path.")
   absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax/grain chatter; avjax logs at INFO.
   logging.getLogger("avjax").setLevel(logging.INFO)
   import jax  # Heavy imports after flag parsing.
@@ -64,12 +45,12 @@ def main(argv: list[str]) -> None:
   try:
     train_and_evaluate(config, workdir)
   except (ConfigError, DatasetNotBuiltError, NonFiniteLossError) as e:
-    _fail(str(e))
+    fail(str(e))
   except jax.errors.JaxRuntimeError as e:
     if "RESOURCE_EXHAUSTED" not in str(e) and "out of memory" not in str(e).lower():
       raise
     bs, k = config.train.batch_size, config.train.grad_accum_steps
-    _fail(f"Out of memory on the device with batch size {bs} ({jax.device_count()} devices). Try "
+    fail(f"Out of memory on the device with batch size {bs} ({jax.device_count()} devices). Try "
           f"--config.train.batch_size={max(bs // 2, 1)} --config.train.grad_accum_steps={2 * k} "
           "(same effective batch), fewer or smaller frames (--config.input.num_frames, "
           "--config.input.image_size), or a narrower model (--config.model.widths). "
@@ -79,4 +60,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=_parse_flags)
+  app.run(main, flags_parser=parse_flags)

@@ -17,11 +17,12 @@ Then: `python -m avjax.evaluate --workdir OUT` evaluates it; `python -m avjax.ma
 from __future__ import annotations
 
 import logging
-import sys
 
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
+
+from avjax.cli import fail, parse_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config (configs/*.py) describing the checkpoint's model.",
@@ -30,36 +31,18 @@ _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Reference state dict: .pt
 _WORKDIR = flags.DEFINE_string("workdir", None, "New avjax workdir to write.")
 
 
-def _fail(message: str) -> None:
-  print(f"avjax: error: {message}", file=sys.stderr)
-  sys.exit(2)
-
-
-def _parse_flags(argv: list[str]) -> list[str]:
-  """absl flag parsing that reports bad flags or config overrides in one line."""
-  try:
-    return flags.FLAGS(argv)
-  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
-    text = str(e).strip("'\"").replace("\\n", "\n").replace("\\'", "'")
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    text = f"{lines[0]} {lines[-1]}" if "Traceback" in text and lines else " ".join(lines)
-    unknown = isinstance(e, (AttributeError, KeyError))
-    _fail(("Unknown config key " if unknown else "") + text)
-    return []
-
-
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
-    _fail(f"unexpected arguments {argv[1:]}; see python -m avjax.convert --help.")
+    fail(f"unexpected arguments {argv[1:]}; see python -m avjax.convert --help.")
   for name in ("checkpoint", "config", "workdir"):
     if not flags.FLAGS[name].present:
-      _fail(f"--{name} is required: python -m avjax.convert --checkpoint model.pth "
+      fail(f"--{name} is required: python -m avjax.convert --checkpoint model.pth "
             "--config configs/X.py --workdir OUT")
   try:
     config = _CONFIG.value
     _ = config.name  # The config file loads lazily: a missing file fails here.
   except OSError as e:
-    _fail(" ".join(str(e).split()[-12:]).strip() + "\nCheck the --config path.")
+    fail(" ".join(str(e).split()[-12:]).strip() + "\nCheck the --config path.")
   absl_logging.set_verbosity(absl_logging.WARNING)
   logging.getLogger("avjax").setLevel(logging.INFO)
   from avjax.convert import convert_checkpoint  # pylint: disable=import-outside-toplevel
@@ -68,7 +51,7 @@ def main(argv: list[str]) -> None:
   try:
     num_classes = convert_checkpoint(_CHECKPOINT.value, config, _WORKDIR.value)
   except (ConversionError, ConfigError, ValueError) as e:  # ValueError: a fusion rejecting its kwargs.
-    _fail(str(e))
+    fail(str(e))
   fusion = config.model.fusion
   kwargs = dict(config.model.fusion_kwargs)
   note = ""
@@ -81,4 +64,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=_parse_flags)
+  app.run(main, flags_parser=parse_flags)
