@@ -1,7 +1,7 @@
 r"""Benchmarks one avjax config: compile times, train-step and input-pipeline throughput, memory.
 
   python scripts/benchmark.py --config configs/demo.py[:smoke] [--config.key=value ...] \
-      [--steps 20] [--warmup 3] [--pipeline_batches 200] [--pipeline_warmup N] [--json out.json]
+      [--steps 20] [--warmup 3] [--pipeline_batches 200] [--pipeline_warmup 1] [--json out.json]
 
 Everything is built with avjax's own functions (the trainer's dataset, transforms, model, optimizer,
 state, jitted steps and shardings), so the numbers are those of `python -m avjax.main` minus
@@ -13,10 +13,10 @@ evaluation, checkpointing and metric logging:
     the devices; the clock stops after `jax.block_until_ready` on the last step's result, so it
     measures the step, not the input pipeline.
   * input pipeline: `train_batches` alone (numpy batches on the host, no device transfer) with the
-    config's `input.num_workers`: `--pipeline_batches` batches timed after `--pipeline_warmup`
-    untimed ones (the first pays worker start-up; the rest drain grain's start-up read-ahead, see
-    default_pipeline_warmup). Per core is examples per CPU-second used by this process and its
-    worker processes in that window.
+    config's `input.num_workers`: the time of `--pipeline_batches` batches beyond
+    `--pipeline_warmup` ones, as the difference of two runs read to their end, so start-up and
+    grain's read-ahead cancel (see benchmark_pipeline). Per core is examples per CPU-second used
+    by this process and its worker processes for those batches.
 """
 
 from __future__ import annotations
@@ -30,37 +30,23 @@ import resource
 import shlex
 import sys
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
+
+from avjax.cli import fail, parse_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).",
                                           lock_config=True)
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed train steps (after --warmup).")
 _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed train steps before the timed ones.")
 _PIPELINE_BATCHES = flags.DEFINE_integer("pipeline_batches", 200,
-                                         "Timed input-pipeline batches (after one warm-up batch).")
-_PIPELINE_WARMUP = flags.DEFINE_integer(
-    "pipeline_warmup", None, "Untimed input-pipeline batches first (default: one more than grain "
-    "can have in flight at the start, see default_pipeline_warmup).")
+                                         "Timed input-pipeline batches (after --pipeline_warmup).")
+_PIPELINE_WARMUP = flags.DEFINE_integer("pipeline_warmup", 1,
+                                        "Untimed input-pipeline batches first (worker start-up).")
 _JSON = flags.DEFINE_string("json", None, "Optional path to write the numbers as JSON.")
-
-
-def _fail(message: str) -> None:
-  print(f"benchmark: error: {message}", file=sys.stderr)
-  sys.exit(2)
-
-
-def _parse_flags(argv: list[str]) -> list[str]:
-  """absl flag parsing that reports bad overrides in one line instead of a traceback."""
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    cause = e.__cause__ or e.__context__ or e
-    text = str(cause).strip("'\"").replace("\\n", " ")
-    _fail(text.splitlines()[0] if text else str(e))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -82,6 +68,7 @@ def cpu_model() -> str:
 def machine_facts() -> dict[str, Any]:
   """CPU, cores, library versions and the JAX backend/devices this run sees."""
   import flax
+  import grain
   import jax
   import jaxlib
   devices = jax.devices()
@@ -94,6 +81,7 @@ def machine_facts() -> dict[str, Any]:
       "jax": jax.__version__,
       "jaxlib": jaxlib.__version__,
       "flax": flax.__version__,
+      "grain": getattr(grain, "__version__", "unknown"),
       "backend": jax.default_backend(),
       "device_kind": devices[0].device_kind,
       "device_count": jax.device_count(),
@@ -104,9 +92,10 @@ def machine_facts() -> dict[str, Any]:
 
 
 def _proc_children_cpu_seconds(root: int) -> float:
-  """CPU seconds (user + system) of all live descendants of `root`, from /proc."""
+  """CPU seconds of all live descendants of `root` (user + system, their reaped children too)."""
   tick = os.sysconf("SC_CLK_TCK")
-  parent, cpu = {}, {}
+  children: dict[int, list[int]] = {}
+  cpu: dict[int, float] = {}
   for name in os.listdir("/proc"):
     if not name.isdigit():
       continue
@@ -116,31 +105,31 @@ def _proc_children_cpu_seconds(root: int) -> float:
     except OSError:
       continue  # The process ended while we looked.
     pid = int(name)
-    parent[pid] = int(fields[1])  # fields[0] is the state; utime/stime are stat fields 14/15.
-    cpu[pid] = (int(fields[11]) + int(fields[12])) / tick
+    children.setdefault(int(fields[1]), []).append(pid)  # fields[0] is stat field 3 (state).
+    cpu[pid] = sum(int(x) for x in fields[11:15]) / tick  # utime, stime, cutime, cstime.
   total, frontier = 0.0, [root]
   while frontier:
-    pid = frontier.pop()
-    for child, ppid in parent.items():
-      if ppid == pid:
-        total += cpu[child]
-        frontier.append(child)
+    for child in children.get(frontier.pop(), []):
+      total += cpu[child]
+      frontier.append(child)
   return total
 
 
 def cpu_seconds(self_last: bool = True) -> float | None:
-  """CPU seconds used so far by this process (all threads) and its live child processes.
+  """CPU seconds used so far by this process (all threads) and its child processes, live (from
+  /proc) or ended and reaped (getrusage).
 
   `self_last` reads this process's time after scanning /proc (use at the start of a window, and
   False at its end), so the scan's own cost stays outside the window.
   """
   if not os.path.isdir("/proc"):
     return None
+  reaped = lambda: sum(resource.getrusage(resource.RUSAGE_CHILDREN)[:2])
   if self_last:
-    children = _proc_children_cpu_seconds(os.getpid())
+    children = _proc_children_cpu_seconds(os.getpid()) + reaped()
     return children + time.process_time()
   own = time.process_time()
-  return own + _proc_children_cpu_seconds(os.getpid())
+  return own + reaped() + _proc_children_cpu_seconds(os.getpid())
 
 
 def peak_host_rss_mb() -> float:
@@ -167,74 +156,75 @@ def device_memory(devices: list[Any]) -> dict[str, float] | None:
 # The measurements.
 
 
-def _long_plan(num_examples: int, seed: int, min_length: int):
-  """Consecutive epochs' shuffled plans joined into one, so a long pipeline run needs one
-  iterator (and one set of worker processes) even when a split is shorter than the run."""
+def exact_plan(num_examples: int, seed: int, length: int) -> Any:
+  """The first `length` visits of consecutive epochs' shuffled plans: one iterator (one set of
+  workers) for a run of any length, which ends exactly at its last batch."""
   import numpy as np
   from avjax import data
-  epochs = max(1, math.ceil(min_length / num_examples))
+  epochs = max(1, math.ceil(length / num_examples))
   return data.EpochPlan(np.concatenate(
-      [data.shuffled_plan(num_examples, seed, e).indices for e in range(epochs)]))
+      [data.shuffled_plan(num_examples, seed, e).indices for e in range(epochs)])[:length])
 
 
-def _timed(fn, *args) -> tuple[Any, float]:
+def _timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
   tic = time.perf_counter()
   out = fn(*args)
   return out, time.perf_counter() - tic
 
 
-def default_pipeline_warmup(num_workers: int) -> int:
-  """One more batch than grain may have in flight when the first arrives.
-
-  grain reads batches ahead with `ReadOptions().num_threads` threads per process (main process, or
-  each worker): they start together, so the first batch arrives with most of the others nearly done
-  and a window opened right after it would count them at no cost.
-  """
-  import grain
-  threads = grain.ReadOptions().num_threads
-  threads = threads if isinstance(threads, int) and threads > 0 else 16
-  return threads * max(1, num_workers) + 1
-
-
-def benchmark_pipeline(source: Any, config: Any, num_batches: int,
-                       warmup: int | None = None) -> dict[str, float]:
-  """Examples/s of `train_batches` alone after `warmup` batches, and per CPU-second."""
+def _pipeline_run(source: Any, config: Any, num_batches: int) -> dict[str, float]:
+  """One `train_batches` iterator over a plan of exactly `num_batches` batches, read to its last
+  batch: wall seconds to the first and the last batch, and CPU seconds used by then."""
   from avjax import data
   tc = config.train
-  if warmup is None:
-    warmup = default_pipeline_warmup(config.input.num_workers)
-  warmup = max(1, warmup)
-  plan = _long_plan(len(source), config.seed, (num_batches + warmup) * tc.batch_size)
+  plan = exact_plan(len(source), config.seed, num_batches * tc.batch_size)
   transform = data.make_transform(config.input, train=True)
+  cpu0, tic = cpu_seconds(), time.perf_counter()
   batches: Iterator = data.train_batches(source, plan, transform, seed=config.seed, epoch=0,
                                          global_batch_size=tc.batch_size,
                                          num_workers=config.input.num_workers)
-  tic = time.perf_counter()
-  first = next(batches)  # Worker start-up, first reads.
-  first_s = time.perf_counter() - tic
-  for _ in range(warmup - 1):  # The start-up burst of read-ahead batches.
+  local = len(next(iter(next(batches).values())))
+  first = time.perf_counter() - tic
+  for _ in range(num_batches - 1):
     next(batches)
-  local = len(first["label"]) if "label" in first else tc.batch_size
-  cpu0, tic = cpu_seconds(), time.perf_counter()
-  examples = 0
-  for _ in range(num_batches):
-    batch = next(batches)
-    examples += len(next(iter(batch.values())))
-  elapsed = time.perf_counter() - tic
-  cpu1 = cpu_seconds(self_last=False)
+  wall = time.perf_counter() - tic
+  cpu1 = cpu_seconds(self_last=False)  # Before the workers exit.
   del batches
+  cpu = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
+  return {"first": first, "wall": wall, "cpu": cpu, "local": local}
+
+
+def benchmark_pipeline(source: Any, config: Any, num_batches: int,
+                       warmup: int = 1) -> dict[str, float]:
+  """Examples/s of `train_batches` alone for `num_batches` batches beyond `warmup` ones, and
+  examples per CPU-second (this process and its workers).
+
+  grain reads ahead (16 threads per process, deep buffers), so a window opened after a warm-up
+  batch would count batches finished before it, and one closed early would count work not done
+  yet. Instead each run reads a plan of exactly its length to the end, and the timed batches are
+  the difference of two runs: (warmup + num_batches) batches minus `warmup` batches; start-up
+  (worker processes, first reads) cancels. A first untimed run pays one-off costs (file opening,
+  page cache).
+  """
+  _pipeline_run(source, config, warmup)
+  long = _pipeline_run(source, config, warmup + num_batches)
+  short = _pipeline_run(source, config, warmup)
+  seconds = long["wall"] - short["wall"]
+  examples = num_batches * long["local"]
   result = {"pipeline_batches": num_batches, "pipeline_warmup": warmup,
-            "pipeline_first_batch_s": first_s, "pipeline_local_batch_size": local,
-            "pipeline_seconds": elapsed, "pipeline_examples_per_s": examples / elapsed}
-  if cpu0 is not None and cpu1 is not None and cpu1 > cpu0:
-    used = cpu1 - cpu0
-    result.update(pipeline_cpu_seconds=used, pipeline_cores_busy=used / elapsed,
+            "pipeline_local_batch_size": long["local"], "pipeline_first_batch_s": short["first"],
+            "pipeline_seconds": seconds,
+            "pipeline_examples_per_s": examples / seconds if seconds > 0 else None}
+  if long["cpu"] is not None and short["cpu"] is not None and long["cpu"] > short["cpu"]:
+    used = long["cpu"] - short["cpu"]
+    result.update(pipeline_cpu_seconds=used,
+                  pipeline_cores_busy=used / seconds if seconds > 0 else None,
                   pipeline_examples_per_s_per_core=examples / used)
   return result
 
 
 def run_benchmark(config: Any, *, steps: int, warmup: int, pipeline_batches: int,
-                  pipeline_warmup: int | None = None) -> dict[str, Any]:
+                  pipeline_warmup: int = 1) -> dict[str, Any]:
   """Measures `config` (see the module docstring); returns the numbers as a flat dict."""
   import jax
   import jax.numpy as jnp
@@ -246,8 +236,9 @@ def run_benchmark(config: Any, *, steps: int, warmup: int, pipeline_batches: int
   from avjax.registry import ConfigError
   from avjax.steps import init_state, make_eval_step, make_train_step
 
-  if steps < 1 or warmup < 0 or pipeline_batches < 1:
-    raise ConfigError("--steps and --pipeline_batches must be >= 1 and --warmup >= 0.")
+  if steps < 1 or warmup < 0 or pipeline_batches < 1 or pipeline_warmup < 1:
+    raise ConfigError("--steps, --pipeline_batches and --pipeline_warmup must be >= 1 and "
+                      "--warmup >= 0.")
   config_lib.validate(config)
   sharding.maybe_initialize_distributed(config.mesh)
   mesh = sharding.make_mesh(config.mesh)
@@ -269,7 +260,7 @@ def run_benchmark(config: Any, *, steps: int, warmup: int, pipeline_batches: int
   tic = time.perf_counter()
   method = METHODS.get(config.method.name)(config)
   model = build_model(config, dataset.num_classes, method.model_overrides())
-  tx = make_optimizer(config.optimizer, steps_per_epoch, tc.num_epochs)
+  tx = make_optimizer(config.optimizer, steps_per_epoch, tc.num_epochs, tc.grad_accum_steps)
   graphs, state = init_state(model, tx, method, config.seed)
   state = jax.block_until_ready(jax.device_put(state, sharding.replicated(mesh)))
   r["init_s"] = time.perf_counter() - tic
@@ -351,7 +342,7 @@ def format_report(machine: dict[str, Any], r: dict[str, Any], config: Any,
       (f"train step ({r['train_steps']} steps after {r['train_warmup']} warm-up)",
        _fmt(r["train_step_ms"], "ms/step")),
       ("train throughput", _fmt(r["train_examples_per_s"], "examples/s")),
-      ("input pipeline first batch (start-up)", _fmt(r["pipeline_first_batch_s"], "s")),
+      ("input pipeline warm-up (start-up)", _fmt(r["pipeline_first_batch_s"], "s")),
       (f"input pipeline ({r['pipeline_batches']} batches after {r['pipeline_warmup']}, "
        f"{num_workers} workers)", _fmt(r["pipeline_examples_per_s"], "examples/s")),
       ("input pipeline per core", _fmt(r.get("pipeline_examples_per_s_per_core"),
@@ -364,7 +355,7 @@ def format_report(machine: dict[str, Any], r: dict[str, Any], config: Any,
            f"({machine['cpu_cores_usable']} usable), load average {machine['load_before']} before"
            f" / {machine['load_after']} after\n"
            f"software: python {machine['python']}, jax {machine['jax']}, jaxlib "
-           f"{machine['jaxlib']}, flax {machine['flax']}\n"
+           f"{machine['jaxlib']}, flax {machine['flax']}, grain {machine['grain']}\n"
            f"backend: {machine['backend']} ({machine['device_kind']}), {machine['device_count']} "
            f"device(s), {machine['process_count']} process(es), persistent compilation cache "
            f"{machine['compilation_cache_dir'] or 'off'}")
@@ -380,25 +371,37 @@ def _load() -> str:
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
-    _fail(f"unexpected arguments {argv[1:]}; overrides look like --config.train.batch_size=32.")
-  if _CONFIG.value is None:
-    _fail("--config is required, e.g. --config configs/demo.py")
+    fail(f"unexpected arguments {argv[1:]}; overrides look like --config.train.batch_size=32.")
+  if flags.FLAGS["config"].present == 0:
+    fail("--config is required, e.g. --config configs/demo.py")
+  try:
+    config = _CONFIG.value
+    config.name  # The config file loads lazily: this is where a missing file fails.
+  except OSError as e:
+    fail(" ".join(str(e).split()[-12:]).strip() + "\nCheck the --config path.")
   if (_STEPS.value < 1 or _WARMUP.value < 0 or _PIPELINE_BATCHES.value < 1
-      or (_PIPELINE_WARMUP.value is not None and _PIPELINE_WARMUP.value < 1)):
-    _fail("--steps, --pipeline_batches and --pipeline_warmup must be >= 1 and --warmup >= 0.")
+      or _PIPELINE_WARMUP.value < 1):
+    fail("--steps, --pipeline_batches and --pipeline_warmup must be >= 1 and --warmup >= 0.")
   absl_logging.set_verbosity(absl_logging.WARNING)
   logging.getLogger("avjax").setLevel(logging.INFO)
-  from avjax.data.sources import DatasetNotBuiltError  # Heavy imports after flag parsing.
+  import jax  # Heavy imports after flag parsing.
+  from avjax.data.sources import DatasetNotBuiltError
   from avjax.registry import ConfigError
-  config = _CONFIG.value
   load_before = _load()
   try:
     results = run_benchmark(config, steps=_STEPS.value, warmup=_WARMUP.value,
                             pipeline_batches=_PIPELINE_BATCHES.value,
                             pipeline_warmup=_PIPELINE_WARMUP.value)
   except (ConfigError, DatasetNotBuiltError) as e:
-    _fail(str(e))
+    fail(str(e))
+  except jax.errors.JaxRuntimeError as e:
+    if "RESOURCE_EXHAUSTED" not in str(e) and "out of memory" not in str(e).lower():
+      raise
+    fail(f"Out of memory on the device with batch size {config.train.batch_size}; benchmark a "
+         f"smaller one (--config.train.batch_size=...). XLA said: {str(e).splitlines()[0][:300]}")
   machine = dict(machine_facts(), load_before=load_before, load_after=_load())
+  if machine["process_count"] > 1 and jax.process_index() != 0:
+    return  # One report per run, from the first host.
   print(format_report(machine, results, config, config.input.num_workers))
   if _JSON.value:
     payload = {"command": shlex.join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
@@ -410,4 +413,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=_parse_flags)
+  app.run(main, flags_parser=parse_flags)

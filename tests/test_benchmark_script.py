@@ -25,7 +25,7 @@ def _benchmark(*args: str, devices: int = 2) -> subprocess.CompletedProcess:
                         text=True, timeout=300)
 
 
-def _positive_finite(value) -> bool:
+def _positive_finite(value: object) -> bool:
   return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
@@ -33,7 +33,7 @@ def test_tiny_benchmark_reports_positive_numbers(data_dir, tmp_path):
   out = tmp_path / "bench.json"
   result = _benchmark("--config", "configs/demo.py:smoke", *TINY,
                       f"--config.dataset.data_dir={data_dir}", "--steps", "2", "--warmup", "1",
-                      "--pipeline_batches", "2", "--json", str(out))
+                      "--pipeline_batches", "10", "--json", str(out))
   assert result.returncode == 0, result.stderr[-3000:]
   for row in ("train step compile", "eval step compile", "train throughput", "input pipeline",
               "parameters", "peak host RSS", "jax ", "cores", "backend: cpu"):

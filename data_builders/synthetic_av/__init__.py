@@ -75,7 +75,10 @@ def build(config_name: str = 'audio_dominant', data_dir: str | None = None,
           **overrides: Any) -> tfds.core.DatasetBuilder:
   """Builds synthetic_av/<config> into `data_dir` unless already there; returns the builder."""
   data_dir = os.path.expanduser(data_dir) if data_dir else None
-  builder = Builder(config=make_config(config_name, **overrides), data_dir=data_dir)
+  config = make_config(config_name, **overrides)
+  # A named config is passed by name: a builder holding the registered config object would not
+  # survive pickling into grain worker processes (TFDS refuses a custom config with a taken name).
+  builder = Builder(config=config.name if not overrides else config, data_dir=data_dir)
   if not builder.is_prepared():
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(try_download_gcs=False))
