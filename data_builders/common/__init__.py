@@ -1,4 +1,4 @@
-"""Machinery shared by the manual-download builders (crema_d, msp_improv): not a dataset itself.
+"""Machinery shared by the builders (crema_d, msp_improv; synthetic_av uses make_config): not a dataset.
 
 - config.ClipConfig: the media front end as config fields (all stored in the metadata); make_config
   for distinctly named variants; $AVJAX_BUILD_WORKERS / $AVJAX_BUILD_STRICT.

@@ -163,7 +163,10 @@ def build(builder_cls: type[ClipBuilder], config_name: str, *, data_dir: str | N
           strict: bool | None = None, **overrides: Any) -> ClipBuilder:
   """Builds `builder_cls/<config>` (with `overrides` as a distinct variant) unless already built."""
   cfg = make_config(builder_cls, config_name, **overrides)
-  builder = builder_cls(config=cfg, data_dir=data_dir, num_workers=num_workers, strict=strict)
+  # A named config goes by name: a builder holding the registered config object would not survive
+  # pickling into grain worker processes (TFDS refuses a custom config with a taken name).
+  builder = builder_cls(config=cfg if overrides else cfg.name, data_dir=data_dir,
+                        num_workers=num_workers, strict=strict)
   if not builder.is_prepared():
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
         manual_dir=manual_dir, try_download_gcs=False))

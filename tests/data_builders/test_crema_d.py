@@ -343,3 +343,11 @@ def test_worker_crash_is_reported_and_other_clips_survive():
   assert sorted(results) == [f'clip{i}' for i in range(6)]
   assert results['clip2'][:2] == ('bad', 'worker_crash')
   assert all(results[f'clip{i}'] == ('ok', {'x': str(i)}) for i in (0, 1, 3, 4, 5))
+
+
+def test_named_config_source_survives_pickling_for_grain_workers(crema, built):
+  """grain sends the data source to worker processes: a named config must round-trip."""
+  import pickle
+  source = built('mmcosine', crema).as_data_source(split='train')
+  clone = pickle.loads(pickle.dumps(source))
+  assert len(clone) == len(source) and clone[0]['id'] == source[0]['id']
