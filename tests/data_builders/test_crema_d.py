@@ -348,6 +348,6 @@ def test_worker_crash_is_reported_and_other_clips_survive():
 def test_named_config_source_survives_pickling_for_grain_workers(crema, built):
   """grain sends the data source to worker processes: a named config must round-trip."""
   import pickle
-  source = built('mmcosine', crema).as_data_source(split='train')
+  source = built('mmcosine', crema.root).as_data_source(split='train')
   clone = pickle.loads(pickle.dumps(source))
   assert len(clone) == len(source) and clone[0]['id'] == source[0]['id']
