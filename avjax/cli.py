@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from absl import flags
 
@@ -28,3 +28,18 @@ def parse_flags(argv: list[str]) -> list[str]:
       fail(f"Unknown config key {text}\nCheck the key against the config file (every key is "
            "documented there); `--config.a.b=value` only sets existing keys.")
     fail(text)
+
+
+def load_config(config_flag: Any) -> Any:
+  """The ConfigDict behind a `config_flags.DEFINE_config_file` flag, or a one-line error.
+
+  The config file loads lazily: a missing file only fails when the value is first used.
+  """
+  if not flags.FLAGS[config_flag.name].present:
+    fail(f"--{config_flag.name} is required, e.g. --{config_flag.name} configs/demo.py")
+  try:
+    config = config_flag.value
+    _ = config.name
+  except OSError as e:
+    fail(" ".join(str(e).split()[-12:]).strip() + "\nCheck the --config path.")
+  return config

@@ -17,7 +17,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from avjax.cli import fail, parse_flags
+from avjax.cli import fail, load_config, parse_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).",
                                           lock_config=True)
@@ -27,13 +27,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (default runs/
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     fail(f"unexpected arguments {argv[1:]}; overrides look like --config.train.batch_size=32.")
-  if flags.FLAGS["config"].present == 0:
-    fail("--config is required, e.g. --config configs/demo.py")
-  try:
-    config = _CONFIG.value
-    name = config.name  # The config file loads lazily: this is where a missing file fails.
-  except OSError as e:
-    fail(" ".join(str(e).split()[-12:]).strip() + "\nCheck the --config path.")
+  config = load_config(_CONFIG)
   absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax/grain chatter; avjax logs at INFO.
   logging.getLogger("avjax").setLevel(logging.INFO)
   import jax  # Heavy imports after flag parsing.
@@ -41,7 +35,7 @@ def main(argv: list[str]) -> None:
   from avjax.registry import ConfigError
   from avjax.preemption import Preempted
   from avjax.train import NonFiniteLossError, train_and_evaluate
-  workdir = _WORKDIR.value or os.path.join("runs", name)
+  workdir = _WORKDIR.value or os.path.join("runs", config.name)
   try:
     train_and_evaluate(config, workdir)
   except (ConfigError, DatasetNotBuiltError, NonFiniteLossError) as e:

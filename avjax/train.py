@@ -80,6 +80,20 @@ def _mean_metrics(history: list[dict[str, jax.Array]]) -> dict[str, float]:
   return {k: float(np.mean([h[k] for h in fetched])) for k in fetched[0]}
 
 
+def batch_plan(config: ml_collections.ConfigDict, train_examples: int,
+               mesh: jax.sharding.Mesh) -> tuple[int, int]:
+  """(steps per epoch, eval batch size), after checking both batch sizes fit the data and mesh."""
+  tc = config.train
+  steps_per_epoch = data.steps_per_epoch(train_examples, tc.batch_size)
+  if steps_per_epoch == 0:
+    raise ConfigError(f"The training split has {train_examples} examples, fewer than one batch "
+                      f"of {tc.batch_size}; lower config.train.batch_size.")
+  eval_batch_size = tc.eval_batch_size or tc.batch_size
+  for batch_size in (tc.batch_size, eval_batch_size):
+    sharding.local_batch_size(batch_size, mesh)
+  return steps_per_epoch, eval_batch_size
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains (or resumes) the configured experiment in `workdir`; returns the final test metrics
   (validation metrics when there is no test split)."""
@@ -92,13 +106,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                         config.dataset.test_split) if s]
   dataset = data.open_dataset(config.dataset, splits)
   train_source = dataset.sources[config.dataset.train_split]
-  steps_per_epoch = data.steps_per_epoch(len(train_source), tc.batch_size)
-  if steps_per_epoch == 0:
-    raise ConfigError(f"The training split has {len(train_source)} examples, fewer than one batch "
-                      f"of {tc.batch_size}; lower config.train.batch_size.")
-  sharding.local_batch_size(tc.batch_size, mesh)
-  eval_batch_size = tc.eval_batch_size or tc.batch_size
-  sharding.local_batch_size(eval_batch_size, mesh)
+  steps_per_epoch, eval_batch_size = batch_plan(config, len(train_source), mesh)
   _check_workdir_config(config, workdir)
 
   method = METHODS.get(config.method.name)(config)

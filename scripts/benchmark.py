@@ -36,7 +36,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from avjax.cli import fail, parse_flags
+from avjax.cli import fail, load_config, parse_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).",
                                           lock_config=True)
@@ -235,6 +235,7 @@ def run_benchmark(config: Any, *, steps: int, warmup: int, pipeline_batches: int
   from avjax.optim import make_optimizer
   from avjax.registry import ConfigError
   from avjax.steps import init_state, make_eval_step, make_train_step
+  from avjax.train import batch_plan
 
   if steps < 1 or warmup < 0 or pipeline_batches < 1 or pipeline_warmup < 1:
     raise ConfigError("--steps, --pipeline_batches and --pipeline_warmup must be >= 1 and "
@@ -249,13 +250,7 @@ def run_benchmark(config: Any, *, steps: int, warmup: int, pipeline_batches: int
   dataset, r["dataset_open_s"] = _timed(
       data.open_dataset, dc, sorted({dc.train_split, eval_split}))
   source = dataset.sources[dc.train_split]
-  steps_per_epoch = data.steps_per_epoch(len(source), tc.batch_size)
-  if steps_per_epoch == 0:
-    raise ConfigError(f"The training split has {len(source)} examples, fewer than one batch of "
-                      f"{tc.batch_size}; lower config.train.batch_size.")
-  sharding.local_batch_size(tc.batch_size, mesh)
-  eval_batch_size = tc.eval_batch_size or tc.batch_size
-  sharding.local_batch_size(eval_batch_size, mesh)
+  steps_per_epoch, eval_batch_size = batch_plan(config, len(source), mesh)
 
   tic = time.perf_counter()
   method = METHODS.get(config.method.name)(config)
@@ -372,13 +367,7 @@ def _load() -> str:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     fail(f"unexpected arguments {argv[1:]}; overrides look like --config.train.batch_size=32.")
-  if flags.FLAGS["config"].present == 0:
-    fail("--config is required, e.g. --config configs/demo.py")
-  try:
-    config = _CONFIG.value
-    config.name  # The config file loads lazily: this is where a missing file fails.
-  except OSError as e:
-    fail(" ".join(str(e).split()[-12:]).strip() + "\nCheck the --config path.")
+  config = load_config(_CONFIG)
   if (_STEPS.value < 1 or _WARMUP.value < 0 or _PIPELINE_BATCHES.value < 1
       or _PIPELINE_WARMUP.value < 1):
     fail("--steps, --pipeline_batches and --pipeline_warmup must be >= 1 and --warmup >= 0.")

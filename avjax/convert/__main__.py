@@ -22,7 +22,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from avjax.cli import fail, parse_flags
+from avjax.cli import fail, load_config, parse_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config (configs/*.py) describing the checkpoint's model.",
@@ -38,11 +38,7 @@ def main(argv: list[str]) -> None:
     if not flags.FLAGS[name].present:
       fail(f"--{name} is required: python -m avjax.convert --checkpoint model.pth "
             "--config configs/X.py --workdir OUT")
-  try:
-    config = _CONFIG.value
-    _ = config.name  # The config file loads lazily: a missing file fails here.
-  except OSError as e:
-    fail(" ".join(str(e).split()[-12:]).strip() + "\nCheck the --config path.")
+  config = load_config(_CONFIG)
   absl_logging.set_verbosity(absl_logging.WARNING)
   logging.getLogger("avjax").setLevel(logging.INFO)
   from avjax.convert import convert_checkpoint  # pylint: disable=import-outside-toplevel
