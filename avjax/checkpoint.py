@@ -115,3 +115,81 @@ class Checkpointer:
 def abstract_like(tree: Any) -> Any:
   """ShapeDtypeStructs (with shardings) that tell Orbax how to lay out a restored tree."""
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
+
+
+def init_params_from(source: str, params: Any) -> tuple[Any, dict[str, int]]:
+  """Copies parameters from another run's checkpoint into `params` where path and shape agree.
+
+  `source` is a workdir (its best-ranked checkpoint, else the latest), its `checkpoints/` folder,
+  or one `checkpoints/<step>` folder. Used for fine-tuning from pre-training (`config.init_from`):
+  heads or projections the new model does not share keep their fresh initialisation.
+  Returns the new params and counts {'copied', 'kept_fresh', 'unused'}.
+  """
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+  from avjax.registry import ConfigError  # pylint: disable=import-outside-toplevel
+  step_dir = _resolve_step_dir(source)
+  try:
+    saved = ocp.PyTreeCheckpointer().restore(os.path.join(step_dir, "state"))["params"]
+  except Exception as e:  # pylint: disable=broad-except
+    raise ConfigError(f"config.init_from={source!r}: cannot read parameters from {step_dir} "
+                      f"({type(e).__name__}: {str(e).splitlines()[0][:200]}).") from e
+  flat_saved = dict(_flatten_paths(saved))
+  target = nnx.to_pure_dict(params)
+  counts = {"copied": 0, "kept_fresh": 0}
+
+  def pick(path, leaf):
+    got = flat_saved.pop(path, None)
+    if got is not None and tuple(got.shape) == tuple(leaf.shape):
+      counts["copied"] += 1
+      return jax.numpy.asarray(got, leaf.dtype)
+    counts["kept_fresh"] += 1
+    return leaf
+
+  new = jax.tree_util.tree_map_with_path(lambda p, x: pick(_path_str(p), x), target)
+  counts["unused"] = len(flat_saved)
+  if counts["copied"] == 0:
+    raise ConfigError(f"config.init_from={source!r}: no parameter of {step_dir} matches this "
+                      "model by name and shape; is it a checkpoint of a related model?")
+  nnx.replace_by_pure_dict(params, new)
+  return params, counts
+
+
+def _resolve_step_dir(source: str) -> str:
+  from avjax.registry import ConfigError  # pylint: disable=import-outside-toplevel
+  source = os.path.abspath(source)
+  if os.path.isdir(os.path.join(source, "state")):
+    return source
+  ckpt_dir = os.path.join(source, "checkpoints")
+  ckpt_dir = ckpt_dir if os.path.isdir(ckpt_dir) else source
+  steps = sorted(int(n) for n in os.listdir(ckpt_dir) if n.isdigit()) if os.path.isdir(
+      ckpt_dir) else []
+  if not steps:
+    raise ConfigError(f"config.init_from={source!r} holds no checkpoint; give a workdir written "
+                      "by `python -m avjax.main`, its checkpoints/ folder or one checkpoint step.")
+  checkpointer = Checkpointer(ckpt_dir, keep=len(steps), best_metric="", best_mode="max")
+  try:
+    ranked = _best_ranked(checkpointer)
+  finally:
+    checkpointer.close()
+  return os.path.join(ckpt_dir, str(ranked if ranked is not None else steps[-1]))
+
+
+def _best_ranked(checkpointer: Checkpointer) -> int | None:
+  """The step the source run's own best_metric ranks best (read from its config.json)."""
+  import json  # pylint: disable=import-outside-toplevel
+  config_path = os.path.join(os.path.dirname(checkpointer.directory), "config.json")
+  if not os.path.exists(config_path):
+    return None
+  with open(config_path) as f:
+    train = json.load(f).get("train", {})
+  checkpointer.best_metric = train.get("best_metric", "")
+  checkpointer.best_mode = train.get("best_mode", "max")
+  return checkpointer.best_step() if checkpointer.best_metric else None
+
+
+def _path_str(path: tuple) -> str:
+  return "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
+
+
+def _flatten_paths(tree: Any) -> list[tuple[str, Any]]:
+  return [(_path_str(p), x) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]]

@@ -77,18 +77,17 @@ def load_workdir_config(workdir: str) -> Any:
 
 
 def evaluate_workdir(workdir: str, *, split: str | None = None, step: int | None = None,
-                     data_dir: str | None = None) -> tuple[int, str, dict[str, np.ndarray]]:
+                     data_dir: str | None = None
+                     ) -> tuple[int, str, dict[str, np.ndarray], dict[str, float]]:
   """Restores a workdir's checkpoint (`step`; default the best ranked one, else the latest) and
-  predicts a split (default the test split, else validation). Returns (step, split, predictions)."""
+  predicts a split (default the test split, else validation). Returns (step, split, predictions,
+  the method's report of them)."""
   import os  # pylint: disable=import-outside-toplevel
 
   from avjax import data  # pylint: disable=import-outside-toplevel
   from avjax.checkpoint import Checkpointer, abstract_like  # pylint: disable=import-outside-toplevel
-  from avjax.methods import METHODS  # pylint: disable=import-outside-toplevel
-  from avjax.models import build_model  # pylint: disable=import-outside-toplevel
-  from avjax.optim import make_optimizer  # pylint: disable=import-outside-toplevel
   from avjax.registry import ConfigError  # pylint: disable=import-outside-toplevel
-  from avjax.steps import init_state, make_eval_step  # pylint: disable=import-outside-toplevel
+  from avjax.steps import make_eval_step, setup  # pylint: disable=import-outside-toplevel
 
   config = load_workdir_config(workdir)
   if data_dir:
@@ -116,11 +115,9 @@ def evaluate_workdir(workdir: str, *, split: str | None = None, step: int | None
     batch_size = tc.eval_batch_size or tc.batch_size
     sharding.local_batch_size(batch_size, mesh)
     dataset = data.open_dataset(config.dataset, [split])
-    method = METHODS.get(config.method.name)(config)
-    model = build_model(config, dataset.num_classes, method.model_overrides())
-    tx = make_optimizer(config.optimizer, 1, tc.num_epochs)  # Only the state's structure matters.
-    graphs, state = init_state(model, tx, method, config.seed)
-    state = jax.device_put(state, sharding.replicated(mesh))
+    exp = setup(config, dataset.num_classes)
+    method, graphs = exp.method, exp.graphs
+    state = jax.device_put(exp.state, sharding.replicated(mesh))
     try:
       state, _ = checkpointer.restore(step, abstract_like(state))
     except Exception as e:  # pylint: disable=broad-except
@@ -130,10 +127,10 @@ def evaluate_workdir(workdir: str, *, split: str | None = None, step: int | None
                         f"{type(e).__name__}: {first[:300]}") from e
   finally:
     checkpointer.close()
-  predictions = predict(jax.jit(make_eval_step(graphs)), state, dataset.sources[split],
+  predictions = predict(jax.jit(make_eval_step(graphs, method)), state, dataset.sources[split],
                         data.make_transform(config.input, train=False), batch_size=batch_size,
                         mesh=mesh, num_workers=config.input.num_workers)
-  return step, split, predictions
+  return step, split, predictions, method.eval_report(predictions)
 
 
 def format_report(report: dict[str, float]) -> str:
@@ -176,14 +173,14 @@ def main() -> None:
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("avjax").setLevel(logging.INFO)
     try:
-      step, split, predictions = evaluate_workdir(f.workdir, split=f.split, step=f.checkpoint,
-                                                  data_dir=f.data_dir)
+      step, split, predictions, report = evaluate_workdir(
+          f.workdir, split=f.split, step=f.checkpoint, data_dir=f.data_dir)
     except (ConfigError, DatasetNotBuiltError) as e:
       fail(str(e))
     if f.predictions:
       np.savez(f.predictions, **predictions)
     print(f"{f.workdir}: checkpoint {step}, split {split!r}, {len(predictions['label'])} examples")
-    print(format_report(classification_report(predictions)))
+    print(format_report(report))
 
   app.run(run, flags_parser=parse_flags)
 

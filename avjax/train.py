@@ -16,18 +16,18 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from flax import nnx
 
 from avjax import config as config_lib
 from avjax import data, sharding
 from avjax import writers
-from avjax.checkpoint import Checkpointer, abstract_like
-from avjax.evaluate import classification_report, predict
-from avjax.methods import METHODS
-from avjax.models import build_model
-from avjax.optim import make_optimizer, make_schedule
+from avjax.checkpoint import Checkpointer, abstract_like, init_params_from
+from avjax.evaluate import predict
+from avjax.methods.base import EpochContext, EvalContext
+from avjax.optim import make_schedule
 from avjax.preemption import Preempted, PreemptionWatcher
 from avjax.registry import ConfigError
-from avjax.steps import init_state, make_eval_step, make_train_step
+from avjax.steps import make_eval_step, make_per_example_fn, make_train_step, setup
 
 
 log = logging.getLogger(__name__)
@@ -109,15 +109,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   steps_per_epoch, eval_batch_size = batch_plan(config, len(train_source), mesh)
   _check_workdir_config(config, workdir)
 
-  method = METHODS.get(config.method.name)(config)
-  model = build_model(config, dataset.num_classes, method.model_overrides())
-  tx = make_optimizer(config.optimizer, steps_per_epoch, tc.num_epochs, tc.grad_accum_steps)
-  graphs, state = init_state(model, tx, method, config.seed)
+  exp = setup(config, dataset.num_classes, steps_per_epoch)
+  method, graphs, state = exp.method, exp.graphs, exp.state
+  if config.init_from:
+    params, counts = init_params_from(config.init_from, state.params)
+    state = state.replace(params=params, opt_state=exp.tx.init(params),
+                          method_state=method.init_state(params))
+    log.info("Initialised from %s: %s.", config.init_from, counts)
   state = jax.device_put(state, sharding.replicated(mesh))
   state_sharding = jax.tree.map(lambda x: x.sharding, state)
-  train_step = jax.jit(make_train_step(graphs, tx, method), donate_argnums=0,
+  train_step = jax.jit(make_train_step(graphs, exp.tx, method), donate_argnums=0,
                        out_shardings=(state_sharding, None))
-  eval_step = jax.jit(make_eval_step(graphs))
+  eval_step = jax.jit(make_eval_step(graphs, method))
 
   checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=tc.keep_checkpoints,
                               best_metric=tc.best_metric, best_mode=tc.best_mode)
@@ -131,18 +134,45 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   writer = writers.MetricWriter(workdir, enabled=is_chief)
   train_transform = data.make_transform(config.input, train=True)
   eval_transform = data.make_transform(config.input, train=False)
-  evaluate = lambda split: classification_report(predict(
-      eval_step, state, dataset.sources[split], eval_transform, batch_size=eval_batch_size,
-      mesh=mesh, num_workers=config.input.num_workers))
+  def evaluate(split: str, epoch: int) -> dict[str, float]:
+    predictions = predict(eval_step, state, dataset.sources[split], eval_transform,
+                          batch_size=eval_batch_size, mesh=mesh,
+                          num_workers=config.input.num_workers)
+    report = method.eval_report(predictions)
+    sample = _sample(dataset.sources[split], eval_transform)
+    method.eval_artifacts(EvalContext(
+        split=split, epoch=epoch, step=int(state.step), predictions=predictions, sample=sample,
+        apply=lambda fn: fn(nnx.merge(graphs.eval, state.params, state.model_state), sample),
+        workdir=workdir, is_chief=is_chief))
+    return report
+
+  per_example_fns: dict[Any, Any] = {}
+
+  def run_over_train(fn, indices: np.ndarray) -> dict[str, np.ndarray]:
+    if fn not in per_example_fns:
+      per_example_fns[fn] = jax.jit(make_per_example_fn(graphs, fn))
+    subset = data.Subset(train_source, np.asarray(indices))
+    out = predict(per_example_fns[fn], state, subset, eval_transform,
+                  batch_size=eval_batch_size, mesh=mesh, num_workers=config.input.num_workers)
+    out["index"] = np.asarray(indices)[out["index"]]
+    return out
+
+  plans = data.PlanStore(os.path.join(workdir, "plans"), enabled=is_chief)
 
   host_step = int(state.step)  # Counted on the host from here on: no device sync per step.
   with PreemptionWatcher() as watcher:
     for epoch in range(start_epoch, tc.num_epochs):
-      plan = data.shuffled_plan(len(train_source), config.seed, epoch)
+      plan = plans.load(epoch)
+      if plan is None:
+        plan = method.epoch_plan(EpochContext(
+            epoch=epoch, seed=config.seed, num_examples=len(train_source), state=state,
+            run_over_train=run_over_train, workdir=workdir, is_chief=is_chief))
+        plans.save(epoch, plan)
+      epoch_steps = data.steps_per_epoch(len(plan.indices), tc.batch_size)
       batches = data.train_batches(train_source, plan, train_transform, seed=config.seed,
                                    epoch=epoch, global_batch_size=tc.batch_size,
                                    start_step=start_step, num_workers=config.input.num_workers)
-      bar = writers.progress_bar(steps_per_epoch, desc=f"epoch {epoch + 1}/{tc.num_epochs}",
+      bar = writers.progress_bar(epoch_steps, desc=f"epoch {epoch + 1}/{tc.num_epochs}",
                                  disable=not (tc.progress and is_chief), initial=start_step)
       history, window, tic = [], [], time.perf_counter()
       epoch_arg = jnp.int32(epoch)
@@ -160,7 +190,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           window = []
         preempted = (at_log or jax.process_count() == 1) and watcher.requested()
         periodic = (tc.checkpoint_every_steps and host_step % tc.checkpoint_every_steps == 0
-                    and step_in_epoch < steps_per_epoch)  # The epoch end saves its own.
+                    and step_in_epoch < epoch_steps)  # The epoch end saves its own.
         if preempted or periodic:
           history.extend(_check_finite(window, config, epoch, checkpointer))  # Save only good state.
           window = []
@@ -183,7 +213,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       val_metrics = None
       last = epoch + 1 == tc.num_epochs
       if config.dataset.val_split and ((epoch + 1) % tc.eval_every_epochs == 0 or last):
-        val_metrics = evaluate(config.dataset.val_split)
+        val_metrics = evaluate(config.dataset.val_split, epoch)
         writer.write(step, epoch, "val", val_metrics)
         log.info("epoch %d val: %s", epoch + 1, _brief(val_metrics))
       if ((epoch + 1) % tc.checkpoint_every_epochs == 0 or last) and step not in checkpointer.steps():
@@ -197,7 +227,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     best = checkpointer.best_step()
     if best is not None and best != int(state.step):
       state, _ = checkpointer.restore(best, abstract_like(state))
-    final = evaluate(final_split)
+    final = evaluate(final_split, tc.num_epochs - 1)
     split_name = "test" if config.dataset.test_split else "val"
     writer.write(int(state.step), tc.num_epochs - 1, split_name, dict(final, checkpoint_step=int(
         state.step)))
@@ -236,6 +266,12 @@ def _learning_rate(config: ml_collections.ConfigDict, steps_per_epoch: int, step
   k = config.train.grad_accum_steps
   updates_per_epoch = max(steps_per_epoch // k, 1) if k > 1 else steps_per_epoch
   return make_schedule(config.optimizer, updates_per_epoch, config.train.num_epochs)(step // k)
+
+
+def _sample(source: Any, transform: Any, count: int = 8) -> dict[str, np.ndarray]:
+  """The first `count` examples of a split, transformed and stacked (for pictures)."""
+  examples = [transform(source[i]) for i in range(min(count, len(source)))]
+  return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
 
 
 def _brief(metrics: dict[str, float]) -> str:

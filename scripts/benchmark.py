@@ -230,11 +230,8 @@ def run_benchmark(config: Any, *, steps: int, warmup: int, pipeline_batches: int
   import jax.numpy as jnp
   from avjax import config as config_lib
   from avjax import data, sharding
-  from avjax.methods import METHODS
-  from avjax.models import build_model
-  from avjax.optim import make_optimizer
   from avjax.registry import ConfigError
-  from avjax.steps import init_state, make_eval_step, make_train_step
+  from avjax.steps import make_eval_step, make_train_step, setup
   from avjax.train import batch_plan
 
   if steps < 1 or warmup < 0 or pipeline_batches < 1 or pipeline_warmup < 1:
@@ -253,11 +250,9 @@ def run_benchmark(config: Any, *, steps: int, warmup: int, pipeline_batches: int
   steps_per_epoch, eval_batch_size = batch_plan(config, len(source), mesh)
 
   tic = time.perf_counter()
-  method = METHODS.get(config.method.name)(config)
-  model = build_model(config, dataset.num_classes, method.model_overrides())
-  tx = make_optimizer(config.optimizer, steps_per_epoch, tc.num_epochs, tc.grad_accum_steps)
-  graphs, state = init_state(model, tx, method, config.seed)
-  state = jax.block_until_ready(jax.device_put(state, sharding.replicated(mesh)))
+  exp = setup(config, dataset.num_classes, steps_per_epoch)
+  method, graphs, tx = exp.method, exp.graphs, exp.tx
+  state = jax.block_until_ready(jax.device_put(exp.state, sharding.replicated(mesh)))
   r["init_s"] = time.perf_counter() - tic
   r["num_params"] = int(sum(x.size for x in jax.tree.leaves(state.params)))
   r["param_mib"] = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state.params)) / 2**20
@@ -279,7 +274,7 @@ def run_benchmark(config: Any, *, steps: int, warmup: int, pipeline_batches: int
                       out_shardings=(state_sharding, None))
   lowered, r["train_lower_s"] = _timed(train_jit.lower, state, batch, epoch)
   train_step, r["train_compile_s"] = _timed(lowered.compile)
-  eval_lowered, r["eval_lower_s"] = _timed(jax.jit(make_eval_step(graphs)).lower, state, eval_batch)
+  eval_lowered, r["eval_lower_s"] = _timed(jax.jit(make_eval_step(graphs, method)).lower, state, eval_batch)
   _, r["eval_compile_s"] = _timed(eval_lowered.compile)
 
   # Train-step throughput on the fixed batch; block only at the end of each phase.

@@ -11,10 +11,7 @@ import ml_collections
 from avjax import data
 from avjax.checkpoint import Checkpointer, abstract_like
 from avjax.config import base_config
-from avjax.methods import METHODS
-from avjax.models import build_model
-from avjax.optim import make_optimizer
-from avjax.steps import init_state
+from avjax.steps import setup
 
 
 def tiny_config(data_dir: str, **overrides) -> ml_collections.ConfigDict:
@@ -60,12 +57,8 @@ def demo_smoke_config(data_dir: str, **overrides) -> ml_collections.ConfigDict:
 def restore_final_state(workdir: str, config: ml_collections.ConfigDict):
   """Restores the latest checkpoint of a finished run as numpy leaves."""
   dataset = data.open_dataset(config.dataset, ["train"])
-  method = METHODS.get(config.method.name)(config)
-  model = build_model(config, dataset.num_classes)
   steps = data.steps_per_epoch(len(dataset.sources["train"]), config.train.batch_size)
-  tx = make_optimizer(config.optimizer, steps, config.train.num_epochs,
-                      config.train.grad_accum_steps)
-  _, state = init_state(model, tx, method, config.seed)
+  state = setup(config, dataset.num_classes, steps).state
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=5, best_metric="accuracy",
                       best_mode="max")
   restored, meta = ckpt.restore(max(ckpt.steps()), abstract_like(state))

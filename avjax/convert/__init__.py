@@ -109,7 +109,6 @@ def convert_checkpoint(checkpoint: str, config: ml_collections.ConfigDict, workd
   from avjax.checkpoint import Checkpointer  # pylint: disable=import-outside-toplevel
   from avjax.methods import METHODS  # pylint: disable=import-outside-toplevel
   from avjax.models import build_model  # pylint: disable=import-outside-toplevel
-  from avjax.optim import make_optimizer  # pylint: disable=import-outside-toplevel
   from avjax.steps import init_state  # pylint: disable=import-outside-toplevel
 
   workdir = os.path.abspath(workdir)
@@ -122,7 +121,7 @@ def convert_checkpoint(checkpoint: str, config: ml_collections.ConfigDict, workd
   model = build_model(config, num_classes, method.model_overrides())
   state_dict_to_nnx(model, state_dict)
   # The optimizer state's structure does not depend on the schedule's length: one step per epoch.
-  tx = make_optimizer(config.optimizer, 1, config.train.num_epochs)
+  tx = method.optimizer(1)
   _, state = init_state(model, tx, method, config.seed)
 
   created = not os.path.exists(workdir)

@@ -8,6 +8,7 @@ the epoch and skips `step` batches lazily (MapDataset slicing reads nothing it s
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Iterator
 
 import grain
@@ -34,6 +35,57 @@ class EpochPlan:
 def shuffled_plan(num_examples: int, seed: int, epoch: int) -> EpochPlan:
   """A fresh permutation of the source per epoch, deterministic in (seed, epoch)."""
   return EpochPlan(np.random.default_rng([seed, epoch]).permutation(num_examples))
+
+
+class Subset:
+  """A read-only view of `source` at `indices` (e.g. the examples a valuation pass visits)."""
+
+  def __init__(self, source: Any, indices: np.ndarray):
+    self._source = source
+    self._indices = np.asarray(indices, np.int64)
+
+  def __len__(self) -> int:
+    return len(self._indices)
+
+  def __getitem__(self, i: int) -> dict:
+    return self._source[int(self._indices[i])]
+
+
+class PlanStore:
+  """Epoch plans saved beside the checkpoints (`<workdir>/plans/epoch_<e>.npz`), so a resumed
+  epoch replays the plan it started with even when the plan depended on the model (valuation
+  re-sampling). The newest `keep` plans are kept."""
+
+  def __init__(self, directory: str, *, enabled: bool = True, keep: int = 2):
+    self.directory = directory
+    self.enabled = enabled
+    self.keep = keep
+
+  def _path(self, epoch: int) -> str:
+    return os.path.join(self.directory, f"epoch_{epoch:05d}.npz")
+
+  def load(self, epoch: int) -> EpochPlan | None:
+    path = self._path(epoch)
+    if not os.path.exists(path):
+      return None
+    with np.load(path) as f:
+      masks = f["modality_masks"] if "modality_masks" in f else None
+      return EpochPlan(indices=f["indices"], modality_masks=masks)
+
+  def save(self, epoch: int, plan: EpochPlan) -> None:
+    if not self.enabled:
+      return
+    os.makedirs(self.directory, exist_ok=True)
+    arrays = {"indices": np.asarray(plan.indices)}
+    if plan.modality_masks is not None:
+      arrays["modality_masks"] = np.asarray(plan.modality_masks)
+    tmp = self._path(epoch) + ".tmp.npz"
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, self._path(epoch))  # Atomic: a plan file is whole or absent.
+    saved = sorted(n for n in os.listdir(self.directory)
+                   if n.startswith("epoch_") and n.endswith(".npz") and ".tmp" not in n)
+    for name in saved[:-self.keep]:
+      os.remove(os.path.join(self.directory, name))
 
 
 class _PlannedSource:

@@ -14,7 +14,7 @@ from flax import nnx
 from avjax.models.classifier import AVClassifier
 from avjax.models.fusion import FUSIONS
 from avjax.models.outputs import MODALITIES, ModelOutput
-from avjax.registry import Registry
+from avjax.registry import ConfigError, Registry
 
 ModelFactory = Callable[[ml_collections.ConfigDict, int, dict[str, Any], nnx.Rngs], nnx.Module]
 MODELS: Registry[ModelFactory] = Registry("model")
@@ -50,12 +50,22 @@ def check_fusion(name: str) -> None:
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int,
                 overrides: dict[str, Any] | None = None) -> nnx.Module:
-  """The configured model, initialised from `config.seed`."""
+  """The configured model, initialised from `config.seed`. An override 'num_classes' (a method's
+  regression targets, say) replaces the dataset's class count."""
+  overrides = dict(overrides or {})
+  num_classes = overrides.pop("num_classes", num_classes)
   rngs = nnx.Rngs(params=config.seed, default=config.seed)
   try:
-    return MODELS.get(config.model.name)(config, num_classes, overrides or {}, rngs)
-  except TypeError as e:  # A fusion_kwargs key the fusion does not take.
-    raise ValueError(f"config.model.fusion_kwargs do not fit fusion {config.model.fusion!r}: {e}") from e
+    return MODELS.get(config.model.name)(config, num_classes, overrides, rngs)
+  except TypeError as e:  # A fusion_kwargs / model-section key the constructor does not take.
+    raise ConfigError(f"config.model settings do not fit model {config.model.name!r} "
+                      f"(fusion {config.model.fusion!r}): {e}") from e
 
 
-__all__ = ["MODELS", "MODALITIES", "ModelOutput", "build_model", "check_fusion"]
+def section_kwargs(config: ml_collections.ConfigDict, section: str) -> dict[str, Any]:
+  """`config.model.<section>` as constructor keyword arguments ({} when the config has none)."""
+  value = config.model.get(section)
+  return value.to_dict() if value is not None else {}
+
+
+__all__ = ["MODELS", "MODALITIES", "ModelOutput", "build_model", "check_fusion", "section_kwargs"]

@@ -213,6 +213,6 @@ def test_npz_checkpoint_with_cosine_head_predicts_as_pytorch(tmp_path, data_dir)
        *_config_args(data_dir, "--config.model.fusion=sum", "--config.method.name=mmcosine"),
        f"--workdir={workdir}")
   from avjax.evaluate import evaluate_workdir
-  step, split, predictions = evaluate_workdir(workdir)
+  step, split, predictions, _ = evaluate_workdir(workdir)
   assert (step, split) == (0, "test")
   _check_predictions(predictions, _torch_logits(torch_model, workdir, 10.0))  # Default scaling.
