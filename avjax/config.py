@@ -31,6 +31,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.input = ml_collections.ConfigDict()
   c.input.num_frames = 0  # Frames per clip fed to the model; 0: all stored frames.
   c.input.image_size = 0  # Crop/resize side; 0: keep the stored size.
+  # Which stored frames: 'segment' | 'ks' | 'ks_no_short' | 'ave' | 'random' (data/transforms.py).
+  c.input.frame_sampling = "segment"
+  c.input.audio_crop_seconds = 0.0  # > 0: a window of the stored spectrogram (VGGSound: 5 s).
   c.input.random_resized_crop = True  # Training frames: RandomResizedCrop(scale) + flip.
   c.input.crop_scale = (0.08, 1.0)
   c.input.flip = True
@@ -85,6 +88,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.keep_checkpoints = 2  # Latest N kept, plus the best by `best_metric`.
   c.train.best_metric = "accuracy"  # Validation metric that selects the best checkpoint.
   c.train.best_mode = "max"
+  c.train.compute_dtype = "float32"  # 'bfloat16': mixed precision (float32 master weights).
   c.train.nonfinite = "stop"  # 'stop' the run, or 'skip' the update and count it.
   c.train.progress = True
 
@@ -119,6 +123,8 @@ _ONE_OF = {
     "optimizer.name": ("sgd", "adam", "adamw"),
     "optimizer.schedule": ("constant", "step", "cosine"),
     "train.nonfinite": ("stop", "skip"),
+    "train.compute_dtype": ("float32", "bfloat16"),
+    "input.frame_sampling": ("segment", "ks", "ks_no_short", "ave", "random"),
     "train.best_mode": ("max", "min"),
     "mesh.distributed": ("auto", "on", "off"),
 }

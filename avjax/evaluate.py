@@ -127,9 +127,10 @@ def evaluate_workdir(workdir: str, *, split: str | None = None, step: int | None
                         f"{type(e).__name__}: {first[:300]}") from e
   finally:
     checkpointer.close()
+  transform = data.make_transform(config.input, train=False, metadata=dataset.info.metadata)
   predictions = predict(jax.jit(make_eval_step(graphs, method)), state, dataset.sources[split],
-                        data.make_transform(config.input, train=False), batch_size=batch_size,
-                        mesh=mesh, num_workers=config.input.num_workers)
+                        transform, batch_size=batch_size, mesh=mesh,
+                        num_workers=config.input.num_workers)
   return step, split, predictions, method.eval_report(predictions)
 
 

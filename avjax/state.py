@@ -11,6 +11,7 @@ from typing import Any, Callable, TypeVar
 
 import flax.struct
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from avjax.models.outputs import ModelOutput
@@ -57,11 +58,24 @@ def model_inputs(batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
   return {k: batch[k] for k in INPUT_KEYS if k in batch}
 
 
+def cast_floats(tree: Any, dtype: Any) -> Any:
+  """Every floating-point leaf of `tree` as `dtype` (integers, keys and bools untouched)."""
+  return jax.tree.map(
+      lambda x: x.astype(dtype) if jnp.issubdtype(jnp.result_type(x), jnp.floating) else x, tree)
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelFns:
-  """The model as pure functions; hashable and static, so it can be closed over inside jit."""
+  """The model as pure functions; hashable and static, so it can be closed over inside jit.
+
+  `compute_dtype` 'bfloat16' is mixed precision: the forward runs on bfloat16 copies of the
+  parameters, model state and inputs while the float32 parameters stay the master copy (gradients
+  flow back through the casts in float32; bfloat16 has float32's exponent range, so no loss
+  scaling is needed). Updated model state (BatchNorm statistics) is stored back as float32.
+  """
 
   graphs: Graphs
+  compute_dtype: str = "float32"
 
   def apply(self, params: nnx.State, model_state: nnx.State, fn: Callable[[nnx.Module], R], *,
             train: bool = True) -> tuple[R, nnx.State]:
@@ -70,10 +84,18 @@ class ModelFns:
 
     `fn` may call any method of the model (e.g. `encode` then `fuse`), not only `__call__`.
     """
+    low = self.compute_dtype != "float32"
+    if low:
+      params = cast_floats(params, self.compute_dtype)
+      stored = model_state
+      model_state = cast_floats(model_state, self.compute_dtype)
     model = nnx.merge(self.graphs.train if train else self.graphs.eval, params, model_state,
                       copy=True)
     result = fn(model)
     _, _, new_model_state = nnx.split(model, nnx.Param, ...)
+    if low:
+      new_model_state = jax.tree.map(lambda new, old: new.astype(old.dtype), new_model_state,
+                                     stored)
     return result, new_model_state
 
   def forward(self, params: nnx.State, model_state: nnx.State, batch: dict[str, jax.Array], *,
@@ -84,5 +106,7 @@ class ModelFns:
     if modality_mask is None and train:
       modality_mask = batch.get("modality_mask")
     inputs = model_inputs(batch)
+    if self.compute_dtype != "float32":
+      inputs = cast_floats(inputs, self.compute_dtype)
     return self.apply(params, model_state, lambda m: m(inputs, modality_mask=modality_mask),
                       train=train)

@@ -17,7 +17,7 @@ from flax import nnx
 
 from avjax.methods.base import METHODS, Method, StepContext
 from avjax.models import build_model
-from avjax.state import INPUT_KEYS, Graphs, ModelFns, TrainState, model_inputs
+from avjax.state import INPUT_KEYS, Graphs, ModelFns, TrainState, cast_floats, model_inputs
 
 __all__ = ["INPUT_KEYS", "Graphs", "ModelFns", "Setup", "TrainState", "init_state",
            "make_eval_step", "make_train_step", "setup"]
@@ -58,6 +58,18 @@ def init_state(model: nnx.Module, tx: optax.GradientTransformation, method: Meth
   return Graphs(train=train_graph, eval=eval_graph), state
 
 
+def normalize_visual(batch: dict[str, jax.Array], input_config: ml_collections.ConfigDict
+                     ) -> dict[str, jax.Array]:
+  """uint8 frames from the pipeline -> float32 (x / 255 - mean) / std (config.input.mean / std),
+  inside the jitted steps; float frames (already normalised) pass unchanged."""
+  visual = batch.get("visual")
+  if visual is None or visual.dtype != jnp.uint8:
+    return batch
+  mean = jnp.asarray(input_config.mean, jnp.float32) * 255.0
+  std = jnp.asarray(input_config.std, jnp.float32) * 255.0
+  return {**batch, "visual": (visual.astype(jnp.float32) - mean) / std}
+
+
 def _all_finite(tree: Any) -> jax.Array:
   leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
             if jnp.issubdtype(x.dtype, jnp.inexact)]
@@ -71,9 +83,10 @@ def make_train_step(graphs: Graphs, tx: optax.GradientTransformation,
   A non-finite loss or a non-finite updated parameter / optimizer state leaves the state unchanged
   (the update is skipped and counted); the host decides from the `nonfinite` metric whether to stop.
   """
-  model = ModelFns(graphs)
+  model = ModelFns(graphs, method.config.train.compute_dtype)
 
   def train_step(state: TrainState, batch: dict[str, jax.Array], epoch: jax.Array):
+    batch = normalize_visual(batch, method.config.input)
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     ctx = StepContext(step=state.step, epoch=epoch, rng=rng)
     updated, output, metrics = method.update(model, tx, state, batch, ctx)
@@ -94,25 +107,38 @@ def make_eval_step(graphs: Graphs, method: Method) -> Callable[[TrainState, dict
   """(state, global batch) -> per-example outputs (fused and per-modality logits, labels, valid,
   the method's `eval_outputs`), gathered on the host so split-level metrics are exact."""
 
+  model_fns = ModelFns(graphs, method.config.train.compute_dtype)
+
   def eval_step(state: TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
-    model = nnx.merge(graphs.eval, state.params, state.model_state)
-    output = model(model_inputs(batch), modality_mask=batch.get("modality_mask"))
+    batch = normalize_visual(batch, method.config.input)
+    inputs = model_inputs(batch)
+    if model_fns.compute_dtype != "float32":
+      inputs = cast_floats(inputs, model_fns.compute_dtype)
+
+    def run(model):
+      output = model(inputs, modality_mask=batch.get("modality_mask"))
+      return output, method.eval_outputs(model, batch, output)
+
+    (output, extra), _ = model_fns.apply(state.params, state.model_state, run, train=False)
+    output = cast_floats(output, jnp.float32)
     result = {"logits": output.logits, "valid": batch["valid"], "index": batch["index"]}
     result.update({f"logits_{m}": l for m, l in output.modality_logits.items()})
     for key in ("label", "attributes", "modality_mask"):
       if key in batch:
         result[key] = batch[key]
-    result.update(method.eval_outputs(model, batch, output))
+    result.update(cast_floats(extra, jnp.float32))
     return result
 
   return eval_step
 
 
-def make_per_example_fn(graphs: Graphs, fn: Callable) -> Callable[[TrainState, dict], dict]:
+def make_per_example_fn(graphs: Graphs, fn: Callable, input_config: ml_collections.ConfigDict
+                        ) -> Callable[[TrainState, dict], dict]:
   """(state, global batch) -> fn(model in eval mode, batch) plus `valid` / `index`: the jittable
   pass behind `EpochContext.run_over_train`."""
 
   def per_example(state: TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    batch = normalize_visual(batch, input_config)
     model = nnx.merge(graphs.eval, state.params, state.model_state)
     return {**fn(model, batch), "valid": batch["valid"], "index": batch["index"]}
 

@@ -27,7 +27,8 @@ from avjax.methods.base import EpochContext, EvalContext
 from avjax.optim import make_schedule
 from avjax.preemption import Preempted, PreemptionWatcher
 from avjax.registry import ConfigError
-from avjax.steps import make_eval_step, make_per_example_fn, make_train_step, setup
+from avjax.steps import (make_eval_step, make_per_example_fn, make_train_step, normalize_visual,
+                         setup)
 
 
 log = logging.getLogger(__name__)
@@ -132,14 +133,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     log.info("Resuming from step %d (epoch %d, batch %d).", int(state.step), start_epoch,
                  start_step)
   writer = writers.MetricWriter(workdir, enabled=is_chief)
-  train_transform = data.make_transform(config.input, train=True)
-  eval_transform = data.make_transform(config.input, train=False)
+  train_transform = data.make_transform(config.input, train=True, metadata=dataset.info.metadata)
+  eval_transform = data.make_transform(config.input, train=False, metadata=dataset.info.metadata)
   def evaluate(split: str, epoch: int) -> dict[str, float]:
     predictions = predict(eval_step, state, dataset.sources[split], eval_transform,
                           batch_size=eval_batch_size, mesh=mesh,
                           num_workers=config.input.num_workers)
     report = method.eval_report(predictions)
-    sample = _sample(dataset.sources[split], eval_transform)
+    sample = jax.device_get(normalize_visual(_sample(dataset.sources[split], eval_transform),
+                                             config.input))
     method.eval_artifacts(EvalContext(
         split=split, epoch=epoch, step=int(state.step), predictions=predictions, sample=sample,
         apply=lambda fn: fn(nnx.merge(graphs.eval, state.params, state.model_state), sample),
@@ -150,7 +152,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   def run_over_train(fn, indices: np.ndarray) -> dict[str, np.ndarray]:
     if fn not in per_example_fns:
-      per_example_fns[fn] = jax.jit(make_per_example_fn(graphs, fn))
+      per_example_fns[fn] = jax.jit(make_per_example_fn(graphs, fn, config.input))
     subset = data.Subset(train_source, np.asarray(indices))
     out = predict(per_example_fns[fn], state, subset, eval_transform,
                   batch_size=eval_batch_size, mesh=mesh, num_workers=config.input.num_workers)

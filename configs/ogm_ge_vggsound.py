@@ -4,8 +4,10 @@ r"""OGM-GE on VGGSound (Peng et al., CVPR 2022), concatenation fusion.
   python -m avjax.main --config configs/ogm_ge_vggsound.py:smoke   # tiny synthetic stand-in
 
 GeWu-Lab/OGM-GE_CVPR2022 (HEAD 343dc1d) trains every dataset with the same main.py, so the optimiser
-and schedule match configs/ogm_ge_cremad.py. Needs the vggsound dataset built with its 'ogm_ge' config
-(16 kHz log-STFT of a 5 s crop, (129, 626); 3 frames at 1 fps).
+and schedule match configs/ogm_ge_cremad.py. Needs the vggsound dataset built with its 'ogm_ge' config,
+which stores the 16 kHz log-STFT of the whole 10 s, (129, 1251), and 1 fps frames; the reference's
+random 5 s crop, (129, 626), and its 3 frames are taken per example in the input pipeline
+(avjax.data.clips.crop_time / random_frame_indices).
 """
 
 from avjax.config import apply_smoke, base_config

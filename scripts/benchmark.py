@@ -23,20 +23,21 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
-import platform
-import resource
 import shlex
 import sys
 import time
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from avjax.cli import fail, load_config, parse_flags
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import (_timed, benchmark_pipeline, device_memory, machine_facts,  # noqa: E402
+                      peak_host_rss_mb)
+
+from avjax.cli import fail, load_config, parse_flags  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).",
                                           lock_config=True)
@@ -47,180 +48,6 @@ _PIPELINE_BATCHES = flags.DEFINE_integer("pipeline_batches", 200,
 _PIPELINE_WARMUP = flags.DEFINE_integer("pipeline_warmup", 1,
                                         "Untimed input-pipeline batches first (worker start-up).")
 _JSON = flags.DEFINE_string("json", None, "Optional path to write the numbers as JSON.")
-
-
-# ---------------------------------------------------------------------------------------------
-# Machine facts and resource accounting.
-
-
-def cpu_model() -> str:
-  """The CPU model name from /proc/cpuinfo (or platform's answer elsewhere)."""
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.lower().startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or "unknown"
-
-
-def machine_facts() -> dict[str, Any]:
-  """CPU, cores, library versions and the JAX backend/devices this run sees."""
-  import flax
-  import grain
-  import jax
-  import jaxlib
-  devices = jax.devices()
-  return {
-      "cpu_model": cpu_model(),
-      "cpu_cores": os.cpu_count(),
-      "cpu_cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                          else os.cpu_count(),
-      "python": platform.python_version(),
-      "jax": jax.__version__,
-      "jaxlib": jaxlib.__version__,
-      "flax": flax.__version__,
-      "grain": getattr(grain, "__version__", "unknown"),
-      "backend": jax.default_backend(),
-      "device_kind": devices[0].device_kind,
-      "device_count": jax.device_count(),
-      "process_count": jax.process_count(),
-      "xla_flags": os.environ.get("XLA_FLAGS", ""),
-      "compilation_cache_dir": jax.config.jax_compilation_cache_dir,  # Set: compiles may hit it.
-  }
-
-
-def _proc_children_cpu_seconds(root: int) -> float:
-  """CPU seconds of all live descendants of `root` (user + system, their reaped children too)."""
-  tick = os.sysconf("SC_CLK_TCK")
-  children: dict[int, list[int]] = {}
-  cpu: dict[int, float] = {}
-  for name in os.listdir("/proc"):
-    if not name.isdigit():
-      continue
-    try:
-      with open(f"/proc/{name}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-      continue  # The process ended while we looked.
-    pid = int(name)
-    children.setdefault(int(fields[1]), []).append(pid)  # fields[0] is stat field 3 (state).
-    cpu[pid] = sum(int(x) for x in fields[11:15]) / tick  # utime, stime, cutime, cstime.
-  total, frontier = 0.0, [root]
-  while frontier:
-    for child in children.get(frontier.pop(), []):
-      total += cpu[child]
-      frontier.append(child)
-  return total
-
-
-def cpu_seconds(self_last: bool = True) -> float | None:
-  """CPU seconds used so far by this process (all threads) and its child processes, live (from
-  /proc) or ended and reaped (getrusage).
-
-  `self_last` reads this process's time after scanning /proc (use at the start of a window, and
-  False at its end), so the scan's own cost stays outside the window.
-  """
-  if not os.path.isdir("/proc"):
-    return None
-  reaped = lambda: sum(resource.getrusage(resource.RUSAGE_CHILDREN)[:2])
-  if self_last:
-    children = _proc_children_cpu_seconds(os.getpid()) + reaped()
-    return children + time.process_time()
-  own = time.process_time()
-  return own + reaped() + _proc_children_cpu_seconds(os.getpid())
-
-
-def peak_host_rss_mb() -> float:
-  """Peak resident set size of this process in MiB (ru_maxrss is KiB on Linux, bytes on macOS)."""
-  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-  return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
-
-
-def device_memory(devices: list[Any]) -> dict[str, float] | None:
-  """Peak and current bytes in use (max over devices) in MiB, or None where the backend has no
-  memory stats (CPU)."""
-  stats = [d.memory_stats() for d in devices]
-  if not stats or any(s is None for s in stats):
-    return None
-  out = {}
-  for key in ("peak_bytes_in_use", "bytes_in_use", "bytes_limit"):
-    values = [s[key] for s in stats if key in s]
-    if values:
-      out[key.replace("bytes", "mib")] = max(values) / 2**20
-  return out or None
-
-
-# ---------------------------------------------------------------------------------------------
-# The measurements.
-
-
-def exact_plan(num_examples: int, seed: int, length: int) -> Any:
-  """The first `length` visits of consecutive epochs' shuffled plans: one iterator (one set of
-  workers) for a run of any length, which ends exactly at its last batch."""
-  import numpy as np
-  from avjax import data
-  epochs = max(1, math.ceil(length / num_examples))
-  return data.EpochPlan(np.concatenate(
-      [data.shuffled_plan(num_examples, seed, e).indices for e in range(epochs)])[:length])
-
-
-def _timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
-  tic = time.perf_counter()
-  out = fn(*args)
-  return out, time.perf_counter() - tic
-
-
-def _pipeline_run(source: Any, config: Any, num_batches: int) -> dict[str, float]:
-  """One `train_batches` iterator over a plan of exactly `num_batches` batches, read to its last
-  batch: wall seconds to the first and the last batch, and CPU seconds used by then."""
-  from avjax import data
-  tc = config.train
-  plan = exact_plan(len(source), config.seed, num_batches * tc.batch_size)
-  transform = data.make_transform(config.input, train=True)
-  cpu0, tic = cpu_seconds(), time.perf_counter()
-  batches: Iterator = data.train_batches(source, plan, transform, seed=config.seed, epoch=0,
-                                         global_batch_size=tc.batch_size,
-                                         num_workers=config.input.num_workers)
-  local = len(next(iter(next(batches).values())))
-  first = time.perf_counter() - tic
-  for _ in range(num_batches - 1):
-    next(batches)
-  wall = time.perf_counter() - tic
-  cpu1 = cpu_seconds(self_last=False)  # Before the workers exit.
-  del batches
-  cpu = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
-  return {"first": first, "wall": wall, "cpu": cpu, "local": local}
-
-
-def benchmark_pipeline(source: Any, config: Any, num_batches: int,
-                       warmup: int = 1) -> dict[str, float]:
-  """Examples/s of `train_batches` alone for `num_batches` batches beyond `warmup` ones, and
-  examples per CPU-second (this process and its workers).
-
-  grain reads ahead (16 threads per process, deep buffers), so a window opened after a warm-up
-  batch would count batches finished before it, and one closed early would count work not done
-  yet. Instead each run reads a plan of exactly its length to the end, and the timed batches are
-  the difference of two runs: (warmup + num_batches) batches minus `warmup` batches; start-up
-  (worker processes, first reads) cancels. A first untimed run pays one-off costs (file opening,
-  page cache).
-  """
-  _pipeline_run(source, config, warmup)
-  long = _pipeline_run(source, config, warmup + num_batches)
-  short = _pipeline_run(source, config, warmup)
-  seconds = long["wall"] - short["wall"]
-  examples = num_batches * long["local"]
-  result = {"pipeline_batches": num_batches, "pipeline_warmup": warmup,
-            "pipeline_local_batch_size": long["local"], "pipeline_first_batch_s": short["first"],
-            "pipeline_seconds": seconds,
-            "pipeline_examples_per_s": examples / seconds if seconds > 0 else None}
-  if long["cpu"] is not None and short["cpu"] is not None and long["cpu"] > short["cpu"]:
-    used = long["cpu"] - short["cpu"]
-    result.update(pipeline_cpu_seconds=used,
-                  pipeline_cores_busy=used / seconds if seconds > 0 else None,
-                  pipeline_examples_per_s_per_core=examples / used)
-  return result
 
 
 def run_benchmark(config: Any, *, steps: int, warmup: int, pipeline_batches: int,
@@ -259,11 +86,14 @@ def run_benchmark(config: Any, *, steps: int, warmup: int, pipeline_batches: int
 
   # One fixed global batch from the training pipeline, placed on the devices once.
   plan = data.shuffled_plan(len(source), config.seed, 0)
-  host_batch = next(data.train_batches(source, plan, data.make_transform(config.input, train=True),
-                                       seed=config.seed, epoch=0, global_batch_size=tc.batch_size))
+  metadata = dataset.info.metadata
+  train_transform = data.make_transform(config.input, train=True, metadata=metadata)
+  host_batch = next(data.train_batches(source, plan, train_transform, seed=config.seed, epoch=0,
+                                       global_batch_size=tc.batch_size))
   batch = jax.block_until_ready(sharding.to_global(host_batch, mesh))
   eval_host = next(data.eval_batches(dataset.sources[eval_split],
-                                     data.make_transform(config.input, train=False),
+                                     data.make_transform(config.input, train=False,
+                                                         metadata=metadata),
                                      global_batch_size=eval_batch_size))
   eval_batch = jax.block_until_ready(sharding.to_global(eval_host, mesh))
   epoch = jnp.int32(0)
@@ -293,7 +123,8 @@ def run_benchmark(config: Any, *, steps: int, warmup: int, pipeline_batches: int
   r["device_memory"] = device_memory(list(mesh.devices.flat))
   del state, batch, eval_batch
 
-  r.update(benchmark_pipeline(source, config, pipeline_batches, pipeline_warmup))
+  r.update(benchmark_pipeline(source, config, pipeline_batches, pipeline_warmup,
+                                         metadata=metadata))
   r["peak_host_rss_mib"] = peak_host_rss_mb()
   return r
 

@@ -29,6 +29,8 @@ from typing import Any, Callable
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import load_config  # noqa: E402
 
 _CASE = flags.DEFINE_enum("case", "ogm_ge_cremad", ["ogm_ge_cremad"], "What to compare.")
 _BATCH = flags.DEFINE_integer("batch", 64, "Batch size (both sides).")
@@ -61,16 +63,6 @@ def _time_steps(step: Callable[[], Any], sync: Callable[[Any], Any], steps: int,
 
 
 # ------------------------------------------------------------------------------------------ avjax
-def _load_config(name: str) -> Any:
-  import importlib.util
-  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
-                      f"{name}.py")
-  spec = importlib.util.spec_from_file_location(f"avjax_config_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
-
-
 def avjax_ogm_ge(batch: int, frames: int, image: int, widths: list[int]) -> Callable[[], Any]:
   """The trainer's jitted OGM-GE step on random inputs; returns a zero-argument step function."""
   import jax
@@ -79,7 +71,7 @@ def avjax_ogm_ge(batch: int, frames: int, image: int, widths: list[int]) -> Call
 
   from avjax.steps import make_train_step, setup
 
-  config = _load_config("ogm_ge_cremad")
+  config = load_config("ogm_ge_cremad")
   config.model.widths = tuple(widths)
   config.input.num_frames, config.input.image_size = frames, image
   config.train.batch_size = batch

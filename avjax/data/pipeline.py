@@ -16,7 +16,9 @@ import jax
 import ml_collections
 import numpy as np
 
+from avjax.data.clips import audio_crop
 from avjax.data.transforms import ExampleTransform
+from avjax.registry import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,9 +127,21 @@ class _PaddedSource:
     return record
 
 
-def make_transform(icfg: ml_collections.ConfigDict, train: bool) -> ExampleTransform:
+def make_transform(icfg: ml_collections.ConfigDict, train: bool,
+                   metadata: Any = None) -> ExampleTransform:
+  """The configured ExampleTransform. `metadata` (the dataset's info.metadata) supplies the stored
+  spectrogram's front-end parameters when `input.audio_crop_seconds` is set."""
+  crop = None
+  if icfg.audio_crop_seconds:
+    stored = (metadata or {}).get("config") if hasattr(metadata or {}, "get") else None
+    if not stored:
+      raise ConfigError("config.input.audio_crop_seconds needs a dataset whose metadata records its "
+                        "audio front end (the avjax builders' 'config' metadata); this one has "
+                        "none. Set config.input.audio_crop_seconds = 0.")
+    crop = audio_crop(icfg.audio_crop_seconds, stored)
   return ExampleTransform(
       train=train, num_frames=icfg.num_frames, image_size=icfg.image_size,
+      frame_sampling=icfg.frame_sampling, audio_crop=crop,
       random_resized_crop=icfg.random_resized_crop, crop_scale=tuple(icfg.crop_scale),
       flip=icfg.flip, mean=tuple(icfg.mean), std=tuple(icfg.std), spec_augment=icfg.spec_augment,
       freq_masks=icfg.freq_masks, freq_mask_width=icfg.freq_mask_width,

@@ -73,10 +73,38 @@ def open_dataset(dcfg: ml_collections.ConfigDict, splits: list[str]) -> Dataset:
   if missing:
     raise ConfigError(f"Dataset {full_name} has no split(s) {missing}; it has "
                       f"{sorted(builder.info.splits)}. Fix config.dataset.*_split.")
-  sources = {s: builder.as_data_source(split=s) for s in splits}
-  label = builder.info.features["label"]
+  decoders = _lazy_image_decoders(builder.info.features)
+  sources = {s: builder.as_data_source(split=s, decoders=decoders or None) for s in splits}
+  # Regression-only datasets (muse_mimic) have no label: 0 classes, targets in 'attributes'.
+  label = builder.info.features["label"] if "label" in builder.info.features else None
   num_classes = getattr(label, "num_classes", 0)
   return Dataset(name=full_name, sources=sources, num_classes=num_classes, info=builder.info)
+
+
+class EncodedImages(tfds.decode.Decoder):
+  """Leaves a sequence of stored images as its encoded bytes ((T,) object array of JPEG/PNG).
+
+  Records keep every frame of a clip, but a training example uses a few: the transform decodes
+  only the frames it samples (avjax.data.transforms.decode_image), and only once.
+  """
+
+  def decode_example(self, serialized):
+    return serialized
+
+  def decode_example_np(self, serialized):
+    return serialized
+
+  def decode_batch_example_np(self, serialized):
+    return serialized
+
+
+def _lazy_image_decoders(features: Any) -> dict[str, Any]:
+  """{'frames': EncodedImages()} when the builder stores frames as a Sequence of Images."""
+  frames = features.get("frames") if hasattr(features, "get") else None
+  if isinstance(frames, tfds.features.Sequence) and isinstance(frames.feature,
+                                                               tfds.features.Image):
+    return {"frames": EncodedImages()}
+  return {}
 
 
 def _is_prepared(builder) -> bool:

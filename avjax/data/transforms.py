@@ -2,22 +2,44 @@
 SpecAugment and modality dropout.
 
 Input records follow the builders' common schema: 'audio' (F, T) float spectrogram, 'frames'
-(T0, H, W, 3) uint8, 'label' int. Output examples are what the model and methods read:
-  audio (F, T, 1) float32, visual (T, S, S, C) float32, label int32, modality_mask (M,) float32,
+(T0, H, W, 3) uint8 or a (T0,) array of encoded images (decoded here, only the sampled ones),
+'label' int. Output examples:
+  audio (F, T, 1) float32, visual (T, S, S, C) uint8, label int32, modality_mask (M,) float32,
   index int32 (position in the source, for per-sample bookkeeping), valid float32 (0 for padding).
+Frames leave the host as uint8 (a quarter of the bytes of float32) and are normalised on the device
+at the start of every step (avjax.steps.normalize_visual, fused by XLA into the first convolution),
+so what models and methods read is float32 (x / 255 - mean) / std.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from avjax.data.clips import (ave_frame_indices, crop_time, ks_frame_indices,
+                              random_frame_indices)
 from avjax.media.video import sample_segment_indices
 
 _PASSTHROUGH = ("attributes", "audio_informative", "visual_informative")
+
+# input.frame_sampling -> (stored frames n, wanted t, train, rng) -> indices (t,).
+FRAME_SAMPLING = {
+    # Centres of t equal segments (evaluation), a random frame per segment (training).
+    "segment": lambda n, t, train, rng: sample_segment_indices(n, t, train=train, rng=rng),
+    # Kinetics-Sounds rule of OGM-GE / valuation / BalanceBenchmark (clips.ks_frame_indices).
+    "ks": lambda n, t, train, rng: ks_frame_indices(n, t, train=train, rng=rng),
+    "ks_no_short": lambda n, t, train, rng: ks_frame_indices(n, t, train=train, rng=rng,
+                                                             short_clip_rule=False),
+    # OGM-GE's AVE frames, the same in training and evaluation.
+    "ave": lambda n, t, train, rng: ave_frame_indices(n, t),
+    # OGM-GE's VGGSound frames: sorted random choice (training), segment centres (evaluation).
+    "random": lambda n, t, train, rng: random_frame_indices(n, t, train=train, rng=rng),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +53,8 @@ class ExampleTransform:
   train: bool
   num_frames: int = 0
   image_size: int = 0
+  frame_sampling: str = "segment"  # See FRAME_SAMPLING.
+  audio_crop: tuple[int, int] | None = None  # (length, axis) window of the stored spectrogram.
   random_resized_crop: bool = True
   crop_scale: tuple[float, float] = (0.08, 1.0)
   flip: bool = True
@@ -47,16 +71,15 @@ class ExampleTransform:
     if self.train and rng is None:
       raise ValueError("Training transforms need a random generator (use grain's random_map).")
     audio = np.asarray(record["audio"], np.float32)
+    if self.audio_crop is not None:
+      length, axis = self.audio_crop
+      audio = crop_time(audio, length, train=self.train, rng=rng, axis=axis)
     if self.train and self.spec_augment:
       audio = self._spec_augment(audio, rng)
-    frames = self._frames(np.asarray(record["frames"]), rng)
-    mean = np.asarray(self.mean, np.float32)
-    std = np.asarray(self.std, np.float32)
-    visual = (frames.astype(np.float32) / 255.0 - mean) / std
     example = {
         "audio": audio[..., None],
-        "visual": visual,
-        "label": np.int32(record["label"]),
+        "visual": self._frames(record["frames"], rng),
+        "label": np.int32(record.get("label", -1)),  # -1: a regression-only dataset.
         "modality_mask": self._modality_mask(rng),
         "index": np.int32(record.get("_index", -1)),
         "valid": np.float32(record.get("_valid", 1.0)),
@@ -68,24 +91,29 @@ class ExampleTransform:
         example[key] = np.asarray(record[key], np.float32)
     return example
 
-  def _frames(self, frames: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
-    """(T0, H, W, 3) -> (T, S, S, 3) uint8."""
-    t = self.num_frames or frames.shape[0]
-    idx = sample_segment_indices(frames.shape[0], t, train=self.train, rng=rng)
+  def _frames(self, frames: Any, rng: np.random.Generator | None) -> np.ndarray:
+    """(T0, H, W, 3) uint8 or (T0,) encoded images -> (T, S, S, 3) uint8."""
+    t = self.num_frames or len(frames)
+    idx = FRAME_SAMPLING[self.frame_sampling](len(frames), t, self.train, rng)
     out = []
     for i in idx:
       frame = frames[i]
+      image = decode_image(frame) if isinstance(frame, bytes) else Image.fromarray(frame)
+      size = self._size(image)
       if self.train and self.random_resized_crop:
-        frame = random_resized_crop(frame, self._size(frame), self.crop_scale, rng)
+        box = random_resized_crop_box(image.height, image.width, self.crop_scale, rng)
       else:
-        frame = resize(frame, self._size(frame))
+        box = (0, 0, image.width, image.height)
+      if size != (image.height, image.width) or box != (0, 0, image.width, image.height):
+        image = image.resize((size[1], size[0]), Image.BILINEAR, box=box)  # Crop + resize at once.
+      frame = np.asarray(image)
       if self.train and self.flip and rng.random() < 0.5:
         frame = frame[:, ::-1]
       out.append(frame)
     return np.stack(out)
 
-  def _size(self, frame: np.ndarray) -> tuple[int, int]:
-    return (self.image_size, self.image_size) if self.image_size else frame.shape[:2]
+  def _size(self, image: Image.Image) -> tuple[int, int]:
+    return (self.image_size, self.image_size) if self.image_size else (image.height, image.width)
 
   def _spec_augment(self, spec: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Zeroes `freq_masks` frequency bands and `time_masks` time spans of random width."""
@@ -117,11 +145,24 @@ def resize(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
   return np.asarray(Image.fromarray(frame).resize((size[1], size[0]), Image.BILINEAR))
 
 
-def random_resized_crop(frame: np.ndarray, size: tuple[int, int], scale: tuple[float, float],
-                        rng: np.random.Generator,
-                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> np.ndarray:
-  """torchvision's RandomResizedCrop: 10 tries at a random area/aspect, else a centre crop."""
-  h, w = frame.shape[:2]
+def resize(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+  """Bilinear resize of an (H, W, 3) uint8 frame to `size` = (height, width)."""
+  if frame.shape[:2] == tuple(size):
+    return frame
+  return np.asarray(Image.fromarray(frame).resize((size[1], size[0]), Image.BILINEAR))
+
+
+def decode_image(data: bytes) -> Image.Image:
+  """An encoded (JPEG / PNG) frame -> RGB PIL image."""
+  image = Image.open(io.BytesIO(data))
+  return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def random_resized_crop_box(h: int, w: int, scale: tuple[float, float], rng: np.random.Generator,
+                            ratio: tuple[float, float] = (3 / 4, 4 / 3)
+                            ) -> tuple[int, int, int, int]:
+  """torchvision's RandomResizedCrop region as a PIL box (left, top, right, bottom): 10 tries at a
+  random area / aspect, else the largest centre crop within the ratio bounds."""
   area = h * w
   log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
   for _ in range(10):
@@ -132,8 +173,8 @@ def random_resized_crop(frame: np.ndarray, size: tuple[int, int], scale: tuple[f
     if 0 < cw <= w and 0 < ch <= h:
       top = int(rng.integers(0, h - ch + 1))
       left = int(rng.integers(0, w - cw + 1))
-      return resize(frame[top:top + ch, left:left + cw], size)
-  in_ratio = w / h  # Fallback: the largest centre crop within the ratio bounds.
+      return (left, top, left + cw, top + ch)
+  in_ratio = w / h
   if in_ratio < ratio[0]:
     cw, ch = w, int(round(w / ratio[0]))
   elif in_ratio > ratio[1]:
@@ -141,4 +182,12 @@ def random_resized_crop(frame: np.ndarray, size: tuple[int, int], scale: tuple[f
   else:
     cw, ch = w, h
   top, left = (h - ch) // 2, (w - cw) // 2
-  return resize(frame[top:top + ch, left:left + cw], size)
+  return (left, top, left + cw, top + ch)
+
+
+def random_resized_crop(frame: np.ndarray, size: tuple[int, int], scale: tuple[float, float],
+                        rng: np.random.Generator,
+                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> np.ndarray:
+  """RandomResizedCrop of an (H, W, 3) uint8 frame to `size` = (height, width)."""
+  box = random_resized_crop_box(frame.shape[0], frame.shape[1], scale, rng, ratio)
+  return np.asarray(Image.fromarray(frame).resize((size[1], size[0]), Image.BILINEAR, box=box))

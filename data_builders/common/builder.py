@@ -6,6 +6,10 @@ class does the rest: media features from the config, decoding in parallel worker
 with an end-of-build summary (printed, and stored as metadata['build_report']), the strict mode, and
 ArrayRecord output. Builds are atomic: TFDS writes into `<version dir>.incomplete*` and renames it
 only after every split and dataset_info.json are written; an exception removes it.
+
+With a Beam runner or Beam options in the DownloadConfig (`tfds build --beam_pipeline_options=...`),
+clips are decoded by the Beam pipeline instead of local workers (see common/beam.py); the records,
+the report and the metadata are the same.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from data_builders.common.config import ClipConfig, env_strict, env_workers, make_config
-from data_builders.common.parallel import ClipRunner
+from data_builders.common.parallel import DEFAULT_TARGET, ClipRunner
 from data_builders.common.report import BuildReport
 
 SPLIT_ORDER = ('train', 'validation', 'test')
@@ -69,7 +73,11 @@ class ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   num_workers: decoding processes (None: $AVJAX_BUILD_WORKERS, else the usable CPUs; 0 decodes in
     this process). strict: fail at the first problem (None: $AVJAX_BUILD_STRICT). Neither changes
     the records, so neither is part of the config.
+  PROCESS_TARGET: 'module:function' that turns one clip's files into its media features (default
+    media.safe_process); a builder with extra modalities (ucf101's optical flow) names its own.
   """
+
+  PROCESS_TARGET = DEFAULT_TARGET
 
   def __init__(self, *, num_workers: int | None = None, strict: bool | None = None,
                file_format: str | tfds.core.FileFormat | None = None, **kwargs: Any):
@@ -78,6 +86,7 @@ class ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     self.strict = env_strict(strict)
     self.report: BuildReport | None = None
     self._runner: ClipRunner | None = None
+    self._beam = False
     # ArrayRecord (random access through tfds.data_source) unless asked otherwise or already built.
     if file_format is None and not self.is_prepared():
       self.info.set_file_format(tfds.core.FileFormat.ARRAY_RECORD, override=True)
@@ -110,7 +119,17 @@ class ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def _download_and_prepare(self, dl_manager: Any, download_config: Any) -> None:
     cfg = self.builder_config
     name = f'{self.name}/{cfg.name}'
-    with ClipRunner(cfg.media_spec(), self.num_workers, name) as runner:
+    self._beam = (getattr(download_config, 'beam_runner', None) is not None or
+                  getattr(download_config, 'beam_options', None) is not None)
+    if self._beam:
+      from data_builders.common import beam as beam_lib  # pylint: disable=g-import-not-at-top
+      super()._download_and_prepare(dl_manager=dl_manager, download_config=download_config)
+      beam_lib.collect(self)
+      self.info.metadata['build_report'] = self.report.to_metadata()
+      (logging.warning if self.report.problems else logging.info)('%s', self.report.summary())
+      return
+    with ClipRunner(cfg.media_spec(), self.num_workers, name,
+                    target=self.PROCESS_TARGET) as runner:
       self._runner = runner
       try:
         super()._download_and_prepare(dl_manager=dl_manager, download_config=download_config)
@@ -138,6 +157,9 @@ class ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       raise RuntimeError(f'{self.name}: found no usable clip under {manual}.\n'
                          f'{self.report.summary()}\n{self.MANUAL_DOWNLOAD_INSTRUCTIONS}')
     names = [s for s in SPLIT_ORDER if s in by_split] + sorted(set(by_split) - set(SPLIT_ORDER))
+    if self._beam:
+      from data_builders.common import beam as beam_lib  # pylint: disable=g-import-not-at-top
+      return {s: beam_lib.examples(self, s, by_split[s]) for s in names}
     return {s: self._generate_examples(s, by_split[s]) for s in names}
 
   def _generate_examples(self, split: str, clips: list[Clip]) -> Iterator[tuple[str, dict]]:

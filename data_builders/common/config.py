@@ -16,7 +16,7 @@ from typing import Any
 
 import tensorflow_datasets as tfds
 
-AUDIO_FRONTENDS = ('', 'ogm_ge_log_stft', 'mmcosine_log_psd', 'log_mel')
+AUDIO_FRONTENDS = ('', 'ogm_ge_log_stft', 'mmcosine_log_psd', 'log_mel', 'kaldi_fbank')
 FRAME_MODES = ('', 'fps', 'centre', 'centre_window', 'uniform')
 _BASE_FIELDS = {f.name for f in dataclasses.fields(tfds.core.BuilderConfig)}
 
@@ -31,7 +31,10 @@ class ClipConfig(tfds.core.BuilderConfig):
     'mmcosine_log_psd' (tile to num_samples, scipy PSD nperseg = n_fft, noverlap, log, z-score);
     'log_mel' (tile/crop to num_samples when > 0, mel power spectrogram n_mels / n_fft /
     win_length / hop_length, log(S + log_offset) or power_to_db(ref=max) when to_db, then crop /
-    pad with pad_value to num_audio_frames when > 0).
+    pad with pad_value to num_audio_frames when > 0);
+    'kaldi_fbank' (Kaldi / torchaudio fbank of the mean-removed wave: n_mels bins, win_length /
+    hop_length samples, zero-padded / cropped to num_audio_frames, then (x - fbank_mean) /
+    (2 * fbank_std)); stored TIME-major (num_audio_frames, n_mels), as the references feed it.
   Frames: frame_mode 'fps' (first frame of every 1/frame_fps s, at most max_frames if > 0),
     'centre' (one frame, index n // 2), 'centre_window' (n // 2 +- frame_window, edges repeated),
     'uniform' (num_frames segment centres); frame_crop '' / 'square' (centred) / (top, bottom,
@@ -68,6 +71,8 @@ class ClipConfig(tfds.core.BuilderConfig):
   visual_features_dir: str = ''
   audio_feature_dim: int = 1024
   visual_feature_dim: int = 1408
+  fbank_mean: float = -4.503877  # kaldi_fbank normalisation (Kinetics-Sounds / AST statistics).
+  fbank_std: float = 5.141276
 
   def knobs(self) -> dict[str, Any]:
     """Every non-TFDS field as a JSON-able dict (tuples become lists)."""
@@ -92,6 +97,8 @@ class ClipConfig(tfds.core.BuilderConfig):
       return 1 + self.n_fft // 2, 1 + (self.num_samples - self.n_fft) // step
     if fe == 'log_mel':
       return self.n_mels, self.num_audio_frames or 1 + self.num_samples // self.hop_length
+    if fe == 'kaldi_fbank':  # (T, F): time-major, as the references store it.
+      return self.num_audio_frames, self.n_mels
     return None
 
   def num_stored_frames(self) -> int | None:
@@ -108,6 +115,15 @@ class ClipConfig(tfds.core.BuilderConfig):
       raise ValueError(f"{self.name}: audio_source must be 'audio' or 'video'.")
     if self.audio_frontend == 'log_mel' and not (self.num_samples or self.num_audio_frames):
       raise ValueError(f'{self.name}: log_mel needs num_samples or num_audio_frames (fixed T).')
+    if self.audio_frontend == 'kaldi_fbank' and min(self.num_audio_frames, self.n_mels,
+                                                    self.win_length, self.hop_length) <= 0:
+      raise ValueError(f'{self.name}: kaldi_fbank needs num_audio_frames, n_mels, win_length and '
+                       'hop_length > 0.')
+    if self.audio_frontend == 'kaldi_fbank' and any(  # Kaldi counts in ms: they must round-trip.
+        int(self.sample_rate * (1000.0 * n / self.sample_rate) * 0.001) != n
+        for n in (self.win_length, self.hop_length)):
+      raise ValueError(f'{self.name}: kaldi_fbank win_length / hop_length do not survive the '
+                       f'conversion to milliseconds at {self.sample_rate} Hz; pick other values.')
     if self.frame_mode == 'uniform' and self.num_frames <= 0:
       raise ValueError(f'{self.name}: frame_mode uniform needs num_frames > 0.')
     if not (self.audio_frontend or self.frame_mode or self.uses_features):

@@ -76,3 +76,46 @@ def relative(path: Path | None, root: Path) -> str | None:
     return str(path.relative_to(root))
   except ValueError:
     return str(path)
+
+
+def youtube_stems(clip_id: str, clip_seconds: int = 10) -> list[str]:
+  """File stems a YouTube-based clip id may have on disk, most specific first.
+
+  'ytid_17' (OGM-GE / Kinetics-Sounds lists, MM-Debiased's Kinetics-style ids) and
+  'ytid_000017_000027' (VGGSound / Kinetics-400 downloads) name the same 10 s clip; each is tried
+  in the other forms too ('ytid_000017' as well). YouTube ids are 11 characters and may contain '_'
+  and '-'. A bare 'ytid' gives only itself (see find_youtube for the prefix search).
+  """
+  clip_id = clip_id.strip()
+  out = [clip_id]
+  ytid, rest = clip_id[:11], clip_id[12:].split('_') if len(clip_id) > 12 else []
+  if len(clip_id) > 12 and clip_id[11] == '_' and rest and all(r.isdigit() for r in rest):
+    start = int(rest[0])
+    end = int(rest[1]) if len(rest) > 1 else start + clip_seconds
+    out += [f'{ytid}_{start}', f'{ytid}_{start:06d}_{end:06d}', f'{ytid}_{start:06d}',
+            f'{ytid}_{start}_{end}']
+  return list(dict.fromkeys(out))
+
+
+def find_youtube(clip_id: str, index: dict[str, Path], by_ytid: dict[str, list[str]] | None = None,
+                 clip_seconds: int = 10) -> Path | None:
+  """The file of a YouTube-based clip id in a {stem: path} index (see youtube_stems), or for a
+  bare 11-character id the only stem 'ytid_*' in `by_ytid` ({ytid: [stems]}); None if not found
+  or ambiguous."""
+  for stem in youtube_stems(clip_id, clip_seconds):
+    if stem in index:
+      return index[stem]
+  if by_ytid is not None and len(clip_id.strip()) == 11:
+    stems = by_ytid.get(clip_id.strip(), [])
+    if len(stems) == 1:
+      return index[stems[0]]
+  return None
+
+
+def ytid_index(index: dict[str, Path]) -> dict[str, list[str]]:
+  """{11-character YouTube id: [stems 'ytid_...']} of a {stem: path} index."""
+  out: dict[str, list[str]] = {}
+  for stem in index:
+    if len(stem) > 12 and stem[11] == '_':
+      out.setdefault(stem[:11], []).append(stem)
+  return out

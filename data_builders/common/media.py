@@ -89,6 +89,11 @@ def audio_frontend(wave: np.ndarray, rate: int, spec: dict[str, Any]) -> np.ndar
       if s.shape[1] < t:
         s = np.pad(s, ((0, 0), (0, t - s.shape[1])), constant_values=spec['pad_value'])
     return s.astype(np.float32)
+  if name == 'kaldi_fbank':
+    win_ms, hop_ms = 1000.0 * spec['win_length'] / rate, 1000.0 * spec['hop_length'] / rate
+    return audio_lib.kaldi_fbank(
+        wave, rate, num_mel_bins=spec['n_mels'], frame_length_ms=win_ms, frame_shift_ms=hop_ms,
+        target_frames=spec['num_audio_frames'], mean=spec['fbank_mean'], std=spec['fbank_std'])
   raise ValueError(f'unknown audio front end {name!r}')
 
 

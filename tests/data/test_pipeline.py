@@ -1,9 +1,15 @@
 """Input pipeline: transforms, deterministic epoch plans, exact resumption, eval padding."""
 
+import io
+
 import numpy as np
 import pytest
+from PIL import Image
 
-from avjax.data import EpochPlan, eval_batches, shuffled_plan, train_batches
+from avjax.config import base_config
+from avjax.data import EpochPlan, eval_batches, make_transform, shuffled_plan, train_batches
+from avjax.registry import ConfigError
+from avjax.steps import normalize_visual
 from avjax.data.transforms import ExampleTransform, random_resized_crop, resize
 
 
@@ -14,16 +20,35 @@ def _source(n=10, frames=3, size=12):
            "label": i % 3, "id": f"clip{i}".encode()} for i in range(n)]
 
 
-def test_eval_transform_shapes_and_normalisation():
+def test_eval_transform_shapes_and_device_normalisation():
   record = {"audio": np.ones((8, 6), np.float32),
             "frames": np.full((3, 12, 12, 3), 255, np.uint8), "label": 2}
   out = ExampleTransform(train=False, num_frames=1, image_size=6)(record)
   assert out["audio"].shape == (8, 6, 1)
-  assert out["visual"].shape == (1, 6, 6, 3)
-  expected = (1.0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
-  np.testing.assert_allclose(out["visual"][0, 0, 0], expected, rtol=1e-6)
+  assert out["visual"].shape == (1, 6, 6, 3) and out["visual"].dtype == np.uint8
   assert out["label"] == 2 and out["valid"] == 1.0
   np.testing.assert_array_equal(out["modality_mask"], [1.0, 1.0])
+  # The steps normalise on the device; already-float frames pass unchanged.
+  icfg = base_config().input
+  normalised = normalize_visual({"visual": out["visual"][None]}, icfg)["visual"]
+  expected = (1.0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+  np.testing.assert_allclose(np.asarray(normalised)[0, 0, 0, 0], expected, rtol=1e-6)
+  assert normalize_visual({"visual": normalised}, icfg)["visual"] is normalised
+
+
+def test_encoded_frames_decode_only_the_sampled_ones():
+  frames = np.random.default_rng(1).integers(0, 256, (4, 12, 16, 3), dtype=np.uint8)
+  encoded = np.empty(4, object)
+  for i, frame in enumerate(frames):
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, format="PNG")  # Lossless: decoded pixels are exact.
+    encoded[i] = buf.getvalue()
+  record = {"audio": np.ones((8, 6), np.float32), "label": 0}
+  t = ExampleTransform(train=False, num_frames=2)
+  from_bytes = t({**record, "frames": encoded})
+  from_pixels = t({**record, "frames": frames})
+  np.testing.assert_array_equal(from_bytes["visual"], from_pixels["visual"])
+  assert from_bytes["visual"].shape == (2, 12, 16, 3)
 
 
 def test_train_transform_needs_rng_and_is_deterministic_given_it():
@@ -123,3 +148,16 @@ def test_augmentation_does_not_depend_on_the_host_count(monkeypatch):
   for host, batch in enumerate(hosts):  # Host h holds epoch positions h, h + 2, ...
     np.testing.assert_array_equal(batch["visual"], single["visual"][host::2])
     np.testing.assert_array_equal(batch["index"], single["index"][host::2])
+
+
+def test_frame_sampling_and_audio_crop_are_configurable():
+  frames = np.stack([np.full((4, 4, 3), 10 * i, np.uint8) for i in range(9)])
+  record = {"audio": np.arange(40, dtype=np.float32).reshape(4, 10), "frames": frames, "label": 1}
+  ave = ExampleTransform(train=False, num_frames=3, frame_sampling="ave", audio_crop=(4, 1))
+  out = ave(record)
+  np.testing.assert_array_equal(out["visual"][:, 0, 0, 0], [0, 30, 60])  # OGM-GE AVE: 0, 3, 6.
+  np.testing.assert_array_equal(out["audio"][0, :, 0], [3, 4, 5, 6])  # Centred 4-step window.
+  with pytest.raises(ConfigError, match="audio_crop_seconds"):
+    icfg = base_config().input
+    icfg.audio_crop_seconds = 5.0
+    make_transform(icfg, train=False, metadata=None)
