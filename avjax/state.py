@@ -68,10 +68,11 @@ def cast_floats(tree: Any, dtype: Any) -> Any:
 class ModelFns:
   """The model as pure functions; hashable and static, so it can be closed over inside jit.
 
-  `compute_dtype` 'bfloat16' is mixed precision: the forward runs on bfloat16 copies of the
-  parameters, model state and inputs while the float32 parameters stay the master copy (gradients
-  flow back through the casts in float32; bfloat16 has float32's exponent range, so no loss
-  scaling is needed). Updated model state (BatchNorm statistics) is stored back as float32.
+  `compute_dtype` 'bfloat16' is mixed precision the way Flax layers define it: every layer with a
+  `dtype` attribute (Conv, Linear, normalisation, attention) computes in bfloat16 on its float32
+  parameters (cast inside the layer), normalisation statistics are reduced and stored in float32, and
+  the float32 parameters stay the master copy (gradients flow back through the casts in float32;
+  bfloat16 has float32's exponent range, so no loss scaling is needed).
   """
 
   graphs: Graphs
@@ -84,18 +85,14 @@ class ModelFns:
 
     `fn` may call any method of the model (e.g. `encode` then `fuse`), not only `__call__`.
     """
-    low = self.compute_dtype != "float32"
-    if low:
-      params = cast_floats(params, self.compute_dtype)
-      stored = model_state
-      model_state = cast_floats(model_state, self.compute_dtype)
     model = nnx.merge(self.graphs.train if train else self.graphs.eval, params, model_state,
                       copy=True)
+    if self.compute_dtype != "float32":
+      for _, module in nnx.iter_modules(model):
+        if hasattr(module, "dtype") and hasattr(module, "param_dtype"):
+          module.dtype = jnp.dtype(self.compute_dtype)
     result = fn(model)
     _, _, new_model_state = nnx.split(model, nnx.Param, ...)
-    if low:
-      new_model_state = jax.tree.map(lambda new, old: new.astype(old.dtype), new_model_state,
-                                     stored)
     return result, new_model_state
 
   def forward(self, params: nnx.State, model_state: nnx.State, batch: dict[str, jax.Array], *,
