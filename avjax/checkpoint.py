@@ -133,7 +133,8 @@ def init_params_from(source: str, params: Any) -> tuple[Any, dict[str, int]]:
   except Exception as e:  # pylint: disable=broad-except
     raise ConfigError(f"config.init_from={source!r}: cannot read parameters from {step_dir} "
                       f"({type(e).__name__}: {str(e).splitlines()[0][:200]}).") from e
-  flat_saved = dict(_flatten_paths(saved))
+  # Orbax stores each nnx Variable as {'value': array}; the pure-dict target has no such level.
+  flat_saved = {p.removesuffix("/value"): x for p, x in _flatten_paths(saved)}
   target = nnx.to_pure_dict(params)
   counts = {"copied": 0, "kept_fresh": 0}
 

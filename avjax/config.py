@@ -44,6 +44,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.input.freq_mask_width = 8
   c.input.time_masks = 1
   c.input.time_mask_width = 8
+  c.input.max_audio_frames = 0  # Precomputed feature sequences: pad / crop to this many frames.
+  c.input.max_visual_frames = 0
   c.input.modality_dropout = 0.0  # Per-example probability of zeroing each modality (training).
   c.input.num_workers = 0  # grain worker processes (0: decode in the main process).
 

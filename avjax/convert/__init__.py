@@ -6,7 +6,9 @@
 writes `OUT/config.json` and `OUT/checkpoints/0/{state,meta}`: a TrainState with the converted
 parameters and BatchNorm statistics, a fresh optimizer / method state and step 0, so
 `python -m avjax.evaluate --workdir OUT` evaluates it and `python -m avjax.main --config ... --workdir
-OUT` fine-tunes from it. Name and layout mapping: `avjax.convert.resnet_av`.
+OUT` fine-tunes from it. Name and layout mapping: `avjax.convert.resnet_av` (OGM-GE / MMCosine
+AVClassifier) and `avjax.convert.cmvqvae` (CM-VQVAE's model.py, chosen when config.model.name is
+'cmvqvae' or the state dict has its names).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import ml_collections
 
 from avjax.convert.resnet_av import (Architecture, ConversionError, describe, infer_architecture,
                                      load_state_dict, nnx_to_state_dict, state_dict_to_nnx)
+from avjax.convert import cmvqvae
 
 log = logging.getLogger(__name__)
 
@@ -114,12 +117,22 @@ def convert_checkpoint(checkpoint: str, config: ml_collections.ConfigDict, workd
   workdir = os.path.abspath(workdir)
   _check_workdir(workdir)
   config_lib.validate(config)
-  state_dict = load_state_dict(checkpoint)
-  arch = infer_architecture(state_dict)
-  num_classes = check_config(config, arch)
+  from avjax.convert import vavl  # pylint: disable=import-outside-toplevel
+  # VAVL: the reference's model folder (one .pt per module) or one state dict of all modules.
+  is_vavl = config.model.name == "vavl"
+  state_dict = (vavl.load_checkpoint if is_vavl else load_state_dict)(checkpoint)
+  if is_vavl:
+    num_classes, fill, summary = (vavl.check_config(config, state_dict), vavl.state_dict_to_nnx,
+                                  vavl.describe)
+  elif config.model.name == "cmvqvae" or cmvqvae.is_cmvqvae(state_dict):  # CM-VQVAE's model.py.
+    num_classes, fill, summary = (cmvqvae.check_config(config, state_dict),
+                                  cmvqvae.state_dict_to_nnx, cmvqvae.describe)
+  else:
+    num_classes, fill, summary = (check_config(config, infer_architecture(state_dict)),
+                                  state_dict_to_nnx, describe)
   method = METHODS.get(config.method.name)(config)
   model = build_model(config, num_classes, method.model_overrides())
-  state_dict_to_nnx(model, state_dict)
+  fill(model, state_dict)
   # The optimizer state's structure does not depend on the schedule's length: one step per epoch.
   tx = method.optimizer(1)
   _, state = init_state(model, tx, method, config.seed)
@@ -147,5 +160,5 @@ def convert_checkpoint(checkpoint: str, config: ml_collections.ConfigDict, workd
         else:
           os.remove(path)
     raise
-  log.info("Converted %s (%s) into %s.", checkpoint, describe(state_dict), workdir)
+  log.info("Converted %s (%s) into %s.", checkpoint, summary(state_dict), workdir)
   return num_classes

@@ -1,4 +1,4 @@
-r"""Converts a reference (OGM-GE / MMCosine) PyTorch checkpoint into an avjax workdir.
+r"""Converts a reference (OGM-GE / MMCosine / CM-VQVAE) PyTorch checkpoint into an avjax workdir.
 
   python -m avjax.convert --checkpoint model.pth --config configs/X.py[:arg] [--config.k=v ...] \
       --workdir OUT
@@ -51,11 +51,13 @@ def main(argv: list[str]) -> None:
   fusion = config.model.fusion
   kwargs = dict(config.model.fusion_kwargs)
   note = ""
-  if fusion in ("film", "gated") and kwargs.get("form", "ogm_ge") == "ogm_ge":
+  if (config.model.name == "av_resnet" and fusion in ("film", "gated")
+      and kwargs.get("form", "ogm_ge") == "ogm_ge"):
     note = (f"\nNote: a state dict does not record which modality conditions the {fusion} fusion "
             f"(the reference's x_{'film' if fusion == 'film' else 'gate'}); the config's "
             f"condition={kwargs.get('condition') or 'audio'!r} is used.")
-  print(f"Converted {_CHECKPOINT.value} ({fusion} fusion, {num_classes} classes) into "
+  model = f"{fusion} fusion" if config.model.name == "av_resnet" else f"{config.model.name} model"
+  print(f"Converted {_CHECKPOINT.value} ({model}, {num_classes} classes) into "
         f"{_WORKDIR.value}.\nEvaluate: python -m avjax.evaluate --workdir {_WORKDIR.value}{note}")
 
 

@@ -146,7 +146,8 @@ def make_transform(icfg: ml_collections.ConfigDict, train: bool,
       flip=icfg.flip, mean=tuple(icfg.mean), std=tuple(icfg.std), spec_augment=icfg.spec_augment,
       freq_masks=icfg.freq_masks, freq_mask_width=icfg.freq_mask_width,
       time_masks=icfg.time_masks, time_mask_width=icfg.time_mask_width,
-      modality_dropout=icfg.modality_dropout)
+      modality_dropout=icfg.modality_dropout, max_audio_frames=icfg.max_audio_frames,
+      max_visual_frames=icfg.max_visual_frames)
 
 
 def steps_per_epoch(plan_length: int, global_batch_size: int) -> int:

@@ -21,11 +21,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from avjax.data import sequences
 from avjax.data.clips import (ave_frame_indices, crop_time, ks_frame_indices,
                               random_frame_indices)
 from avjax.media.video import sample_segment_indices
 
-_PASSTHROUGH = ("attributes", "audio_informative", "visual_informative")
+_PASSTHROUGH = ("attributes", "soft_label", "audio_informative", "visual_informative")
 
 # input.frame_sampling -> (stored frames n, wanted t, train, rng) -> indices (t,).
 FRAME_SAMPLING = {
@@ -66,24 +67,30 @@ class ExampleTransform:
   time_masks: int = 1
   time_mask_width: int = 8
   modality_dropout: float = 0.0
+  max_audio_frames: int = 0  # Feature sequences are padded / cropped to these lengths.
+  max_visual_frames: int = 0
 
   def __call__(self, record: dict, rng: np.random.Generator | None = None) -> dict:
     if self.train and rng is None:
       raise ValueError("Training transforms need a random generator (use grain's random_map).")
-    audio = np.asarray(record["audio"], np.float32)
-    if self.audio_crop is not None:
-      length, axis = self.audio_crop
-      audio = crop_time(audio, length, train=self.train, rng=rng, axis=axis)
-    if self.train and self.spec_augment:
-      audio = self._spec_augment(audio, rng)
-    example = {
-        "audio": audio[..., None],
-        "visual": self._frames(record["frames"], rng),
+    if sequences.has_sequences(record):  # Precomputed feature sequences (VAVL `features` builds).
+      inputs, present = sequences.sequence_inputs(
+          record, {"audio": self.max_audio_frames, "visual": self.max_visual_frames})
+      example = {**inputs, "modality_mask": self._modality_mask(rng) * present}
+    else:
+      audio = np.asarray(record["audio"], np.float32)
+      if self.audio_crop is not None:
+        length, axis = self.audio_crop
+        audio = crop_time(audio, length, train=self.train, rng=rng, axis=axis)
+      if self.train and self.spec_augment:
+        audio = self._spec_augment(audio, rng)
+      example = {"audio": audio[..., None], "visual": self._frames(record["frames"], rng),
+                 "modality_mask": self._modality_mask(rng)}
+    example.update({
         "label": np.int32(record.get("label", -1)),  # -1: a regression-only dataset.
-        "modality_mask": self._modality_mask(rng),
         "index": np.int32(record.get("_index", -1)),
         "valid": np.float32(record.get("_valid", 1.0)),
-    }
+    })
     if "_modality_mask" in record:  # From an epoch plan that trains only some modalities.
       example["modality_mask"] = example["modality_mask"] * record["_modality_mask"]
     for key in _PASSTHROUGH:

@@ -20,6 +20,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from avjax import valuation
 from avjax.data.pipeline import EpochPlan, shuffled_plan
 from avjax.models.outputs import ModelOutput
 from avjax.optim import make_optimizer
@@ -174,17 +175,35 @@ class Method:
   # ---------------------------------------------------------------------------- evaluation
   def eval_outputs(self, model: nnx.Module, batch: dict[str, jax.Array],
                    output: ModelOutput) -> dict[str, jax.Array]:
-    """Per-example arrays (leading axis B) added to the eval predictions; traced, eval mode."""
-    del model, batch, output
-    return {}
+    """Per-example arrays (leading axis B) added to the eval predictions; traced, eval mode.
+
+    Default (every method): each modality's Shapley contribution per example, `shapley_<modality>`
+    (B,), from the forward's pooled features and one head evaluation per modality subset
+    (`avjax.valuation.eval_contributions`; value function `config.method.value_fn`, default
+    'size'). Skipped for models without encode / fuse and for methods whose output is not the
+    dataset's classes (a `num_classes` override). Subclasses that add outputs should merge these.
+    """
+    if "num_classes" in self.model_overrides():
+      return {}
+    return valuation.eval_contributions(model, output, batch,
+                                        self.config.method.get("value_fn", "size"))
 
   def eval_report(self, predictions: dict[str, np.ndarray]) -> dict[str, float]:
-    """Split-level metrics from the whole split's per-example predictions (host, numpy)."""
+    """Split-level metrics from the whole split's per-example predictions (host, numpy): the
+    classification report plus the mean contribution per modality (`shapley_audio`, ...)."""
     from avjax.evaluate import classification_report  # pylint: disable=import-outside-toplevel
-    return classification_report(predictions)
+    return {**classification_report(predictions), **valuation.contribution_report(predictions)}
 
   def eval_artifacts(self, ctx: EvalContext) -> None:
-    """Pictures / files after a validation evaluation (e.g. masks, reconstructions)."""
+    """Pictures / files after an evaluation (e.g. masks, reconstructions). Default: per-sample
+    contributions `<workdir>/valuation/<split>_epoch_<e>_step_<s>.csv`, their means appended to
+    `valuation/summary.jsonl` and the plot `valuation/contributions.png` (redrawn every
+    `valuation.PLOT_EVERY_EPOCHS` epochs and at the last; chief only)."""
+    if ctx.is_chief:
+      epochs = ctx.epoch + 1
+      plot = epochs % valuation.PLOT_EVERY_EPOCHS == 0 or epochs >= self.config.train.num_epochs
+      valuation.write_artifacts(ctx.workdir, ctx.split, ctx.epoch, ctx.step, ctx.predictions,
+                                plot=plot)
 
 
 METHODS: Registry[type[Method]] = Registry("method")

@@ -69,3 +69,7 @@ def section_kwargs(config: ml_collections.ConfigDict, section: str) -> dict[str,
 
 
 __all__ = ["MODELS", "MODALITIES", "ModelOutput", "build_model", "check_fusion", "section_kwargs"]
+from avjax.models import vat  # noqa: E402,F401  (registers)
+from avjax.models import cmvqvae  # noqa: E402,F401  (registers)
+from avjax.models import vavl  # noqa: E402,F401  (registers)
+from avjax.models import auxformer  # noqa: E402,F401  (registers)

@@ -1,0 +1,76 @@
+"""Variable-length feature sequences -> fixed-length arrays with validity masks (static shapes).
+
+The `features` configs of the crema_d and msp_improv builders store one precomputed feature sequence
+per utterance and modality: 'audio_features' (T_a, 1024) (wav2vec2-large-robust, ~50 Hz) and
+'visual_features' (T_v, 1408) (EfficientNet-B2 per face frame, ~30 fps), float32, T varying per
+utterance (T = 0 for an empty file). VAVL / AuxFormer read them as model inputs
+
+  'audio' (max_audio_frames, 1024), 'audio_mask' (max_audio_frames,)   1 = real frame, 0 = padding
+  'visual' (max_visual_frames, 1408), 'visual_mask' (max_visual_frames,)
+
+Longer sequences keep their first frames (VAVL reads at most 12 s of audio: 600 frames at 50 Hz);
+shorter ones are zero-padded at the end, as the references' padding collate does. An utterance whose
+sequence is empty gets an all-zero mask and a 0 in its modality mask, so methods treat the modality
+as missing for that example.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+# Record key of each modality's stored sequence -> the model input key it becomes.
+FEATURE_KEYS = {"audio": "audio_features", "visual": "visual_features"}
+
+
+def pad_or_crop(sequence: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
+  """(T, D) -> ((length, D), (length,) mask), float32: the first `length` frames, zero-padded.
+
+  A (D,) vector is read as one frame (T = 1), as the builders do.
+  """
+  if length < 1:
+    raise ValueError(f"length must be >= 1, got {length}.")
+  seq = np.asarray(sequence, np.float32)
+  if seq.ndim == 1:
+    seq = seq[None]
+  if seq.ndim != 2:
+    raise ValueError(f"A feature sequence must be (T, D), got shape {seq.shape}.")
+  kept = min(seq.shape[0], length)
+  out = np.zeros((length, seq.shape[1]), np.float32)
+  out[:kept] = seq[:kept]
+  mask = np.zeros((length,), np.float32)
+  mask[:kept] = 1.0
+  return out, mask
+
+
+def sequence_inputs(record: Mapping[str, np.ndarray], lengths: Mapping[str, int]
+                    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+  """The model inputs of a `features` record and its (2,) modality presence (audio, visual).
+
+  Args:
+    record: a stored example with 'audio_features' (T_a, Da) and / or 'visual_features' (T_v, Dv).
+    lengths: {'audio': max_audio_frames, 'visual': max_visual_frames}.
+  Returns:
+    ({'audio', 'audio_mask', 'visual', 'visual_mask'} for the modalities the record has,
+     (2,) float32: 1 where the modality has at least one frame, else 0).
+  """
+  inputs: dict[str, np.ndarray] = {}
+  present = np.zeros((2,), np.float32)
+  for i, (modality, key) in enumerate(FEATURE_KEYS.items()):
+    if key not in record:
+      continue
+    if lengths.get(modality, 0) < 1:
+      raise ValueError(f"The record has {key!r} but no frame count is configured for "
+                       f"{modality!r}: set config.input.max_{modality}_frames (e.g. 600 for 12 s "
+                       "of audio at 50 Hz, 360 for 12 s of video at 30 fps).")
+    values, mask = pad_or_crop(record[key], lengths[modality])
+    inputs[modality] = values
+    inputs[f"{modality}_mask"] = mask
+    present[i] = float(mask[0] > 0)
+  return inputs, present
+
+
+def has_sequences(record: Mapping[str, np.ndarray]) -> bool:
+  """Whether a record comes from a `features` builder config (precomputed sequences)."""
+  return any(key in record for key in FEATURE_KEYS.values())

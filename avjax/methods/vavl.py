@@ -1,0 +1,220 @@
+"""`vavl`: VAVL's training schedule (ilucasgoncalves/VAVL train.py, net/modelWrapper.py).
+
+Three optimisation steps per batch, inside the one jitted train step, each differentiating and
+updating only its own parameter groups (top-level modules of `avjax.models.vavl.VAVL`):
+
+  1. visual:   rep_v = Shared(Visual(x_v)); L = task(head_visual(rep_v))
+               + w_rec MSE(recon_visual(rep_v), masked time-mean of x_v)
+               -> visual_encoder, shared, head_visual, recon_visual
+  2. acoustic: the same with audio      -> audio_encoder, shared, head_audio, recon_audio
+  3. fusion:   encoders, shared and uni-modal heads in eval mode (no dropout, BatchNorm running
+               statistics, no statistics update); L = task(fusion(rep_a, rep_v)) -> fusion only
+
+task = CE (categorical; w_rec = 2) or sum_k (1 - CCC_k) (dimensional; w_rec = 1), see
+avjax.methods.emotion. Each step sees the parameters the previous one produced. Every module has its
+own optimizer state (the reference's separate torch Adam per module: Adam(lr, betas (0.95, 0.999),
+weight_decay 5e-7 as L2 = `config.optimizer` adam with weight_decay), so `shared` is stepped twice
+per batch with one state, as there. Schedules count each module's own updates.
+
+Missing modalities: the batch's modality_mask (B, 2) weights each example's loss in the uni-modal
+steps (an example without visual frames does not train the visual branch) and zeroes the missing
+representation before the fusion head.
+
+Config keys (config.method.*, defaults when absent): task ('categorical'), recon_weight (None: 2
+for categorical, 1 for dimensional, as the reference).
+Logged: loss (the fusion step's), loss_visual / loss_audio (task terms), recon_visual / recon_audio,
+and ccc_* of the fusion step for 'dimensional'.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import ml_collections
+import optax
+from flax import nnx
+
+from avjax.methods import emotion
+from avjax.methods.base import METHODS, Metrics, StepContext
+from avjax.models.outputs import ModelOutput
+from avjax.optim import make_optimizer
+from avjax.registry import ConfigError
+from avjax.state import ModelFns, TrainState, model_inputs
+
+MODULES = ("audio_encoder", "visual_encoder", "shared", "head_audio", "head_visual",
+           "recon_audio", "recon_visual", "fusion")
+GROUPS = {
+    "visual": ("visual_encoder", "shared", "head_visual", "recon_visual"),
+    "audio": ("audio_encoder", "shared", "head_audio", "recon_audio"),
+    "fusion": ("fusion",),
+}
+# Modules in eval mode during the fusion step (the fusion head itself trains, with dropout).
+FROZEN_IN_FUSION = ("audio_encoder", "visual_encoder", "shared", "head_audio", "head_visual")
+MODALITY_INDEX = {"audio": 0, "visual": 1}
+DEFAULTS = {"recon_weight": None}
+
+
+class ModuleOptimizer(NamedTuple):
+  """The optimizer of a per-module schedule: `init(params)` -> {module: state}; `module_tx` updates
+  one module; `update` (all modules at once) exists for generic callers."""
+
+  init: Callable[[Any], Any]
+  update: Callable[..., Any]
+  module_tx: optax.GradientTransformation
+
+
+def per_module_optimizer(module_tx: optax.GradientTransformation,
+                         modules: tuple[str, ...] = MODULES) -> ModuleOptimizer:
+  """One independent `module_tx` state per top-level module of the params."""
+
+  def init(params):
+    return {m: module_tx.init(params[m]) for m in modules}
+
+  def update(grads, state, params=None):
+    out, new_state = {}, {}
+    for m in modules:
+      out[m], new_state[m] = module_tx.update(grads[m], state[m],
+                                              None if params is None else params[m])
+    return replace_modules(grads, out), new_state
+
+  return ModuleOptimizer(init=init, update=update, module_tx=module_tx)
+
+
+def replace_modules(params: nnx.State, new: dict[str, Any]) -> nnx.State:
+  """`params` with some top-level modules replaced (same pytree structure)."""
+  mapping = dict(params.raw_mapping)
+  for name, value in new.items():
+    mapping[name] = value.raw_mapping if isinstance(value, nnx.State) else value
+  return nnx.State(mapping)
+
+
+class StepResult(NamedTuple):
+  params: nnx.State
+  model_state: nnx.State
+  opt_state: dict[str, Any]
+  loss: jax.Array
+  aux: Any
+
+
+@METHODS.register("vavl")
+class VAVLMethod(emotion.EmotionMethod):
+  """Three steps per batch (visual, acoustic, fusion), per-module optimizer states."""
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    super().__init__(config)
+    weight = config.method.get("recon_weight", DEFAULTS["recon_weight"])
+    self.recon_weight = float(weight if weight is not None else
+                              (2.0 if self.task == "categorical" else 1.0))
+
+  @classmethod
+  def validate(cls, config: ml_collections.ConfigDict) -> None:
+    super().validate(config)
+    if config.model.name != "vavl":
+      raise ConfigError(f"method 'vavl' trains the parameter groups of model 'vavl' "
+                        f"(config.model.name={config.model.name!r}); set config.model.name='vavl'.")
+    if config.train.grad_accum_steps != 1:
+      raise ConfigError("method 'vavl' takes three optimizer steps per batch and does not "
+                        "accumulate gradients; set config.train.grad_accum_steps=1.")
+    weight = config.method.get("recon_weight", None)
+    if weight is not None and not weight >= 0:
+      raise ConfigError(f"config.method.recon_weight={weight!r} must be >= 0 (None: the "
+                        "reference's 2 for categorical, 1 for dimensional).")
+    check_inputs(config, "vavl")
+
+  def optimizer(self, steps_per_epoch: int) -> ModuleOptimizer:
+    tx = make_optimizer(self.config.optimizer, steps_per_epoch, self.config.train.num_epochs)
+    return per_module_optimizer(tx)
+
+  # --------------------------------------------------------------------------------- the steps
+  def _step(self, model: ModelFns, tx: ModuleOptimizer, params: nnx.State, model_state: nnx.State,
+            opt_state: dict[str, Any], group: tuple[str, ...],
+            loss_fn: Callable[[Any], tuple[jax.Array, Any]], *, train: bool = True) -> StepResult:
+    """Gradients of loss_fn(model) w.r.t. the `group` modules only; one update per module."""
+
+    def objective(sub):
+      full = replace_modules(params, sub)
+      (loss, aux), new_model_state = model.apply(full, model_state, loss_fn, train=train)
+      return loss, (aux, new_model_state)
+
+    sub = {m: params[m] for m in group}
+    (loss, (aux, new_model_state)), grads = jax.value_and_grad(objective, has_aux=True)(sub)
+    new_opt = dict(opt_state)
+    updated = {}
+    for m in group:
+      updates, new_opt[m] = tx.module_tx.update(grads[m], opt_state[m], params[m])
+      updated[m] = optax.apply_updates(params[m], updates)
+    return StepResult(replace_modules(params, updated), new_model_state, new_opt, loss, aux)
+
+  def unimodal_step(self, modality: str, model: ModelFns, tx: ModuleOptimizer, params: nnx.State,
+                    model_state: nnx.State, opt_state: dict[str, Any],
+                    batch: dict[str, jax.Array]) -> StepResult:
+    """VAVL's 'visual' / 'acoustic' step (train mode)."""
+    inputs = model_inputs(batch)
+    weights = _presence(batch, modality)
+
+    def loss_fn(m):
+      out = m.unimodal(inputs, modality)
+      task, metrics = emotion.task_loss(self.task, out["logits"], batch, weights)
+      recon = emotion.mse(out["recon"], out["target"], weights)
+      return task + self.recon_weight * recon, {"task": task, "recon": recon, **metrics}
+
+    return self._step(model, tx, params, model_state, opt_state, GROUPS[modality], loss_fn)
+
+  def fusion_step(self, model: ModelFns, tx: ModuleOptimizer, params: nnx.State,
+                  model_state: nnx.State, opt_state: dict[str, Any],
+                  batch: dict[str, jax.Array]) -> StepResult:
+    """VAVL's 'weights' step: encoders / shared / uni-modal heads in eval mode, fusion trains."""
+    inputs = model_inputs(batch)
+    mask = batch.get("modality_mask")
+
+    def loss_fn(m):
+      for name in FROZEN_IN_FUSION:
+        getattr(m, name).eval()
+      out = m(inputs, modality_mask=mask)
+      loss, metrics = emotion.task_loss(self.task, out.logits, batch)
+      return loss, (out, metrics)
+
+    return self._step(model, tx, params, model_state, opt_state, GROUPS["fusion"], loss_fn)
+
+  def update(self, model: ModelFns, tx: ModuleOptimizer, state: TrainState,
+             batch: dict[str, jax.Array], ctx: StepContext
+             ) -> tuple[TrainState, ModelOutput, Metrics]:
+    params, model_state, opt_state = state.params, state.model_state, state.opt_state
+    metrics: Metrics = {}
+    for modality in ("visual", "audio"):  # The reference's order: visual, acoustic, fusion.
+      r = self.unimodal_step(modality, model, tx, params, model_state, opt_state, batch)
+      params, model_state, opt_state = r.params, r.model_state, r.opt_state
+      metrics[f"loss_{modality}"] = r.aux["task"]
+      metrics[f"recon_{modality}"] = r.aux["recon"]
+    r = self.fusion_step(model, tx, params, model_state, opt_state, batch)
+    output, fusion_metrics = r.aux
+    metrics.update({"loss": r.loss, **fusion_metrics})
+    new_state = state.replace(params=r.params, model_state=r.model_state, opt_state=r.opt_state)
+    return new_state, output, metrics
+
+
+def _presence(batch: dict[str, jax.Array], modality: str) -> jax.Array | None:
+  """(B,) 1 where the example has the modality (batch modality_mask), None when all have it."""
+  mask = batch.get("modality_mask")
+  return None if mask is None else mask[:, MODALITY_INDEX[modality]]
+
+
+def check_inputs(config: ml_collections.ConfigDict, section: str) -> None:
+  """The model section's `inputs` must fit the dataset config: precomputed-feature builder configs
+  ('features', 'features_p<k>') need inputs='features', the others inputs='raw'."""
+  model = config.model.get(section)
+  inputs = model.get("inputs", "features") if model is not None else "features"
+  features_records = str(config.dataset.config).startswith("features")
+  if features_records and inputs != "features":
+    raise ConfigError(f"dataset {config.dataset.name}/{config.dataset.config} stores precomputed "
+                      f"feature sequences; set config.model.{section}.inputs='features'.")
+  if not features_records and inputs == "features":
+    raise ConfigError(f"dataset {config.dataset.name}/{config.dataset.config} stores spectrograms "
+                      f"and frames; set config.model.{section}.inputs='raw' (and "
+                      f"config.model.{section}.audio_dim to its number of frequency bins), or use "
+                      "a 'features' builder config.")
+
+
+__all__ = ["GROUPS", "MODULES", "ModuleOptimizer", "VAVLMethod", "check_inputs",
+           "per_module_optimizer", "replace_modules"]
