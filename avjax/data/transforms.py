@@ -152,13 +152,6 @@ def resize(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
   return np.asarray(Image.fromarray(frame).resize((size[1], size[0]), Image.BILINEAR))
 
 
-def resize(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-  """Bilinear resize of an (H, W, 3) uint8 frame to `size` = (height, width)."""
-  if frame.shape[:2] == tuple(size):
-    return frame
-  return np.asarray(Image.fromarray(frame).resize((size[1], size[0]), Image.BILINEAR))
-
-
 def decode_image(data: bytes) -> Image.Image:
   """An encoded (JPEG / PNG) frame -> RGB PIL image."""
   image = Image.open(io.BytesIO(data))
