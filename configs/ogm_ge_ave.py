@@ -24,6 +24,7 @@ def get_config(arg: str | None = None):
   # dataset.py (AVE): 3 frames, frame i * (n // 3) + 1 of the 1 fps frames, in training and test
   # (avjax.data.clips.ave_frame_indices).
   c.input.num_frames = 3
+  c.input.frame_sampling = "ave"  # Frames i * (n // 3), the same in training and test.
   c.input.image_size = 224  # RandomResizedCrop(224) + flip in training; Resize((224, 224)) in test.
   c.input.random_resized_crop = True
   c.input.crop_scale = (0.08, 1.0)  # torchvision RandomResizedCrop default scale.

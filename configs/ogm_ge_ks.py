@@ -21,6 +21,7 @@ def get_config(arg: str | None = None):
   c.dataset.val_split = "test"
   c.dataset.test_split = "test"
   c.input.num_frames = 3  # 3 frames per clip (one per segment; random in training).
+  c.input.frame_sampling = "ks"  # The reference's KS rule (short clips, training cap at frame 9).
   c.input.image_size = 224  # RandomResizedCrop(224) + flip per frame; test Resize(224).
   c.input.crop_scale = (0.08, 1.0)
   c.model.name = "av_resnet"

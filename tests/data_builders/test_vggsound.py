@@ -11,7 +11,6 @@ import tensorflow_datasets as tfds
 
 import data_builders.vggsound as vg
 from avjax.data import clips
-from avjax.data.transforms import ExampleTransform
 from avjax.media import load_audio
 from data_builders.common import files as files_lib
 from tests.data_builders import fixtures_av as fa
@@ -104,9 +103,9 @@ def test_paper_config_reads_the_build(ogm_ge, base):
   c, dataset = fa.paper_config('configs/ogm_ge_vggsound.py', str(base / 'tfds_av'))
   assert dataset.name == 'vggsound/ogm_ge' and dataset.num_classes == 309
   record = dict(dataset.sources['test'][0])
-  rng = np.random.default_rng(0)
-  length, axis = clips.audio_crop(5.0, dataset.info.metadata['config'])
-  record['audio'] = clips.crop_time(record['audio'], length, train=True, rng=rng, axis=axis)
-  ex = ExampleTransform(train=True, num_frames=c.input.num_frames,
-                        image_size=c.input.image_size)(record, rng)
-  assert ex['audio'].shape == (129, 626, 1) and ex['visual'].shape == (3, 224, 224, 3)
+  # The config's own transform: 'random' frames and the 5 s crop of the stored 10 s spectrogram.
+  from avjax.data import make_transform
+  for train in (True, False):
+    transform = make_transform(c.input, train=train, metadata=dataset.info.metadata)
+    ex = transform(record, np.random.default_rng(0))
+    assert ex['audio'].shape == (129, 626, 1) and ex['visual'].shape == (3, 224, 224, 3)
