@@ -135,7 +135,11 @@ def evaluate_workdir(workdir: str, *, split: str | None = None, step: int | None
 
 
 def format_report(report: dict[str, float]) -> str:
-  """Rows fused / audio / visual; columns accuracy, macro_f1, weighted_f1, loss."""
+  """Rows fused / audio / visual; columns accuracy, macro_f1, weighted_f1, loss (classification),
+  or one `name = value` line per metric for other reports (regression, pre-training)."""
+  if "accuracy" not in report:
+    return "\n".join(f"{k:<24}{v:>13.4f}" for k, v in sorted(report.items())
+                     if isinstance(v, (int, float)))
   columns = [c for c in ("accuracy", "macro_f1", "weighted_f1", "loss") if c in report]
   lines = ["          " + "".join(f"{c:>13}" for c in columns)]
   for row, suffix in (("fused", ""), ("audio", "_audio"), ("visual", "_visual")):
@@ -180,7 +184,7 @@ def main() -> None:
       fail(str(e))
     if f.predictions:
       np.savez(f.predictions, **predictions)
-    print(f"{f.workdir}: checkpoint {step}, split {split!r}, {len(predictions['label'])} examples")
+    print(f"{f.workdir}: checkpoint {step}, split {split!r}, {len(predictions['index'])} examples")
     print(format_report(report))
 
   app.run(run, flags_parser=parse_flags)
