@@ -36,7 +36,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from avjax.convert.resnet_av import ConversionError, strip_prefixes
+from avjax.convert.resnet_av import ConversionError, check_fit, strip_prefixes
 from avjax.models.vq import VQState
 
 IGNORED = ("num_batches_tracked",)
@@ -48,7 +48,6 @@ _BLOCK = {"bn_1": "0", "conv_1": "2", "bn_2": "3", "conv_2": "5"}
 _SOLVER = {"conv_1": "_conv1", "conv_2": "_conv2", "fc_1": "_fc1", "fc_2": "_fc2"}
 _MLP = {"fc_1": "_fc1", "bn": "_bn", "fc_2": "_fc2"}  # Ablation 4's MLPHead (ResNetPair.fusion).
 _RESNET = {"down_conv": "downsample.0", "down_bn": "downsample.1"}
-_MAX_LISTED = 12
 
 
 def is_cmvqvae(state_dict: Mapping[str, Any]) -> bool:
@@ -156,11 +155,6 @@ def nnx_to_state_dict(model: nnx.Module, *,
   return out
 
 
-def _listing(names: list[str]) -> str:
-  more = f", ... ({len(names) - _MAX_LISTED} more)" if len(names) > _MAX_LISTED else ""
-  return ", ".join(names[:_MAX_LISTED]) + more
-
-
 def state_dict_to_nnx(model: nnx.Module, state_dict: Mapping[str, Any]) -> None:
   """Fills every parameter, BatchNorm statistic and VQ state of `model` (in place) from a reference
   state dict; all or nothing: a ConversionError lists missing, unexpected and mismatched names."""
@@ -181,18 +175,8 @@ def state_dict_to_nnx(model: nnx.Module, state_dict: Mapping[str, Any]) -> None:
       continue
     copied = np.array(converted, dtype=var.get_value().dtype, copy=True)
     updates.append((path, var.replace(jnp.asarray(copied))))
-  unexpected = sorted(set(tensors) - expected)
-  if missing or unexpected or mismatched:
-    lines = ["The state dict does not fit the avjax cmvqvae model:"]
-    if missing:
-      lines.append(f"  missing from the checkpoint ({len(missing)}): {_listing(missing)}")
-    if unexpected:
-      lines.append(f"  unexpected in the checkpoint ({len(unexpected)}): {_listing(unexpected)}")
-    if mismatched:
-      lines.append(f"  shape mismatches, PyTorch layout ({len(mismatched)}): "
-                   f"{_listing(mismatched)}")
-    lines.append(f"  The checkpoint looks like: {describe(tensors)}.")
-    raise ConversionError("\n".join(lines))
+  check_fit("The state dict does not fit the avjax cmvqvae model:", missing,
+            sorted(set(tensors) - expected), mismatched, describe(tensors))
   nnx.update(model, nnx.from_flat_state(updates))
 
 

@@ -162,21 +162,27 @@ def state_dict_to_nnx(model: nnx.Module, state_dict: Mapping[str, Any]) -> None:
     # live torch tensors that later change in place (BatchNorm running statistics).
     copied = np.array(from_torch(value), dtype=var.get_value().dtype, copy=True)
     updates.append((path, var.replace(jnp.asarray(copied))))
-  unexpected = sorted(set(tensors) - expected)
-  if missing or unexpected or mismatched:
-    lines = ["The state dict does not fit the avjax model:"]
-    if missing:
-      lines.append(f"  missing from the checkpoint ({len(missing)}): {_listing(missing)}")
-    if unexpected:
-      lines.append(f"  unexpected in the checkpoint ({len(unexpected)}): {_listing(unexpected)}")
-    if mismatched:
-      lines.append(f"  shape mismatches, PyTorch layout ({len(mismatched)}): "
-                   f"{_listing(mismatched)}")
-    hint = describe(tensors)
-    if hint:
-      lines.append(f"  The checkpoint looks like: {hint}.")
-    raise ConversionError("\n".join(lines))
+  check_fit("The state dict does not fit the avjax model:", missing,
+            sorted(set(tensors) - expected), mismatched, describe(tensors))
   nnx.update(model, nnx.from_flat_state(updates))
+
+
+def check_fit(title: str, missing: list[str], unexpected: list[str], mismatched: list[str],
+              hint: str = "", layout: str = "PyTorch layout") -> None:
+  """Raises one ConversionError listing every missing, unexpected and mismatched name (shared by
+  the converters, so a checkpoint is converted all or nothing)."""
+  if not (missing or unexpected or mismatched):
+    return
+  lines = [title]
+  if missing:
+    lines.append(f"  missing from the checkpoint ({len(missing)}): {_listing(missing)}")
+  if unexpected:
+    lines.append(f"  unexpected in the checkpoint ({len(unexpected)}): {_listing(unexpected)}")
+  if mismatched:
+    lines.append(f"  shape mismatches, {layout} ({len(mismatched)}): {_listing(mismatched)}")
+  if hint:
+    lines.append(f"  The checkpoint looks like: {hint}.")
+  raise ConversionError("\n".join(lines))
 
 
 # ------------------------------------------------------------------------------------ architecture
