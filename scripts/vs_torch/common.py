@@ -1,0 +1,35 @@
+"""What every case's avjax side shares: the trainer's own jitted step on a fixed device batch."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+
+def avjax_train_step(config: Any, num_classes: int, data: dict[str, np.ndarray],
+                     steps_per_epoch: int = 100) -> Callable[[], Any]:
+  """The trainer's jitted step (`steps.setup` + `make_train_step`, donated state) on `data`.
+
+  `data` holds the model inputs and targets (numpy, global batch first); a modality mask of ones
+  is added when absent. Returns a zero-argument callable that runs one step and returns the loss.
+  """
+  import jax
+  import jax.numpy as jnp
+
+  from avjax.steps import make_train_step, setup
+
+  batch = len(next(iter(data.values())))
+  data = dict(data)
+  data.setdefault("modality_mask", np.ones((batch, 2), np.float32))
+  exp = setup(config, num_classes, steps_per_epoch=steps_per_epoch)
+  data = jax.device_put(data)
+  step_fn = jax.jit(make_train_step(exp.graphs, exp.tx, exp.method), donate_argnums=0)
+  holder = {"state": jax.device_put(exp.state)}
+  epoch = jnp.int32(0)
+
+  def step():
+    holder["state"], metrics = step_fn(holder["state"], data, epoch)
+    return metrics["loss"]
+
+  return step
