@@ -130,6 +130,32 @@ def device_memory(devices: list[Any]) -> dict[str, float] | None:
   return out or None
 
 
+def compiled_stats(compiled: Any) -> dict[str, Any]:
+  """XLA's own accounting of a compiled step: FLOPs per call (its cost model, summed over the
+  program) and the buffer sizes the program needs on one device, in MiB. `memory_total_mib` =
+  arguments + outputs - donated (aliased) + temporaries: what one step needs resident at its peak,
+  known before running it (and on CPU, where devices report no memory stats)."""
+  out: dict[str, Any] = {}
+  try:
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    out["flops"] = float(cost["flops"]) if cost and "flops" in cost else None
+  except Exception:  # pylint: disable=broad-except  # Backends without a cost model.
+    out["flops"] = None
+  try:
+    m = compiled.memory_analysis()
+  except Exception:  # pylint: disable=broad-except
+    m = None
+  if m is not None:
+    mib = lambda b: b / 2**20
+    out["memory_mib"] = {
+        "arguments": mib(m.argument_size_in_bytes), "outputs": mib(m.output_size_in_bytes),
+        "aliased": mib(m.alias_size_in_bytes), "temporaries": mib(m.temp_size_in_bytes),
+        "total": mib(m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
+                     + m.temp_size_in_bytes)}
+  return out
+
+
 # ---------------------------------------------------------------------------------------------
 # The measurements.
 

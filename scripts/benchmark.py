@@ -34,8 +34,8 @@ from absl import logging as absl_logging
 from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import (_timed, benchmark_pipeline, device_memory, machine_facts,  # noqa: E402
-                      peak_host_rss_mb)
+from benchlib import (_timed, benchmark_pipeline, compiled_stats, device_memory,  # noqa: E402
+                      exact_plan, machine_facts, peak_host_rss_mb)
 
 from avjax.cli import fail, load_config, parse_flags  # noqa: E402
 
@@ -47,11 +47,16 @@ _PIPELINE_BATCHES = flags.DEFINE_integer("pipeline_batches", 200,
                                          "Timed input-pipeline batches (after --pipeline_warmup).")
 _PIPELINE_WARMUP = flags.DEFINE_integer("pipeline_warmup", 1,
                                         "Untimed input-pipeline batches first (worker start-up).")
+_PIPELINE = flags.DEFINE_bool("pipeline", True, "Measure the input pipeline too.")
+_PEAK_TFLOPS = flags.DEFINE_float("peak_tflops", 0.0, "The device's peak TFLOP/s in the step's "
+                                  "precision (e.g. 989 for bf16 on an H100 SXM): adds model FLOP "
+                                  "utilisation to the report.")
 _JSON = flags.DEFINE_string("json", None, "Optional path to write the numbers as JSON.")
 
 
 def run_benchmark(config: Any, *, steps: int, warmup: int, pipeline_batches: int,
-                  pipeline_warmup: int = 1) -> dict[str, Any]:
+                  pipeline_warmup: int = 1, pipeline: bool = True,
+                  peak_tflops: float = 0.0) -> dict[str, Any]:
   """Measures `config` (see the module docstring); returns the numbers as a flat dict."""
   import jax
   import jax.numpy as jnp
@@ -74,7 +79,9 @@ def run_benchmark(config: Any, *, steps: int, warmup: int, pipeline_batches: int
   dataset, r["dataset_open_s"] = _timed(
       data.open_dataset, dc, sorted({dc.train_split, eval_split}))
   source = dataset.sources[dc.train_split]
-  steps_per_epoch, eval_batch_size = batch_plan(config, len(source), mesh)
+  # A split smaller than one batch (a test fixture of a paper config) repeats its examples.
+  r["train_examples"] = len(source)
+  steps_per_epoch, eval_batch_size = batch_plan(config, max(len(source), tc.batch_size), mesh)
 
   tic = time.perf_counter()
   exp = setup(config, dataset.num_classes, steps_per_epoch)
@@ -85,7 +92,7 @@ def run_benchmark(config: Any, *, steps: int, warmup: int, pipeline_batches: int
   r["param_mib"] = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state.params)) / 2**20
 
   # One fixed global batch from the training pipeline, placed on the devices once.
-  plan = data.shuffled_plan(len(source), config.seed, 0)
+  plan = exact_plan(len(source), config.seed, tc.batch_size)
   metadata = dataset.info.metadata
   train_transform = data.make_transform(config.input, train=True, metadata=metadata)
   host_batch = next(data.train_batches(source, plan, train_transform, seed=config.seed, epoch=0,
@@ -104,8 +111,19 @@ def run_benchmark(config: Any, *, steps: int, warmup: int, pipeline_batches: int
                       out_shardings=(state_sharding, None))
   lowered, r["train_lower_s"] = _timed(train_jit.lower, state, batch, epoch)
   train_step, r["train_compile_s"] = _timed(lowered.compile)
+  stats = compiled_stats(train_step)
+  r["train_flops"], r["train_memory_mib"] = stats.get("flops"), stats.get("memory_mib")
   eval_lowered, r["eval_lower_s"] = _timed(jax.jit(make_eval_step(graphs, method)).lower, state, eval_batch)
   _, r["eval_compile_s"] = _timed(eval_lowered.compile)
+
+  # Time to first step: from model construction to the first step's result (the eval step's
+  # compilation excluded: the trainer compiles it at the first evaluation).
+  tic = time.perf_counter()
+  state, metrics = train_step(state, batch, epoch)
+  jax.block_until_ready(metrics)
+  r["first_step_s"] = time.perf_counter() - tic
+  r["time_to_first_step_s"] = (r["init_s"] + r["train_lower_s"] + r["train_compile_s"]
+                               + r["first_step_s"])
 
   # Train-step throughput on the fixed batch; block only at the end of each phase.
   for _ in range(warmup):
@@ -120,11 +138,16 @@ def run_benchmark(config: Any, *, steps: int, warmup: int, pipeline_batches: int
            train_step_ms=1e3 * elapsed / steps,
            train_examples_per_s=steps * tc.batch_size / elapsed,
            final_loss=float(metrics["loss"]))
+  if r["train_flops"]:
+    r["train_tflops_per_s"] = r["train_flops"] * steps / elapsed / 1e12
+    if peak_tflops:
+      r["model_flop_utilisation"] = r["train_tflops_per_s"] / peak_tflops
   r["device_memory"] = device_memory(list(mesh.devices.flat))
   del state, batch, eval_batch
 
-  r.update(benchmark_pipeline(source, config, pipeline_batches, pipeline_warmup,
-                                         metadata=metadata))
+  if pipeline:
+    r.update(benchmark_pipeline(source, config, pipeline_batches, pipeline_warmup,
+                                metadata=metadata))
   r["peak_host_rss_mib"] = peak_host_rss_mb()
   return r
 
@@ -162,10 +185,20 @@ def format_report(machine: dict[str, Any], r: dict[str, Any], config: Any,
       ("eval step compile", _fmt(r["eval_compile_s"], "s")),
       (f"train step ({r['train_steps']} steps after {r['train_warmup']} warm-up)",
        _fmt(r["train_step_ms"], "ms/step")),
+      ("first train step (execution)", _fmt(r["first_step_s"], "s")),
+      ("time to first step (init + lower + compile + first)",
+       _fmt(r["time_to_first_step_s"], "s")),
       ("train throughput", _fmt(r["train_examples_per_s"], "examples/s")),
-      ("input pipeline warm-up (start-up)", _fmt(r["pipeline_first_batch_s"], "s")),
-      (f"input pipeline ({r['pipeline_batches']} batches after {r['pipeline_warmup']}, "
-       f"{num_workers} workers)", _fmt(r["pipeline_examples_per_s"], "examples/s")),
+      ("train step FLOPs (XLA cost model)", _fmt(r["train_flops"] and r["train_flops"] / 1e9,
+                                                  "GFLOP")),
+      ("achieved", _fmt(r.get("train_tflops_per_s"), "TFLOP/s")
+       + (f" ({100 * r['model_flop_utilisation']:.1f}% of peak)"
+          if "model_flop_utilisation" in r else "")),
+      ("train step memory (XLA: args + outputs - donated + temps)",
+       _fmt(r["train_memory_mib"] and r["train_memory_mib"]["total"], "MiB")),
+      ("input pipeline warm-up (start-up)", _fmt(r.get("pipeline_first_batch_s"), "s")),
+      (f"input pipeline ({r.get('pipeline_batches')} batches after {r.get('pipeline_warmup')}, "
+       f"{num_workers} workers)", _fmt(r.get("pipeline_examples_per_s"), "examples/s")),
       ("input pipeline per core", _fmt(r.get("pipeline_examples_per_s_per_core"),
                                        "examples/CPU-s")),
       ("input pipeline cores busy", _fmt(r.get("pipeline_cores_busy"))),
@@ -206,7 +239,8 @@ def main(argv: list[str]) -> None:
   try:
     results = run_benchmark(config, steps=_STEPS.value, warmup=_WARMUP.value,
                             pipeline_batches=_PIPELINE_BATCHES.value,
-                            pipeline_warmup=_PIPELINE_WARMUP.value)
+                            pipeline_warmup=_PIPELINE_WARMUP.value, pipeline=_PIPELINE.value,
+                            peak_tflops=_PEAK_TFLOPS.value)
   except (ConfigError, DatasetNotBuiltError) as e:
     fail(str(e))
   except jax.errors.JaxRuntimeError as e:

@@ -36,7 +36,8 @@ def test_tiny_benchmark_reports_positive_numbers(data_dir, tmp_path):
                       "--pipeline_batches", "10", "--json", str(out))
   assert result.returncode == 0, result.stderr[-3000:]
   for row in ("train step compile", "eval step compile", "train throughput", "input pipeline",
-              "parameters", "peak host RSS", "jax ", "cores", "backend: cpu"):
+              "parameters", "peak host RSS", "jax ", "cores", "backend: cpu",
+              "time to first step", "train step FLOPs", "train step memory"):
     assert row in result.stdout, result.stdout
   payload = json.loads(out.read_text())
   machine, numbers = payload["machine"], payload["results"]
@@ -45,11 +46,15 @@ def test_tiny_benchmark_reports_positive_numbers(data_dir, tmp_path):
   assert numbers["mesh_data"] == 2 and numbers["global_batch_size"] == 16
   for key in ("train_lower_s", "train_compile_s", "eval_lower_s", "eval_compile_s",
               "train_step_ms", "train_examples_per_s", "pipeline_examples_per_s", "num_params",
-              "peak_host_rss_mib"):
+              "peak_host_rss_mib", "first_step_s", "time_to_first_step_s", "train_flops",
+              "train_tflops_per_s"):
     assert _positive_finite(numbers[key]), (key, numbers[key])
   if "pipeline_examples_per_s_per_core" in numbers:  # Needs /proc.
     assert _positive_finite(numbers["pipeline_examples_per_s_per_core"])
   assert math.isfinite(numbers["final_loss"])
+  memory = numbers["train_memory_mib"]
+  assert memory["total"] >= memory["arguments"] > 0 and memory["temporaries"] >= 0
+  assert numbers["time_to_first_step_s"] > numbers["train_compile_s"]
   assert numbers["device_memory"] is None or all(
       v >= 0 for v in numbers["device_memory"].values())
   assert payload["config"]["model"]["widths"] == [4, 8, 8, 8]
