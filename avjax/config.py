@@ -59,6 +59,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.widths = (64, 128, 256, 512)  # ResNet-18 stage widths (reference values).
   c.model.init = "ogm_ge"  # 'ogm_ge' or 'mmcosine' initialisation scheme.
   c.model.visual_channels = 3
+  c.model.remat = False  # av_resnet: recompute each residual block in the backward pass (memory).
 
   c.method = ml_collections.ConfigDict()
   c.method.name = "baseline"
@@ -150,5 +151,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
                       "0 < low <= high <= 1.")
   from avjax import methods, models  # Late import: registries fill on import.
   models.MODELS.get(c.model.name)
+  if c.model.remat and c.model.name != "av_resnet":
+    raise ConfigError(f"config.model.remat is for the av_resnet model; {c.model.name!r} takes "
+                      f"recomputation in its own section (config.model.{c.model.name}.remat) "
+                      "where it has one (vavl, vat).")
   models.check_fusion(c.model.fusion)
   methods.METHODS.get(c.method.name).validate(c)

@@ -49,6 +49,7 @@ def get_config(arg: str | None = None):
       head_dropout=0.2,  # --out_dropout.
       stem_channels=32, visual_grid=4,  # inputs='raw' only (avjax's stems).
       rel_pos="transformer_xl",  # 'reference' reproduces the reference's positions (see module).
+      remat=False,  # True: recompute each Conformer block in the backward pass (memory).
   )
 
   c.method.name = "vavl"

@@ -28,7 +28,7 @@ def av_resnet(config: ml_collections.ConfigDict, num_classes: int, overrides: di
   return AVClassifier(num_classes=num_classes, fusion=m.fusion,
                       fusion_kwargs={**fusion_kwargs(m), **overrides},
                       widths=tuple(m.widths), visual_channels=m.visual_channels, init=m.init,
-                      rngs=rngs)
+                      remat=m.remat, rngs=rngs)
 
 
 def fusion_kwargs(model_config: ml_collections.ConfigDict) -> dict[str, Any]:

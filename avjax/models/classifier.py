@@ -32,12 +32,15 @@ class AVClassifier(nnx.Module):
       audio_channels: int = 1,
       visual_channels: int = 3,
       init: str = "ogm_ge",
+      remat: bool = False,
       rngs: nnx.Rngs,
   ):
     self.num_classes = num_classes
     self.fusion_name = fusion
-    self.audio_encoder = AudioEncoder(audio_channels, widths=widths, init=init, rngs=rngs)
-    self.visual_encoder = VisualEncoder(visual_channels, widths=widths, init=init, rngs=rngs)
+    self.audio_encoder = AudioEncoder(audio_channels, widths=widths, init=init, remat=remat,
+                                      rngs=rngs)
+    self.visual_encoder = VisualEncoder(visual_channels, widths=widths, init=init, remat=remat,
+                                        rngs=rngs)
     fusion_cls = FUSIONS.get(fusion)
     self.fusion = fusion_cls(
         self.audio_encoder.out_features, num_classes, init=init, rngs=rngs, **(fusion_kwargs or {}))

@@ -222,12 +222,14 @@ class ConformerBlock(nnx.Module):
 class Conformer(nnx.Module):
   """Input projection (xavier Linear + dropout) and `num_blocks` Conformer blocks.
 
-  (B,T,input_dim), mask (B,T) -> (B,T,dim). Attributes: `input_projection`, `blocks`.
+  (B,T,input_dim), mask (B,T) -> (B,T,dim). Attributes: `input_projection`, `blocks`. `remat`:
+  recompute each block in the backward pass instead of keeping its activations (long sequences).
   """
 
   def __init__(self, input_dim: int, dim: int, num_blocks: int, *, heads: int = 8,
                ff_mult: int = 4, kernel_size: int = 31, dropout: float = 0.1,
-               rel_pos: str = "transformer_xl", rngs: nnx.Rngs):
+               rel_pos: str = "transformer_xl", remat: bool = False, rngs: nnx.Rngs):
+    self.remat = remat
     self.input_projection = xavier_linear(input_dim, dim, rngs=rngs)
     self.input_dropout = nnx.Dropout(dropout, rngs=rngs)
     self.blocks = nnx.List([
@@ -236,9 +238,14 @@ class Conformer(nnx.Module):
 
   def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     x = self.input_dropout(self.input_projection(x))
+    run = nnx.remat(_run_block) if self.remat else _run_block
     for block in self.blocks:
-      x = block(x, mask)
+      x = run(block, x, mask)
     return x
+
+
+def _run_block(block: nnx.Module, x: jax.Array, mask: jax.Array | None) -> jax.Array:
+  return block(x, mask)
 
 
 def masked_mean(x: jax.Array, mask: jax.Array | None) -> jax.Array:

@@ -208,10 +208,10 @@ class VAVL(nnx.Module):
                ff_mult: int = 4, kernel_size: int = 31, dropout: float = 0.1,
                head_hidden: Sequence[int] = (512, 256), head_dropout: float = 0.2,
                stem_channels: int = 32, visual_grid: int = 4, rel_pos: str = "transformer_xl",
-               rngs: nnx.Rngs):
+               remat: bool = False, rngs: nnx.Rngs):
     rngs = fast_dropout_rngs(rngs)
     ckw = dict(heads=heads, ff_mult=ff_mult, kernel_size=kernel_size, dropout=dropout,
-               rel_pos=rel_pos)
+               rel_pos=rel_pos, remat=remat)
     common = dict(inputs=inputs, proj_dim=proj_dim, dim=dim, stem_channels=stem_channels,
                   visual_grid=visual_grid, conformer_kwargs=ckw, rngs=rngs)
     self.audio_encoder = ModalityEncoder("audio", input_dim=audio_dim,
