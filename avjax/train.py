@@ -24,7 +24,6 @@ from avjax import writers
 from avjax.checkpoint import Checkpointer, abstract_like, init_params_from
 from avjax.evaluate import predict
 from avjax.methods.base import EpochContext, EvalContext
-from avjax.optim import make_schedule
 from avjax.preemption import Preempted, PreemptionWatcher
 from avjax.registry import ConfigError
 from avjax.steps import (make_eval_step, make_per_example_fn, make_train_step, normalize_visual,
@@ -209,7 +208,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       step = host_step
       train_metrics = _mean_metrics(history) if history else {}
       train_metrics["examples_per_sec"] = len(history) * tc.batch_size / elapsed
-      train_metrics["learning_rate"] = float(_learning_rate(config, steps_per_epoch, step))
+      train_metrics["learning_rate"] = method.learning_rate(step, epoch, steps_per_epoch)
       train_metrics["skipped_steps"] = int(state.skipped_steps)
       writer.write(step, epoch, "train", train_metrics)
       val_metrics = None
@@ -262,12 +261,6 @@ def _check_finite(window: list[dict], config: ml_collections.ConfigDict, epoch: 
         "config.optimizer.learning_rate, set config.optimizer.grad_clip_norm, check the data, or "
         "set config.train.nonfinite='skip' to skip such steps.")
   return [m for m in fetched if not m["nonfinite"]]
-
-
-def _learning_rate(config: ml_collections.ConfigDict, steps_per_epoch: int, step: int) -> float:
-  k = config.train.grad_accum_steps
-  updates_per_epoch = max(steps_per_epoch // k, 1) if k > 1 else steps_per_epoch
-  return make_schedule(config.optimizer, updates_per_epoch, config.train.num_epochs)(step // k)
 
 
 def _sample(source: Any, transform: Any, count: int = 8) -> dict[str, np.ndarray]:

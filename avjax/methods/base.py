@@ -23,7 +23,7 @@ from flax import nnx
 from avjax import valuation
 from avjax.data.pipeline import EpochPlan, shuffled_plan
 from avjax.models.outputs import ModelOutput
-from avjax.optim import make_optimizer
+from avjax.optim import make_optimizer, make_schedule
 from avjax.registry import Registry
 from avjax.state import ModelFns, TrainState
 
@@ -146,6 +146,16 @@ class Method:
                               model_state=model_state, opt_state=opt_state,
                               method_state=method_state)
     return new_state, output, {**metrics, **grad_metrics}
+
+  def learning_rate(self, step: int, epoch: int, steps_per_epoch: int) -> float:
+    """The learning rate of the update after `step` train steps, in `epoch` (what the trainer
+    logs). Default: config.optimizer's schedule, counted in updates under gradient accumulation.
+    Methods whose optimizer() follows another schedule override this with theirs."""
+    k = self.config.train.grad_accum_steps
+    updates_per_epoch = max(steps_per_epoch // k, 1) if k > 1 else steps_per_epoch
+    schedule = make_schedule(self.config.optimizer, updates_per_epoch,
+                             self.config.train.num_epochs)
+    return float(schedule(step // k))
 
   def loss(self, output: ModelOutput, batch: dict[str, jax.Array], state: Any,
            ctx: StepContext) -> tuple[jax.Array, Metrics]:

@@ -210,6 +210,9 @@ class ValuationResampling(Method):
     schedule = make_schedule(self.config.optimizer, 1, self.config.train.num_epochs)
     return jnp.asarray(schedule(epoch), jnp.float32)
 
+  def learning_rate(self, step: int, epoch: int, steps_per_epoch: int) -> float:
+    return float(self.epoch_learning_rate(jnp.int32(epoch)))
+
   def optimizer(self, steps_per_epoch: int) -> optax.GradientTransformation:
     """The configured optimizer at unit learning rate; `update` applies the epoch's rate."""
     unit = ml_collections.ConfigDict(self.config.optimizer.to_dict())

@@ -139,6 +139,9 @@ class VATPretrain(Method):
     self.steps_per_epoch = steps_per_epoch
     return L.vat_optimizer(self.config, steps_per_epoch, self.min_learning_rate)
 
+  def learning_rate(self, step: int, epoch: int, steps_per_epoch: int) -> float:
+    return L.vat_learning_rate(self.config, step, steps_per_epoch, self.min_learning_rate)
+
   def init_state(self, params: nnx.State) -> dict[str, Any]:
     dim = params["audio_proj"]["kernel"].shape[-1]
     key = jax.random.fold_in(jax.random.key(self.config.seed), 0x5A7)
@@ -306,6 +309,9 @@ class VATFinetune(Method):
   def optimizer(self, steps_per_epoch: int) -> optax.GradientTransformation:
     self.steps_per_epoch = steps_per_epoch
     return L.vat_optimizer(self.config, steps_per_epoch, self.min_learning_rate)
+
+  def learning_rate(self, step: int, epoch: int, steps_per_epoch: int) -> float:
+    return L.vat_learning_rate(self.config, step, steps_per_epoch, self.min_learning_rate)
 
   def init_state(self, params: nnx.State) -> dict[str, Any]:
     return {"momentum": _momentum_copy(params)} if self.alpha > 0 else {}

@@ -158,24 +158,39 @@ def decay_mask(params: Any) -> Any:
   return jax.tree_util.tree_map_with_path(lambda p, x: _leaf_name(p) not in NO_DECAY, params)
 
 
+def vat_schedule(config: ml_collections.ConfigDict, updates_per_epoch: int,
+                 min_learning_rate: float) -> optax.Schedule:
+  """The learning rate per update: AdamW's cosine ends at `min_learning_rate` (ALBEF: min_lr), with
+  an optional warmup from it; other optimizers and schedules follow avjax.optim."""
+  oc, epochs = config.optimizer, config.train.num_epochs
+  if oc.name != "adamw" or oc.schedule != "cosine":
+    return make_schedule(oc, updates_per_epoch, epochs)
+  total = max(epochs * updates_per_epoch, 1)
+  warmup = oc.warmup_epochs * updates_per_epoch
+  return optax.warmup_cosine_decay_schedule(
+      min_learning_rate if warmup else oc.learning_rate, oc.learning_rate, warmup,
+      max(total, warmup + 1), end_value=min_learning_rate)
+
+
 def _single(config: ml_collections.ConfigDict, steps_per_epoch: int,
             min_learning_rate: float) -> optax.GradientTransformation:
   oc, epochs = config.optimizer, config.train.num_epochs
   if oc.name != "adamw":
     return make_optimizer(oc, steps_per_epoch, epochs)
-  if oc.schedule == "cosine":  # Cosine to min_learning_rate (ALBEF: min_lr), optional warmup.
-    total = max(epochs * steps_per_epoch, 1)
-    warmup = oc.warmup_epochs * steps_per_epoch
-    schedule = optax.warmup_cosine_decay_schedule(
-        min_learning_rate if warmup else oc.learning_rate, oc.learning_rate, warmup,
-        max(total, warmup + 1), end_value=min_learning_rate)
-  else:
-    schedule = make_schedule(oc, steps_per_epoch, epochs)
+  schedule = vat_schedule(config, steps_per_epoch, min_learning_rate)
   opt = optax.adamw(schedule, b1=oc.b1, b2=oc.b2, eps=oc.eps, weight_decay=oc.weight_decay,
                     mask=decay_mask)
   if oc.grad_clip_norm:
     opt = optax.chain(optax.clip_by_global_norm(oc.grad_clip_norm), opt)
   return opt
+
+
+def vat_learning_rate(config: ml_collections.ConfigDict, step: int, steps_per_epoch: int,
+                      min_learning_rate: float) -> float:
+  """vat_optimizer's learning rate after `step` train steps (updates under accumulation)."""
+  k = config.train.grad_accum_steps
+  updates_per_epoch = max(steps_per_epoch // k, 1) if k > 1 else steps_per_epoch
+  return float(vat_schedule(config, updates_per_epoch, min_learning_rate)(step // k))
 
 
 def vat_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,

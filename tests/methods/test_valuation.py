@@ -181,6 +181,7 @@ def test_learning_rate_counts_epochs_not_steps():
   method = METHODS.get("valuation_sample")(config)
   assert [float(method.epoch_learning_rate(jnp.int32(e))) for e in range(5)] == pytest.approx(
       [0.01, 0.01, 0.005, 0.005, 0.0025])
+  assert method.learning_rate(step=7, epoch=2, steps_per_epoch=3) == pytest.approx(0.005)
   # Unit-rate optimizer scaled by the epoch's rate == the optimizer at that rate (Adam + L2).
   params = {"w": jnp.array([1.0, -2.0, 3.0])}
   grads = {"w": jnp.array([0.3, 0.1, -0.2])}
@@ -351,6 +352,7 @@ def test_smoke_run_resamples_and_recovers_the_informative_modality(smoke_run):
   train = [r for r in rows if r["split"] == "train"]
   assert train[0]["single_modality_frac"] == 0.0 < train[1]["single_modality_frac"]
   assert train[1]["learning_rate_epoch"] == pytest.approx(2e-3)
+  assert train[1]["learning_rate"] == pytest.approx(train[1]["learning_rate_epoch"])
   # Epoch 1's plan: the 384 originals plus the copies recorded with the training-set valuation.
   files = sorted(os.listdir(os.path.join(workdir, "valuation")))
   assert "contributions.png" in files

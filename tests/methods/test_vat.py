@@ -146,6 +146,27 @@ def test_temperature_clamp_and_decay_mask():
                                                         "scale": False}}
 
 
+def test_logged_learning_rate_is_the_optimizers_own_cosine_to_the_floor():
+  c = base_config()
+  c.method.name = "vat_finetune"
+  c.optimizer.update(dict(name="adamw", learning_rate=1e-4, schedule="cosine", warmup_epochs=0,
+                          weight_decay=0.02))
+  c.train.num_epochs = 4
+  method = VATFinetune(c)
+  floor = method.min_learning_rate = 1e-5
+  assert method.learning_rate(0, 0, 10) == pytest.approx(1e-4)
+  assert method.learning_rate(20, 2, 10) == pytest.approx(floor + (1e-4 - floor) / 2)
+  assert method.learning_rate(40, 3, 10) == pytest.approx(floor)
+  # The optimizer applies exactly that rate: AdamW's first update is -lr * sign(g) (+ decay).
+  tx = L.vat_optimizer(c, 10, floor)
+  params = {"kernel": jnp.zeros((2,))}
+  state = tx.init(params)
+  for _ in range(20):
+    _, state = tx.update({"kernel": jnp.ones((2,))}, state, params)
+  updates, _ = tx.update({"kernel": jnp.ones((2,))}, state, params)
+  np.testing.assert_allclose(updates["kernel"], -method.learning_rate(20, 2, 10), rtol=1e-3)
+
+
 # -------------------------------------------------------------------------- fine-tuning loss
 def _finetune(**method) -> VATFinetune:
   c = base_config()
