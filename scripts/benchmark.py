@@ -48,6 +48,7 @@ _PIPELINE_BATCHES = flags.DEFINE_integer("pipeline_batches", 200,
 _PIPELINE_WARMUP = flags.DEFINE_integer("pipeline_warmup", 1,
                                         "Untimed input-pipeline batches first (worker start-up).")
 _PIPELINE = flags.DEFINE_bool("pipeline", True, "Measure the input pipeline too.")
+_RUN = flags.DEFINE_bool("run", True, "Run the train step (--norun: compile, FLOPs and memory only).")
 _PEAK_TFLOPS = flags.DEFINE_float("peak_tflops", 0.0, "The device's peak TFLOP/s in the step's "
                                   "precision (e.g. 989 for bf16 on an H100 SXM): adds model FLOP "
                                   "utilisation to the report.")
@@ -56,7 +57,7 @@ _JSON = flags.DEFINE_string("json", None, "Optional path to write the numbers as
 
 def run_benchmark(config: Any, *, steps: int, warmup: int, pipeline_batches: int,
                   pipeline_warmup: int = 1, pipeline: bool = True,
-                  peak_tflops: float = 0.0) -> dict[str, Any]:
+                  peak_tflops: float = 0.0, run: bool = True) -> dict[str, Any]:
   """Measures `config` (see the module docstring); returns the numbers as a flat dict."""
   import jax
   import jax.numpy as jnp
@@ -116,33 +117,34 @@ def run_benchmark(config: Any, *, steps: int, warmup: int, pipeline_batches: int
   eval_lowered, r["eval_lower_s"] = _timed(jax.jit(make_eval_step(graphs, method)).lower, state, eval_batch)
   _, r["eval_compile_s"] = _timed(eval_lowered.compile)
 
-  # Time to first step: from model construction to the first step's result (the eval step's
-  # compilation excluded: the trainer compiles it at the first evaluation).
-  tic = time.perf_counter()
-  state, metrics = train_step(state, batch, epoch)
-  jax.block_until_ready(metrics)
-  r["first_step_s"] = time.perf_counter() - tic
-  r["time_to_first_step_s"] = (r["init_s"] + r["train_lower_s"] + r["train_compile_s"]
-                               + r["first_step_s"])
+  if run:
+    # Time to first step: from model construction to the first step's result (the eval step's
+    # compilation excluded: the trainer compiles it at the first evaluation).
+    tic = time.perf_counter()
+    state, metrics = train_step(state, batch, epoch)
+    jax.block_until_ready(metrics)
+    r["first_step_s"] = time.perf_counter() - tic
+    r["time_to_first_step_s"] = (r["init_s"] + r["train_lower_s"] + r["train_compile_s"]
+                                 + r["first_step_s"])
 
-  # Train-step throughput on the fixed batch; block only at the end of each phase.
-  for _ in range(warmup):
-    state, metrics = train_step(state, batch, epoch)
-  jax.block_until_ready(state)
-  tic = time.perf_counter()
-  for _ in range(steps):
-    state, metrics = train_step(state, batch, epoch)
-  jax.block_until_ready((state, metrics))
-  elapsed = time.perf_counter() - tic
-  r.update(train_steps=steps, train_warmup=warmup, train_seconds=elapsed,
-           train_step_ms=1e3 * elapsed / steps,
-           train_examples_per_s=steps * tc.batch_size / elapsed,
-           final_loss=float(metrics["loss"]))
-  if r["train_flops"]:
-    r["train_tflops_per_s"] = r["train_flops"] * steps / elapsed / 1e12
-    if peak_tflops:
-      r["model_flop_utilisation"] = r["train_tflops_per_s"] / peak_tflops
-  r["device_memory"] = device_memory(list(mesh.devices.flat))
+    # Train-step throughput on the fixed batch; block only at the end of each phase.
+    for _ in range(warmup):
+      state, metrics = train_step(state, batch, epoch)
+    jax.block_until_ready(state)
+    tic = time.perf_counter()
+    for _ in range(steps):
+      state, metrics = train_step(state, batch, epoch)
+    jax.block_until_ready((state, metrics))
+    elapsed = time.perf_counter() - tic
+    r.update(train_steps=steps, train_warmup=warmup, train_seconds=elapsed,
+             train_step_ms=1e3 * elapsed / steps,
+             train_examples_per_s=steps * tc.batch_size / elapsed,
+             final_loss=float(metrics["loss"]))
+    if r["train_flops"]:
+      r["train_tflops_per_s"] = r["train_flops"] * steps / elapsed / 1e12
+      if peak_tflops:
+        r["model_flop_utilisation"] = r["train_tflops_per_s"] / peak_tflops
+    r["device_memory"] = device_memory(list(mesh.devices.flat))
   del state, batch, eval_batch
 
   if pipeline:
@@ -183,12 +185,12 @@ def format_report(machine: dict[str, Any], r: dict[str, Any], config: Any,
       ("train step compile", _fmt(r["train_compile_s"], "s")),
       ("eval step lower", _fmt(r["eval_lower_s"], "s")),
       ("eval step compile", _fmt(r["eval_compile_s"], "s")),
-      (f"train step ({r['train_steps']} steps after {r['train_warmup']} warm-up)",
-       _fmt(r["train_step_ms"], "ms/step")),
-      ("first train step (execution)", _fmt(r["first_step_s"], "s")),
+      (f"train step ({r.get('train_steps')} steps after {r.get('train_warmup')} warm-up)",
+       _fmt(r.get("train_step_ms"), "ms/step")),
+      ("first train step (execution)", _fmt(r.get("first_step_s"), "s")),
       ("time to first step (init + lower + compile + first)",
-       _fmt(r["time_to_first_step_s"], "s")),
-      ("train throughput", _fmt(r["train_examples_per_s"], "examples/s")),
+       _fmt(r.get("time_to_first_step_s"), "s")),
+      ("train throughput", _fmt(r.get("train_examples_per_s"), "examples/s")),
       ("train step FLOPs (XLA cost model)", _fmt(r["train_flops"] and r["train_flops"] / 1e9,
                                                   "GFLOP")),
       ("achieved", _fmt(r.get("train_tflops_per_s"), "TFLOP/s")
@@ -240,7 +242,7 @@ def main(argv: list[str]) -> None:
     results = run_benchmark(config, steps=_STEPS.value, warmup=_WARMUP.value,
                             pipeline_batches=_PIPELINE_BATCHES.value,
                             pipeline_warmup=_PIPELINE_WARMUP.value, pipeline=_PIPELINE.value,
-                            peak_tflops=_PEAK_TFLOPS.value)
+                            peak_tflops=_PEAK_TFLOPS.value, run=_RUN.value)
   except (ConfigError, DatasetNotBuiltError) as e:
     fail(str(e))
   except jax.errors.JaxRuntimeError as e:
