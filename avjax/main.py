@@ -44,10 +44,15 @@ def main(argv: list[str]) -> None:
     if "RESOURCE_EXHAUSTED" not in str(e) and "out of memory" not in str(e).lower():
       raise
     bs, k = config.train.batch_size, config.train.grad_accum_steps
+    name = config.model.name
+    remat = ({"av_resnet": "--config.model.remat=True", "vavl": "--config.model.vavl.remat=True",
+              "vat": "--config.model.vat.remat=True"}.get(name))
     fail(f"Out of memory on the device with batch size {bs} ({jax.device_count()} devices). Try "
           f"--config.train.batch_size={max(bs // 2, 1)} --config.train.grad_accum_steps={2 * k} "
-          "(same effective batch), fewer or smaller frames (--config.input.num_frames, "
-          "--config.input.image_size), or a narrower model (--config.model.widths). "
+          "(same effective batch), "
+          + (f"recomputation in the backward pass ({remat}), " if remat else "")
+          + "--config.train.compute_dtype=bfloat16, fewer or smaller frames "
+          "(--config.input.num_frames, --config.input.image_size), or a narrower model. "
           f"XLA said: {str(e).splitlines()[0][:300]}")
   except Preempted as e:  # A clean stop: exit 0 so the scheduler treats it as such; rerun resumes.
     print(f"avjax: {e}", file=sys.stderr)

@@ -25,4 +25,5 @@ def test_out_of_memory_message_names_batch_size_and_fixes(monkeypatch, capsys, t
   err = capsys.readouterr().err
   assert "Out of memory on the device with batch size 32" in err
   assert "--config.train.batch_size=16 --config.train.grad_accum_steps=2" in err
+  assert "--config.model.remat=True" in err and "compute_dtype=bfloat16" in err
   assert "Traceback" not in err
