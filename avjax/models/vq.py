@@ -245,11 +245,62 @@ def conv(cin: int, cout: int, kernel: int, stride: int, pad: int, *, bias: bool 
                   bias_init=init, rngs=rngs)
 
 
-def conv_transpose(cin: int, cout: int, *, rngs: nnx.Rngs) -> nnx.ConvTranspose:
-  """PyTorch ConvTranspose2d(k=4, s=2, p=1): doubles h and w (torch padding 1 = lax padding 2)."""
-  init = torch_uniform(cout * 16)
-  return nnx.ConvTranspose(cin, cout, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
-                           kernel_init=init, bias_init=init, rngs=rngs)
+def conv_transpose(cin: int, cout: int, *, rngs: nnx.Rngs) -> "UpConv":
+  """PyTorch ConvTranspose2d(k=4, s=2, p=1): doubles h and w."""
+  return UpConv(cin, cout, rngs=rngs)
+
+
+# Output phase (row or column parity) -> the kernel taps it uses, over input offsets (-1, 0) for
+# even outputs and (0, +1) for odd ones: y[2m] = x[m-1] K[0] + x[m] K[2], y[2m+1] = x[m] K[1] +
+# x[m+1] K[3] along each axis.
+_PHASE_TAPS = ((0, 2), (1, 3))
+
+
+class UpConv(nnx.Module):
+  """PyTorch's ConvTranspose2d(k=4, s=2, p=1) (doubles h and w). (B,h,w,Cin) -> (B,2h,2w,Cout).
+
+  Parameters as nnx.ConvTranspose's (`kernel` (4,4,Cin,Cout) in lax.conv_transpose's layout,
+  `bias` (Cout,); same initialisation, same draws), so checkpoints and the converter see no
+  difference. On CPUs the product runs as four stride-1 2x2 convolutions, one per output phase,
+  interleaved (depth to space): XLA:CPU computes the kernel gradient of the input-dilated
+  convolution of lax.conv_transpose ~15x slower than this (docs/benchmarks.md); elsewhere it is
+  lax.conv_transpose (cuDNN's kernels on GPUs). Both are the same sum of products.
+  """
+
+  def __init__(self, cin: int, cout: int, *, dtype: jnp.dtype | None = None,
+               param_dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs):
+    init = torch_uniform(cout * 16)
+    self.kernel = nnx.Param(init(rngs.params(), (4, 4, cin, cout), param_dtype))
+    self.bias = nnx.Param(init(rngs.params(), (cout,), param_dtype))
+    self.dtype, self.param_dtype = dtype, param_dtype
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    dtype = self.dtype or jnp.result_type(x, self.kernel[...])
+    x, kernel, bias = (jnp.asarray(t, dtype) for t in (x, self.kernel[...], self.bias[...]))
+    if jax.default_backend() == "cpu":
+      y = _phase_conv_transpose(x, kernel)
+    else:
+      y = jax.lax.conv_transpose(x, kernel, (2, 2), ((2, 2), (2, 2)),
+                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return y + bias
+
+
+def _phase_conv_transpose(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """lax.conv_transpose(x, kernel, (2, 2), ((2, 2), (2, 2))) as four 2x2 stride-1 convolutions over
+  x padded by one, one per (row, column) output phase, interleaved. (B,h,w,C) -> (B,2h,2w,Cout)."""
+  b, h, w, _ = x.shape
+  padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  rows = []
+  for py, row_taps in enumerate(_PHASE_TAPS):
+    cols = []
+    for px, col_taps in enumerate(_PHASE_TAPS):
+      taps = kernel[jnp.array(row_taps)][:, jnp.array(col_taps)]  # (2, 2, C, Cout)
+      window = padded[:, py:py + h + 1, px:px + w + 1]
+      cols.append(jax.lax.conv_general_dilated(window, taps, (1, 1), "VALID",
+                                               dimension_numbers=("NHWC", "HWIO", "NHWC")))
+    rows.append(jnp.stack(cols, axis=3))  # (B, h, w, 2, Cout): column phase.
+  y = jnp.stack(rows, axis=2)  # (B, h, 2, w, 2, Cout): row phase, then column phase.
+  return y.reshape(b, 2 * h, 2 * w, -1)
 
 
 def batch_norm(channels: int, *, rngs: nnx.Rngs) -> nnx.BatchNorm:
