@@ -4,6 +4,7 @@ r"""Train-step throughput of avjax against a PyTorch restatement of the referenc
       [--steps 10] [--warmup 3] [--torch_compile auto|on|off] [--threads N] [--json out.json]
   python scripts/benchmark_vs_torch.py --case all --steps 3 --warmup 1   # every case
   python scripts/benchmark_vs_torch.py --case all --tiny --steps 1 --warmup 1  # does each case run?
+  python scripts/benchmark_vs_torch.py --case all --compute_dtype bfloat16      # mixed precision (GPU)
 
 Both sides train the same model on the same input shapes with the same method and optimizer, on
 random inputs already in memory (this measures the step, not the input pipeline; see
@@ -42,6 +43,9 @@ _COMPILE = flags.DEFINE_enum("torch_compile", "auto", ["auto", "on", "off"],
                              "torch.compile the PyTorch step ('auto': keep it only if faster).")
 _THREADS = flags.DEFINE_integer("threads", 0, "torch.set_num_threads (0: PyTorch's default).")
 _SIDES = flags.DEFINE_list("sides", ["avjax", "torch"], "Which sides to run (avjax, torch).")
+_DTYPE = flags.DEFINE_enum("compute_dtype", None, ["float32", "bfloat16"], "Every case's "
+                           "compute_dtype (avjax mixed precision; torch.autocast on the PyTorch "
+                           "side); default: the case's own (float32).")
 _TINY = flags.DEFINE_bool("tiny", False, "Each case's TINY_OPTS at batch 2: checks, not numbers.")
 _JSON = flags.DEFINE_string("json", None, "Optional path to write the numbers as JSON.")
 
@@ -129,6 +133,8 @@ def main(argv: list[str]) -> None:
       opts = vs_torch.parse_opts(case, _OPT.value if _CASE.value != "all" else [])
       if _TINY.value:
         opts.update(case.TINY_OPTS)
+      if _DTYPE.value:
+        opts["compute_dtype"] = _DTYPE.value
       batches = ([int(b) for b in _BATCH.value] or
                  ([2] if _TINY.value else list(case.DEFAULT_BATCHES)))
     except ValueError as e:

@@ -12,7 +12,7 @@ A case module defines
                               -> the same for the PyTorch restatement of the reference, trained the
                                  way the reference trains it (torch.compile applied when compile_).
 
-TINY_OPTS: dict              options for --tiny (batch 2): a seconds-long run that checks the case works.
+TINY_OPTS: dict              options for --tiny (batch 2): a short run that checks the case works.
 
 `opts` is a dict of the case's own options (--opt key=value on the command line; each case lists its
 keys and defaults in OPTIONS). Framework imports stay inside the builders, so listing the cases is

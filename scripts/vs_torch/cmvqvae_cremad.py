@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from benchlib import load_config
+from vs_torch import common
 
 NAME = "cmvqvae_cremad"
 DESCRIPTION = " ".join(__doc__.split())
@@ -14,7 +15,8 @@ DEFAULT_BATCHES = (128,)  # The paper's (main.py batch_size).
 OPTIONS = {"image_size": 128,  # Frames S x S; the spectrogram is 2S x 2S (both encode to S / 4).
            "num_hiddens": 128, "num_residual_hiddens": 32, "embedding_dim": 64,
            "num_embeddings": 512, "fc_hidden": 256,
-           "channels_last": True}  # PyTorch side only: channels_last model and inputs.
+           "channels_last": True,  # PyTorch side only: channels_last model and inputs.
+           "compute_dtype": "float32"}  # 'bfloat16': avjax mixed precision / torch.autocast.
 TINY_OPTS = {"image_size": 32, "num_hiddens": 16, "num_residual_hiddens": 8, "embedding_dim": 8,
              "num_embeddings": 32, "fc_hidden": 32}  # As the config's smoke sizes.
 NUM_CLASSES = 6
@@ -29,6 +31,7 @@ def config_for(batch: int, opts: dict) -> Any:
   config.model.cmvqvae.update({k: opts[k] for k in SIZE_KEYS})
   config.model.cmvqvae.latent_size = (-(-s // 4), -(-s // 4))
   config.train.batch_size = batch
+  config.train.compute_dtype = opts["compute_dtype"]
   return config
 
 
@@ -48,8 +51,6 @@ def make_data(batch: int, opts: dict) -> dict[str, Any]:
 
 def avjax_step(batch: int, opts: dict) -> Callable[[], Any]:
   """The trainer's jitted CM-VQVAE step (method cmvqvae) on random inputs."""
-  from vs_torch import common
-
   return common.avjax_train_step(config_for(batch, opts), NUM_CLASSES, make_data(batch, opts))
 
 
@@ -89,7 +90,9 @@ def torch_step(batch: int, opts: dict, compile_: bool, device: str) -> Callable[
   def step():
     model.train()
     opt.zero_grad(set_to_none=True)
-    vq_i, vq_a, recon_i, recon_a, mask_sum, logits, _, _ = forward(image, audio)
+    with common.torch_autocast(opts, device):
+      vq_i, vq_a, recon_i, recon_a, mask_sum, logits, _, _ = forward(image, audio)
+    recon_i, recon_a, logits = recon_i.float(), recon_a.float(), logits.float()
     loss = (F.mse_loss(recon_i, image) + F.mse_loss(recon_a, audio) + F.cross_entropy(logits, label)
             + vq_i + vq_a + mask_weight * mask_sum)
     loss.backward()

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable
 
 import numpy as np
+
+
+def torch_autocast(opts: dict, device: str) -> Any:
+  """torch.autocast to bfloat16 when the case's compute_dtype is 'bfloat16' (avjax's mixed
+  precision: float32 weights, bfloat16 products), else a no-op context."""
+  if opts.get("compute_dtype", "float32") != "bfloat16":
+    return contextlib.nullcontext()
+  import torch
+  return torch.autocast(device, dtype=torch.bfloat16)
 
 
 def avjax_train_step(config: Any, num_classes: int, data: dict[str, np.ndarray],

@@ -6,11 +6,13 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from benchlib import load_config
+from vs_torch import common
 
 NAME = "ogm_ge_cremad"
 DESCRIPTION = " ".join(__doc__.split())
 DEFAULT_BATCHES = (64,)
-OPTIONS = {"frames": 1, "image_size": 224, "widths": (64, 128, 256, 512)}
+OPTIONS = {"frames": 1, "image_size": 224, "widths": (64, 128, 256, 512),
+           "compute_dtype": "float32"}  # 'bfloat16': avjax mixed precision / torch.autocast.
 TINY_OPTS = {"image_size": 32, "widths": (4, 8, 8, 8)}  # --tiny: a seconds-long check run.
 NUM_CLASSES = 6
 AUDIO_SHAPE = (257, 188)  # OGM-GE's CREMA-D log-STFT (freq, time).
@@ -20,12 +22,12 @@ def avjax_step(batch: int, opts: dict) -> Callable[[], Any]:
   """The trainer's jitted OGM-GE step on random inputs."""
   import numpy as np
 
-  from vs_torch import common
 
   config = load_config("ogm_ge_cremad")
   config.model.widths = tuple(opts["widths"])
   config.input.num_frames, config.input.image_size = opts["frames"], opts["image_size"]
   config.train.batch_size = batch
+  config.train.compute_dtype = opts["compute_dtype"]
   rng = np.random.default_rng(0)
   s = opts["image_size"]
   data = {
@@ -62,10 +64,12 @@ def torch_step(batch: int, opts: dict, compile_: bool, device: str) -> Callable[
 
   def step():
     opt.zero_grad(set_to_none=True)
-    a_feat, v_feat, out = forward(audio, visual)
-    weight, bias = model.fusion_module.fc_out.weight, model.fusion_module.fc_out.bias
-    out_a = a_feat @ weight[:, :d].t() + bias / 2
-    out_v = v_feat @ weight[:, d:].t() + bias / 2
+    with common.torch_autocast(opts, device):
+      a_feat, v_feat, out = forward(audio, visual)
+      weight, bias = model.fusion_module.fc_out.weight, model.fusion_module.fc_out.bias
+      out_a = a_feat @ weight[:, :d].t() + bias / 2
+      out_v = v_feat @ weight[:, d:].t() + bias / 2
+    out, out_a, out_v = out.float(), out_a.float(), out_v.float()
     loss = F.cross_entropy(out, label)
     loss.backward()
     with torch.no_grad():

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from benchlib import load_config
+from vs_torch import common
 
 NAME = "vat_small"
 DESCRIPTION = " ".join(__doc__.split())
@@ -59,7 +60,6 @@ def avjax_step(batch: int, opts: dict) -> Callable[[], Any]:
   """The trainer's jitted vat_pretrain step on random inputs."""
   import numpy as np
 
-  from vs_torch import common
 
   config = _config(batch, opts)
   rng = np.random.default_rng(0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from benchlib import load_config
+from vs_torch import common
 
 NAME = "vavl_msp"
 DESCRIPTION = " ".join(__doc__.split())
@@ -19,6 +20,7 @@ OPTIONS = {
     "audio_dim": 1024, "visual_dim": 1408, "proj_dim": 50, "dim": 512, "heads": 8,
     "blocks": (3, 3, 2),  # Audio, visual, shared Conformer blocks.
     "head_hidden": (512, 256),
+    "compute_dtype": "float32",  # 'bfloat16': avjax mixed precision / torch.autocast (as AMP).
 }
 TINY_OPTS = {"audio_frames": 40, "visual_frames": 24, "seconds": (0.4, 0.7), "audio_dim": 32,
              "visual_dim": 24, "proj_dim": 8, "dim": 16, "heads": 2, "blocks": (1, 1, 1),
@@ -38,6 +40,7 @@ def config_for(batch: int, opts: dict) -> Any:
   config.input.max_audio_frames = opts["audio_frames"]
   config.input.max_visual_frames = opts["visual_frames"]
   config.train.batch_size = batch
+  config.train.compute_dtype = opts["compute_dtype"]
   return config
 
 
@@ -65,8 +68,6 @@ def make_data(batch: int, opts: dict) -> dict[str, Any]:
 
 def avjax_step(batch: int, opts: dict) -> Callable[[], Any]:
   """The trainer's jitted VAVL step (method vavl: visual, acoustic, fusion updates in one jit)."""
-  from vs_torch import common
-
   return common.avjax_train_step(config_for(batch, opts), NUM_OUTPUTS, make_data(batch, opts))
 
 
@@ -143,7 +144,8 @@ def torch_step(batch: int, opts: dict, compile_: bool, device: str) -> Callable[
   def update(loss_fn, names):
     for name in names:
       opt[name].zero_grad(set_to_none=True)
-    loss = loss_fn()
+    with common.torch_autocast(opts, device):
+      loss = loss_fn().float()
     loss.backward()
     for name in names:
       opt[name].step()
