@@ -36,6 +36,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.input.audio_crop_seconds = 0.0  # > 0: a window of the stored spectrogram (VGGSound: 5 s).
   c.input.random_resized_crop = True  # Training frames: RandomResizedCrop(scale) + flip.
   c.input.crop_scale = (0.08, 1.0)
+  # Accelerators: the host draws each crop box and flip, the jitted step resamples whole frames
+  # (avjax.data.device_augment; slower than PIL on a CPU backend).
+  c.input.crop_on_device = False
   c.input.flip = True
   c.input.mean = (0.485, 0.456, 0.406)  # ImageNet statistics, as the references.
   c.input.std = (0.229, 0.224, 0.225)

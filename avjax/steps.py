@@ -15,6 +15,7 @@ import ml_collections
 import optax
 from flax import nnx
 
+from avjax.data import device_augment
 from avjax.methods.base import METHODS, Method, StepContext
 from avjax.models import build_model
 from avjax.state import INPUT_KEYS, Graphs, ModelFns, TrainState, cast_floats, model_inputs
@@ -61,13 +62,24 @@ def init_state(model: nnx.Module, tx: optax.GradientTransformation, method: Meth
 def normalize_visual(batch: dict[str, jax.Array], input_config: ml_collections.ConfigDict
                      ) -> dict[str, jax.Array]:
   """uint8 frames from the pipeline -> float32 (x / 255 - mean) / std (config.input.mean / std),
-  inside the jitted steps; float frames (already normalised) pass unchanged."""
+  inside the jitted steps; float frames (already normalised) pass unchanged.
+
+  A batch with 'visual_crop' (input.crop_on_device) holds whole frames: each is first cropped,
+  resized to input.image_size and flipped as its row says (avjax.data.device_augment), and the
+  key is dropped, so what follows sees (B, T, S, S, C) frames as from the host path.
+  """
   visual = batch.get("visual")
   if visual is None or visual.dtype != jnp.uint8:
     return batch
+  pixels = visual.astype(jnp.float32)
+  if "visual_crop" in batch:
+    size = input_config.image_size
+    size = (size, size) if size else tuple(visual.shape[-3:-1])
+    pixels = device_augment.resized_crops(visual, batch["visual_crop"], size)
+    batch = {k: v for k, v in batch.items() if k != "visual_crop"}
   mean = jnp.asarray(input_config.mean, jnp.float32) * 255.0
   std = jnp.asarray(input_config.std, jnp.float32) * 255.0
-  return {**batch, "visual": (visual.astype(jnp.float32) - mean) / std}
+  return {**batch, "visual": (pixels - mean) / std}
 
 
 def _all_finite(tree: Any) -> jax.Array:

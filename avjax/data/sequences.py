@@ -24,6 +24,22 @@ import numpy as np
 FEATURE_KEYS = {"audio": "audio_features", "visual": "visual_features"}
 
 
+def _frames(sequence: np.ndarray) -> np.ndarray:
+  seq = np.asarray(sequence)  # float16 / float32 storage: cast while copying the kept frames.
+  if seq.ndim == 1:
+    seq = seq[None]
+  if seq.ndim != 2:
+    raise ValueError(f"A feature sequence must be (T, D), got shape {seq.shape}.")
+  return seq
+
+
+def _fill(seq: np.ndarray, values: np.ndarray, mask: np.ndarray) -> None:
+  """Writes the first len(mask) frames of `seq` into zero-initialised `values` / `mask`."""
+  kept = min(seq.shape[0], len(mask))
+  values[:kept] = seq[:kept]
+  mask[:kept] = 1.0
+
+
 def pad_or_crop(sequence: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
   """(T, D) -> ((length, D), (length,) mask), float32: the first `length` frames, zero-padded.
 
@@ -31,26 +47,31 @@ def pad_or_crop(sequence: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarr
   """
   if length < 1:
     raise ValueError(f"length must be >= 1, got {length}.")
-  seq = np.asarray(sequence, np.float32)
-  if seq.ndim == 1:
-    seq = seq[None]
-  if seq.ndim != 2:
-    raise ValueError(f"A feature sequence must be (T, D), got shape {seq.shape}.")
-  kept = min(seq.shape[0], length)
+  seq = _frames(sequence)
   out = np.zeros((length, seq.shape[1]), np.float32)
-  out[:kept] = seq[:kept]
   mask = np.zeros((length,), np.float32)
-  mask[:kept] = 1.0
+  _fill(seq, out, mask)
   return out, mask
 
 
-def sequence_inputs(record: Mapping[str, np.ndarray], lengths: Mapping[str, int]
+def _check_length(key: str, modality: str, lengths: Mapping[str, int]) -> int:
+  if lengths.get(modality, 0) < 1:
+    raise ValueError(f"The record has {key!r} but no frame count is configured for "
+                     f"{modality!r}: set config.input.max_{modality}_frames (e.g. 600 for 12 s "
+                     "of audio at 50 Hz, 360 for 12 s of video at 30 fps).")
+  return lengths[modality]
+
+
+def sequence_inputs(record: Mapping[str, np.ndarray], lengths: Mapping[str, int],
+                    rows: Mapping[str, np.ndarray] | None = None
                     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
   """The model inputs of a `features` record and its (2,) modality presence (audio, visual).
 
   Args:
     record: a stored example with 'audio_features' (T_a, Da) and / or 'visual_features' (T_v, Dv).
     lengths: {'audio': max_audio_frames, 'visual': max_visual_frames}.
+    rows: optional zero-initialised rows of batch arrays (`batch_arrays(...)[key][j]`) to pad
+      into; the modalities found there are written in place and left out of the inputs.
   Returns:
     ({'audio', 'audio_mask', 'visual', 'visual_mask'} for the modalities the record has,
      (2,) float32: 1 where the modality has at least one frame, else 0).
@@ -60,15 +81,29 @@ def sequence_inputs(record: Mapping[str, np.ndarray], lengths: Mapping[str, int]
   for i, (modality, key) in enumerate(FEATURE_KEYS.items()):
     if key not in record:
       continue
-    if lengths.get(modality, 0) < 1:
-      raise ValueError(f"The record has {key!r} but no frame count is configured for "
-                       f"{modality!r}: set config.input.max_{modality}_frames (e.g. 600 for 12 s "
-                       "of audio at 50 Hz, 360 for 12 s of video at 30 fps).")
-    values, mask = pad_or_crop(record[key], lengths[modality])
-    inputs[modality] = values
-    inputs[f"{modality}_mask"] = mask
+    length = _check_length(key, modality, lengths)
+    if rows is not None and modality in rows:
+      mask = rows[f"{modality}_mask"]
+      _fill(_frames(record[key]), rows[modality], mask)
+    else:
+      inputs[modality], mask = pad_or_crop(record[key], length)
+      inputs[f"{modality}_mask"] = mask
     present[i] = float(mask[0] > 0)
   return inputs, present
+
+
+def batch_arrays(record: Mapping[str, np.ndarray], lengths: Mapping[str, int], size: int
+                 ) -> dict[str, np.ndarray]:
+  """Zero (size, length, D) float32 arrays and (size, length) masks for the sequences `record`
+  has: a batch's padded inputs, written row by row by `sequence_inputs(..., rows=)` (padding
+  straight into the batch saves a 4.5 MB copy per VAVL example)."""
+  out = {}
+  for modality, key in FEATURE_KEYS.items():
+    if key in record:
+      length = _check_length(key, modality, lengths)
+      out[modality] = np.zeros((size, length, _frames(record[key]).shape[1]), np.float32)
+      out[f"{modality}_mask"] = np.zeros((size, length), np.float32)
+  return out
 
 
 def has_sequences(record: Mapping[str, np.ndarray]) -> bool:

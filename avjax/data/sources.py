@@ -13,6 +13,7 @@ from typing import Any
 import ml_collections
 import tensorflow_datasets as tfds
 
+from avjax.data.records import fast_source
 from avjax.registry import ConfigError
 
 
@@ -74,7 +75,10 @@ def open_dataset(dcfg: ml_collections.ConfigDict, splits: list[str]) -> Dataset:
     raise ConfigError(f"Dataset {full_name} has no split(s) {missing}; it has "
                       f"{sorted(builder.info.splits)}. Fix config.dataset.*_split.")
   decoders = _lazy_image_decoders(builder.info.features)
-  sources = {s: builder.as_data_source(split=s, decoders=decoders or None) for s in splits}
+  # Records are decoded straight from their protos where every feature allows it (records.py).
+  sources = {s: fast_source(builder.as_data_source(split=s, decoders=decoders or None),
+                            builder.info.features, decoders)
+             for s in splits}
   # Regression-only datasets (muse_mimic) have no label: 0 classes, targets in 'attributes'.
   label = builder.info.features["label"] if "label" in builder.info.features else None
   num_classes = getattr(label, "num_classes", 0)
@@ -100,7 +104,8 @@ class EncodedImages(tfds.decode.Decoder):
 
 def _lazy_image_decoders(features: Any) -> dict[str, Any]:
   """{'frames': EncodedImages()} when the builder stores frames as a Sequence of Images."""
-  frames = features.get("frames") if hasattr(features, "get") else None
+  # FeaturesDict is a Mapping-like connector without .get().
+  frames = features["frames"] if "frames" in getattr(features, "keys", lambda: ())() else None
   if isinstance(frames, tfds.features.Sequence) and isinstance(frames.feature,
                                                                tfds.features.Image):
     return {"frames": EncodedImages()}

@@ -6,6 +6,9 @@ Input records follow the builders' common schema: 'audio' (F, T) float spectrogr
 'label' int. Output examples:
   audio (F, T, 1) float32, visual (T, S, S, C) uint8, label int32, modality_mask (M,) float32,
   index int32 (position in the source, for per-sample bookkeeping), valid float32 (0 for padding).
+With `crop_on_device` (training), visual is the whole decoded (T, H, W, C) uint8 frames and
+visual_crop (T, 5) float32 holds each frame's RandomResizedCrop box and flip, drawn here and applied
+in the jitted step (avjax.data.device_augment): the host skips the resample, its largest cost.
 Frames leave the host as uint8 (a quarter of the bytes of float32) and are normalised on the device
 at the start of every step (avjax.steps.normalize_visual, fused by XLA into the first convolution),
 so what models and methods read is float32 (x / 255 - mean) / std.
@@ -69,23 +72,63 @@ class ExampleTransform:
   modality_dropout: float = 0.0
   max_audio_frames: int = 0  # Feature sequences are padded / cropped to these lengths.
   max_visual_frames: int = 0
+  crop_on_device: bool = False  # Training crops / flips: draw here, resample on the device.
 
   def __call__(self, record: dict, rng: np.random.Generator | None = None) -> dict:
+    return self._example(record, rng)
+
+  def batch(self, records: list[dict], rngs: list[np.random.Generator | None]
+            ) -> dict[str, np.ndarray]:
+    """The stacked examples of `records` (rngs: one generator, or None, per record): np.stack of
+    `self(record, rng)` key by key, but the big arrays (padded feature sequences, spectrograms,
+    frames) are written straight into the batch: one copy of each instead of two."""
+    n = len(records)
+    rows: dict[str, np.ndarray] = {}  # Batch arrays that examples write their row of.
+    if sequences.has_sequences(records[0]):
+      rows = sequences.batch_arrays(records[0], self._sequence_lengths(), n)
+    examples = []
+    for j, (record, rng) in enumerate(zip(records, rngs)):
+      example = self._example(record, rng, {k: v[j] for k, v in rows.items()})
+      for key in ("audio", "visual"):  # The first example sizes the batch arrays of the rest.
+        if key in example and n > 1:
+          value = example.pop(key)
+          rows[key] = np.empty((n,) + value.shape, value.dtype)
+          rows[key][j] = value
+      examples.append(example)
+    return {**collate(examples), **rows}
+
+  def _sequence_lengths(self) -> dict[str, int]:
+    return {"audio": self.max_audio_frames, "visual": self.max_visual_frames}
+
+  def _example(self, record: dict, rng: np.random.Generator | None,
+               rows: dict[str, np.ndarray] | None = None) -> dict:
+    """One example; the keys found in `rows` (this example's rows of batch arrays) are written
+    there instead of returned."""
     if self.train and rng is None:
-      raise ValueError("Training transforms need a random generator (use grain's random_map).")
+      raise ValueError("Training transforms need a random generator (train_batches gives each "
+                       "example its own).")
     if sequences.has_sequences(record):  # Precomputed feature sequences (VAVL `features` builds).
-      inputs, present = sequences.sequence_inputs(
-          record, {"audio": self.max_audio_frames, "visual": self.max_visual_frames})
+      inputs, present = sequences.sequence_inputs(record, self._sequence_lengths(), rows)
       example = {**inputs, "modality_mask": self._modality_mask(rng) * present}
     else:
-      audio = np.asarray(record["audio"], np.float32)
+      rows = rows or {}
+      audio = np.asarray(record["audio"])  # float16 / float32 storage, float32 from here on.
       if self.audio_crop is not None:
         length, axis = self.audio_crop
         audio = crop_time(audio, length, train=self.train, rng=rng, axis=axis)
       if self.train and self.spec_augment:
         audio = self._spec_augment(audio, rng)
-      example = {"audio": audio[..., None], "visual": self._frames(record["frames"], rng),
-                 "modality_mask": self._modality_mask(rng)}
+      example = {}
+      if "audio" in rows:
+        rows["audio"][...] = audio[..., None]  # Casts while copying into the batch.
+      else:
+        example["audio"] = np.asarray(audio, np.float32)[..., None]
+      visual, crops = self._frames(record["frames"], rng, rows.get("visual"))
+      if "visual" not in rows:
+        example["visual"] = visual
+      example["modality_mask"] = self._modality_mask(rng)
+      if crops is not None:
+        example["visual_crop"] = crops
     example.update({
         "label": np.int32(record.get("label", -1)),  # -1: a regression-only dataset.
         "index": np.int32(record.get("_index", -1)),
@@ -98,12 +141,16 @@ class ExampleTransform:
         example[key] = np.asarray(record[key], np.float32)
     return example
 
-  def _frames(self, frames: Any, rng: np.random.Generator | None) -> np.ndarray:
-    """(T0, H, W, 3) uint8 or (T0,) encoded images -> (T, S, S, 3) uint8."""
+  def _frames(self, frames: Any, rng: np.random.Generator | None, out: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray | None]:
+    """(T0, H, W, 3) uint8 or (T0,) encoded images -> ((T, S, S, 3) uint8, None), or with
+    crop_on_device in training ((T, H, W, 3) uint8 whole frames, (T, 5) float32 crops).
+    `out`: the batch row to write the frames into (and return)."""
     t = self.num_frames or len(frames)
     idx = FRAME_SAMPLING[self.frame_sampling](len(frames), t, self.train, rng)
-    out = []
-    for i in idx:
+    on_device = self.train and self.crop_on_device
+    pixels, crops = [], []
+    for k, i in enumerate(idx):
       frame = frames[i]
       image = decode_image(frame) if isinstance(frame, bytes) else Image.fromarray(frame)
       size = self._size(image)
@@ -111,13 +158,20 @@ class ExampleTransform:
         box = random_resized_crop_box(image.height, image.width, self.crop_scale, rng)
       else:
         box = (0, 0, image.width, image.height)
-      if size != (image.height, image.width) or box != (0, 0, image.width, image.height):
-        image = image.resize((size[1], size[0]), Image.BILINEAR, box=box)  # Crop + resize at once.
-      frame = np.asarray(image)
-      if self.train and self.flip and rng.random() < 0.5:
-        frame = frame[:, ::-1]
-      out.append(frame)
-    return np.stack(out)
+      flip = self.train and self.flip and rng.random() < 0.5  # Drawn after the box, as always.
+      if on_device:
+        crops.append((box[1], box[0], box[3] - box[1], box[2] - box[0], float(flip)))
+        pixels.append(np.asarray(image) if isinstance(frame, bytes) else frame)
+      else:
+        if size != (image.height, image.width) or box != (0, 0, image.width, image.height):
+          image = image.resize((size[1], size[0]), Image.BILINEAR, box=box)  # Crop + resize.
+        if flip:  # PIL's flip is ~8x faster than copying numpy's reversed (H, W, 3) view.
+          image = image.transpose(Image.FLIP_LEFT_RIGHT)
+        pixels.append(np.asarray(image))
+      if out is not None:
+        out[k] = pixels.pop()
+    crops = np.asarray(crops, np.float32) if on_device else None
+    return (np.stack(pixels) if out is None else out), crops
 
   def _size(self, image: Image.Image) -> tuple[int, int]:
     return (self.image_size, self.image_size) if self.image_size else (image.height, image.width)
@@ -143,6 +197,11 @@ class ExampleTransform:
       if not drop.all():
         mask[drop] = 0.0
     return mask
+
+
+def collate(examples: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+  """Stacks examples key by key into one batch (leading axis = position in the batch)."""
+  return {key: np.stack([e[key] for e in examples]) for key in examples[0]}
 
 
 def resize(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -52,7 +52,7 @@ def media_features(cfg: ClipConfig) -> dict[str, tfds.features.FeatureConnector]
   scalar = tfds.features.Tensor(shape=(), dtype=np.float32)
   shape = cfg.audio_shape()
   if shape:
-    out['audio'] = tfds.features.Tensor(shape=shape, dtype=np.float32,
+    out['audio'] = tfds.features.Tensor(shape=shape, dtype=np.dtype(cfg.audio_dtype),
                                         encoding=tfds.features.Encoding.BYTES)
     out['audio_seconds'] = scalar
   if cfg.frame_mode:
@@ -62,7 +62,7 @@ def media_features(cfg: ClipConfig) -> dict[str, tfds.features.FeatureConnector]
         length=cfg.num_stored_frames())
     out['video_seconds'] = scalar
   for role, dim in cfg.media_spec()['features'].items():
-    out[role] = tfds.features.Tensor(shape=(None, dim), dtype=np.float32,
+    out[role] = tfds.features.Tensor(shape=(None, dim), dtype=np.dtype(cfg.features_dtype),
                                      encoding=tfds.features.Encoding.BYTES)
   return out
 

@@ -240,7 +240,11 @@ def process_clip(job: dict[str, str | None], spec: dict[str, Any]) -> dict[str, 
   """The media part of one record (see the builders' README for the keys); raises ClipError."""
   out: dict[str, Any] = {}
   for role, dim in sorted(spec['features'].items()):
-    out[role] = load_features(job.get(role), dim, role.replace('_', ' '))
+    dtype = spec.get('features_dtype', 'float32')
+    out[role] = load_features(job.get(role), dim, role.replace('_', ' ')).astype(dtype)
+    if not np.all(np.isfinite(out[role])):
+      raise ClipError('bad_features', f'{job.get(role)}: {role} overflows {dtype} (set the '
+                      "config's features_dtype to float32)", [job.get(role) or ''])
   wave = rate = frames = None
   if spec['frame_mode']:  # Video first: its truncation check names a cut file best.
     frames, span = decode_video(job.get('video'), spec)
@@ -257,7 +261,7 @@ def process_clip(job: dict[str, str | None], spec: dict[str, Any]) -> dict[str, 
                       f'{float(out["video_seconds"]):.2f} s (more than {tol} s apart)',
                       [job.get(spec['audio_source']) or '', job.get('video') or ''])
   if wave is not None:
-    spec_out = audio_frontend(wave, rate, spec)
+    spec_out = audio_frontend(wave, rate, spec).astype(spec.get('audio_dtype', 'float32'))
     if spec_out.shape != tuple(spec['audio_shape']) or not np.all(np.isfinite(spec_out)):
       raise ClipError('error', f'audio front end gave shape {spec_out.shape} (expected '
                       f'{tuple(spec["audio_shape"])}) or non-finite values')

@@ -8,6 +8,7 @@ from PIL import Image
 
 from avjax.config import base_config
 from avjax.data import EpochPlan, eval_batches, make_transform, shuffled_plan, train_batches
+from avjax.data.pipeline import _epoch_seed
 from avjax.registry import ConfigError
 from avjax.steps import normalize_visual
 from avjax.data.transforms import ExampleTransform, random_resized_crop, resize
@@ -161,3 +162,51 @@ def test_frame_sampling_and_audio_crop_are_configurable():
     icfg = base_config().input
     icfg.audio_crop_seconds = 5.0
     make_transform(icfg, train=False, metadata=None)
+
+
+def test_batches_are_the_stacked_examples_at_their_epoch_positions():
+  """train_batches reads and transforms a batch in one grain element: example j of batch b is
+  the transform of plan position b * size + j with that position's generator."""
+  from avjax.data.pipeline import example_rng
+  from avjax.data.transforms import collate
+  source = _source(9)
+  t = ExampleTransform(train=True, num_frames=2, image_size=8, spec_augment=True)
+  plan = shuffled_plan(9, 0, 4)
+  batches = list(train_batches(source, plan, t, seed=3, epoch=4, global_batch_size=4))
+  key = np.random.Philox(_epoch_seed(3, 4)).state["state"]["key"]
+  for b, batch in enumerate(batches):
+    want = collate([t({**source[plan.indices[p]], "_index": plan.indices[p]}, example_rng(key, p))
+                    for p in range(4 * b, 4 * b + 4)])
+    for k in want:
+      np.testing.assert_array_equal(batch[k], want[k], err_msg=k)
+
+
+def test_batches_with_worker_processes_are_the_same():
+  source = _source(12)
+  t = ExampleTransform(train=True, num_frames=2, image_size=8)
+  plan = shuffled_plan(12, 0, 0)
+  inline = list(train_batches(source, plan, t, seed=0, epoch=0, global_batch_size=4))
+  workers = list(train_batches(source, plan, t, seed=0, epoch=0, global_batch_size=4,
+                               num_workers=2))
+  assert len(inline) == len(workers) == 3
+  for x, y in zip(inline, workers):
+    for k in x:
+      np.testing.assert_array_equal(x[k], y[k])
+
+
+@pytest.mark.parametrize("dtype,on_device,size", [(np.float32, False, 3), (np.float16, False, 3),
+                                                  (np.float16, True, 3), (np.float32, False, 1)])
+def test_batch_writes_in_place_exactly_as_stacking_examples(dtype, on_device, size):
+  from avjax.data.transforms import collate
+  records = [{**r, "audio": r["audio"].astype(dtype)} for r in _source(size, frames=3, size=12)]
+  t = ExampleTransform(train=True, num_frames=2, image_size=8, spec_augment=True,
+                       crop_on_device=on_device)
+  rngs = lambda: [np.random.default_rng(s) for s in range(size)]
+  want = collate([t(r, g) for r, g in zip(records, rngs())])
+  got = t.batch(records, rngs())
+  assert got.keys() == want.keys()
+  for key in want:
+    assert got[key].dtype == want[key].dtype and got[key].shape == want[key].shape, key
+    np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+  assert got["audio"].dtype == np.float32
+  assert ("visual_crop" in got) == on_device

@@ -43,3 +43,22 @@ def test_sequence_inputs_of_a_features_record():
   np.testing.assert_array_equal(present, [1.0, 0.0])  # The empty visual file: modality missing.
   with pytest.raises(ValueError, match="max_visual_frames"):
     sequences.sequence_inputs(record, {"audio": 5})
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_batches_pad_in_place_exactly_as_example_by_example(dtype):
+  from avjax.data.transforms import ExampleTransform, collate
+  rng = np.random.default_rng(0)
+  records = [{"audio_features": rng.normal(size=(n, 4)).astype(dtype),
+              "visual_features": rng.normal(size=(m, 3)).astype(dtype),
+              "label": i, "attributes": np.ones(3, np.float32)}
+             for i, (n, m) in enumerate([(7, 2), (3, 0), (12, 9)])]
+  t = ExampleTransform(train=True, max_audio_frames=5, max_visual_frames=4, modality_dropout=0.4)
+  rngs = lambda: [np.random.default_rng(s) for s in range(3)]
+  want = collate([t(r, g) for r, g in zip(records, rngs())])
+  got = t.batch(records, rngs())
+  assert got.keys() == want.keys()
+  for key in want:
+    assert got[key].dtype == want[key].dtype, key
+    np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+  assert got["audio"].dtype == np.float32 and got["visual_mask"][1].sum() == 0
