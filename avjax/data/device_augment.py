@@ -3,9 +3,9 @@
 The host draws each training frame's crop box and flip bit (torchvision's RandomResizedCrop
 sampling, avjax.data.transforms.random_resized_crop_box) and ships the whole decoded frame with a
 (T, 5) float32 'visual_crop' row per example: (top, left, height, width, flip). The jitted step
-resamples here, before normalisation: the same antialiased bilinear (triangle) filter PIL's
-`resize(..., BILINEAR, box=...)` applies (the filter widens by the scale when downsampling; its
-window is clipped to the image and renormalised), evaluated in float32 instead of PIL's 8-bit fixed
+resamples here, before normalisation: the same antialiased bilinear (triangle) filter as
+torchvision's resized_crop on PIL images (crop, then PIL's BILINEAR resize: the filter widens by
+the scale when downsampling; its window is clipped to the crop and renormalised), evaluated in float32 instead of PIL's 8-bit fixed
 point, so results differ from PIL's by at most about one grey level
 (tests/data/test_device_augment.py).
 
@@ -23,12 +23,14 @@ import jax.numpy as jnp
 def _weights(in_size: int, out_size: int, start: jax.Array, length: jax.Array) -> jax.Array:
   """(out_size, in_size) float32 weights of the resample of the input span [start, start + length)
   to `out_size` pixels: PIL's precompute_coeffs for its bilinear filter (a triangle of radius
-  max(1, scale) around each output pixel's centre, over the image's pixels, normalised)."""
+  max(1, scale) around each output pixel's centre, over the span's pixels, normalised)."""
   scale = length / out_size
   support = jnp.maximum(scale, 1.0)
   centre = start + (jnp.arange(out_size, dtype=jnp.float32) + 0.5) * scale
-  offset = jnp.arange(in_size, dtype=jnp.float32)[None, :] + 0.5 - centre[:, None]
-  weight = jnp.maximum(0.0, 1.0 - jnp.abs(offset / support))
+  pixel = jnp.arange(in_size, dtype=jnp.float32)[None, :]
+  offset = pixel + 0.5 - centre[:, None]
+  inside = (pixel >= start) & (pixel < start + length)  # The crop's pixels only.
+  weight = jnp.where(inside, jnp.maximum(0.0, 1.0 - jnp.abs(offset / support)), 0.0)
   return weight / jnp.sum(weight, axis=1, keepdims=True)
 
 

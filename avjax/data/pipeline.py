@@ -195,17 +195,18 @@ class _LocalBatches:
     return self._transform.batch(records, rngs)
 
 
-def _read_options() -> grain.ReadOptions:
-  """Batches made in parallel per process: one thread per usable core, at most 8 (grain's default
-  of 16 threads and 500 buffered elements is sized for examples, not batches; more processes,
-  `input.num_workers`, scale further); two batches buffered per thread."""
+def _read_options(num_workers: int) -> grain.ReadOptions:
+  """Batches made in parallel per process: the usable cores shared among the `num_workers` worker
+  processes (or this one), at most 8 threads each (grain's default of 16 threads and 500 buffered
+  elements is sized for examples, not batches), and two batches buffered beyond those in flight
+  (a batch of feature sequences can be ~100 MB)."""
   cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-  threads = max(1, min(8, cores or 1))
-  return grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * threads)
+  threads = max(1, min(8, (cores or 1) // max(1, num_workers)))
+  return grain.ReadOptions(num_threads=threads, prefetch_buffer_size=threads + 2)
 
 
 def _finish(ds: grain.MapDataset, num_workers: int) -> Iterator[dict[str, np.ndarray]]:
-  it = ds.to_iter_dataset(_read_options())
+  it = ds.to_iter_dataset(_read_options(num_workers))
   if num_workers:
     it = it.mp_prefetch(grain.multiprocessing.MultiprocessingOptions(num_workers=num_workers))
   return iter(it)

@@ -11,6 +11,7 @@ built synthetic_av). A feature it does not know makes `fast_source` keep TFDS's 
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable
 
 import numpy as np
@@ -18,6 +19,7 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.proto import tf_example_pb2
 
 _Decode = Callable[[Any], Any]  # A tf.train.Feature -> the decoded value.
+log = logging.getLogger(__name__)
 
 
 class UnsupportedFeature(ValueError):
@@ -32,6 +34,8 @@ def _list(feature: Any, kind: str) -> Any:
 
 def _scalar_decoder(dtype: np.dtype) -> _Decode:
   """Scalars come back as Python values (TFDS: np.array(values, dtype).item())."""
+  if dtype == np.uint64:  # TFDS reinterprets the stored int64's bits; not written by avjax.
+    raise UnsupportedFeature("uint64 scalar")
   if dtype == np.bool_:
     return lambda f: bool(_list(f, "int64_list")[0])
   if np.issubdtype(dtype, np.integer):
@@ -69,7 +73,7 @@ def _feature_decoder(feature: Any, decoder: Any) -> _Decode:
   if isinstance(feature, tfds.features.Sequence):
     inner = feature.feature
     # Frames left encoded (avjax.data.sources.EncodedImages): the (T,) object array TFDS gives.
-    if isinstance(inner, tfds.features.Image) and decoder is not None:
+    if isinstance(inner, tfds.features.Image) and getattr(decoder, "keeps_encoded", False):
       return lambda f: np.array(list(_list(f, "bytes_list")), dtype=object)
     raise UnsupportedFeature(f"Sequence of {type(inner).__name__}")
   if decoder is not None:
@@ -104,7 +108,14 @@ class RecordSource:
 
   def decode(self, serialized: bytes) -> dict[str, Any]:
     feature_map = tf_example_pb2.Example.FromString(serialized).features.feature
-    return {name: decode(feature_map[name]) for name, decode in self._decoders}
+    out = {}
+    for name, decode in self._decoders:
+      try:
+        out[name] = decode(feature_map[name])
+      except (ValueError, IndexError) as e:
+        raise ValueError(f"Record feature {name!r} does not decode as the dataset's features "
+                         f"declare ({e}); rebuild the dataset.") from e
+    return out
 
   def __getattr__(self, name: str) -> Any:  # dataset_info, split, ... of the TFDS source.
     if name.startswith("__") or name in ("_source", "_args", "_decoders"):
@@ -116,10 +127,30 @@ class RecordSource:
 
 
 def fast_source(source: Any, features: Any, decoders: dict[str, Any] | None = None) -> Any:
-  """`RecordSource(source)` when every top-level feature is one it decodes, else `source`."""
+  """`RecordSource(source)` when every top-level feature is one it decodes and its first record
+  equals TFDS's reading of it, else `source` (logged)."""
   if not hasattr(source, "data_source") or not isinstance(features, tfds.features.FeaturesDict):
     return source
   try:
-    return RecordSource(source, features, decoders)
-  except UnsupportedFeature:
+    fast = RecordSource(source, features, decoders)
+    if len(source) and hasattr(source, "__getitem__") and not _same(fast[0], source[0]):
+      raise UnsupportedFeature("its first record differs from TFDS's reading")
+  except UnsupportedFeature as e:
+    log.info("Reading %s with TFDS's example parser: %s.", source, e)
     return source
+  return fast
+
+
+def _same(a: Any, b: Any) -> bool:
+  """Equal values, types and dtypes (nested dicts, numpy arrays incl. object arrays, scalars)."""
+  if isinstance(a, dict) or isinstance(b, dict):
+    return (isinstance(a, dict) and isinstance(b, dict) and a.keys() == b.keys()
+            and all(_same(a[k], b[k]) for k in a))
+  if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+    if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)
+            and a.dtype == b.dtype and a.shape == b.shape):
+      return False
+    if a.dtype == object:
+      return all(_same(x, y) for x, y in zip(a.ravel(), b.ravel()))
+    return np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
+  return type(a) is type(b) and a == b

@@ -92,6 +92,8 @@ class EncodedImages(tfds.decode.Decoder):
   only the frames it samples (avjax.data.transforms.decode_image), and only once.
   """
 
+  keeps_encoded = True  # avjax.data.records decodes such features to the same (T,) bytes array.
+
   def decode_example(self, serialized):
     return serialized
 

@@ -164,7 +164,7 @@ class ExampleTransform:
         pixels.append(np.asarray(image) if isinstance(frame, bytes) else frame)
       else:
         if size != (image.height, image.width) or box != (0, 0, image.width, image.height):
-          image = image.resize((size[1], size[0]), Image.BILINEAR, box=box)  # Crop + resize.
+          image = crop_and_resize(image, box, size)
         if flip:  # PIL's flip is ~8x faster than copying numpy's reversed (H, W, 3) view.
           image = image.transpose(Image.FLIP_LEFT_RIGHT)
         pixels.append(np.asarray(image))
@@ -249,4 +249,14 @@ def random_resized_crop(frame: np.ndarray, size: tuple[int, int], scale: tuple[f
                         ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> np.ndarray:
   """RandomResizedCrop of an (H, W, 3) uint8 frame to `size` = (height, width)."""
   box = random_resized_crop_box(frame.shape[0], frame.shape[1], scale, rng, ratio)
-  return np.asarray(Image.fromarray(frame).resize((size[1], size[0]), Image.BILINEAR, box=box))
+  return np.asarray(crop_and_resize(Image.fromarray(frame), box, size))
+
+
+def crop_and_resize(image: Image.Image, box: tuple[int, int, int, int],
+                    size: tuple[int, int]) -> Image.Image:
+  """torchvision's resized_crop: crop to `box` (left, top, right, bottom), then bilinear resize to
+  `size` = (height, width), so the filter sees only the box's pixels (PIL's resize(box=...) would
+  blend pixels from outside it into the border when downscaling)."""
+  if box != (0, 0, image.width, image.height):
+    image = image.crop(box)
+  return image.resize((size[1], size[0]), Image.BILINEAR)

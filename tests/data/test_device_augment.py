@@ -86,5 +86,18 @@ def test_trainer_runs_with_crops_on_the_device(data_dir, tmp_path):
   config = tiny_config(data_dir, **{"mesh.data": 2})
   config.input.crop_on_device = True
   config.train.num_epochs = 1
-  result = train_and_evaluate(config, str(tmp_path))
+  from avjax.data import device_augment
+  calls = []
+  resized = device_augment.resized_crops
+
+  def counting(*args, **kwargs):
+    calls.append(args[0].shape)
+    return resized(*args, **kwargs)
+
+  device_augment.resized_crops = counting
+  try:
+    result = train_and_evaluate(config, str(tmp_path))
+  finally:
+    device_augment.resized_crops = resized
+  assert calls, "the train step never resampled crops on the device"
   assert 0.0 <= result["accuracy"] <= 1.0 and np.isfinite(result["loss"])

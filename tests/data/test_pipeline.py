@@ -181,6 +181,18 @@ def test_batches_are_the_stacked_examples_at_their_epoch_positions():
       np.testing.assert_array_equal(batch[k], want[k], err_msg=k)
 
 
+def test_example_rng_is_the_stream_grains_random_map_gives():
+  """Augmentations stay those of the per-example grain pipeline (random_map) of earlier versions."""
+  import grain
+  from avjax.data.pipeline import example_rng
+  seed = 1234
+  draw = lambda rng: rng.integers(0, 2**31, 4)
+  ds = grain.MapDataset.range(6).random_map(lambda x, rng: draw(rng), seed=seed)
+  key = np.random.Philox(seed).state["state"]["key"]
+  for position in range(6):
+    np.testing.assert_array_equal(ds[position], draw(example_rng(key, position)))
+
+
 def test_batches_with_worker_processes_are_the_same():
   source = _source(12)
   t = ExampleTransform(train=True, num_frames=2, image_size=8)
