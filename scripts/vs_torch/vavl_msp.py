@@ -21,6 +21,7 @@ OPTIONS = {
     "blocks": (3, 3, 2),  # Audio, visual, shared Conformer blocks.
     "head_hidden": (512, 256),
     "compute_dtype": "float32",  # 'bfloat16': avjax mixed precision / torch.autocast (as AMP).
+    "remat": False,  # avjax side: recompute each Conformer block in the backward pass.
 }
 TINY_OPTS = {"audio_frames": 40, "visual_frames": 24, "seconds": (0.4, 0.7), "audio_dim": 32,
              "visual_dim": 24, "proj_dim": 8, "dim": 16, "heads": 2, "blocks": (1, 1, 1),
@@ -36,7 +37,7 @@ def config_for(batch: int, opts: dict) -> Any:
   config.model.vavl.update(dict(
       audio_dim=opts["audio_dim"], visual_dim=opts["visual_dim"], proj_dim=opts["proj_dim"],
       dim=opts["dim"], heads=opts["heads"], audio_blocks=a, visual_blocks=v, shared_blocks=s,
-      head_hidden=tuple(opts["head_hidden"])))
+      head_hidden=tuple(opts["head_hidden"]), remat=opts["remat"]))
   config.input.max_audio_frames = opts["audio_frames"]
   config.input.max_visual_frames = opts["visual_frames"]
   config.train.batch_size = batch
