@@ -35,7 +35,8 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from avjax.convert.resnet_av import ConversionError, load_state_dict, strip_prefixes
+from avjax.convert.resnet_av import (ConversionError, check_fit, load_state_dict,
+                                     strip_prefixes)
 
 FILES = {"acoustic_model": "final_acoustic_head.pt", "visual_model": "final_visual_head.pt",
          "shared_model": "final_shared_head.pt", "MLP_a": "MLP_a_head.pt",
@@ -155,20 +156,12 @@ def state_dict_to_nnx(model: nnx.Module, state_dict: Mapping[str, Any]) -> None:
       continue
     value = from_torch(name, tensors[name])
     if value.shape != tuple(var.get_value().shape):
-      mismatched.append(f"{name}: checkpoint {tuple(tensors[name].shape)}, model (avjax layout) "
+      mismatched.append(f"{name}: checkpoint {tuple(tensors[name].shape)}, model "
                         f"{tuple(var.get_value().shape)}")
       continue
     updates.append((path, var.replace(jnp.asarray(np.array(value, var.get_value().dtype)))))
-  unexpected = sorted(set(tensors) - expected)
-  if missing or unexpected or mismatched:
-    listing = lambda xs: ", ".join(xs[:10]) + (f", ... ({len(xs) - 10} more)" if len(xs) > 10
-                                               else "")
-    lines = ["The VAVL checkpoint does not fit the configured model:"]
-    for label, items in (("missing", missing), ("unexpected", unexpected),
-                         ("shape mismatches", mismatched)):
-      if items:
-        lines.append(f"  {label} ({len(items)}): {listing(items)}")
-    raise ConversionError("\n".join(lines))
+  check_fit("The VAVL checkpoint does not fit the configured model:", missing,
+            sorted(set(tensors) - expected), mismatched, layout="avjax layout")
   nnx.update(model, nnx.from_flat_state(updates))
 
 

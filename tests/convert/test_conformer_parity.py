@@ -94,7 +94,8 @@ def test_mismatch_lists_the_names():
   sd = _state_dict(_torch_model())
   sd.pop("weights.out_layer.bias")
   sd["acoustic_model.conv_1d_a.weight"] = np.zeros((6, 11, 1), np.float32)
-  with pytest.raises(ConversionError, match=r"missing \(1\): weights.out_layer.bias") as e:
+  with pytest.raises(ConversionError,
+                     match=r"missing from the checkpoint \(1\): weights.out_layer.bias") as e:
     convert_vavl.state_dict_to_nnx(model, sd)
   assert "acoustic_model.conv_1d_a.weight: checkpoint (6, 11, 1)" in str(e.value)
 
