@@ -39,7 +39,7 @@ from flax import nnx
 from avjax.models import MODELS, section_kwargs
 from avjax.models.conformer import (MASKED, fast_dropout_rngs, torch_default_bias,
                                     torch_default_kernel, xavier)
-from avjax.models.outputs import MODALITIES, ModelOutput
+from avjax.models.outputs import ModelOutput, apply_modality_mask
 from avjax.models.vavl import ModalityEncoder
 
 
@@ -248,14 +248,7 @@ class AuxFormer(nnx.Module):
   def __call__(self, inputs: dict[str, jax.Array],
                modality_mask: jax.Array | None = None) -> ModelOutput:
     """Front ends, optional modality removal (scales a modality's whole sequence), networks."""
-    features = self.encode(inputs)
-    if modality_mask is not None:
-      if modality_mask.ndim != 2 or modality_mask.shape[1] != len(MODALITIES):
-        raise ValueError(f"modality_mask must be (B, {len(MODALITIES)}), got "
-                         f"{modality_mask.shape}.")
-      for i, m in enumerate(MODALITIES):
-        features[m] = features[m] * modality_mask[:, i, None, None].astype(features[m].dtype)
-    return self.fuse(features)
+    return self.fuse(apply_modality_mask(self.encode(inputs), modality_mask))
 
 
 @MODELS.register("auxformer")

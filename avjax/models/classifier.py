@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from avjax.models.fusion import FUSIONS
-from avjax.models.outputs import MODALITIES, ModelOutput
+from avjax.models.outputs import MODALITIES, ModelOutput, apply_modality_mask
 from avjax.models.resnet import AudioEncoder, VisualEncoder
 
 
@@ -77,15 +77,7 @@ class AVClassifier(nnx.Module):
       ModelOutput with fused and per-modality logits (B,C), masked pooled features (B,D) and
       aux['head_inputs_audio' | 'head_inputs_visual'].
     """
-    features = self.encode(inputs)
-    if modality_mask is not None:
-      if modality_mask.ndim != 2 or modality_mask.shape[1] != len(MODALITIES):
-        raise ValueError(f"modality_mask must be (B, {len(MODALITIES)}), got {modality_mask.shape}.")
-      features = {
-          m: features[m] * modality_mask[:, i, None].astype(features[m].dtype)
-          for i, m in enumerate(MODALITIES)
-      }
-    return self.fuse(features)
+    return self.fuse(apply_modality_mask(self.encode(inputs), modality_mask))
 
 
 def count_params(model: nnx.Module) -> int:

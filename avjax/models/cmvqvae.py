@@ -50,7 +50,7 @@ from flax import nnx
 from avjax.models import MODELS, section_kwargs
 from avjax.models.classifier import AVClassifier
 from avjax.models.fusion import FusionOutput
-from avjax.models.outputs import MODALITIES, ModelOutput
+from avjax.models.outputs import MODALITIES, ModelOutput, apply_modality_mask
 from avjax.models.vq import (Decoder, Encoder, ResidualStack, VectorQuantizer, VectorQuantizerEMA,
                              batch_norm, check_threshold_fn, conv, dense, hard_mask, threshold_mask)
 
@@ -243,12 +243,7 @@ class CMVQVAE(nnx.Module):
     if self.quantize:
       aux["recon_visual"] = self.visual_decoder(features["visual"])
       aux["recon_audio"] = self.audio_decoder(features["audio"])
-    if modality_mask is not None:
-      if modality_mask.ndim != 2 or modality_mask.shape[1] != len(MODALITIES):
-        raise ValueError(f"modality_mask must be (B, {len(MODALITIES)}), got {modality_mask.shape}.")
-      features = {m: features[m] * modality_mask[:, i, None, None, None].astype(features[m].dtype)
-                  for i, m in enumerate(MODALITIES)}
-    out = self.fuse(features)
+    out = self.fuse(apply_modality_mask(features, modality_mask))
     return out.replace(aux={**aux, **out.aux})
 
 

@@ -34,7 +34,7 @@ from flax import nnx
 
 from avjax.models import MODELS, section_kwargs
 from avjax.models.fusion import l2_normalize
-from avjax.models.outputs import MODALITIES, ModelOutput
+from avjax.models.outputs import MODALITIES, ModelOutput, apply_modality_mask
 from avjax.models.transformer import (ATTENTION_IMPLEMENTATIONS, CrossEncoder, Encoder, linear,
                                       weight_init)
 from avjax.registry import ConfigError
@@ -194,12 +194,7 @@ class SpectrogramEncoder(nnx.Module):
 def mask_tokens(tokens: dict[str, jax.Array], modality_mask: jax.Array | None
                 ) -> dict[str, jax.Array]:
   """Multiplies each modality's token sequence (B, N, D) by its column of a (B, M) mask."""
-  if modality_mask is None:
-    return tokens
-  if modality_mask.ndim != 2 or modality_mask.shape[1] != len(MODALITIES):
-    raise ValueError(f"modality_mask must be (B, {len(MODALITIES)}), got {modality_mask.shape}.")
-  return {m: tokens[m] * modality_mask[:, i, None, None].astype(tokens[m].dtype)
-          for i, m in enumerate(MODALITIES)}
+  return apply_modality_mask(tokens, modality_mask)
 
 
 class VATBase(nnx.Module):

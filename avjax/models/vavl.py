@@ -35,7 +35,7 @@ from flax import nnx
 from avjax.models import MODELS, section_kwargs
 from avjax.models.conformer import (Conformer, fast_dropout_rngs, layer_norm, masked_mean,
                                     torch_default_bias, torch_default_kernel, torch_linear)
-from avjax.models.outputs import MODALITIES, ModelOutput
+from avjax.models.outputs import MODALITIES, ModelOutput, apply_modality_mask
 
 INPUT_KINDS = ("features", "raw")
 
@@ -260,14 +260,7 @@ class VAVL(nnx.Module):
   def __call__(self, inputs: dict[str, jax.Array],
                modality_mask: jax.Array | None = None) -> ModelOutput:
     """Encode, scale rep_m by modality_mask[:, m] (B, 2) when given, fuse."""
-    features = self.encode(inputs)
-    if modality_mask is not None:
-      if modality_mask.ndim != 2 or modality_mask.shape[1] != len(MODALITIES):
-        raise ValueError(f"modality_mask must be (B, {len(MODALITIES)}), got "
-                         f"{modality_mask.shape}.")
-      features = {m: features[m] * modality_mask[:, i, None].astype(features[m].dtype)
-                  for i, m in enumerate(MODALITIES)}
-    return self.fuse(features)
+    return self.fuse(apply_modality_mask(self.encode(inputs), modality_mask))
 
 
 @MODELS.register("vavl")
