@@ -102,7 +102,20 @@ def _momentum_copy(tree: Any) -> Any:
   return jax.tree.map(jnp.copy, tree)  # Own buffers: the state is donated to the step.
 
 
-class VATPretrain(Method):
+class _VATSchedule(Method):
+  """AdamW with VAT's cosine to `min_learning_rate` (set by the subclass), and that rate logged."""
+
+  min_learning_rate: float
+
+  def optimizer(self, steps_per_epoch: int) -> optax.GradientTransformation:
+    self.steps_per_epoch = steps_per_epoch
+    return L.vat_optimizer(self.config, steps_per_epoch, self.min_learning_rate)
+
+  def learning_rate(self, step: int, epoch: int, steps_per_epoch: int) -> float:
+    return L.vat_learning_rate(self.config, step, steps_per_epoch, self.min_learning_rate)
+
+
+class VATPretrain(_VATSchedule):
   """Contrastive alignment + matching with hard negatives + momentum distillation (see module)."""
 
   def __init__(self, config: ml_collections.ConfigDict):
@@ -134,13 +147,6 @@ class VATPretrain(Method):
 
   def model_overrides(self) -> dict[str, Any]:
     return {"temperature": self.temperature}
-
-  def optimizer(self, steps_per_epoch: int) -> optax.GradientTransformation:
-    self.steps_per_epoch = steps_per_epoch
-    return L.vat_optimizer(self.config, steps_per_epoch, self.min_learning_rate)
-
-  def learning_rate(self, step: int, epoch: int, steps_per_epoch: int) -> float:
-    return L.vat_learning_rate(self.config, step, steps_per_epoch, self.min_learning_rate)
 
   def init_state(self, params: nnx.State) -> dict[str, Any]:
     dim = params["audio_proj"]["kernel"].shape[-1]
@@ -242,7 +248,7 @@ def pretrain_eval(model: nnx.Module, output: ModelOutput, valid: jax.Array
   return {"vac_loss": vac, "vam_loss": per_pair(ce), "vam_accuracy": per_pair(hit)}
 
 
-class VATFinetune(Method):
+class VATFinetune(_VATSchedule):
   """Fine-tuning with momentum pseudo-targets: classification, regression, or both (module doc)."""
 
   def __init__(self, config: ml_collections.ConfigDict):
@@ -305,13 +311,6 @@ class VATFinetune(Method):
     if not self.classify:
       out["num_classes"] = 0
     return out
-
-  def optimizer(self, steps_per_epoch: int) -> optax.GradientTransformation:
-    self.steps_per_epoch = steps_per_epoch
-    return L.vat_optimizer(self.config, steps_per_epoch, self.min_learning_rate)
-
-  def learning_rate(self, step: int, epoch: int, steps_per_epoch: int) -> float:
-    return L.vat_learning_rate(self.config, step, steps_per_epoch, self.min_learning_rate)
 
   def init_state(self, params: nnx.State) -> dict[str, Any]:
     return {"momentum": _momentum_copy(params)} if self.alpha > 0 else {}
