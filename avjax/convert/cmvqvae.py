@@ -31,12 +31,11 @@ from __future__ import annotations
 
 from typing import Any, Iterator, Mapping
 
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
 
-from avjax.convert.resnet_av import ConversionError, check_fit, strip_prefixes
+from avjax.convert.resnet_av import ConversionError, fill_model, strip_prefixes
 from avjax.models.vq import VQState
 
 IGNORED = ("num_batches_tracked",)
@@ -160,24 +159,15 @@ def state_dict_to_nnx(model: nnx.Module, state_dict: Mapping[str, Any]) -> None:
   state dict; all or nothing: a ConversionError lists missing, unexpected and mismatched names."""
   tensors = {k: np.asarray(v) for k, v in strip_prefixes(state_dict).items()
              if k.rsplit(".", 1)[-1] not in IGNORED}
-  updates, missing, mismatched, expected = [], [], [], set()
-  for name, path, var in _variables(model):
-    expected.add(name)
-    if name not in tensors:
-      missing.append(name)
-      continue
-    target = tuple(var.get_value().shape)
-    value = tensors[name]
+
+  def convert(name, path, value, target):
     converted = from_torch(value, path) if value.size == int(np.prod(target)) else value
     if converted.shape != target:
-      shape = to_torch(np.zeros(target, np.int8), path).shape
-      mismatched.append(f"{name}: checkpoint {tuple(value.shape)}, model {shape}")
-      continue
-    copied = np.array(converted, dtype=var.get_value().dtype, copy=True)
-    updates.append((path, var.replace(jnp.asarray(copied))))
-  check_fit("The state dict does not fit the avjax cmvqvae model:", missing,
-            sorted(set(tensors) - expected), mismatched, describe(tensors))
-  nnx.update(model, nnx.from_flat_state(updates))
+      return None, to_torch(np.zeros(target, np.int8), path).shape
+    return converted, None
+
+  fill_model(model, _variables(model), tensors, convert,
+             "The state dict does not fit the avjax cmvqvae model:", hint=describe(tensors))
 
 
 def infer_settings(state_dict: Mapping[str, Any]) -> dict[str, Any]:

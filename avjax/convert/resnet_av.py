@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import jax.numpy as jnp
 import numpy as np
@@ -147,23 +147,45 @@ def state_dict_to_nnx(model: nnx.Module, state_dict: Mapping[str, Any]) -> None:
   """
   tensors = {k: np.asarray(v) for k, v in strip_prefixes(state_dict).items()
              if k.rsplit(".", 1)[-1] not in IGNORED}
+
+  def convert(name, path, value, target):
+    if value.ndim != len(target) or from_torch(value).shape != target:
+      return None, torch_shape(target)
+    return from_torch(value), None
+
+  fill_model(model, _variables(model), tensors, convert,
+             "The state dict does not fit the avjax model:", hint=describe(tensors))
+
+
+Convert = Callable[[str, tuple[Any, ...], np.ndarray, tuple[int, ...]],
+                   tuple[np.ndarray | None, Any]]
+
+
+def fill_model(model: nnx.Module, variables: Iterable[tuple[str, tuple[Any, ...], nnx.Variable]],
+               tensors: Mapping[str, np.ndarray], convert: Convert, title: str, *,
+               hint: str = "", layout: str = "PyTorch layout") -> None:
+  """Fills the model's `variables` ((reference name, avjax path, variable), each name once) from
+  `tensors` (reference names), all or nothing (shared by the converters): every variable must find
+  its tensor and every tensor be used, else `check_fit` raises and nothing changes.
+
+  `convert(name, path, tensor, model_shape)` returns (the tensor in avjax's layout, None), or
+  (None, the model's shape as the mismatch report shows it) when the tensor does not fit.
+  """
   updates, missing, mismatched, expected = [], [], [], set()
-  for name, path, var in _variables(model):
+  for name, path, var in variables:
     expected.add(name)
     if name not in tensors:
       missing.append(name)
       continue
-    target = tuple(var.get_value().shape)
-    value = tensors[name]
-    if value.ndim != len(target) or from_torch(value).shape != target:
-      mismatched.append(f"{name}: checkpoint {tuple(value.shape)}, model {torch_shape(target)}")
+    value, model_shape = convert(name, path, tensors[name], tuple(var.get_value().shape))
+    if value is None:
+      mismatched.append(f"{name}: checkpoint {tuple(tensors[name].shape)}, model {model_shape}")
       continue
     # A private copy: on CPU, JAX may alias numpy memory, and the caller's arrays may be views of
     # live torch tensors that later change in place (BatchNorm running statistics).
-    copied = np.array(from_torch(value), dtype=var.get_value().dtype, copy=True)
+    copied = np.array(value, dtype=var.get_value().dtype, copy=True)
     updates.append((path, var.replace(jnp.asarray(copied))))
-  check_fit("The state dict does not fit the avjax model:", missing,
-            sorted(set(tensors) - expected), mismatched, describe(tensors))
+  check_fit(title, missing, sorted(set(tensors) - expected), mismatched, hint, layout)
   nnx.update(model, nnx.from_flat_state(updates))
 
 

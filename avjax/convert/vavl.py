@@ -30,12 +30,11 @@ from __future__ import annotations
 import os
 from typing import Any, Iterator, Mapping
 
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
 
-from avjax.convert.resnet_av import (ConversionError, check_fit, load_state_dict,
+from avjax.convert.resnet_av import (ConversionError, fill_model, load_state_dict,
                                      strip_prefixes)
 
 FILES = {"acoustic_model": "final_acoustic_head.pt", "visual_model": "final_visual_head.pt",
@@ -148,21 +147,13 @@ def state_dict_to_nnx(model: nnx.Module, state_dict: Mapping[str, Any]) -> None:
   names checked first: nothing changes on a mismatch)."""
   tensors = {k: np.asarray(v) for k, v in strip_prefixes(state_dict).items()
              if not k.endswith(IGNORED_SUFFIXES) and not k.startswith(IGNORED_PREFIXES)}
-  updates, missing, mismatched, expected = [], [], [], set()
-  for name, path, var in _variables(model):
-    expected.add(name)
-    if name not in tensors:
-      missing.append(name)
-      continue
-    value = from_torch(name, tensors[name])
-    if value.shape != tuple(var.get_value().shape):
-      mismatched.append(f"{name}: checkpoint {tuple(tensors[name].shape)}, model "
-                        f"{tuple(var.get_value().shape)}")
-      continue
-    updates.append((path, var.replace(jnp.asarray(np.array(value, var.get_value().dtype)))))
-  check_fit("The VAVL checkpoint does not fit the configured model:", missing,
-            sorted(set(tensors) - expected), mismatched, layout="avjax layout")
-  nnx.update(model, nnx.from_flat_state(updates))
+
+  def convert(name, path, value, target):
+    value = from_torch(name, value)
+    return (value, None) if value.shape == target else (None, target)
+
+  fill_model(model, _variables(model), tensors, convert,
+             "The VAVL checkpoint does not fit the configured model:", layout="avjax layout")
 
 
 def load_checkpoint(path: str) -> dict[str, np.ndarray]:
