@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from avjax.models.pooling import max_pool_3x3_s2
+
 INIT_SCHEMES = ("ogm_ge", "mmcosine")
 
 # PyTorch BatchNorm momentum 0.1 <=> Flax momentum 0.9 (weight of the old running statistic).
@@ -57,13 +59,6 @@ def _bn(channels: int, init: str, *, rngs: nnx.Rngs) -> nnx.BatchNorm:
   return nnx.BatchNorm(
       channels, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, scale_init=bn_scale_init(init),
       bias_init=nnx.initializers.zeros, rngs=rngs)
-
-
-def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
-  """torchvision's stem max-pool: 3x3, stride 2, padding 1 filled with -inf. (N,H,W,C) -> (N,h,w,C)."""
-  return jax.lax.reduce_window(
-      x, -jnp.inf, jax.lax.max, window_dimensions=(1, 3, 3, 1), window_strides=(1, 2, 2, 1),
-      padding=((0, 0), (1, 1), (1, 1), (0, 0)))
 
 
 class BasicBlock(nnx.Module):

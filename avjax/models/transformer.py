@@ -11,7 +11,7 @@ biases 0, LayerNorm scale 1 / bias 0 (eps 1e-6, timm ViT). The MLP's GELU is the
 PyTorch's nn.GELU default. No dropout (see docs/deviations.md, VAT). Attention softmax runs in
 float32 whatever the compute dtype (train.compute_dtype 'bfloat16' sets the layers' `dtype`); on
 GPUs in bfloat16 it is cuDNN's fused attention, on CPUs for long sequences a query-blocked exact
-attention that keeps one block's scores at a time (`attention_implementation`).
+attention with a flash-style backward pass (avjax/models/attention.py).
 
 Layers are stacked (`stack_blocks`: parameters with a leading depth axis) and run with lax.scan, so
 the number of parameter arrays and the compiled program do not grow with depth.
@@ -24,6 +24,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from avjax.models.attention import attend, attention_implementation
 
 LN_EPSILON = 1e-6
 weight_init = nnx.initializers.normal(stddev=0.02)
@@ -39,73 +41,11 @@ def layer_norm(width: int, *, rngs: nnx.Rngs) -> nnx.LayerNorm:
   return nnx.LayerNorm(width, epsilon=LN_EPSILON, rngs=rngs)
 
 
-ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "cudnn", "blocked")
-QUERY_BLOCK = 256  # 'blocked': queries per block; (256, M) float32 scores per head stay in cache.
-BLOCKED_MIN_SCORES = 512 * 512  # 'auto' on CPU: blocked from this many scores (N x M) per head.
-
-
-def attention_implementation(choice: str, dtype: jnp.dtype, head_dim: int = 64,
-                             num_scores: int = 0) -> str:
-  """'auto': cuDNN's fused (flash) attention on GPUs for bfloat16 / float16 and head dims it takes
-  (multiples of 8 up to 128), where it never materialises the (N, M) score matrices; on CPUs,
-  'blocked' when a head has at least BLOCKED_MIN_SCORES scores (N x M); else XLA's. 'xla' /
-  'cudnn' / 'blocked' force one."""
-  if choice not in ATTENTION_IMPLEMENTATIONS:
-    raise ValueError(f"attention={choice!r} is not one of {ATTENTION_IMPLEMENTATIONS}.")
-  if choice != "auto":
-    return choice
-  backend = jax.default_backend()
-  half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
-  fits = head_dim % 8 == 0 and head_dim <= 128
-  if half and fits and backend == "gpu":
-    return "cudnn"
-  return "blocked" if backend == "cpu" and num_scores >= BLOCKED_MIN_SCORES else "xla"
-
-
-def blocked_attention(q: jax.Array, k: jax.Array, v: jax.Array,
-                      block: int = QUERY_BLOCK) -> jax.Array:
-  """Exact softmax attention, QUERY_BLOCK queries at a time against all keys, each block
-  recomputed in the backward pass: peak score memory (B, H, block, M) instead of (B, H, N, M).
-  On CPUs this is about twice as fast as the materialised form for ~1,500 tokens (the scores stay
-  in cache; docs/benchmarks.md). Softmax in float32. q: (B, N, H, Dh), k / v: (B, M, H, Dh)."""
-  b, n, h, dh = q.shape
-  if n <= block:
-    return jax.nn.dot_product_attention(q, k, v, implementation="xla")
-  pad = -n % block
-  blocks = jnp.pad(q, ((0, 0), (0, pad), (0, 0), (0, 0))).reshape(b, -1, block, h, dh)
-  scale = 1.0 / jnp.sqrt(jnp.float32(dh))
-
-  @jax.checkpoint
-  def attend(qb: jax.Array) -> jax.Array:
-    scores = jnp.einsum("bqhd,bkhd->bhqk", qb, k, preferred_element_type=jnp.float32) * scale
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
-
-  out = jax.lax.map(attend, jnp.moveaxis(blocks, 1, 0))  # (N / block, B, block, H, Dh)
-  return jnp.moveaxis(out, 0, 1).reshape(b, -1, h, dh)[:, :n]
-
-
-def padded_attention(q: jax.Array, k: jax.Array, v: jax.Array, implementation: str,
-                     multiple: int = 8) -> jax.Array:
-  """dot_product_attention with the sequences zero-padded to a multiple of `multiple` and the
-  padding masked by sequence lengths (cuDNN's fused kernels take even lengths only; [CLS] makes
-  ours odd). q: (B, N, H, Dh), k / v: (B, M, H, Dh) -> (B, N, H, Dh)."""
-  b, n, m = q.shape[0], q.shape[1], k.shape[1]
-  up = lambda x: -(-x // multiple) * multiple
-  if up(n) == n and up(m) == m:
-    return jax.nn.dot_product_attention(q, k, v, implementation=implementation)
-  pad = lambda t, to: jnp.pad(t, ((0, 0), (0, to - t.shape[1]), (0, 0), (0, 0)))
-  out = jax.nn.dot_product_attention(
-      pad(q, up(n)), pad(k, up(m)), pad(v, up(m)), query_seq_lengths=jnp.full((b,), n, jnp.int32),
-      key_value_seq_lengths=jnp.full((b,), m, jnp.int32), implementation=implementation)
-  return out[:, :n]
-
-
 class Attention(nnx.Module):
   """Multi-head scaled dot-product attention; self-attention unless a `context` is given.
 
   x: (B, N, D) queries; context: (B, M, D) keys / values (default x) -> (B, N, D). The product
-  runs in `jax.nn.dot_product_attention` (softmax in float32; see `attention_implementation`).
+  runs in `attention.attend` with the implementation `attention` names (softmax in float32).
   """
 
   def __init__(self, width: int, heads: int, *, attention: str = "auto", rngs: nnx.Rngs):
@@ -123,14 +63,7 @@ class Attention(nnx.Module):
     b, n, d = x.shape
     split = lambda t: t.reshape(t.shape[0], t.shape[1], self.heads, d // self.heads)
     q, k, v = split(self.q_proj(x)), split(self.k_proj(context)), split(self.v_proj(context))
-    implementation = attention_implementation(self.attention, q.dtype, d // self.heads,
-                                              n * k.shape[1])
-    if implementation == "cudnn":
-      attended = padded_attention(q, k, v, implementation)
-    elif implementation == "blocked":
-      attended = blocked_attention(q, k, v)
-    else:
-      attended = jax.nn.dot_product_attention(q, k, v, implementation=implementation)
+    attended = attend(q, k, v, self.attention)
     return self.out_proj(attended.reshape(b, n, d))
 
 

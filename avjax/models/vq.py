@@ -37,6 +37,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from avjax.models.pooling import max_pool_3x3_s2
+
 LOG_EPS = 1e-10
 THRESHOLD_FNS = ("binarizer", "ternarizer", "attention", "randomizer")
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -310,26 +312,6 @@ def batch_norm(channels: int, *, rngs: nnx.Rngs) -> nnx.BatchNorm:
 def dense(cin: int, cout: int, *, rngs: nnx.Rngs) -> nnx.Linear:
   init = torch_uniform(cin)
   return nnx.Linear(cin, cout, kernel_init=init, bias_init=init, rngs=rngs)
-
-
-def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
-  """MaxPool2d(3, stride 2, padding 1), padding with -inf. (B,H,W,C) -> (B,ceil(H/2),ceil(W/2),C).
-
-  The maximum of the 9 strided shifts of the padded input rather than `reduce_window`: the
-  gradient of the latter (select-and-scatter over overlapping windows) accumulates with atomics on
-  GPUs, which made training steps non-deterministic; this form's gradient is deterministic. (At an
-  exact tie the gradient is shared between the tied inputs, where PyTorch gives it to the first.)
-  """
-  b, h, w, c = x.shape
-  ho, wo = (h - 1) // 2 + 1, (w - 1) // 2 + 1
-  padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
-  out = None
-  for i in range(3):
-    for j in range(3):
-      shift = jax.lax.slice(padded, (0, i, j, 0), (b, i + 2 * ho - 1, j + 2 * wo - 1, c),
-                            (1, 2, 2, 1))
-      out = shift if out is None else jnp.maximum(out, shift)
-  return out
 
 
 class Residual(nnx.Module):

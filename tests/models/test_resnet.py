@@ -1,4 +1,4 @@
-"""ResNet-18 encoders: shapes, paddings, init statistics, max-pool, frame folding, BatchNorm modes."""
+"""ResNet-18 encoders: shapes, paddings, init statistics, frame folding, BatchNorm modes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from avjax.models import resnet
 from avjax.models.resnet import AudioEncoder, ResNet18, VisualEncoder
 
 TINY = (8, 16, 32, 64)
@@ -103,27 +102,6 @@ def test_ogm_ge_bn_init_is_ones_and_zeros():
 def test_unknown_init_raises():
   with pytest.raises(ValueError, match="init scheme"):
     ResNet18(1, widths=TINY, init="xavier", rngs=nnx.Rngs(0))
-
-
-def _numpy_max_pool(x: np.ndarray) -> np.ndarray:
-  n, h, w, c = x.shape
-  padded = np.full((n, h + 2, w + 2, c), -np.inf, x.dtype)
-  padded[:, 1:-1, 1:-1] = x
-  oh, ow = (h - 1) // 2 + 1, (w - 1) // 2 + 1
-  out = np.empty((n, oh, ow, c), x.dtype)
-  for i in range(oh):
-    for j in range(ow):
-      out[:, i, j] = padded[:, 2 * i:2 * i + 3, 2 * j:2 * j + 3].max(axis=(1, 2))
-  return out
-
-
-def test_max_pool_pads_with_minus_inf():
-  x = -1.0 - np.random.default_rng(0).uniform(size=(2, 7, 6, 3)).astype(np.float32)
-  out = np.asarray(resnet.max_pool_3x3_s2(jnp.asarray(x)))
-  assert out.shape == (2, 4, 3, 3)
-  assert (out < 0).all()  # zero padding would leak 0 into every border window
-  np.testing.assert_array_equal(out, _numpy_max_pool(x))
-  np.testing.assert_array_equal(out[:, 0, 0], x[:, :2, :2].max(axis=(1, 2)))
 
 
 def test_visual_frame_folding_equals_per_frame_average():

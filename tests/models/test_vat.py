@@ -11,8 +11,6 @@ from flax import nnx
 from avjax.config import base_config
 from avjax.models import build_model
 from avjax.models.outputs import MODALITIES, ModelOutput
-from avjax.models.transformer import (attention_implementation, blocked_attention,
-                                      padded_attention)
 from avjax.models.vat import VATPretrain, model_section, resolve_settings
 from avjax.registry import ConfigError
 
@@ -145,45 +143,6 @@ def test_scanned_layers_equal_a_loop_over_the_stacked_blocks(models):
     grads[remat] = jax.jit(jax.grad(loss, argnums=1), compiler_options=FAST_COMPILE)(st, x)
   encoder.remat = False
   np.testing.assert_allclose(grads[True], grads[False], rtol=1e-5, atol=1e-6)
-
-
-def test_padded_attention_equals_unpadded():
-  """The cuDNN path pads odd sequence lengths ([CLS] + patches) and masks the padding; with XLA's
-  kernel the padded and unpadded products agree."""
-  ks = jax.random.split(jax.random.key(0), 3)
-  q = jax.random.normal(ks[0], (2, 5, 2, 8))
-  k, v = (jax.random.normal(key, (2, 9, 2, 8)) for key in ks[1:])
-  np.testing.assert_allclose(padded_attention(q, k, v, "xla"),
-                             jax.nn.dot_product_attention(q, k, v), rtol=1e-5, atol=1e-6)
-  assert attention_implementation("auto", jnp.float32) == "xla"
-  assert attention_implementation("cudnn", jnp.float32) == "cudnn"
-
-
-@pytest.mark.parametrize("n,m,dtype", [(600, 600, jnp.float32), (517, 9, jnp.float32),
-                                       (300, 300, jnp.bfloat16)])
-def test_blocked_attention_equals_materialised(n, m, dtype):
-  """Query blocks (with padding of the last one) give the same outputs and gradients; bfloat16
-  inputs keep a float32 softmax like XLA's kernel."""
-  ks = jax.random.split(jax.random.key(1), 4)
-  q = jax.random.normal(ks[0], (2, n, 2, 8)).astype(dtype)
-  k, v = (jax.random.normal(key, (2, m, 2, 8)).astype(dtype) for key in ks[1:3])
-  w = jax.random.normal(ks[3], (2, n, 2, 8))
-  loss = lambda fn: lambda q, k, v: jnp.sum(fn(q, k, v).astype(jnp.float32) * w)
-  plain = lambda q, k, v: jax.nn.dot_product_attention(q, k, v, implementation="xla")
-  blocked = lambda q, k, v: blocked_attention(q, k, v, block=128)
-  tol = dict(rtol=1e-5, atol=1e-5) if dtype == jnp.float32 else dict(rtol=2e-2, atol=2e-2)
-  np.testing.assert_allclose(np.asarray(blocked(q, k, v), np.float32),
-                             np.asarray(plain(q, k, v), np.float32), **tol)
-  grads = jax.grad(loss(blocked), argnums=(0, 1, 2))(q, k, v)
-  want = jax.grad(loss(plain), argnums=(0, 1, 2))(q, k, v)
-  for g, h in zip(grads, want):
-    np.testing.assert_allclose(np.asarray(g, np.float32), np.asarray(h, np.float32), **tol)
-
-
-def test_auto_attention_blocks_long_sequences_on_cpu():
-  assert attention_implementation("auto", jnp.float32, 32, num_scores=1569 * 1569) == "blocked"
-  assert attention_implementation("auto", jnp.float32, 32, num_scores=513 * 100) == "xla"
-  assert attention_implementation("blocked", jnp.float32) == "blocked"
 
 
 def test_albef_preset_sizes():
