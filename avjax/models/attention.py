@@ -99,14 +99,14 @@ def _from_blocks(x: jax.Array, n: int) -> jax.Array:
 
 
 def _scores(qb: jax.Array, k: jax.Array) -> jax.Array:
-  """Scaled scores of a query block in float32: (B, block, H, Dh) x (B, M, H, Dh) -> (B, H, block, M)."""
+  """Scaled float32 scores of a query block. (B, block, H, Dh), (B, M, H, Dh) -> (B, H, block, M)."""
   scale = 1.0 / jnp.sqrt(jnp.float32(qb.shape[-1]))
   return jnp.einsum("bqhd,bkhd->bhqk", qb, k, preferred_element_type=jnp.float32) * scale
 
 
 def _blocked_forward(q: jax.Array, k: jax.Array, v: jax.Array,
                      block: int) -> tuple[jax.Array, jax.Array]:
-  """(output (B, N, H, Dh), log-sum-exp of each query's scores in blocks (N / block, B, H, block))."""
+  """(output (B, N, H, Dh), each query's log-sum-exp of scores, blocked: (N / block, B, H, block))."""
 
   def one_block(qb: jax.Array) -> tuple[jax.Array, jax.Array]:
     scores = _scores(qb, k)
@@ -147,7 +147,8 @@ def _blocked_bwd(block, residuals, d_out):
     dv = dv + jnp.einsum("bhqk,bqhd->bkhd", probs.astype(v.dtype), d_out_b,
                          preferred_element_type=jnp.float32)
     d_probs = jnp.einsum("bqhd,bkhd->bhqk", d_out_b, v, preferred_element_type=jnp.float32)
-    d_scores = (probs * (d_probs - jnp.moveaxis(row_dot_b, 1, 2)[..., None]) * scale).astype(q.dtype)
+    d_scores = probs * (d_probs - jnp.moveaxis(row_dot_b, 1, 2)[..., None]) * scale
+    d_scores = d_scores.astype(q.dtype)
     dq_b = jnp.einsum("bhqk,bkhd->bqhd", d_scores, k, preferred_element_type=jnp.float32)
     dk = dk + jnp.einsum("bhqk,bqhd->bkhd", d_scores, qb, preferred_element_type=jnp.float32)
     return (dk, dv), dq_b.astype(q.dtype)

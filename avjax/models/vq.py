@@ -252,10 +252,9 @@ def conv_transpose(cin: int, cout: int, *, rngs: nnx.Rngs) -> "UpConv":
   return UpConv(cin, cout, rngs=rngs)
 
 
-# Output phase (row or column parity) -> the kernel taps it uses, over input offsets (-1, 0) for
-# even outputs and (0, +1) for odd ones: y[2m] = x[m-1] K[0] + x[m] K[2], y[2m+1] = x[m] K[1] +
-# x[m+1] K[3] along each axis.
-_PHASE_TAPS = ((0, 2), (1, 3))
+# Output phase (row or column parity) -> (kernel tap, input offset) pairs along each axis:
+# y[2m] = x[m-1] K[0] + x[m] K[2], y[2m+1] = x[m] K[1] + x[m+1] K[3].
+_PHASE_TAPS = (((0, -1), (2, 0)), ((1, 0), (3, 1)))
 
 
 class UpConv(nnx.Module):
@@ -263,10 +262,11 @@ class UpConv(nnx.Module):
 
   Parameters as nnx.ConvTranspose's (`kernel` (4,4,Cin,Cout) in lax.conv_transpose's layout,
   `bias` (Cout,); same initialisation, same draws), so checkpoints and the converter see no
-  difference. On CPUs the product runs as four stride-1 2x2 convolutions, one per output phase,
-  interleaved (depth to space): XLA:CPU computes the kernel gradient of the input-dilated
-  convolution of lax.conv_transpose ~15x slower than this (docs/benchmarks.md); elsewhere it is
-  lax.conv_transpose (cuDNN's kernels on GPUs). Both are the same sum of products.
+  difference. On CPUs the product runs as one matrix product and an overlap-add
+  (`_col2im_conv_transpose`): XLA:CPU computes the kernel gradient of lax.conv_transpose's
+  input-dilated convolution ~15x slower, and convolutions with few output channels (the decoders'
+  last layers) at a few GFLOP/s (docs/benchmarks.md); elsewhere it is lax.conv_transpose (cuDNN's
+  kernels on GPUs). All are the same sum of products.
   """
 
   def __init__(self, cin: int, cout: int, *, dtype: jnp.dtype | None = None,
@@ -280,29 +280,33 @@ class UpConv(nnx.Module):
     dtype = self.dtype or jnp.result_type(x, self.kernel[...])
     x, kernel, bias = (jnp.asarray(t, dtype) for t in (x, self.kernel[...], self.bias[...]))
     if jax.default_backend() == "cpu":
-      y = _phase_conv_transpose(x, kernel)
+      y = _col2im_conv_transpose(x, kernel)
     else:
       y = jax.lax.conv_transpose(x, kernel, (2, 2), ((2, 2), (2, 2)),
                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
     return y + bias
 
 
-def _phase_conv_transpose(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """lax.conv_transpose(x, kernel, (2, 2), ((2, 2), (2, 2))) as four 2x2 stride-1 convolutions over
-  x padded by one, one per (row, column) output phase, interleaved. (B,h,w,C) -> (B,2h,2w,Cout)."""
-  b, h, w, _ = x.shape
-  padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+def _col2im_conv_transpose(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """lax.conv_transpose(x, kernel, (2, 2), ((2, 2), (2, 2))) as PyTorch's col2im does it: every
+  input pixel's contribution to all 16 kernel taps in one (B*h*w, Cin) x (Cin, 16*Cout) product,
+  then each output phase sums its four (tap, shifted input) terms. (B,h,w,Cin) -> (B,2h,2w,Cout).
+  The same FLOPs as the convolution, spent in one large matrix product; sums in float32."""
+  b, h, w, cin = x.shape
+  cout = kernel.shape[-1]
+  per_tap = jnp.dot(x.reshape(-1, cin), kernel.transpose(2, 0, 1, 3).reshape(cin, 16 * cout),
+                    preferred_element_type=jnp.float32)
+  per_tap = jnp.pad(per_tap.reshape(b, h, w, 4, 4, cout),
+                    ((0, 0), (1, 1), (1, 1), (0, 0), (0, 0), (0, 0)))  # Zero beyond the edges.
   rows = []
-  for py, row_taps in enumerate(_PHASE_TAPS):
+  for row_terms in _PHASE_TAPS:
     cols = []
-    for px, col_taps in enumerate(_PHASE_TAPS):
-      taps = kernel[jnp.array(row_taps)][:, jnp.array(col_taps)]  # (2, 2, C, Cout)
-      window = padded[:, py:py + h + 1, px:px + w + 1]
-      cols.append(jax.lax.conv_general_dilated(window, taps, (1, 1), "VALID",
-                                               dimension_numbers=("NHWC", "HWIO", "NHWC")))
+    for col_terms in _PHASE_TAPS:
+      cols.append(sum(per_tap[:, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w, ty, tx]
+                      for ty, dy in row_terms for tx, dx in col_terms))
     rows.append(jnp.stack(cols, axis=3))  # (B, h, w, 2, Cout): column phase.
   y = jnp.stack(rows, axis=2)  # (B, h, 2, w, 2, Cout): row phase, then column phase.
-  return y.reshape(b, 2 * h, 2 * w, -1)
+  return y.reshape(b, 2 * h, 2 * w, cout).astype(x.dtype)
 
 
 def batch_norm(channels: int, *, rngs: nnx.Rngs) -> nnx.BatchNorm:

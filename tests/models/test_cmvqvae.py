@@ -202,9 +202,9 @@ def test_ema_statistics_are_global_under_sharding():
 
 
 def test_up_conv_equals_flax_conv_transpose_in_values_gradients_and_init():
-  """UpConv's phase form (CPU) is lax.conv_transpose (k 4, s 2, lax padding 2) and keeps
+  """UpConv's matrix-product form (CPU) is lax.conv_transpose (k 4, s 2, lax padding 2) and keeps
   nnx.ConvTranspose's parameters and initial draws."""
-  from avjax.models.vq import UpConv, _phase_conv_transpose, torch_uniform
+  from avjax.models.vq import UpConv, _col2im_conv_transpose, torch_uniform
   up = UpConv(6, 5, rngs=nnx.Rngs(3))
   init = torch_uniform(5 * 16)
   flax_up = nnx.ConvTranspose(6, 5, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
@@ -218,5 +218,5 @@ def test_up_conv_equals_flax_conv_transpose_in_values_gradients_and_init():
                                                dimension_numbers=("NHWC", "HWIO", "NHWC"))
   w = jax.random.normal(jax.random.key(1), (2, 10, 14, 5))
   grads = lambda f: jax.grad(lambda x, k: jnp.sum(f(x, k) * w), argnums=(0, 1))(x, up.kernel[...])
-  for got, want in zip(grads(_phase_conv_transpose), grads(native)):
+  for got, want in zip(grads(_col2im_conv_transpose), grads(native)):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
