@@ -17,6 +17,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from avjax import hostmem
 from avjax.cli import fail, load_config, parse_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).",
@@ -59,4 +60,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+  hostmem.reexec_with_tunables()  # Before JAX allocates anything: see avjax/hostmem.py.
   app.run(main, flags_parser=parse_flags)

@@ -264,4 +264,6 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+  from avjax import hostmem
+  hostmem.reexec_with_tunables()  # The allocator settings avjax.main runs with (avjax/hostmem.py).
   app.run(main, flags_parser=parse_flags)

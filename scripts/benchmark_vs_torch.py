@@ -123,9 +123,11 @@ def main(argv: list[str]) -> None:
   machine = dict(jax=jax.__version__, torch=torch.__version__,
                  jax_device=str(jax.devices()[0].device_kind), torch_device=device,
                  torch_threads=torch.get_num_threads(), cpu_count=os.cpu_count(),
-                 xla_flags=os.environ.get("XLA_FLAGS", ""))
+                 xla_flags=os.environ.get("XLA_FLAGS", ""),
+                 glibc_tunables=os.environ.get("GLIBC_TUNABLES", ""))
   print(f"jax {machine['jax']} on {machine['jax_device']}; torch {machine['torch']} on {device} "
-        f"({machine['torch_threads']} threads); {machine['cpu_count']} CPUs")
+        f"({machine['torch_threads']} threads); {machine['cpu_count']} CPUs; "
+        f"GLIBC_TUNABLES={machine['glibc_tunables'] or '(unset)'} (both sides: one process)")
   results = []
   for name in names:
     case = vs_torch.load(name)
@@ -157,4 +159,6 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+  from avjax import hostmem
+  hostmem.reexec_with_tunables()  # The allocator settings avjax.main runs with (avjax/hostmem.py).
   app.run(main)

@@ -106,4 +106,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  from avjax import hostmem
+  hostmem.reexec_with_tunables()  # The allocator settings avjax.main runs with (avjax/hostmem.py).
   app.run(main)

@@ -223,7 +223,9 @@ class Conformer(nnx.Module):
   """Input projection (xavier Linear + dropout) and `num_blocks` Conformer blocks.
 
   (B,T,input_dim), mask (B,T) -> (B,T,dim). Attributes: `input_projection`, `blocks`. `remat`:
-  recompute each block in the backward pass instead of keeping its activations (long sequences).
+  recompute each block in the backward pass instead of keeping its activations (long sequences);
+  the blocks then run as one scanned, checkpointed block (`scan_blocks`), the form in which XLA
+  keeps only one block's activations alive (unrolled checkpoints save nothing on XLA:CPU).
   """
 
   def __init__(self, input_dim: int, dim: int, num_blocks: int, *, heads: int = 8,
@@ -238,14 +240,32 @@ class Conformer(nnx.Module):
 
   def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     x = self.input_dropout(self.input_projection(x))
-    run = nnx.remat(_run_block) if self.remat else _run_block
+    if self.remat and len(self.blocks) > 1:
+      return scan_blocks(self.blocks, x, mask)
     for block in self.blocks:
-      x = run(block, x, mask)
+      x = block(x, mask)
     return x
 
 
-def _run_block(block: nnx.Module, x: jax.Array, mask: jax.Array | None) -> jax.Array:
-  return block(x, mask)
+def scan_blocks(blocks: Sequence[nnx.Module], x: jax.Array, mask: jax.Array | None) -> jax.Array:
+  """Identical blocks applied in order as one `lax.scan` over their stacked states, each step
+  recomputed in the backward pass. Parameters stay per block (names, checkpoints and converters are
+  unchanged): they are stacked for the scan and their gradients flow back through the stack; the
+  blocks' other state (BatchNorm statistics, dropout RNG counts) is written back after it."""
+  graphdef = nnx.graphdef(blocks[0])
+  params, others = zip(*(nnx.state(block, nnx.Param, ...) for block in blocks))
+  stack = lambda states: jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
+
+  @jax.checkpoint
+  def step(h: jax.Array, layer: tuple[nnx.State, nnx.State]) -> tuple[jax.Array, nnx.State]:
+    block = nnx.merge(graphdef, *layer)
+    h = block(h, mask)
+    return h, nnx.state(block, nnx.Not(nnx.Param))
+
+  x, new_others = jax.lax.scan(step, x, (stack(params), stack(others)))
+  for i, block in enumerate(blocks):
+    nnx.update(block, jax.tree.map(lambda leaf: leaf[i], new_others))
+  return x
 
 
 def masked_mean(x: jax.Array, mask: jax.Array | None) -> jax.Array:
@@ -264,4 +284,4 @@ def ones_mask(x: jax.Array) -> jax.Array:
 __all__: Sequence[str] = ("Conformer", "ConformerBlock", "ConvModule", "FeedForward", "REL_POS",
                           "fast_dropout_rngs",
                           "RelativeMultiHeadAttention", "masked_mean", "ones_mask",
-                          "relative_shift", "sinusoids")
+                          "relative_shift", "scan_blocks", "sinusoids")
