@@ -4,8 +4,9 @@ Every XLA:CPU step allocates its temporary buffers (gigabytes at paper batch siz
 at the end. glibc serves allocations above its mmap threshold with fresh mmaps and unmaps them on
 free, so each step page-faults its whole working set back in and the kernel zeroes it again: up to
 a third of a CM-VQVAE step's CPU time was system time (docs/benchmarks.md, "Host memory"). The
-tunables below make glibc keep freed memory (mmap threshold at its 32 MiB maximum, no trimming) and
-back its heap with transparent huge pages. They must be set before the process starts, so
+tunables below keep freed blocks of up to 32 MiB (glibc's largest mmap threshold) in the heap and
+never trim it, and back the heap with transparent huge pages (512x fewer faults for what is still
+mapped afresh). They must be set before the process starts, so
 `avjax.main` (and the benchmark scripts) re-execute themselves once with them unless
 GLIBC_TUNABLES is already set or AVJAX_GLIBC_TUNABLES=off.
 """

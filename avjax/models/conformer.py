@@ -240,7 +240,7 @@ class Conformer(nnx.Module):
 
   def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     x = self.input_dropout(self.input_projection(x))
-    if self.remat and len(self.blocks) > 1:
+    if self.remat:
       return scan_blocks(self.blocks, x, mask)
     for block in self.blocks:
       x = block(x, mask)
