@@ -6,9 +6,9 @@ free, so each step page-faults its whole working set back in and the kernel zero
 a third of a CM-VQVAE step's CPU time was system time (docs/benchmarks.md, "Host memory"). The
 tunables below keep freed blocks of up to 32 MiB (glibc's largest mmap threshold) in the heap and
 never trim it, and back the heap with transparent huge pages (512x fewer faults for what is still
-mapped afresh). They must be set before the process starts, so
-`avjax.main` (and the benchmark scripts) re-execute themselves once with them unless
-GLIBC_TUNABLES is already set or AVJAX_GLIBC_TUNABLES=off.
+mapped afresh). They must be set before the process starts, so `avjax.main` (and the benchmark
+scripts) re-execute themselves once with them unless GLIBC_TUNABLES is already set or
+AVJAX_GLIBC_TUNABLES=off.
 """
 
 from __future__ import annotations

@@ -98,10 +98,14 @@ def _from_blocks(x: jax.Array, n: int) -> jax.Array:
   return x.reshape(x.shape[0], -1, *x.shape[3:])[:, :n]
 
 
+def _scale(head_dim: int) -> jax.Array:
+  return 1.0 / jnp.sqrt(jnp.float32(head_dim))
+
+
 def _scores(qb: jax.Array, k: jax.Array) -> jax.Array:
   """Scaled float32 scores of a query block. (B, block, H, Dh), (B, M, H, Dh) -> (B, H, block, M)."""
-  scale = 1.0 / jnp.sqrt(jnp.float32(qb.shape[-1]))
-  return jnp.einsum("bqhd,bkhd->bhqk", qb, k, preferred_element_type=jnp.float32) * scale
+  return jnp.einsum("bqhd,bkhd->bhqk", qb, k, preferred_element_type=jnp.float32) * _scale(
+      qb.shape[-1])
 
 
 def _blocked_forward(q: jax.Array, k: jax.Array, v: jax.Array,
@@ -137,7 +141,7 @@ def _blocked_bwd(block, residuals, d_out):
   dQ = dS K, dK += dS^T Q; dK and dV accumulate in float32."""
   q, k, v, out, lse = residuals
   n = q.shape[1]
-  scale = 1.0 / jnp.sqrt(jnp.float32(q.shape[-1]))
+  scale = _scale(q.shape[-1])
   row_dot = jnp.einsum("bqhd,bqhd->bqh", d_out.astype(jnp.float32), out.astype(jnp.float32))
 
   def one_block(carry, xs):
