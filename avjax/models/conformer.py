@@ -194,8 +194,26 @@ class ConvModule(nnx.Module):
     if mask is not None:
       y = y * mask[..., None].astype(y.dtype)
       bn_mask = jnp.broadcast_to(mask[..., None] > 0, y.shape)
-    y = self.bn(self.depthwise(y), mask=bn_mask)
+    y = depthwise_conv1d(y, self.depthwise.kernel[...].astype(y.dtype))
+    y = self.bn(y, mask=bn_mask)
     return self.dropout(self.pointwise2(swish(y)))
+
+
+def depthwise_conv1d(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """Per-channel 1-D convolution with zero 'SAME' padding, as a sum of K shifted products.
+  x (B,T,C), kernel (K,1,C) (nnx.Conv's depthwise layout; K odd) -> (B,T,C).
+
+  The same sums as lax.conv_general_dilated with feature_group_count=C, written out: XLA fuses them
+  into one elementwise loop (and its gradients into K reductions). XLA:CPU runs the grouped
+  convolution through a slow path, ~3x slower forward + backward at VAVL's sizes, and inside a
+  `lax.scan` (`scan_blocks`) its gradients fell to a naive loop that took minutes per step."""
+  k, t = kernel.shape[0], x.shape[1]
+  pad = (k - 1) // 2
+  padded = jnp.pad(x, ((0, 0), (pad, pad), (0, 0)))
+  out = padded[:, :t] * kernel[0, 0]
+  for i in range(1, k):
+    out = out + padded[:, i:i + t] * kernel[i, 0]
+  return out
 
 
 class ConformerBlock(nnx.Module):
@@ -282,6 +300,5 @@ def ones_mask(x: jax.Array) -> jax.Array:
 
 
 __all__: Sequence[str] = ("Conformer", "ConformerBlock", "ConvModule", "FeedForward", "REL_POS",
-                          "fast_dropout_rngs",
-                          "RelativeMultiHeadAttention", "masked_mean", "ones_mask",
-                          "relative_shift", "scan_blocks", "sinusoids")
+                          "RelativeMultiHeadAttention", "depthwise_conv1d", "fast_dropout_rngs",
+                          "masked_mean", "ones_mask", "relative_shift", "scan_blocks", "sinusoids")
