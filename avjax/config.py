@@ -50,6 +50,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.input.max_audio_frames = 0  # Precomputed feature sequences: pad / crop to this many frames.
   c.input.max_visual_frames = 0
   c.input.modality_dropout = 0.0  # Per-example probability of zeroing each modality (training).
+  # What the model's audio slot reads: 'audio' (the stored spectrogram) or 'flow' (UCF101's optical
+  # flow frames, sampled, cropped and flipped with the RGB frames; needs model.audio_encoder='frames').
+  c.input.audio_source = "audio"
   c.input.num_workers = 0  # grain worker processes (0: decode in the main process).
 
   c.model = ml_collections.ConfigDict()
@@ -62,6 +65,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.widths = (64, 128, 256, 512)  # ResNet-18 stage widths (reference values).
   c.model.init = "ogm_ge"  # 'ogm_ge' or 'mmcosine' initialisation scheme.
   c.model.visual_channels = 3
+  # av_resnet's audio slot: 'spectrogram' ((B, F, T, C) image) or 'frames' ((B, T, H, W, C) frames
+  # through a frame encoder, e.g. optical flow with audio_channels=2).
+  c.model.audio_encoder = "spectrogram"
+  c.model.audio_channels = 1
   c.model.remat = False  # av_resnet: recompute each residual block in the backward pass (memory).
 
   c.method = ml_collections.ConfigDict()
@@ -132,6 +139,8 @@ _ONE_OF = {
     "train.nonfinite": ("stop", "skip"),
     "train.compute_dtype": ("float32", "bfloat16"),
     "input.frame_sampling": ("segment", "ks", "ks_no_short", "ave", "random"),
+    "input.audio_source": ("audio", "flow"),
+    "model.audio_encoder": ("spectrogram", "frames"),
     "train.best_mode": ("max", "min"),
     "mesh.distributed": ("auto", "on", "off"),
 }
@@ -152,6 +161,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   if not 0 < low <= high <= 1:
     raise ConfigError(f"config.input.crop_scale={tuple(c.input.crop_scale)} must satisfy "
                       "0 < low <= high <= 1.")
+  _check_audio_source(c)
   from avjax import methods, models  # Late import: registries fill on import.
   models.MODELS.get(c.model.name)
   if c.model.remat and c.model.name != "av_resnet":
@@ -160,3 +170,22 @@ def validate(c: ml_collections.ConfigDict) -> None:
                       "where it has one (vavl, vat).")
   models.check_fusion(c.model.fusion)
   methods.METHODS.get(c.method.name).validate(c)
+
+
+def _check_audio_source(c: ml_collections.ConfigDict) -> None:
+  """Optical flow in the audio slot needs a frame encoder and none of the spectrogram options."""
+  if c.input.audio_source != "flow":
+    return
+  if c.model.name != "av_resnet" or c.model.audio_encoder != "frames":
+    raise ConfigError("config.input.audio_source='flow' feeds (T, H, W, 2) flow frames to the audio "
+                      "slot: use config.model.name='av_resnet' with model.audio_encoder='frames' "
+                      "and model.audio_channels=2.")
+  if c.model.audio_channels != 2:
+    raise ConfigError(f"config.model.audio_channels={c.model.audio_channels}, but optical flow has "
+                      "2 channels (u, v): set config.model.audio_channels=2.")
+  spectrogram_only = [k for k in ("spec_augment", "audio_crop_seconds", "crop_on_device")
+                      if c.input[k]]
+  if spectrogram_only:
+    raise ConfigError(f"config.input.{', '.join(spectrogram_only)} cannot be used with "
+                      "input.audio_source='flow' (spectrogram options, and flow frames are cropped "
+                      "on the host); turn them off.")

@@ -59,15 +59,19 @@ def init_state(model: nnx.Module, tx: optax.GradientTransformation, method: Meth
   return Graphs(train=train_graph, eval=eval_graph), state
 
 
-def normalize_visual(batch: dict[str, jax.Array], input_config: ml_collections.ConfigDict
+def normalize_inputs(batch: dict[str, jax.Array], input_config: ml_collections.ConfigDict
                      ) -> dict[str, jax.Array]:
   """uint8 frames from the pipeline -> float32 (x / 255 - mean) / std (config.input.mean / std),
-  inside the jitted steps; float frames (already normalised) pass unchanged.
+  inside the jitted steps; float frames (already normalised) pass unchanged. uint8 optical flow in
+  the audio slot (input.audio_source='flow') -> (x - 127.5) / 127.5, the flow over its bound.
 
   A batch with 'visual_crop' (input.crop_on_device) holds whole frames: each is first cropped,
   resized to input.image_size and flipped as its row says (avjax.data.device_augment), and the
   key is dropped, so what follows sees (B, T, S, S, C) frames as from the host path.
   """
+  flow = batch.get("audio")
+  if flow is not None and flow.dtype == jnp.uint8:
+    batch = {**batch, "audio": (flow.astype(jnp.float32) - 127.5) / 127.5}
   visual = batch.get("visual")
   if visual is None or visual.dtype != jnp.uint8:
     return batch
@@ -100,7 +104,7 @@ def make_train_step(graphs: Graphs, tx: optax.GradientTransformation,
   model = ModelFns(graphs, method.config.train.compute_dtype)
 
   def train_step(state: TrainState, batch: dict[str, jax.Array], epoch: jax.Array):
-    batch = normalize_visual(batch, method.config.input)
+    batch = normalize_inputs(batch, method.config.input)
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     ctx = StepContext(step=state.step, epoch=epoch, rng=rng)
     updated, output, metrics = method.update(model, tx, state, batch, ctx)
@@ -125,7 +129,7 @@ def make_eval_step(graphs: Graphs, method: Method) -> Callable[[TrainState, dict
   model_fns = ModelFns(graphs, method.config.train.compute_dtype)
 
   def eval_step(state: TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
-    batch = normalize_visual(batch, method.config.input)
+    batch = normalize_inputs(batch, method.config.input)
     inputs = model_inputs(batch)
     if model_fns.compute_dtype != "float32":
       inputs = cast_floats(inputs, model_fns.compute_dtype)
@@ -153,7 +157,7 @@ def make_per_example_fn(graphs: Graphs, fn: Callable, input_config: ml_collectio
   pass behind `EpochContext.run_over_train`."""
 
   def per_example(state: TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
-    batch = normalize_visual(batch, input_config)
+    batch = normalize_inputs(batch, input_config)
     model = nnx.merge(graphs.eval, state.params, state.model_state)
     return {**fn(model, batch), "valid": batch["valid"], "index": batch["index"]}
 

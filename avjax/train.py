@@ -26,7 +26,7 @@ from avjax.evaluate import predict
 from avjax.methods.base import EpochContext, EvalContext
 from avjax.preemption import Preempted, PreemptionWatcher
 from avjax.registry import ConfigError
-from avjax.steps import (make_eval_step, make_per_example_fn, make_train_step, normalize_visual,
+from avjax.steps import (make_eval_step, make_per_example_fn, make_train_step, normalize_inputs,
                          setup)
 
 
@@ -139,7 +139,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                           batch_size=eval_batch_size, mesh=mesh,
                           num_workers=config.input.num_workers)
     report = method.eval_report(predictions)
-    sample = jax.device_get(normalize_visual(_sample(dataset.sources[split], eval_transform),
+    sample = jax.device_get(normalize_inputs(_sample(dataset.sources[split], eval_transform),
                                              config.input))
     method.eval_artifacts(EvalContext(
         split=split, epoch=epoch, step=int(state.step), predictions=predictions, sample=sample,

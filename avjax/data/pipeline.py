@@ -150,7 +150,8 @@ def make_transform(icfg: ml_collections.ConfigDict, train: bool,
       time_masks=icfg.time_masks, time_mask_width=icfg.time_mask_width,
       modality_dropout=icfg.modality_dropout, max_audio_frames=icfg.max_audio_frames,
       max_visual_frames=icfg.max_visual_frames,
-      crop_on_device=bool(icfg.get("crop_on_device", False)))
+      crop_on_device=bool(icfg.get("crop_on_device", False)),
+      audio_source=icfg.get("audio_source", "audio"))
 
 
 def steps_per_epoch(plan_length: int, global_batch_size: int) -> int:

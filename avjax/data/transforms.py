@@ -10,8 +10,11 @@ With `crop_on_device` (training), visual is the whole decoded (T, H, W, C) uint8
 visual_crop (T, 5) float32 holds each frame's RandomResizedCrop box and flip, drawn here and applied
 in the jitted step (avjax.data.device_augment): the host skips the resample, its largest cost.
 Frames leave the host as uint8 (a quarter of the bytes of float32) and are normalised on the device
-at the start of every step (avjax.steps.normalize_visual, fused by XLA into the first convolution),
+at the start of every step (avjax.steps.normalize_inputs, fused by XLA into the first convolution),
 so what models and methods read is float32 (x / 255 - mean) / std.
+With `audio_source='flow'` (UCF101: RGB + optical flow), the audio slot carries the record's 'flow'
+(T0, H, W, 2) uint8 frames instead of a spectrogram: the same frame indices, crop box and flip as the
+RGB frames -> audio (T, S, S, 2) uint8, scaled to flow / bound in [-1, 1] on the device.
 """
 
 from __future__ import annotations
@@ -73,6 +76,7 @@ class ExampleTransform:
   max_audio_frames: int = 0  # Feature sequences are padded / cropped to these lengths.
   max_visual_frames: int = 0
   crop_on_device: bool = False  # Training crops / flips: draw here, resample on the device.
+  audio_source: str = "audio"  # 'flow': the audio slot carries the record's optical flow frames.
 
   def __call__(self, record: dict, rng: np.random.Generator | None = None) -> dict:
     return self._example(record, rng)
@@ -112,18 +116,15 @@ class ExampleTransform:
       example = {**inputs, "modality_mask": self._modality_mask(rng) * present}
     else:
       rows = rows or {}
-      audio = np.asarray(record["audio"])  # float16 / float32 storage, float32 from here on.
-      if self.audio_crop is not None:
-        length, axis = self.audio_crop
-        audio = crop_time(audio, length, train=self.train, rng=rng, axis=axis)
-      if self.train and self.spec_augment:
-        audio = self._spec_augment(audio, rng)
       example = {}
-      if "audio" in rows:
-        rows["audio"][...] = audio[..., None]  # Casts while copying into the batch.
+      if self.audio_source == "flow":  # Flow frames in the audio slot, cropped with the RGB.
+        visual, crops, audio = self._frames(record["frames"], rng, rows.get("visual"),
+                                            record["flow"], rows.get("audio"))
+        if "audio" not in rows:
+          example["audio"] = audio
       else:
-        example["audio"] = np.asarray(audio, np.float32)[..., None]
-      visual, crops = self._frames(record["frames"], rng, rows.get("visual"))
+        self._spectrogram(record["audio"], rng, rows, example)
+        visual, crops, _ = self._frames(record["frames"], rng, rows.get("visual"))
       if "visual" not in rows:
         example["visual"] = visual
       example["modality_mask"] = self._modality_mask(rng)
@@ -141,18 +142,36 @@ class ExampleTransform:
         example[key] = np.asarray(record[key], np.float32)
     return example
 
-  def _frames(self, frames: Any, rng: np.random.Generator | None, out: np.ndarray | None = None
-              ) -> tuple[np.ndarray, np.ndarray | None]:
-    """(T0, H, W, 3) uint8 or (T0,) encoded images -> ((T, S, S, 3) uint8, None), or with
-    crop_on_device in training ((T, H, W, 3) uint8 whole frames, (T, 5) float32 crops).
-    `out`: the batch row to write the frames into (and return)."""
+  def _spectrogram(self, stored: Any, rng: np.random.Generator | None,
+                   rows: dict[str, np.ndarray], example: dict) -> None:
+    """The stored (F, T) spectrogram -> (F, T, 1) float32: cropped in time, SpecAugmented, written
+    into rows['audio'] when the batch has that row, else into example['audio']."""
+    audio = np.asarray(stored)  # float16 / float32 storage, float32 from here on.
+    if self.audio_crop is not None:
+      length, axis = self.audio_crop
+      audio = crop_time(audio, length, train=self.train, rng=rng, axis=axis)
+    if self.train and self.spec_augment:
+      audio = self._spec_augment(audio, rng)
+    if "audio" in rows:
+      rows["audio"][...] = audio[..., None]  # Casts while copying into the batch.
+    else:
+      example["audio"] = np.asarray(audio, np.float32)[..., None]
+
+  def _frames(self, frames: Any, rng: np.random.Generator | None, out: np.ndarray | None = None,
+              flow: np.ndarray | None = None, flow_out: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """(T0, H, W, 3) uint8 or (T0,) encoded images -> ((T, S, S, 3) uint8, None, flow), or with
+    crop_on_device in training ((T, H, W, 3) uint8 whole frames, (T, 5) float32 crops, None).
+    `flow`: the clip's (T0, H, W, 2) uint8 optical flow, sampled, cropped and flipped as the
+    frames -> (T, S, S, 2) uint8 (else None). `out` / `flow_out`: batch rows to write into."""
     t = self.num_frames or len(frames)
     idx = FRAME_SAMPLING[self.frame_sampling](len(frames), t, self.train, rng)
     on_device = self.train and self.crop_on_device
-    pixels, crops = [], []
+    pixels, crops, flows = [], [], []
     for k, i in enumerate(idx):
       frame = frames[i]
       image = decode_image(frame) if isinstance(frame, bytes) else Image.fromarray(frame)
+      stored = (image.height, image.width)
       size = self._size(image)
       if self.train and self.random_resized_crop:
         box = random_resized_crop_box(image.height, image.width, self.crop_scale, rng)
@@ -170,8 +189,16 @@ class ExampleTransform:
         pixels.append(np.asarray(image))
       if out is not None:
         out[k] = pixels.pop()
+      if flow is not None:
+        if flow[i].shape[:2] != stored:
+          raise ValueError(f"flow frames {flow[i].shape[:2]} and RGB frames {stored} differ in "
+                           "size: rebuild the dataset.")
+        flows.append(flow_frame(flow[i], box, size, flip))
+        if flow_out is not None:
+          flow_out[k] = flows.pop()
     crops = np.asarray(crops, np.float32) if on_device else None
-    return (np.stack(pixels) if out is None else out), crops
+    flows = None if flow is None else (np.stack(flows) if flow_out is None else flow_out)
+    return (np.stack(pixels) if out is None else out), crops, flows
 
   def _size(self, image: Image.Image) -> tuple[int, int]:
     return (self.image_size, self.image_size) if self.image_size else (image.height, image.width)
@@ -209,6 +236,25 @@ def resize(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
   if frame.shape[:2] == tuple(size):
     return frame
   return np.asarray(Image.fromarray(frame).resize((size[1], size[0]), Image.BILINEAR))
+
+
+def flow_frame(flow: np.ndarray, box: tuple[int, int, int, int], size: tuple[int, int],
+               flip: bool) -> np.ndarray:
+  """One stored (H, W, 2) uint8 flow frame (u, v; 127.5 = no motion) cropped to `box`, resized to
+  `size` (bilinear, each component on its own) and, if `flip`, mirrored left-right with u negated
+  (255 - u): a mirrored clip moves the other way. -> (S, S, 2) uint8."""
+  full = (0, 0, flow.shape[1], flow.shape[0])
+  channels = []
+  for c in range(2):
+    image = Image.fromarray(np.ascontiguousarray(flow[..., c]))
+    if box != full or size != (flow.shape[0], flow.shape[1]):
+      image = crop_and_resize(image, box, size)
+    if flip:
+      image = image.transpose(Image.FLIP_LEFT_RIGHT)
+    channels.append(np.asarray(image))
+  if flip:
+    channels[0] = 255 - channels[0]
+  return np.stack(channels, axis=-1)
 
 
 def decode_image(data: bytes) -> Image.Image:

@@ -23,12 +23,14 @@ MODELS: Registry[ModelFactory] = Registry("model")
 @MODELS.register("av_resnet")
 def av_resnet(config: ml_collections.ConfigDict, num_classes: int, overrides: dict[str, Any],
               rngs: nnx.Rngs) -> AVClassifier:
-  """Two ResNet-18 encoders (audio spectrogram, visual frames) and a late-fusion head."""
+  """Two ResNet-18 encoders (audio spectrogram or flow frames, visual frames) and a late-fusion
+  head."""
   m = config.model
   return AVClassifier(num_classes=num_classes, fusion=m.fusion,
                       fusion_kwargs={**fusion_kwargs(m), **overrides},
-                      widths=tuple(m.widths), visual_channels=m.visual_channels, init=m.init,
-                      remat=m.remat, rngs=rngs)
+                      widths=tuple(m.widths), audio_encoder=m.audio_encoder,
+                      audio_channels=m.audio_channels, visual_channels=m.visual_channels,
+                      init=m.init, remat=m.remat, rngs=rngs)
 
 
 def fusion_kwargs(model_config: ml_collections.ConfigDict) -> dict[str, Any]:

@@ -16,7 +16,9 @@ from avjax.models.resnet import AudioEncoder, VisualEncoder
 class AVClassifier(nnx.Module):
   """Audio and visual ResNet-18 encoders, pooled features, a registered fusion head.
 
-  Inputs: {'audio': (B,F,T,audio_channels), 'visual': (B,T,H,W,visual_channels)}, float.
+  Inputs: {'audio': (B,F,T,audio_channels), 'visual': (B,T,H,W,visual_channels)}, float; with
+  `audio_encoder='frames'` the audio slot holds frames too, (B,T,H,W,audio_channels) (UCF101's
+  optical flow), encoded as the visual frames are.
   Attributes: `audio_encoder`, `visual_encoder` (modality-specific parameters, e.g. for OGM-GE's
   gradient modulation) and `fusion` (a module from `avjax.models.fusion.FUSIONS`).
   Train / eval: `model.train()` / `model.eval()` (BatchNorm batch vs running statistics).
@@ -29,6 +31,7 @@ class AVClassifier(nnx.Module):
       fusion: str = "concat",
       fusion_kwargs: dict[str, Any] | None = None,
       widths: Sequence[int] = (64, 128, 256, 512),
+      audio_encoder: str = "spectrogram",
       audio_channels: int = 1,
       visual_channels: int = 3,
       init: str = "ogm_ge",
@@ -37,8 +40,11 @@ class AVClassifier(nnx.Module):
   ):
     self.num_classes = num_classes
     self.fusion_name = fusion
-    self.audio_encoder = AudioEncoder(audio_channels, widths=widths, init=init, remat=remat,
-                                      rngs=rngs)
+    encoders = {"spectrogram": AudioEncoder, "frames": VisualEncoder}
+    if audio_encoder not in encoders:
+      raise ValueError(f"audio_encoder={audio_encoder!r} is not one of {tuple(encoders)}.")
+    self.audio_encoder = encoders[audio_encoder](audio_channels, widths=widths, init=init,
+                                                 remat=remat, rngs=rngs)
     self.visual_encoder = VisualEncoder(visual_channels, widths=widths, init=init, remat=remat,
                                         rngs=rngs)
     fusion_cls = FUSIONS.get(fusion)

@@ -6,6 +6,8 @@ spectrogram through `avjax.media.audio.log_mel_spectrogram` (the front end real 
 frames show a striped shape whose colour, stripe orientation and outline identify a pattern, at a random
 moving position under clutter, blended in with a per-sample visibility. The configs decide how the
 patterns relate to the label (see README.md): audio_dominant, balanced, debiased, complementary.
+With `flow=True` records also hold the frames' true optical flow as the ucf101 builder stores flow
+('flow' (T, S, S, 2) uint8), for RGB + flow experiments without a download.
 
 No download, no TensorFlow: Tensor / ClassLabel / Text features only, ArrayRecord files by default.
 Every record is a pure function of (seed, split, index), so the dataset does not depend on generation
@@ -30,6 +32,7 @@ try:
 except ImportError:  # `tfds build data_builders/synthetic_av` from a source checkout (not pip-installed).
   sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
   from avjax.media import audio as audio_lib
+from avjax.media import flow as flow_lib
 
 try:  # Optional (ships with scikit-learn); see _one_blas_thread.
   from threadpoolctl import ThreadpoolController
@@ -77,6 +80,8 @@ class SyntheticAVConfig(tfds.core.BuilderConfig):
   pixel_noise: float = 12.0
   other_class_prob: float = 1.0
   attribute_noise: float = 0.05
+  flow: bool = False  # Also store the frames' true optical flow ('flow', as the ucf101 builder).
+  flow_bound: float = 4.0  # Pixels per frame mapped to 0 / 255 (the motions here are small).
 
   def knobs(self) -> dict[str, Any]:
     """The generation parameters as a JSON-able dict (no TFDS name/version fields)."""
@@ -223,8 +228,10 @@ def _blob_mask(yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, ry: float,
 
 
 def render_frames(rng: np.random.Generator, pattern: int | None, cfg: SyntheticAVConfig,
-                  visibility: float) -> np.ndarray:
-  """Frames uint8 (T, S, S, 3): clutter, and the pattern's striped shape unless `pattern` is None."""
+                  visibility: float) -> tuple[np.ndarray, np.ndarray]:
+  """Frames uint8 (T, S, S, 3): clutter, and the pattern's striped shape unless `pattern` is None;
+  and their true forward flow float32 (T, S, S, 2) in pixels (dx, dy): each shape's velocity on
+  its pixels (the frontmost shape's where they overlap), 0 on the background."""
   s, nt = cfg.image_size, cfg.num_frames
   yy, xx = np.mgrid[0:s, 0:s].astype(np.float32)
   # Background: random tint, a smooth random gradient.
@@ -248,11 +255,13 @@ def render_frames(rng: np.random.Generator, pattern: int | None, cfg: SyntheticA
     period = rng.uniform(0.10, 0.14) * s
     phase = rng.uniform(0, 2 * np.pi)
   frames = np.empty((nt, s, s, 3), np.float32)
+  flow = np.zeros((nt, s, s, 2), np.float32)
   for i in range(nt):
     img = base.copy()
     c = blob_c + i * blob_v
     for b in np.flatnonzero(~blob_top):
-      img[_blob_mask(yy, xx, c[b, 0], c[b, 1], blob_r[b, 0], blob_r[b, 1])] = blob_rgb[b]
+      blob = _blob_mask(yy, xx, c[b, 0], c[b, 1], blob_r[b, 0], blob_r[b, 1])
+      img[blob], flow[i][blob] = blob_rgb[b], blob_v[b, ::-1]
     if pattern is not None:
       cy, cx = centre + i * vel
       if square:
@@ -264,11 +273,13 @@ def render_frames(rng: np.random.Generator, pattern: int | None, cfg: SyntheticA
       tex = rgb[None, None, :] * np.where(stripes, 1.0, 0.45)[..., None]
       alpha = visibility * mask[..., None]
       img = img * (1.0 - alpha) + tex * alpha
+      flow[i][mask] = vel[::-1]
     for b in np.flatnonzero(blob_top):
-      img[_blob_mask(yy, xx, c[b, 0], c[b, 1], blob_r[b, 0], blob_r[b, 1])] = blob_rgb[b]
+      blob = _blob_mask(yy, xx, c[b, 0], c[b, 1], blob_r[b, 0], blob_r[b, 1])
+      img[blob], flow[i][blob] = blob_rgb[b], blob_v[b, ::-1]
     frames[i] = img
   frames += rng.normal(0.0, cfg.pixel_noise, frames.shape)
-  return np.clip(np.rint(frames), 0, 255).astype(np.uint8)
+  return np.clip(np.rint(frames), 0, 255).astype(np.uint8), flow
 
 
 _BLAS: list = []
@@ -329,8 +340,11 @@ def make_example(cfg: SyntheticAVConfig, split: str, index: int) -> dict[str, An
   if spec.shape != (cfg.n_mels, cfg.n_audio_frames):
     raise ValueError(f'synthetic_av: spectrogram shape {spec.shape} != '
                      f'({cfg.n_mels}, {cfg.n_audio_frames}); check hop_length / n_audio_frames.')
-  frames = render_frames(np.random.default_rng([cfg.seed, split_index, index, 2]), shown[1], cfg, vis)
+  frames, flow = render_frames(np.random.default_rng([cfg.seed, split_index, index, 2]), shown[1],
+                               cfg, vis)
+  extra = {'flow': flow_lib.quantize_flow(flow, cfg.flow_bound)} if cfg.flow else {}
   return {
+      **extra,
       'id': f'{split}_{index:06d}',
       'audio': spec,
       'frames': frames,
@@ -378,6 +392,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         'attributes': tfds.features.Tensor(shape=(3,), dtype=np.float32),
         'group_audio': scalar(np.int32),
         'group_visual': scalar(np.int32),
+        **({'flow': tfds.features.Tensor(shape=(cfg.num_frames, s, s, 2), dtype=np.uint8,
+                                         encoding=tfds.features.Encoding.BYTES)}
+           if cfg.flow else {}),
     })
     metadata = tfds.core.MetadataDict(
         config=cfg.knobs(), bounds=cfg.bounds(), num_audio_groups=cfg.num_audio_groups,

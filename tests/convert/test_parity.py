@@ -162,12 +162,12 @@ def _torch_logits(torch_model, workdir: str, scale: float | None) -> dict[str, n
   """The reference model on the workdir's test examples, through avjax's eval transform."""
   from avjax import data
   from avjax.evaluate import load_workdir_config
-  from avjax.steps import normalize_visual
+  from avjax.steps import normalize_inputs
   config = load_workdir_config(workdir)
   source = data.open_dataset(config.dataset, ["test"]).sources["test"]
   transform = data.make_transform(config.input, train=False)
   examples = [transform(dict(source[i])) for i in range(len(source))]
-  visual = np.asarray(normalize_visual({"visual": np.stack([e["visual"] for e in examples])},
+  visual = np.asarray(normalize_inputs({"visual": np.stack([e["visual"] for e in examples])},
                                        config.input)["visual"])
   audio = torch.from_numpy(np.stack([e["audio"] for e in examples]).transpose(0, 3, 1, 2))
   frames = torch.from_numpy(visual.transpose(0, 4, 1, 2, 3))

@@ -8,7 +8,7 @@ import pytest
 from avjax.config import base_config
 from avjax.data import device_augment
 from avjax.data.transforms import ExampleTransform
-from avjax.steps import normalize_visual
+from avjax.steps import normalize_inputs
 
 
 def _frames(n: int, h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -45,14 +45,14 @@ def test_device_crops_match_the_host_path(h, w, size, scale):
   assert 0 < flips < 24
 
 
-def test_normalize_visual_crops_then_normalises_and_drops_the_crop_rows():
+def test_normalize_inputs_crops_then_normalises_and_drops_the_crop_rows():
   icfg = base_config().input
   icfg.image_size = 8
   frames = _frames(2, 12, 16)[None]  # (B=1, T=2, 12, 16, 3).
   crops = np.array([[[0, 0, 12, 16, 0], [2, 3, 6, 8, 1]]], np.float32)
   batch = {"visual": jnp.asarray(frames), "visual_crop": jnp.asarray(crops),
            "label": jnp.zeros((1,), jnp.int32)}
-  out = jax.jit(lambda b: normalize_visual(b, icfg))(batch)
+  out = jax.jit(lambda b: normalize_inputs(b, icfg))(batch)
   assert set(out) == {"visual", "label"} and out["visual"].shape == (1, 2, 8, 8, 3)
   pixels = np.asarray(device_augment.resized_crops(jnp.asarray(frames), jnp.asarray(crops), (8, 8)))
   mean, std = np.asarray(icfg.mean) * 255.0, np.asarray(icfg.std) * 255.0

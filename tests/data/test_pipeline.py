@@ -10,7 +10,7 @@ from avjax.config import base_config
 from avjax.data import EpochPlan, eval_batches, make_transform, shuffled_plan, train_batches
 from avjax.data.pipeline import _epoch_seed
 from avjax.registry import ConfigError
-from avjax.steps import normalize_visual
+from avjax.steps import normalize_inputs
 from avjax.data.transforms import ExampleTransform, random_resized_crop, resize
 
 
@@ -31,10 +31,10 @@ def test_eval_transform_shapes_and_device_normalisation():
   np.testing.assert_array_equal(out["modality_mask"], [1.0, 1.0])
   # The steps normalise on the device; already-float frames pass unchanged.
   icfg = base_config().input
-  normalised = normalize_visual({"visual": out["visual"][None]}, icfg)["visual"]
+  normalised = normalize_inputs({"visual": out["visual"][None]}, icfg)["visual"]
   expected = (1.0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
   np.testing.assert_allclose(np.asarray(normalised)[0, 0, 0, 0], expected, rtol=1e-6)
-  assert normalize_visual({"visual": normalised}, icfg)["visual"] is normalised
+  assert normalize_inputs({"visual": normalised}, icfg)["visual"] is normalised
 
 
 def test_encoded_frames_decode_only_the_sampled_ones():
@@ -222,3 +222,71 @@ def test_batch_writes_in_place_exactly_as_stacking_examples(dtype, on_device, si
     np.testing.assert_array_equal(got[key], want[key], err_msg=key)
   assert got["audio"].dtype == np.float32
   assert ("visual_crop" in got) == on_device
+
+
+def _flow_record(frames=4, size=8):
+  """Frame i: RGB pixels all 10 i; flow u = 100 + i, v = a left-to-right ramp (to see flips)."""
+  rgb = np.stack([np.full((size, size, 3), 10 * i, np.uint8) for i in range(frames)])
+  ramp = np.broadcast_to(np.arange(size, dtype=np.uint8) * 20, (size, size))
+  flow = np.stack([np.stack([np.full((size, size), 100 + i, np.uint8), ramp], -1)
+                   for i in range(frames)])
+  return {"frames": rgb, "flow": flow, "label": 1}
+
+
+def test_flow_frame_flip_mirrors_and_negates_u():
+  from avjax.data.transforms import flow_frame
+  from avjax.media.flow import dequantize_flow, quantize_flow
+  flow = quantize_flow(np.random.default_rng(0).uniform(-20, 20, (6, 8, 2)))
+  full = (0, 0, 8, 6)
+  np.testing.assert_array_equal(flow_frame(flow, full, (6, 8), flip=False), flow)
+  flipped = flow_frame(flow, full, (6, 8), flip=True)
+  np.testing.assert_array_equal(flipped[..., 1], flow[:, ::-1, 1])
+  # 255 - q is exactly the negated flow: dequantize(255 - q) = -dequantize(q).
+  np.testing.assert_allclose(dequantize_flow(flipped[..., 0]), -dequantize_flow(flow[:, ::-1, 0]),
+                             atol=1e-5)
+  # Crop + resize acts on each component alone (as a one-channel image).
+  box, size = (2, 1, 6, 5), (2, 2)
+  for c in range(2):
+    expected = np.asarray(Image.fromarray(flow[..., c].copy()).crop(box).resize((2, 2),
+                                                                              Image.BILINEAR))
+    np.testing.assert_array_equal(flow_frame(flow, box, size, flip=False)[..., c], expected)
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_flow_in_the_audio_slot_follows_the_rgb_frames(train):
+  record = _flow_record()
+  t = ExampleTransform(train=train, num_frames=2, image_size=8, frame_sampling="ks_no_short",
+                       random_resized_crop=False, audio_source="flow")
+  for seed in range(6):
+    out = t(record, np.random.default_rng(seed))
+    assert out["audio"].shape == (2, 8, 8, 2) and out["audio"].dtype == np.uint8
+    assert out["visual"].shape == (2, 8, 8, 3)
+    for k in range(2):
+      i = out["visual"][k, 0, 0, 0] // 10  # Which stored frame the RGB came from ...
+      flipped = out["audio"][k, 0, 0, 1] > out["audio"][k, 0, -1, 1]  # ... is the ramp mirrored?
+      assert not flipped or train
+      expected_u = 255 - (100 + i) if flipped else 100 + i  # ... the flow of the same frame.
+      np.testing.assert_array_equal(out["audio"][k, ..., 0], expected_u)
+  batch = t.batch([record] * 3, [np.random.default_rng(s) for s in range(3)])
+  assert batch["audio"].shape == (3, 2, 8, 8, 2) and batch["visual"].shape == (3, 2, 8, 8, 3)
+
+
+def test_flow_is_scaled_to_its_bound_on_the_device():
+  flow = np.array([0, 127, 128, 255], np.uint8).reshape(1, 1, 1, 2, 2)
+  out = normalize_inputs({"audio": flow}, base_config().input)["audio"]
+  np.testing.assert_allclose(np.asarray(out).ravel(), np.array([-127.5, -0.5, 0.5, 127.5]) / 127.5)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(), "model.audio_encoder='frames'"),
+    (dict(audio_encoder="frames"), "audio_channels=2"),
+    (dict(audio_encoder="frames", audio_channels=2, spec_augment=True), "spec_augment"),
+])
+def test_flow_config_errors_name_the_fix(change, message):
+  from avjax.config import validate
+  c = base_config()
+  c.input.audio_source = "flow"
+  for key, value in change.items():
+    (c.model if key.startswith("audio_") else c.input)[key] = value
+  with pytest.raises(ConfigError, match=message):
+    validate(c)

@@ -231,3 +231,24 @@ def test_sources_survive_pickling_for_grain_workers(tmp_path):
     clone = pickle.loads(pickle.dumps(source))
     assert len(clone) == len(source)
     assert clone[0]['id'] == source[0]['id']
+
+
+def test_flow_is_the_true_motion_and_leaves_the_frames_unchanged():
+  from avjax.media.flow import dequantize_flow
+  base = sav_lib.SyntheticAVConfig(name='t', num_frames=3, image_size=32, pixel_noise=0.0)
+  with_flow = sav_lib.SyntheticAVConfig(name='t', num_frames=3, image_size=32, pixel_noise=0.0,
+                                        flow=True)
+  a = sav_lib.make_example(base, 'train', 3)
+  b = sav_lib.make_example(with_flow, 'train', 3)
+  assert 'flow' not in a
+  np.testing.assert_array_equal(a['frames'], b['frames'])
+  flow = dequantize_flow(b['flow'], with_flow.flow_bound)
+  assert b['flow'].shape == (3, 32, 32, 2) and b['flow'].dtype == np.uint8
+  # Pixels that change between frames 0 and 1 are covered by a moving shape in one of them (a
+  # static background does not change: pixel noise is off), and the flow holds one velocity per
+  # shape (the target and at most 6 distractors).
+  step = with_flow.flow_bound / 127.5  # One quantisation step.
+  moved = np.abs(flow).max(-1) > step
+  changed = (a['frames'][0] != a['frames'][1]).any(-1)
+  assert changed.any() and (moved[0] | moved[1])[changed].all()
+  assert 1 <= len(np.unique(b['flow'][0][moved[0]], axis=0)) <= 7
