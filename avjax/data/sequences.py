@@ -25,7 +25,7 @@ FEATURE_KEYS = {"audio": "audio_features", "visual": "visual_features"}
 
 
 def _frames(sequence: np.ndarray) -> np.ndarray:
-  seq = np.asarray(sequence)  # float16 / float32 storage: cast while copying the kept frames.
+  seq = np.asarray(sequence)  # float16 / float32 storage (others are cast while copying).
   if seq.ndim == 1:
     seq = seq[None]
   if seq.ndim != 2:
@@ -40,15 +40,22 @@ def _fill(seq: np.ndarray, values: np.ndarray, mask: np.ndarray) -> None:
   mask[:kept] = 1.0
 
 
+def batch_dtype(seq: np.ndarray) -> np.dtype:
+  """float16 storage stays float16 until the device (the steps cast it: half the host copies and
+  transfers); everything else becomes float32."""
+  return np.dtype(np.float16) if seq.dtype == np.float16 else np.dtype(np.float32)
+
+
 def pad_or_crop(sequence: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
-  """(T, D) -> ((length, D), (length,) mask), float32: the first `length` frames, zero-padded.
+  """(T, D) -> ((length, D) in `batch_dtype`, (length,) float32 mask): the first `length` frames,
+  zero-padded.
 
   A (D,) vector is read as one frame (T = 1), as the builders do.
   """
   if length < 1:
     raise ValueError(f"length must be >= 1, got {length}.")
   seq = _frames(sequence)
-  out = np.zeros((length, seq.shape[1]), np.float32)
+  out = np.zeros((length, seq.shape[1]), batch_dtype(seq))
   mask = np.zeros((length,), np.float32)
   _fill(seq, out, mask)
   return out, mask
@@ -94,14 +101,15 @@ def sequence_inputs(record: Mapping[str, np.ndarray], lengths: Mapping[str, int]
 
 def batch_arrays(record: Mapping[str, np.ndarray], lengths: Mapping[str, int], size: int
                  ) -> dict[str, np.ndarray]:
-  """Zero (size, length, D) float32 arrays and (size, length) masks for the sequences `record`
+  """Zero (size, length, D) arrays (`batch_dtype`) and (size, length) masks for the sequences `record`
   has: a batch's padded inputs, written row by row by `sequence_inputs(..., rows=)` (padding
   straight into the batch saves a 4.5 MB copy per VAVL example)."""
   out = {}
   for modality, key in FEATURE_KEYS.items():
     if key in record:
       length = _check_length(key, modality, lengths)
-      out[modality] = np.zeros((size, length, _frames(record[key]).shape[1]), np.float32)
+      seq = _frames(record[key])
+      out[modality] = np.zeros((size, length, seq.shape[1]), batch_dtype(seq))
       out[f"{modality}_mask"] = np.zeros((size, length), np.float32)
   return out
 

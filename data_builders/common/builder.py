@@ -4,7 +4,7 @@ A dataset builder subclasses `ClipBuilder` and writes `_plan` (find the clips in
 read labels and split files, assign splits, report what is missing) and `_label_features`. This
 class does the rest: media features from the config, decoding in parallel workers, report-and-skip
 with an end-of-build summary (printed, and stored as metadata['build_report']), the strict mode, and
-ArrayRecord output. Builds are atomic: TFDS writes into `<version dir>.incomplete*` and renames it
+ArrayRecord output (uncompressed: common/storage.py). Builds are atomic: TFDS writes into `<version dir>.incomplete*` and renames it
 only after every split and dataset_info.json are written; an exception removes it.
 
 With a Beam runner or Beam options in the DownloadConfig (`tfds build --beam_pipeline_options=...`),
@@ -26,6 +26,7 @@ import tensorflow_datasets as tfds
 from data_builders.common.config import ClipConfig, env_strict, env_workers, make_config
 from data_builders.common.parallel import DEFAULT_TARGET, ClipRunner
 from data_builders.common.report import BuildReport
+from data_builders.common.storage import uncompressed_array_records
 
 SPLIT_ORDER = ('train', 'validation', 'test')
 
@@ -129,7 +130,7 @@ class ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       (logging.warning if self.report.problems else logging.info)('%s', self.report.summary())
       return
     with ClipRunner(cfg.media_spec(), self.num_workers, name,
-                    target=self.PROCESS_TARGET) as runner:
+                    target=self.PROCESS_TARGET) as runner, uncompressed_array_records():
       self._runner = runner
       try:
         super()._download_and_prepare(dl_manager=dl_manager, download_config=download_config)

@@ -220,7 +220,8 @@ def test_batch_writes_in_place_exactly_as_stacking_examples(dtype, on_device, si
   for key in want:
     assert got[key].dtype == want[key].dtype and got[key].shape == want[key].shape, key
     np.testing.assert_array_equal(got[key], want[key], err_msg=key)
-  assert got["audio"].dtype == np.float32
+  assert got["audio"].dtype == dtype  # float16 storage travels as such; the steps cast it.
+  assert normalize_inputs({"audio": got["audio"]}, base_config().input)["audio"].dtype == np.float32
   assert ("visual_crop" in got) == on_device
 
 
@@ -290,3 +291,17 @@ def test_flow_config_errors_name_the_fix(change, message):
     (c.model if key.startswith("audio_") else c.input)[key] = value
   with pytest.raises(ConfigError, match=message):
     validate(c)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "CMYK"])
+def test_jpeg_frames_decode_to_the_same_pixels_as_pil(mode):
+  from avjax.data.transforms import decode_image
+  rng = np.random.default_rng(0)
+  pixels = rng.integers(0, 256, (24, 40, 3), dtype=np.uint8)
+  buf = io.BytesIO()
+  Image.fromarray(pixels).convert(mode).save(buf, format="JPEG", quality=90)
+  data = buf.getvalue()
+  expected = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+  got = decode_image(data)  # simplejpeg for RGB / gray, PIL for what it cannot convert (CMYK).
+  assert got.shape == (24, 40, 3) and got.dtype == np.uint8
+  np.testing.assert_array_equal(got, expected)

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 import data_builders.crema_d as cd
+from avjax.config import base_config
 from avjax.data.transforms import ExampleTransform
+from avjax.steps import normalize_inputs
 from tests.data_builders import fixtures as fx
 
 
@@ -50,7 +52,9 @@ def test_float16_spectrograms(download, tmp_path):
     _assert_float16_of(b[key]['audio'], record['audio'])
     np.testing.assert_array_equal(b[key]['frames'], record['frames'])  # Nothing else changes.
   example = ExampleTransform(train=False, num_frames=1)(next(iter(b.values())))
-  assert example['audio'].dtype == np.float32
+  assert example['audio'].dtype == np.float16  # To the device as stored; the steps cast it.
+  cast = normalize_inputs({'audio': example['audio'][None]}, base_config().input)['audio']
+  assert cast.dtype == np.float32
 
 
 def test_float16_feature_sequences(download, tmp_path):
@@ -65,7 +69,9 @@ def test_float16_feature_sequences(download, tmp_path):
       _assert_float16_of(b[key][role], record[role])
   t = ExampleTransform(train=False, max_audio_frames=16, max_visual_frames=8)
   batch = t.batch(list(b.values())[:2], [None, None])
-  assert batch['audio'].dtype == np.float32 and batch['visual'].shape == (2, 8, 1408)
+  assert batch['audio'].dtype == np.float16 and batch['visual'].shape == (2, 8, 1408)
+  cast = normalize_inputs(batch, base_config().input)
+  assert cast['audio'].dtype == cast['visual'].dtype == np.float32
 
 
 def test_unknown_storage_dtype_is_refused(download, tmp_path):
