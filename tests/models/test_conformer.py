@@ -139,8 +139,8 @@ def test_depthwise_conv1d_equals_grouped_convolution_with_gradients():
   g = jax.random.normal(kg, (2, 9, 4))
   grouped = lambda x, k: jax.lax.conv_general_dilated(
       x, k, (1,), [(2, 2)], dimension_numbers=("NWC", "WIO", "NWC"), feature_group_count=4)
-  for f in (grouped, conformer.depthwise_conv1d):
-    np.testing.assert_allclose(f(x, kernel), grouped(x, kernel), rtol=1e-5, atol=1e-5)
   loss = lambda f: jax.grad(lambda x, k: jnp.sum(f(x, k) * g), argnums=(0, 1))(x, kernel)
-  for ours, theirs in zip(loss(conformer.depthwise_conv1d), loss(grouped)):
-    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+  for f in (conformer.shifted_products, conformer.depthwise_conv1d):  # CPU form, this backend's.
+    np.testing.assert_allclose(f(x, kernel), grouped(x, kernel), rtol=1e-5, atol=1e-5)
+    for ours, theirs in zip(loss(f), loss(grouped)):
+      np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
