@@ -173,8 +173,14 @@ def validate(c: ml_collections.ConfigDict) -> None:
 
 
 def _check_audio_source(c: ml_collections.ConfigDict) -> None:
-  """Optical flow in the audio slot needs a frame encoder and none of the spectrogram options."""
+  """Optical flow in the audio slot needs a frame encoder and none of the spectrogram options; a
+  frame encoder in the audio slot needs frames there."""
   if c.input.audio_source != "flow":
+    if c.model.audio_encoder == "frames":
+      raise ConfigError("config.model.audio_encoder='frames' encodes (T, H, W, C) frames in the "
+                        "audio slot, but config.input.audio_source is 'audio' (spectrograms): set "
+                        "input.audio_source='flow' (a dataset with optical flow, e.g. ucf101) or "
+                        "model.audio_encoder='spectrogram'.")
     return
   if c.model.name != "av_resnet" or c.model.audio_encoder != "frames":
     raise ConfigError("config.input.audio_source='flow' feeds (T, H, W, 2) flow frames to the audio "

@@ -293,6 +293,14 @@ def test_flow_config_errors_name_the_fix(change, message):
     validate(c)
 
 
+def test_frame_encoder_without_flow_is_a_config_error():
+  from avjax.config import validate
+  c = base_config()
+  c.model.audio_encoder = "frames"
+  with pytest.raises(ConfigError, match="audio_source='flow'"):
+    validate(c)
+
+
 @pytest.mark.parametrize("mode", ["RGB", "L", "CMYK"])
 def test_jpeg_frames_decode_to_the_same_pixels_as_pil(mode):
   from avjax.data.transforms import decode_image
@@ -302,6 +310,6 @@ def test_jpeg_frames_decode_to_the_same_pixels_as_pil(mode):
   Image.fromarray(pixels).convert(mode).save(buf, format="JPEG", quality=90)
   data = buf.getvalue()
   expected = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-  got = decode_image(data)  # simplejpeg for RGB / gray, PIL for what it cannot convert (CMYK).
+  got = decode_image(data)  # simplejpeg for YCbCr / gray, PIL for the rest (CMYK).
   assert got.shape == (24, 40, 3) and got.dtype == np.uint8
   np.testing.assert_array_equal(got, expected)
