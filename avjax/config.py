@@ -50,8 +50,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.input.max_audio_frames = 0  # Precomputed feature sequences: pad / crop to this many frames.
   c.input.max_visual_frames = 0
   c.input.modality_dropout = 0.0  # Per-example probability of zeroing each modality (training).
-  # What the model's audio slot reads: 'audio' (the stored spectrogram) or 'flow' (UCF101's optical
-  # flow frames, sampled, cropped and flipped with the RGB frames; needs model.audio_encoder='frames').
+  # What the model's audio slot reads: 'audio' (the stored spectrogram) or 'flow' (UCF101's
+  # optical flow frames, sampled, cropped and flipped with the RGB frames; needs
+  # model.audio_encoder='frames').
   c.input.audio_source = "audio"
   c.input.num_workers = 0  # grain worker processes (0: decode in the main process).
 
@@ -183,9 +184,9 @@ def _check_audio_source(c: ml_collections.ConfigDict) -> None:
                         "model.audio_encoder='spectrogram'.")
     return
   if c.model.name != "av_resnet" or c.model.audio_encoder != "frames":
-    raise ConfigError("config.input.audio_source='flow' feeds (T, H, W, 2) flow frames to the audio "
-                      "slot: use config.model.name='av_resnet' with model.audio_encoder='frames' "
-                      "and model.audio_channels=2.")
+    raise ConfigError("config.input.audio_source='flow' feeds (T, H, W, 2) flow frames to the "
+                      "audio slot: use config.model.name='av_resnet' with "
+                      "model.audio_encoder='frames' and model.audio_channels=2.")
   if c.model.audio_channels != 2:
     raise ConfigError(f"config.model.audio_channels={c.model.audio_channels}, but optical flow has "
                       "2 channels (u, v): set config.model.audio_channels=2.")

@@ -12,6 +12,7 @@ built synthetic_av). A feature it does not know makes `fast_source` keep TFDS's 
 from __future__ import annotations
 
 import logging
+import zlib
 from typing import Any, Callable
 
 import numpy as np
@@ -59,6 +60,8 @@ def _tensor_decoder(feature: tfds.features.Tensor) -> _Decode:
   shape = tuple(-1 if d is None else d for d in feature.shape)
   if encoding == tfds.features.Encoding.BYTES:
     return lambda f: np.frombuffer(_list(f, "bytes_list")[0], dtype).reshape(shape)
+  if encoding == tfds.features.Encoding.ZLIB:  # E.g. ucf101's optical flow.
+    return lambda f: np.frombuffer(zlib.decompress(_list(f, "bytes_list")[0]), dtype).reshape(shape)
   if encoding != tfds.features.Encoding.NONE:
     raise UnsupportedFeature(f"encoding {encoding}")
   if not shape:

@@ -13,9 +13,9 @@ in the jitted step (avjax.data.device_augment): the host skips the resample, its
 Frames leave the host as uint8 (a quarter of the bytes of float32) and are normalised on the device
 at the start of every step (avjax.steps.normalize_inputs, fused by XLA into the first convolution),
 so what models and methods read is float32 (x / 255 - mean) / std.
-With `audio_source='flow'` (UCF101: RGB + optical flow), the audio slot carries the record's 'flow'
-(T0, H, W, 2) uint8 frames instead of a spectrogram: the same frame indices, crop box and flip as the
-RGB frames -> audio (T, S, S, 2) uint8, scaled to flow / bound in [-1, 1] on the device.
+With `audio_source='flow'` (UCF101: RGB + optical flow), the audio slot carries the record's
+'flow' (T0, H, W, 2) uint8 frames instead of a spectrogram: the same frame indices, crop box and
+flip as the RGB frames -> audio (T, S, S, 2) uint8, scaled to flow / bound in [-1, 1] on the device.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from avjax.data.records import RecordSource, fast_source
 from avjax.data.sources import EncodedImages
 
 BYTES = tfds.features.Encoding.BYTES
+ZLIB = tfds.features.Encoding.ZLIB
 
 
 def _jpeg(seed: int) -> bytes:
@@ -33,6 +34,7 @@ FEATURES = tfds.features.FeaturesDict({
     "audio": tfds.features.Tensor(shape=(4, 5), dtype=np.float32, encoding=BYTES),
     "audio16": tfds.features.Tensor(shape=(4, 5), dtype=np.float16, encoding=BYTES),
     "sequence": tfds.features.Tensor(shape=(None, 3), dtype=np.float32, encoding=BYTES),
+    "flow": tfds.features.Tensor(shape=(2, 3, 2), dtype=np.uint8, encoding=ZLIB),
     "frames": tfds.features.Sequence(
         tfds.features.Image(shape=(6, 8, 3), encoding_format="jpeg")),
 })
@@ -46,6 +48,7 @@ def _example(i: int) -> dict:
           "audio": rng.normal(size=(4, 5)).astype(np.float32),
           "audio16": rng.normal(size=(4, 5)).astype(np.float16),
           "sequence": rng.normal(size=(i, 3)).astype(np.float32),  # i = 0: an empty sequence.
+          "flow": rng.integers(0, 256, (2, 3, 2), dtype=np.uint8),
           "frames": [_jpeg(i), _jpeg(i + 10)][:1 + i % 2]}
 
 
