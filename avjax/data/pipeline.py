@@ -150,8 +150,21 @@ def make_transform(icfg: ml_collections.ConfigDict, train: bool,
       time_masks=icfg.time_masks, time_mask_width=icfg.time_mask_width,
       modality_dropout=icfg.modality_dropout, max_audio_frames=icfg.max_audio_frames,
       max_visual_frames=icfg.max_visual_frames,
-      crop_on_device=bool(icfg.get("crop_on_device", False)),
+      crop_on_device=crops_on_device(icfg),
       audio_source=icfg.get("audio_source", "audio"))
+
+
+def crops_on_device(icfg: ml_collections.ConfigDict, backend: str | None = None) -> bool:
+  """`input.crop_on_device`, with None (the default) resolved for `backend` (default: JAX's):
+  on for GPU / TPU, whose step resamples a batch's frames in microseconds while PIL's resample
+  is most of the host's work per example; off on a CPU backend (the dense resample costs more than
+  PIL's there) and for optical flow in the audio slot (cropped on the host with its frames)."""
+  value = icfg.get("crop_on_device")
+  if value is not None:
+    return bool(value)
+  if icfg.get("audio_source", "audio") == "flow":
+    return False
+  return (backend or jax.default_backend()) != "cpu"
 
 
 def steps_per_epoch(plan_length: int, global_batch_size: int) -> int:
@@ -196,13 +209,17 @@ class _LocalBatches:
     return self._transform.batch(records, rngs)
 
 
-def _read_options(num_workers: int) -> grain.ReadOptions:
-  """Batches made in parallel per process: the usable cores shared among the `num_workers` worker
-  processes (or this one), at most 8 threads each (grain's default of 16 threads and 500 buffered
-  elements is sized for examples, not batches), and two batches buffered beyond those in flight
-  (a batch of feature sequences can be ~100 MB)."""
-  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-  threads = max(1, min(8, (cores or 1) // max(1, num_workers)))
+def _read_options(num_workers: int, cores: int | None = None) -> grain.ReadOptions:
+  """Batches made in parallel per process: the usable cores but one (kept for the training loop's
+  thread: step dispatch, or the step itself on a CPU backend) shared among the `num_workers`
+  worker processes (or this one), at least 1 and at most 8 threads each (grain's default of 16
+  threads and 500 buffered elements is sized for examples, not batches), and two batches buffered
+  beyond those in flight (a batch of feature sequences can be ~100 MB). Reading frames is mostly
+  Python under the GIL: on a 2-core host a second reader thread added ~15% OGM-GE examples/s for
+  ~60% more CPU (docs/benchmarks.md), while the step it competes with is far slower."""
+  if cores is None:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  threads = max(1, min(8, ((cores or 1) - 1) // max(1, num_workers)))
   return grain.ReadOptions(num_threads=threads, prefetch_buffer_size=threads + 2)
 
 

@@ -282,6 +282,7 @@ def test_flow_is_scaled_to_its_bound_on_the_device():
     (dict(), "model.audio_encoder='frames'"),
     (dict(audio_encoder="frames"), "audio_channels=2"),
     (dict(audio_encoder="frames", audio_channels=2, spec_augment=True), "spec_augment"),
+    (dict(audio_encoder="frames", audio_channels=2, crop_on_device=True), "crop_on_device"),
 ])
 def test_flow_config_errors_name_the_fix(change, message):
   from avjax.config import validate
@@ -291,6 +292,38 @@ def test_flow_config_errors_name_the_fix(change, message):
     (c.model if key.startswith("audio_") else c.input)[key] = value
   with pytest.raises(ConfigError, match=message):
     validate(c)
+
+
+def test_flow_config_with_automatic_crops_validates():
+  from avjax.config import validate
+  c = base_config()
+  c.input.audio_source = "flow"
+  c.model.audio_encoder, c.model.audio_channels = "frames", 2
+  validate(c)  # crop_on_device=None resolves to off for flow, whatever the backend.
+
+
+@pytest.mark.parametrize("value, source, backend, want", [
+    (None, "audio", "gpu", True), (None, "audio", "tpu", True), (None, "audio", "cpu", False),
+    (None, "flow", "gpu", False), (True, "audio", "cpu", True), (False, "audio", "gpu", False),
+])
+def test_crop_on_device_defaults_to_the_accelerator_backends(value, source, backend, want):
+  from avjax.data.pipeline import crops_on_device
+  icfg = base_config().input
+  icfg.crop_on_device, icfg.audio_source = value, source
+  assert crops_on_device(icfg, backend) is want
+
+
+def test_default_transform_crops_on_the_host_on_this_cpu_backend():
+  assert base_config().input.crop_on_device is None
+  assert not make_transform(base_config().input, train=True).crop_on_device
+
+
+@pytest.mark.parametrize("cores, workers, threads", [
+    (1, 0, 1), (2, 0, 1), (4, 0, 3), (16, 0, 8), (64, 0, 8), (16, 4, 3), (2, 2, 1)])
+def test_reader_threads_leave_a_core_to_the_training_loop(cores, workers, threads):
+  from avjax.data.pipeline import _read_options
+  options = _read_options(workers, cores)
+  assert options.num_threads == threads and options.prefetch_buffer_size == threads + 2
 
 
 def test_frame_encoder_without_flow_is_a_config_error():
