@@ -183,6 +183,11 @@ class ExampleTransform:
         box = full
       flip = self.train and self.flip and rng.random() < 0.5  # Drawn after the box, as always.
       if on_device:
+        if out is not None and out.shape[1:] != stored.shape:
+          raise ValueError(f"input.crop_on_device batches whole frames, but this batch mixes frame "
+                           f"sizes {out.shape[1:3]} and {stored.shape[:2]}: set "
+                           "config.input.crop_on_device=False (crops on the host) or store the "
+                           "dataset's frames at one size (the builders' frame_size).")
         crops.append((box[1], box[0], box[3] - box[1], box[2] - box[0], float(flip)))
         pixels.append(stored)
       elif size != (h, w) or box != full or flip:
