@@ -69,8 +69,9 @@ def test_sigkill_at_random_moments_resumes_identically(tmp_path, data_dir):
                                           "train.num_epochs": 3})
   expected, _ = restore_final_state(str(straight), config)
 
-  # One run SIGKILLed at three random moments (start-up, a step, a save...), each kill landing in
-  # the resumption of the previous one, then resumed to the end: it must match the straight run.
+  # One run SIGKILLed at three random moments (start-up, a step, a save...): the first in a fresh
+  # start, the others in the resumption of the one before (a launch that finishes first leaves the
+  # next a complete run to resume); resumed to the end, it must match the straight run.
   killed = tmp_path / "killed"
   for seed in range(3):
     proc = subprocess.Popen(_command(killed, data_dir), cwd=REPO, env=env,

@@ -183,11 +183,6 @@ class ExampleTransform:
         box = full
       flip = self.train and self.flip and rng.random() < 0.5  # Drawn after the box, as always.
       if on_device:
-        if out is not None and out.shape[1:] != stored.shape:
-          raise ValueError(f"input.crop_on_device batches whole frames, but this batch mixes frame "
-                           f"sizes {out.shape[1:3]} and {stored.shape[:2]}: set "
-                           "config.input.crop_on_device=False (crops on the host) or store the "
-                           "dataset's frames at one size (the builders' frame_size).")
         crops.append((box[1], box[0], box[3] - box[1], box[2] - box[0], float(flip)))
         pixels.append(stored)
       elif size != (h, w) or box != full or flip:
@@ -200,6 +195,8 @@ class ExampleTransform:
       else:
         pixels.append(stored)
       if out is not None:
+        if out.shape[1:] != pixels[-1].shape:
+          raise ValueError(self._mixed_sizes_message(out.shape[1:3], pixels[-1].shape[:2]))
         out[k] = pixels.pop()
       if flow is not None:
         if flow[i].shape[:2] != (h, w):
@@ -211,6 +208,16 @@ class ExampleTransform:
     crops = np.asarray(crops, np.float32) if on_device else None
     flows = None if flow is None else (np.stack(flows) if flow_out is None else flow_out)
     return (np.stack(pixels) if out is None else out), crops, flows
+
+  def _mixed_sizes_message(self, first: tuple[int, ...], other: tuple[int, ...]) -> str:
+    """Why frames of sizes `first` and `other` cannot share a batch, and the setting that fixes it."""
+    if self.train and self.crop_on_device:
+      fix = ("input.crop_on_device batches whole frames: set config.input.crop_on_device=False "
+             "(crops on the host)")
+    else:
+      fix = "frames keep their stored size: set config.input.image_size"
+    return (f"This batch mixes frame sizes {tuple(first)} and {tuple(other)}; {fix}, or store the "
+            "dataset's frames at one size (the builders' frame_size).")
 
   def _size(self, height: int, width: int) -> tuple[int, int]:
     return (self.image_size, self.image_size) if self.image_size else (height, width)

@@ -103,9 +103,12 @@ def test_trainer_runs_with_crops_on_the_device(data_dir, tmp_path):
   assert 0.0 <= result["accuracy"] <= 1.0 and np.isfinite(result["loss"])
 
 
-def test_whole_frames_of_different_sizes_name_the_fix():
-  t = ExampleTransform(train=True, num_frames=1, image_size=8, crop_on_device=True)
+@pytest.mark.parametrize("on_device, image_size, fix", [
+    (True, 8, "crop_on_device=False"), (False, 0, "image_size")])
+def test_frames_of_different_sizes_in_a_batch_name_the_fix(on_device, image_size, fix):
+  t = ExampleTransform(train=True, num_frames=1, image_size=image_size, crop_on_device=on_device,
+                       random_resized_crop=False)
   records = [{"audio": np.zeros((4, 6), np.float32), "frames": np.zeros((1, h, 12, 3), np.uint8),
               "label": 0} for h in (10, 14)]
-  with pytest.raises(ValueError, match="crop_on_device=False"):
+  with pytest.raises(ValueError, match=fix):
     t.batch(records, [np.random.default_rng(i) for i in range(2)])
