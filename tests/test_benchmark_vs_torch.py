@@ -48,3 +48,16 @@ def test_case_options_are_checked():
     vs_torch.load("resnet")
   result = _run("--case", "ogm_ge_cremad", "--opt", "nope=1")
   assert result.returncode != 0 and "takes key=value" in result.stderr
+
+
+def test_torch_layout_avoids_channels_last_where_pytorch_crashes(monkeypatch):
+  import torch
+
+  from vs_torch import common
+  monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+  for capability, expected in (("AVX2", torch.contiguous_format),
+                               ("AVX512", torch.channels_last)):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
+    assert common.torch_layout({"channels_last": True}, "cpu") == expected
+    assert common.torch_layout({"channels_last": False}, "cpu") == torch.contiguous_format
+  assert common.torch_layout({"channels_last": True}, "cuda") == torch.channels_last

@@ -80,7 +80,7 @@ def torch_step(batch: int, opts: dict, compile_: bool, device: str) -> Callable[
   image = torch.from_numpy(data["visual"][:, 0]).to(device).permute(0, 3, 1, 2)
   audio = torch.from_numpy(data["audio"]).to(device).permute(0, 3, 1, 2)
   label = torch.from_numpy(data["label"]).to(device).long()
-  layout = torch.channels_last if opts["channels_last"] else torch.contiguous_format
+  layout = common.torch_layout(opts, device)
   model = model.to(memory_format=layout)
   image, audio = image.contiguous(memory_format=layout), audio.contiguous(memory_format=layout)
   opt = torch.optim.Adam(model.parameters(), lr=config.optimizer.learning_rate)

@@ -17,6 +17,25 @@ def torch_autocast(opts: dict, device: str) -> Any:
   return torch.autocast(device, dtype=torch.bfloat16)
 
 
+def torch_layout(opts: dict, device: str) -> Any:
+  """The PyTorch side's memory format for a convolutional case: channels_last (oneDNN's fast
+  layout) when `opts["channels_last"]`, except on one CPU thread of an AVX2-only CPU.
+
+  There PyTorch 2.13 (oneDNN 3.12) corrupts its heap in the input gradient of a channels_last 1x1
+  stride-2 convolution (the ResNet downsample shortcut): `double free or corruption` or a
+  segfault, seen 2026-11-23; contiguous NCHW runs. Such runs use NCHW and say so.
+  """
+  import torch
+  if not opts["channels_last"]:
+    return torch.contiguous_format
+  if (device == "cpu" and torch.get_num_threads() == 1 and
+      torch.backends.cpu.get_cpu_capability() == "AVX2"):
+    print("  PyTorch side in NCHW: channels_last on one AVX2 thread crashes PyTorch 2.13's oneDNN "
+          "(see scripts/vs_torch/common.py); use 2+ threads to compare channels_last.", flush=True)
+    return torch.contiguous_format
+  return torch.channels_last
+
+
 def avjax_train_step(config: Any, num_classes: int, data: dict[str, np.ndarray],
                      steps_per_epoch: int = 100) -> Callable[[], Any]:
   """The trainer's jitted step (`steps.setup` + `make_train_step`, donated state) on `data`.

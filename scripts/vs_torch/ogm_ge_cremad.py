@@ -12,6 +12,7 @@ NAME = "ogm_ge_cremad"
 DESCRIPTION = " ".join(__doc__.split())
 DEFAULT_BATCHES = (64,)
 OPTIONS = {"frames": 1, "image_size": 224, "widths": (64, 128, 256, 512),
+           "channels_last": True,  # PyTorch side only: channels_last model and inputs.
            "compute_dtype": "float32"}  # 'bfloat16': avjax mixed precision / torch.autocast.
 TINY_OPTS = {"image_size": 32, "widths": (4, 8, 8, 8)}  # --tiny: a seconds-long check run.
 NUM_CLASSES = 6
@@ -49,10 +50,11 @@ def torch_step(batch: int, opts: dict, compile_: bool, device: str) -> Callable[
   torch.manual_seed(0)
   widths = list(opts["widths"])
   s = opts["image_size"]
+  layout = common.torch_layout(opts, device)
   model = ref.AVClassifier(NUM_CLASSES, fusion="concat", widths=widths).to(device)
-  model = model.to(memory_format=torch.channels_last)
+  model = model.to(memory_format=layout)
   opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
-  audio = torch.randn(batch, 1, *AUDIO_SHAPE, device=device).to(memory_format=torch.channels_last)
+  audio = torch.randn(batch, 1, *AUDIO_SHAPE, device=device).to(memory_format=layout)
   visual = torch.randn(batch, 3, opts["frames"], s, s, device=device)
   label = torch.randint(0, NUM_CLASSES, (batch,), device=device)
   d = widths[-1]
