@@ -2,6 +2,10 @@ r"""Runs an experiment: `python -m avjax.main --config configs/X.py[:arg] [--con
 
   --workdir DIR   where checkpoints, metrics.jsonl, TensorBoard events and plots go
                   (default runs/<config.name>). Re-running with the same workdir resumes.
+  --compilation_cache DIR|off
+                  JAX's persistent compilation cache (default $JAX_COMPILATION_CACHE_DIR, else
+                  ~/.cache/avjax/jax): resumes and re-runs load compiled steps instead of
+                  compiling them again.
 
 Bad input (unknown config keys, unknown methods/fusions, impossible combinations, datasets not
 built, non-finite losses) ends with one message that says what is wrong and how to fix it.
@@ -17,12 +21,14 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from avjax import hostmem
+from avjax import compile_cache, hostmem
 from avjax.cli import fail, load_config, parse_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (default runs/<config.name>).")
+_CACHE = flags.DEFINE_string("compilation_cache", compile_cache.default_dir(),
+                             "JAX's persistent compilation cache directory; 'off' to compile anew.")
 
 
 def main(argv: list[str]) -> None:
@@ -32,6 +38,7 @@ def main(argv: list[str]) -> None:
   absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax/grain chatter; avjax logs at INFO.
   logging.getLogger("avjax").setLevel(logging.INFO)
   import jax  # Heavy imports after flag parsing.
+  compile_cache.enable(_CACHE.value)
   from avjax.data.sources import DatasetNotBuiltError
   from avjax.registry import ConfigError
   from avjax.preemption import Preempted

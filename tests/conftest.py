@@ -1,10 +1,22 @@
 """Test setup: 8 simulated CPU devices (set before JAX is imported), absl flags parsed for grain,
-and one session-wide data directory so each tiny synthetic dataset is built once."""
+one session-wide data directory so each tiny synthetic dataset is built once, and one
+session-wide JAX compilation cache so each tiny program is compiled once."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
+# Made by the first process (pytest itself); its xdist workers and the training subprocesses of
+# the tests inherit it, so a program compiled once (the tiny configs recur across files, and the
+# fault-tolerance and preemption tests relaunch one run several times) is loaded afterwards, as
+# `avjax.main`'s cache does for users. Not a user's cache: the suite starts cold every time.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="avjax-tests-jax-cache-")
+  atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], True)
+  os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(1 << 30))  # Eviction's file lock.
 
 import pytest  # noqa: E402
 from absl import flags  # noqa: E402

@@ -47,11 +47,13 @@ def test_dataset_not_built_names_the_build_command(tmp_path):
 
 
 def test_demo_smoke_end_to_end_and_resume(tmp_path, data_dir):
-  workdir = tmp_path / "demo"
+  workdir, cache = tmp_path / "demo", tmp_path / "jax_cache"
   args = ("--config", "configs/demo.py:smoke", f"--config.dataset.data_dir={data_dir}",
-          f"--workdir={workdir}")
+          f"--workdir={workdir}", f"--compilation_cache={cache}")
   first = _main(*args)
   assert first.returncode == 0, first.stderr[-3000:]
+  steps = {name.split("-")[0] for name in os.listdir(cache) if name.endswith("-cache")}
+  assert {"jit_train_step", "jit_eval_step"} <= steps, sorted(os.listdir(cache))
   rows = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
   val = [r for r in rows if r["split"] == "val"]
   assert len(val) == 2
