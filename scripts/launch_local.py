@@ -19,6 +19,8 @@ import subprocess
 import sys
 import threading
 
+_DEVICE_COUNT = "--xla_force_host_platform_device_count"
+
 
 def _free_port() -> int:
   with socket.socket() as s:
@@ -32,11 +34,18 @@ def _pump(stream, prefix: str, out) -> None:
     out.flush()
 
 
+def _with_device_count(xla_flags: str, devices: int) -> str:
+  """`xla_flags` (the caller's other XLA options kept) simulating `devices` CPU devices."""
+  kept = [f for f in xla_flags.split() if not f.startswith(f"{_DEVICE_COUNT}=")]
+  return " ".join(kept + [f"{_DEVICE_COUNT}={devices}"])
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("-n", "--num_processes", type=int, default=2)
   parser.add_argument("--devices_per_process", type=int, default=0,
-                      help="Simulated CPU devices per process (0: leave XLA_FLAGS alone).")
+                      help="Simulated CPU devices per process (0: leave the device count alone; "
+                           "other XLA_FLAGS are kept either way).")
   parser.add_argument("--port", type=int, default=0, help="Coordinator port (0: pick a free one).")
   parser.add_argument("command", nargs=argparse.REMAINDER)
   args = parser.parse_args(argv)
@@ -48,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
   for i in range(args.num_processes):
     env = dict(os.environ)
     if args.devices_per_process:
-      env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices_per_process}"
+      env["XLA_FLAGS"] = _with_device_count(env.get("XLA_FLAGS", ""), args.devices_per_process)
     cmd = command + [f"--config.mesh.coordinator_address={address}",
                      f"--config.mesh.num_processes={args.num_processes}",
                      f"--config.mesh.process_id={i}"]

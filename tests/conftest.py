@@ -1,14 +1,16 @@
-"""Test setup: 8 simulated CPU devices (set before JAX is imported), absl flags parsed for grain,
-one session-wide data directory so each tiny synthetic dataset is built once, and one
-session-wide JAX compilation cache so each tiny program is compiled once."""
+"""Test setup: 8 simulated CPU devices and fast-compiling XLA options (set before JAX is imported;
+tests/xla_env.py), absl flags parsed for grain, one session-wide data directory so each tiny
+synthetic dataset is built once, and one session-wide JAX compilation cache so each tiny program
+is compiled once."""
 
 import atexit
 import os
 import shutil
 import tempfile
 
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                           " --xla_force_host_platform_device_count=8").strip()
+from tests.xla_env import xla_flags  # Imports no JAX.
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + xla_flags(devices=8)).strip()
 # Made by the first process (pytest itself); its xdist workers and the training subprocesses of
 # the tests inherit it, so a program compiled once (the tiny configs recur across files, and the
 # fault-tolerance and preemption tests relaunch one run several times) is loaded afterwards, as

@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+from tests.xla_env import subprocess_env
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "scripts", "benchmark.py")
 
@@ -19,8 +21,7 @@ TINY = ("--config.model.widths=(4,8,8,8)", "--config.input.image_size=16",
 
 
 def _benchmark(*args: str, devices: int = 2) -> subprocess.CompletedProcess:
-  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-             JAX_PLATFORMS="cpu")
+  env = subprocess_env(devices=devices, JAX_PLATFORMS="cpu")
   return subprocess.run([sys.executable, SCRIPT, *args], cwd=REPO, env=env, capture_output=True,
                         text=True, timeout=300)
 

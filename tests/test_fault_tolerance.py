@@ -12,6 +12,7 @@ import numpy as np
 
 from avjax.train import train_and_evaluate
 from tests.helpers import demo_smoke_config, restore_final_state, tiny_config
+from tests.xla_env import subprocess_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -58,7 +59,7 @@ def _command(workdir, data_dir):
 
 
 def test_sigkill_at_random_moments_resumes_identically(tmp_path, data_dir):
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env = subprocess_env()
   straight = tmp_path / "straight"
   tic = time.monotonic()
   done = subprocess.run(_command(straight, data_dir), cwd=REPO, env=env, capture_output=True,

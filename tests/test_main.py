@@ -7,11 +7,13 @@ import sys
 
 import pytest
 
+from tests.xla_env import subprocess_env
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _main(*args: str) -> subprocess.CompletedProcess:
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env = subprocess_env()
   return subprocess.run([sys.executable, "-m", "avjax.main", *args], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=600)
 
@@ -53,7 +55,9 @@ def test_demo_smoke_end_to_end_and_resume(tmp_path, data_dir):
   first = _main(*args)
   assert first.returncode == 0, first.stderr[-3000:]
   steps = {name.split("-")[0] for name in os.listdir(cache) if name.endswith("-cache")}
-  assert {"jit_train_step", "jit_eval_step"} <= steps, sorted(os.listdir(cache))
+  # JAX stores programs that took over a second to compile: the train step. (The smoke eval step
+  # compiles in less under the suite's fast-compile XLA flags, so it may not be stored.)
+  assert "jit_train_step" in steps, sorted(os.listdir(cache))
   rows = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
   val = [r for r in rows if r["split"] == "val"]
   assert len(val) == 2

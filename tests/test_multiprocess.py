@@ -9,6 +9,7 @@ import jax
 import numpy as np
 
 from tests.helpers import demo_smoke_config, restore_final_state
+from tests.xla_env import subprocess_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -33,7 +34,7 @@ def _val_rows(workdir):
 
 def test_two_processes_match_one_process(tmp_path, data_dir):
   single, multi = tmp_path / "single", tmp_path / "multi"
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+  env = subprocess_env(devices=8)
   one = subprocess.run([sys.executable, *_train_args(single, data_dir)], cwd=REPO, env=env,
                        capture_output=True, text=True, timeout=600)
   assert one.returncode == 0, one.stderr[-3000:]
@@ -62,3 +63,12 @@ def test_two_processes_match_one_process(tmp_path, data_dir):
   assert len(leaves_a) == len(leaves_b) > 10
   for x, y in zip(leaves_a, leaves_b):
     np.testing.assert_allclose(x, y, rtol=1e-3, atol=1e-4)  # A data bug moves params ~1e-3.
+
+
+def test_launcher_keeps_other_xla_flags_and_sets_the_device_count():
+  sys.path.insert(0, os.path.join(REPO, "scripts"))
+  import launch_local
+  flags = "--xla_backend_optimization_level=0 --xla_force_host_platform_device_count=8"
+  assert launch_local._with_device_count(flags, 4) == (
+      "--xla_backend_optimization_level=0 --xla_force_host_platform_device_count=4")
+  assert launch_local._with_device_count("", 2) == "--xla_force_host_platform_device_count=2"

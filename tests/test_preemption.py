@@ -9,6 +9,8 @@ import sys
 import threading
 import time
 
+from tests.xla_env import subprocess_env
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -17,10 +19,6 @@ def _command(workdir, data_dir, *extra):
           f"--config.dataset.data_dir={data_dir}", f"--workdir={workdir}",
           "--config.model.widths=(4,8,8,8)", "--config.input.image_size=16",
           "--config.train.num_epochs=4", "--config.train.log_every_steps=1", *extra]
-
-
-def _env():
-  return {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
 
 
 def _rows(workdir):
@@ -32,11 +30,11 @@ def _rows(workdir):
 
 def test_sigterm_checkpoints_and_resume_is_identical(tmp_path, data_dir):
   straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
-  done = subprocess.run(_command(straight, data_dir), cwd=REPO, env=_env(), capture_output=True,
-                        text=True, timeout=600)
+  done = subprocess.run(_command(straight, data_dir), cwd=REPO, env=subprocess_env(),
+                        capture_output=True, text=True, timeout=600)
   assert done.returncode == 0, done.stderr[-3000:]
 
-  proc = subprocess.Popen(_command(interrupted, data_dir), cwd=REPO, env=_env(),
+  proc = subprocess.Popen(_command(interrupted, data_dir), cwd=REPO, env=subprocess_env(),
                           stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
   seen = threading.Event()
   err = []
@@ -57,7 +55,7 @@ def test_sigterm_checkpoints_and_resume_is_identical(tmp_path, data_dir):
   assert "Stopped by a preemption signal" in stderr, stderr[-3000:]
   assert os.listdir(interrupted / "checkpoints")
 
-  resumed = subprocess.run(_command(interrupted, data_dir), cwd=REPO, env=_env(),
+  resumed = subprocess.run(_command(interrupted, data_dir), cwd=REPO, env=subprocess_env(),
                            capture_output=True, text=True, timeout=600)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert "Resuming from step" in resumed.stderr

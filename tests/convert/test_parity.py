@@ -22,6 +22,7 @@ from avjax.convert import nnx_to_state_dict, state_dict_to_nnx  # noqa: E402
 from avjax.convert.resnet_av import to_torch, torch_name  # noqa: E402
 from avjax.models.classifier import AVClassifier  # noqa: E402
 from tests.convert import torch_reference as ref  # noqa: E402
+from tests.xla_env import subprocess_env  # noqa: E402
 
 torch.set_num_threads(1)  # Tiny models: threads only contend with JAX's on a small CPU.
 
@@ -143,7 +144,7 @@ def test_train_gradients_match(case):
 
 
 def _cli(module: str, *args: str) -> subprocess.CompletedProcess:
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env = subprocess_env()
   result = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]

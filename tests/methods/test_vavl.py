@@ -23,6 +23,7 @@ from avjax.registry import ConfigError
 from avjax.steps import setup
 from avjax.state import ModelFns
 from tests.helpers import restore_final_state
+from tests.xla_env import subprocess_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = dict(inputs="features", audio_dim=12, visual_dim=10, proj_dim=6, dim=8, heads=2,
@@ -231,7 +232,7 @@ def load_smoke_config(data_dir: str) -> ml_collections.ConfigDict:
 def test_vavl_msp_smoke_through_main(tmp_path, data_dir):
   """configs/vavl_msp.py:smoke via `python -m avjax.main` (dropout off: a cheaper compile)."""
   workdir = tmp_path / "vavl"
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env = subprocess_env()
   result = subprocess.run(
       [sys.executable, "-m", "avjax.main", "--config", "configs/vavl_msp.py:smoke",
        f"--config.dataset.data_dir={data_dir}", f"--workdir={workdir}",
