@@ -7,6 +7,7 @@ from avjax.methods import mmcosine  # noqa: F401  (registers)
 from avjax.methods import ogm  # noqa: F401  (registers)
 from avjax.methods import valuation  # noqa: F401  (registers)
 from avjax.methods import vat  # noqa: F401  (registers)
+from avjax.methods import vat_finetune  # noqa: F401  (registers)
 from avjax.methods import vavl  # noqa: F401  (registers)
 from avjax.methods.base import METHODS, Method, StepContext, cross_entropy
 
