@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from typing import Any, NoReturn
 
 from absl import flags
+from ml_collections import config_flags
+
+from avjax.config import with_method
+from avjax.registry import ConfigError
 
 
 def fail(message: str) -> NoReturn:
@@ -33,13 +38,48 @@ def parse_flags(argv: list[str]) -> list[str]:
 def load_config(config_flag: Any) -> Any:
   """The ConfigDict behind a `config_flags.DEFINE_config_file` flag, or a one-line error.
 
-  The config file loads lazily: a missing file only fails when the value is first used.
+  The config file loads lazily: a missing file only fails when the value is first used. When the
+  command line picks another method than the file (`--config.method.name=...`), the file's settings
+  for its own method are dropped (those also given on the command line stay): the new method starts
+  from its defaults instead of reading another method's values under shared names such as `alpha`.
   """
-  if not flags.FLAGS[config_flag.name].present:
+  flag = flags.FLAGS[config_flag.name]
+  if not flag.present:
     fail(f"--{config_flag.name} is required, e.g. --{config_flag.name} configs/demo.py")
   try:
     config = config_flag.value
     _ = config.name
   except OSError as e:
     fail(" ".join(str(e).split()[-12:]).strip() + "\nCheck the --config path.")
+  overrides = config_flags.get_override_values(flag)
+  if "method.name" in overrides:
+    try:
+      config = method_from_command_line(config, file_method(flag.config_filename), overrides)
+    except ConfigError as e:
+      fail(str(e))
   return config
+
+
+def file_method(filename: str) -> str:
+  """config.method.name as the config file `path[:arg]` itself sets it."""
+  path, _, arg = filename.partition(":")
+  spec = importlib.util.spec_from_file_location("_avjax_config_file", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return (module.get_config(arg) if arg else module.get_config()).method.name
+
+
+def method_from_command_line(config: Any, file_method_name: str, overrides: dict[str, Any]) -> Any:
+  """`config` for the method the command line chose, without the file's settings for another one."""
+  name = config.method.name
+  if name == file_method_name:
+    return config
+  given = [k.split(".", 1)[1] for k in overrides if k.startswith("method.") and k != "method.name"]
+  switched = with_method(config, name, keep=given)
+  dropped = {k: config.method[k] for k in config.method.keys() if k not in switched.method}
+  if dropped:
+    settings = ", ".join(f"{k}={v!r}" for k, v in sorted(dropped.items()))
+    print(f"avjax: method {name!r} from the command line replaces the config file's "
+          f"{file_method_name!r}; the file's settings for it ({settings}) are not used.",
+          file=sys.stderr)
+  return switched

@@ -6,6 +6,9 @@ Every `configs/*.py` calls `base_config()` and edits values; the tree is locked,
 
 from __future__ import annotations
 
+import copy
+from typing import Iterable
+
 import ml_collections
 from ml_collections import config_dict
 
@@ -149,8 +152,14 @@ _ONE_OF = {
 }
 
 
-def validate(c: ml_collections.ConfigDict) -> None:
-  """Checks what can be checked before any data is read or anything compiled."""
+# Where each model takes recomputation in the backward pass (activation memory for compute).
+REMAT_KEYS = {"av_resnet": "model.remat", "vavl": "model.vavl.remat", "vat": "model.vat.remat",
+              "vat_classifier": "model.vat.remat"}
+
+
+def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Checks what can be checked before any data is read or anything compiled; returns the config
+  to run: `with_method(c)`, i.e. config.method with the chosen method's settings only."""
   for key, allowed in _ONE_OF.items():
     section, name = key.split(".")
     value = c[section][name]
@@ -160,6 +169,13 @@ def validate(c: ml_collections.ConfigDict) -> None:
     raise ConfigError("config.train.grad_accum_steps must be >= 1 (1: no accumulation).")
   if c.train.batch_size < 1 or c.train.num_epochs < 0:
     raise ConfigError("config.train.batch_size must be >= 1 and config.train.num_epochs >= 0.")
+  positive = ("log_every_steps", "eval_every_epochs", "checkpoint_every_epochs", "keep_checkpoints")
+  for key in positive:
+    if c.train[key] < 1:
+      raise ConfigError(f"config.train.{key}={c.train[key]!r} must be >= 1 (the last epoch is "
+                        "always evaluated and checkpointed: a large interval skips the others).")
+  if c.train.checkpoint_every_steps < 0:
+    raise ConfigError("config.train.checkpoint_every_steps must be >= 0 (0: at epoch ends only).")
   low, high = c.input.crop_scale
   if not 0 < low <= high <= 1:
     raise ConfigError(f"config.input.crop_scale={tuple(c.input.crop_scale)} must satisfy "
@@ -168,11 +184,51 @@ def validate(c: ml_collections.ConfigDict) -> None:
   from avjax import methods, models  # Late import: registries fill on import.
   models.MODELS.get(c.model.name)
   if c.model.remat and c.model.name != "av_resnet":
-    raise ConfigError(f"config.model.remat is for the av_resnet model; {c.model.name!r} takes "
-                      f"recomputation in its own section (config.model.{c.model.name}.remat) "
-                      "where it has one (vavl, vat).")
+    key = REMAT_KEYS.get(c.model.name)
+    raise ConfigError("config.model.remat is for the av_resnet model; "
+                      + (f"{c.model.name!r} takes recomputation as config.{key}."
+                         if key else f"{c.model.name!r} has no recomputation option."))
   models.check_fusion(c.model.fusion)
-  methods.METHODS.get(c.method.name).validate(c)
+  blocks = _method_blocks(c)
+  sections = [("config.method", c.method.name, set(c.method.keys()) - {"name", *blocks})]
+  sections += [(f"config.method.{name}", name, set(block.keys())) for name, block in blocks.items()]
+  for where, name, keys in sections:
+    takes = methods.METHODS.get(name).defaults
+    unknown = sorted(keys - set(takes))
+    if unknown:
+      raise ConfigError(f"{where} has key(s) {unknown} that method {name!r} does not take; its "
+                        f"settings are {sorted(takes)} (defaults where unset).")
+  run = with_method(c)
+  methods.METHODS.get(run.method.name).validate(run)
+  return run
+
+
+def _method_blocks(c: ml_collections.ConfigDict) -> dict[str, ml_collections.ConfigDict]:
+  """config.method.<method name> sections: settings used only when that method runs."""
+  return {k: v for k, v in c.method.items() if isinstance(v, (dict, ml_collections.ConfigDict))}
+
+
+def with_method(c: ml_collections.ConfigDict, name: str | None = None,
+                keep: Iterable[str] | None = None) -> ml_collections.ConfigDict:
+  """A copy of `c` that runs method `name` (default: config.method.name) with its own settings only.
+
+  config.method holds the chosen method's settings as keys; a config may also carry other methods'
+  settings, each under config.method.<method name> (configs/compare_balancing.py runs several
+  methods from one file). The copy keeps the top-level settings in `keep` (default: all that `name`
+  takes), adds those under config.method.<name>, and drops every other method's section.
+  """
+  from avjax import methods  # Late import: the registry fills on import.
+  name = name or c.method.name
+  keep = set(methods.METHODS.get(name).defaults if keep is None else keep)
+  blocks = _method_blocks(c)
+  out = copy.deepcopy(c)
+  with out.unlocked():
+    for key in [k for k in out.method.keys() if k != "name" and (k in blocks or k not in keep)]:
+      del out.method[key]
+    out.method.name = name
+    for key, value in blocks.get(name, {}).items():
+      out.method[key] = value
+  return out
 
 
 def _check_audio_source(c: ml_collections.ConfigDict) -> None:

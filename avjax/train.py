@@ -39,9 +39,11 @@ class NonFiniteLossError(RuntimeError):
 
 # Keys that may change between a run and its resumption (they do not change the computation).
 _RESUMABLE_CHANGES = ("train.num_epochs", "train.progress", "train.log_every_steps",
-                      "train.eval_every_epochs", "input.num_workers", "mesh.distributed",
-                      "mesh.coordinator_address", "mesh.num_processes", "mesh.process_id",
-                      "dataset.data_dir", "name")
+                      "train.eval_every_epochs", "train.checkpoint_every_steps",
+                      "train.checkpoint_every_epochs", "train.keep_checkpoints",
+                      "train.best_metric",
+                      "input.num_workers", "mesh.distributed", "mesh.coordinator_address",
+                      "mesh.num_processes", "mesh.process_id", "dataset.data_dir", "name")
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
@@ -97,7 +99,7 @@ def batch_plan(config: ml_collections.ConfigDict, train_examples: int,
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains (or resumes) the configured experiment in `workdir`; returns the final test metrics
   (validation metrics when there is no test split)."""
-  config_lib.validate(config)
+  config = config_lib.validate(config)
   sharding.maybe_initialize_distributed(config.mesh)
   mesh = sharding.make_mesh(config.mesh)
   is_chief = jax.process_index() == 0
@@ -189,7 +191,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           history.extend(_check_finite(window, config, epoch, checkpointer))
           bar.set_postfix(loss=f"{_mean_metrics(window)['loss']:.4f}")
           window = []
-        preempted = (at_log or jax.process_count() == 1) and watcher.requested()
+        # Processes agree on stopping (a collective) at log intervals and epoch ends; alone: always.
+        agreed = at_log or step_in_epoch == epoch_steps or jax.process_count() == 1
+        preempted = agreed and watcher.requested()
         periodic = (tc.checkpoint_every_steps and host_step % tc.checkpoint_every_steps == 0
                     and step_in_epoch < epoch_steps)  # The epoch end saves its own.
         if preempted or periodic:
@@ -217,6 +221,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         val_metrics = evaluate(config.dataset.val_split, epoch)
         writer.write(step, epoch, "val", val_metrics)
         log.info("epoch %d val: %s", epoch + 1, _brief(val_metrics))
+        if tc.best_metric not in val_metrics:  # A misspelt name would never rank a checkpoint.
+          checkpointer.wait()
+          raise ConfigError(f"config.train.best_metric={tc.best_metric!r} is not a validation "
+                            f"metric of this run; use one of {sorted(val_metrics)} (the run "
+                            "resumes with the corrected name).")
       if ((epoch + 1) % tc.checkpoint_every_epochs == 0 or last) and step not in checkpointer.steps():
         checkpointer.save(step, state, {"epoch": epoch + 1, "step_in_epoch": 0}, val_metrics)
       start_step = 0

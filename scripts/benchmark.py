@@ -70,7 +70,7 @@ def run_benchmark(config: Any, *, steps: int, warmup: int, pipeline_batches: int
   if steps < 1 or warmup < 0 or pipeline_batches < 1 or pipeline_warmup < 1:
     raise ConfigError("--steps, --pipeline_batches and --pipeline_warmup must be >= 1 and "
                       "--warmup >= 0.")
-  config_lib.validate(config)
+  config = config_lib.validate(config)
   sharding.maybe_initialize_distributed(config.mesh)
   mesh = sharding.make_mesh(config.mesh)
   tc, dc = config.train, config.dataset

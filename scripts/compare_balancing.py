@@ -5,16 +5,15 @@ r"""Runs several balancing methods under one config and prints their fused / aud
       --methods baseline,ogm_ge --config.train.num_epochs=3
 
 Each method trains through `avjax.train.train_and_evaluate` in its own workdir `<root>/<method>`, with
-everything but `config.method.name` equal (seed, model, data order, number of steps). Re-running
+everything but the method equal (seed, model, data order, number of steps): the config carries every
+method's settings and each run keeps only its own (`avjax.config.with_method`). Re-running
 resumes / reuses finished runs. The table shows the final test metrics each run wrote to its
 metrics.jsonl.
 """
 
 from __future__ import annotations
 
-import copy
 import os
-import sys
 from typing import Sequence
 
 from absl import app, flags
@@ -22,6 +21,8 @@ from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from avjax import writers
+from avjax.cli import fail, parse_flags
+from avjax.config import with_method
 
 DEFAULT_METHODS = ("baseline", "ogm", "ogm_ge", "mmcosine")
 COLUMNS = ("accuracy", "accuracy_audio", "accuracy_visual", "macro_f1")
@@ -38,15 +39,15 @@ def final_metrics(workdir: str) -> dict[str, float]:
 
 
 def compare(config, root: str, methods: Sequence[str] = DEFAULT_METHODS) -> dict[str, dict]:
-  """Trains every method with `config` (only method.name changed) in `<root>/<method>`.
+  """Trains every method with `config` (the method and its own settings changed) in
+  `<root>/<method>`.
 
   Returns {method: final metrics} (see `final_metrics`).
   """
   from avjax.train import train_and_evaluate
   results = {}
   for method in methods:
-    run = copy.deepcopy(config)
-    run.method.name = method
+    run = with_method(config, method)
     run.name = f"{config.name}_{method}"
     workdir = os.path.join(root, method)
     train_and_evaluate(run, workdir)
@@ -67,14 +68,20 @@ def format_table(results: dict[str, dict], columns: Sequence[str] = COLUMNS) -> 
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
-    sys.exit(f"unexpected arguments {argv[1:]}")
+    fail(f"unexpected arguments {argv[1:]}")
   absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax / grain chatter, as avjax.main.
-  from avjax.methods import METHODS  # After flag parsing: heavy imports.
+  from avjax.data.sources import DatasetNotBuiltError  # After flag parsing: heavy imports.
+  from avjax.methods import METHODS
+  from avjax.registry import ConfigError
+  from avjax.train import NonFiniteLossError
   unknown = [m for m in flags.FLAGS.methods if m not in METHODS]
   if unknown:
-    sys.exit(f"unknown method(s) {unknown}; known: {METHODS.names()}")
+    fail(f"unknown method(s) {unknown}; known: {METHODS.names()}")
   config = flags.FLAGS.config
-  results = compare(config, flags.FLAGS.root, flags.FLAGS.methods)
+  try:
+    results = compare(config, flags.FLAGS.root, flags.FLAGS.methods)
+  except (ConfigError, DatasetNotBuiltError, NonFiniteLossError) as e:
+    fail(str(e))
   print(f"\n{config.dataset.name}/{config.dataset.config}, seed {config.seed}, "
         f"{config.train.num_epochs} epochs; final test metrics:")
   print(format_table(results))
@@ -91,4 +98,4 @@ def define_flags() -> None:
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from avjax import cli
 from avjax import config as config_lib
 from avjax.registry import ConfigError
 
@@ -47,6 +48,9 @@ def test_base_config_is_locked_against_typos():
     ("model", "name", "nope", "Unknown model 'nope'"),
     ("optimizer", "schedule", "linear", "optimizer.schedule"),
     ("train", "nonfinite", "ignore", "train.nonfinite"),
+    ("train", "eval_every_epochs", 0, "eval_every_epochs=0 must be >= 1"),
+    ("train", "checkpoint_every_epochs", 0, "checkpoint_every_epochs=0 must be >= 1"),
+    ("train", "checkpoint_every_steps", -1, "checkpoint_every_steps must be >= 0"),
     ("input", "crop_scale", (0.0, 1.0), "crop_scale"),
 ])
 def test_validation_errors_name_the_problem(section, key, value, match):
@@ -54,3 +58,59 @@ def test_validation_errors_name_the_problem(section, key, value, match):
   config[section][key] = value
   with pytest.raises(ConfigError, match=match):
     config_lib.validate(config)
+
+
+def test_method_settings_are_checked_against_the_method():
+  config = config_lib.base_config()
+  config.method.name = "ogm_ge"
+  config.method.alpha = 0.1
+  assert config_lib.validate(config).method.alpha == 0.1
+  config.method.part_ratio = 0.2  # A valuation setting: OGM-GE would silently ignore it.
+  with pytest.raises(ConfigError, match=r"config.method has key\(s\) \['part_ratio'\] that method "
+                     r"'ogm_ge' does not take; its settings are \['alpha', 'modulation_ends'"):
+    config_lib.validate(config)
+
+
+def test_sections_carry_other_methods_settings():
+  config = _load("compare_balancing.py").get_config()
+  assert config_lib.validate(config).method.to_dict() == {"name": "baseline"}
+  runs = {m: config_lib.with_method(config, m).method.to_dict() for m in ("ogm_ge", "mmcosine")}
+  assert runs["ogm_ge"] == {"name": "ogm_ge", "alpha": 0.8, "modulation_starts": 0,
+                            "modulation_ends": 1_000_000}
+  assert runs["mmcosine"] == {"name": "mmcosine", "scaling": 5.0, "nce_weight": 0.0,
+                              "nce_temperature": 0.1}
+  config.method.name = "mmcosine"
+  assert config_lib.validate(config).method.scaling == 5.0  # The chosen method's section.
+  config.method.mmcosine.scalling = 10.0
+  with pytest.raises(ConfigError, match=r"config.method.mmcosine has key\(s\) \['scalling'\]"):
+    config_lib.validate(config)
+
+
+def test_switching_method_on_the_command_line_drops_the_files_settings():
+  path = os.path.join(CONFIG_DIR, "valuation_modality_ucf101.py")
+  assert cli.file_method(path + ":smoke") == "valuation_modality"
+  config = _load("valuation_modality_ucf101.py").get_config("smoke")
+  config.method.name = "ogm_ge"
+  # Valuation's alpha (1.0, the re-sampling strength) must not become OGM-GE's alpha (default 0.8).
+  run = cli.method_from_command_line(config, "valuation_modality", {"method.name": "ogm_ge"})
+  assert run.method.to_dict() == {"name": "ogm_ge"}
+  config_lib.validate(run)
+  run = cli.method_from_command_line(config, "valuation_modality",
+                                     {"method.name": "ogm_ge", "method.alpha": 1.0})
+  assert run.method.to_dict() == {"name": "ogm_ge", "alpha": 1.0}  # Given on the command line.
+  config.method.name = "valuation_modality"  # The file's own method: nothing changes.
+  assert cli.method_from_command_line(config, "valuation_modality",
+                                      {"method.name": "valuation_modality"}) is config
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("init", "torch", "init"),
+    ("fusion_kwargs", {"form": "symmetric"}, "form"),
+])
+def test_model_values_the_constructor_refuses_are_config_errors(key, value, match):
+  from avjax.models import build_model  # pylint: disable=import-outside-toplevel
+  config = config_lib.base_config()
+  config.model.fusion = "film"
+  config.model[key] = value
+  with pytest.raises(ConfigError, match=f"do not fit model 'av_resnet'.*{match}"):
+    build_model(config, 6)

@@ -116,7 +116,7 @@ def convert_checkpoint(checkpoint: str, config: ml_collections.ConfigDict, workd
 
   workdir = os.path.abspath(workdir)
   _check_workdir(workdir)
-  config_lib.validate(config)
+  config = config_lib.validate(config)
   from avjax.convert import vavl  # pylint: disable=import-outside-toplevel
   # VAVL: the reference's model folder (one .pt per module) or one state dict of all modules.
   is_vavl = config.model.name == "vavl"

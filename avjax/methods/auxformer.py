@@ -53,6 +53,7 @@ class AuxFormerMethod(emotion.EmotionMethod):
   """Mean of the main and auxiliary task losses; per-batch modality dropout."""
 
   MODE_KEYS = {"": "logits", "_audio": "logits_audio_only", "_visual": "logits_visual_only"}
+  defaults = {**emotion.EmotionMethod.defaults, **DEFAULTS}
 
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)

@@ -100,8 +100,16 @@ class Method:
   Subclasses override the pieces they change. `config` is the whole experiment config.
   """
 
+  # The config.method keys the method reads (besides 'name'), with the values it uses when a config
+  # leaves them out; `avjax.config.validate` rejects any other key. Subclasses extend it.
+  defaults: dict[str, Any] = {"value_fn": "size"}
+
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
+
+  def setting(self, key: str) -> Any:
+    """config.method.<key>, or the method's default when the config leaves it out."""
+    return self.config.method.get(key, self.defaults[key])
 
   @classmethod
   def validate(cls, config: ml_collections.ConfigDict) -> None:
@@ -196,7 +204,7 @@ class Method:
     if "num_classes" in self.model_overrides():
       return {}
     return valuation.eval_contributions(model, output, batch,
-                                        self.config.method.get("value_fn", "size"))
+                                        self.setting("value_fn"))
 
   def eval_report(self, predictions: dict[str, np.ndarray]) -> dict[str, float]:
     """Split-level metrics from the whole split's per-example predictions (host, numpy): the

@@ -96,6 +96,8 @@ def _picture_pass(model: nnx.Module, inputs: dict[str, jax.Array]) -> dict[str, 
 class CMVQVAEMethod(Method):
   """Reconstruction + classification + VQ + mask-regulariser objective (module docstring)."""
 
+  defaults = {**Method.defaults, **DEFAULTS}
+
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)
     self.mask_weight = float(setting(config, "mask_weight"))

@@ -205,6 +205,7 @@ class EmotionMethod(Method):
   """
 
   MODE_KEYS = {"": "logits", "_audio": "logits_audio", "_visual": "logits_visual"}
+  defaults = {**Method.defaults, "task": "categorical"}
 
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)

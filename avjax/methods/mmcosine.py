@@ -82,6 +82,8 @@ def nce_loss(a: jax.Array, v: jax.Array, labels: jax.Array, temperature: float =
 class MMCosine(Method):
   """Cosine logits per modality (scale s), cross-entropy on their sum, optional NCE alignment term."""
 
+  defaults = {**Method.defaults, **DEFAULTS}
+
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)
     self.scaling = float(setting(config, "scaling"))

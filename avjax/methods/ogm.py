@@ -126,6 +126,8 @@ def modulate_grads(grads: Any, coeffs: dict[str, jax.Array], rng: jax.Array | No
 class OGM(Method):
   """OGM: cross-entropy; the dominant modality's encoder conv gradients scaled by k (see module)."""
 
+  defaults = {**Method.defaults, **DEFAULTS}
+
   noise = False
 
   def __init__(self, config: ml_collections.ConfigDict):

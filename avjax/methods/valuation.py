@@ -171,7 +171,7 @@ def _model_class(config: ml_collections.ConfigDict, method: type[Method]) -> typ
 class ValuationResampling(Method):
   """Shared by both levels: warm-up, valuation passes, epoch-counted learning rate."""
 
-  defaults: dict[str, Any] = COMMON
+  defaults: dict[str, Any] = {**Method.defaults, **COMMON}
 
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)
@@ -179,16 +179,8 @@ class ValuationResampling(Method):
     self.value_fn = str(self.setting("value_fn"))
     self.valuation_fn = valuation.make_valuation_fn(self.value_fn)  # One object: one compile.
 
-  def setting(self, key: str) -> Any:
-    return self.config.method.get(key, self.defaults[key])
-
   @classmethod
   def validate(cls, config: ml_collections.ConfigDict) -> None:
-    name = config.method.name
-    unknown = sorted(set(config.method.keys()) - set(cls.defaults) - {"name"})
-    if unknown:
-      raise ConfigError(f"config.method has keys {unknown} that method {name!r} does not take; "
-                        f"its settings are {sorted(cls.defaults)}.")
     get = lambda k: config.method.get(k, cls.defaults[k])
     warmup = get("warmup_epochs")
     if not isinstance(warmup, int) or warmup < 1:
@@ -200,7 +192,7 @@ class ValuationResampling(Method):
                         f"{valuation.VALUE_FNS} ('size': v(S) = |S| 1[correct], the paper repo; "
                         "'correct': v(S) = 1[correct], BalanceBenchmark).")
     if not valuation.supports_valuation(_model_class(config, cls)):
-      raise ConfigError(f"method {name!r} valuates modalities through the model's encode / fuse "
+      raise ConfigError(f"method {config.method.name!r} valuates modalities through the model's encode / fuse "
                         f"split, which model {config.model.name!r} does not have; use a classifier "
                         "model such as 'av_resnet'.")
 
@@ -279,7 +271,7 @@ class SampleLevel(ValuationResampling):
 class ModalityLevel(ValuationResampling):
   """Modality-level re-sampling: valuate a subset, add copies training the weaker modality."""
 
-  defaults = {**COMMON, **MODALITY_LEVEL}
+  defaults = {**Method.defaults, **COMMON, **MODALITY_LEVEL}
 
   @classmethod
   def validate(cls, config: ml_collections.ConfigDict) -> None:

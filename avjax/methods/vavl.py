@@ -101,6 +101,8 @@ class StepResult(NamedTuple):
 class VAVLMethod(emotion.EmotionMethod):
   """Three steps per batch (visual, acoustic, fusion), per-module optimizer states."""
 
+  defaults = {**emotion.EmotionMethod.defaults, **DEFAULTS}
+
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)
     weight = config.method.get("recon_weight", DEFAULTS["recon_weight"])
