@@ -51,14 +51,15 @@ def main(argv: list[str]) -> None:
   except jax.errors.JaxRuntimeError as e:
     if "RESOURCE_EXHAUSTED" not in str(e) and "out of memory" not in str(e).lower():
       raise
+    from avjax.config import REMAT_KEYS
     bs, k = config.train.batch_size, config.train.grad_accum_steps
-    name = config.model.name
-    remat = ({"av_resnet": "--config.model.remat=True", "vavl": "--config.model.vavl.remat=True",
-              "vat": "--config.model.vat.remat=True"}.get(name))
+    remat = REMAT_KEYS.get(config.model.name)
+    accumulate = config.method.name != "vavl"  # VAVL's three updates per batch do not accumulate.
     fail(f"Out of memory on the device with batch size {bs} ({jax.device_count()} devices). Try "
-          f"--config.train.batch_size={max(bs // 2, 1)} --config.train.grad_accum_steps={2 * k} "
-          "(same effective batch), "
-          + (f"recomputation in the backward pass ({remat}), " if remat else "")
+          f"--config.train.batch_size={max(bs // 2, 1)}"
+          + (f" --config.train.grad_accum_steps={2 * k} (same effective batch), " if accumulate
+             else ", ")
+          + (f"recomputation in the backward pass (--config.{remat}=True), " if remat else "")
           + "--config.train.compute_dtype=bfloat16, fewer or smaller frames "
           "(--config.input.num_frames, --config.input.image_size), or a narrower model. "
           f"XLA said: {str(e).splitlines()[0][:300]}")

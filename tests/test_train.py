@@ -9,6 +9,7 @@ import pytest
 
 from avjax import data, sharding, writers
 from avjax.methods import METHODS, Method
+from avjax.registry import ConfigError
 from avjax.models import build_model
 from avjax.steps import init_state, make_train_step
 from avjax.train import NonFiniteLossError, train_and_evaluate
@@ -150,3 +151,15 @@ def test_gradient_accumulation_updates_every_k_steps(data_dir, tmp_path):
   state, _ = restore_final_state(workdir, config)
   assert int(state.step) == 6  # 96 clips / batch 16.
   assert int(state.opt_state.gradient_step) == 3  # One optimizer update per 2 steps.
+
+
+def test_misspelt_best_metric_stops_at_the_first_evaluation_and_resumes(data_dir, tmp_path):
+  config = tiny_config(data_dir, **{"train.best_metric": "acuracy", "train.num_epochs": 2})
+  workdir = str(tmp_path / "run")
+  with pytest.raises(ConfigError, match=r"best_metric='acuracy' is not a validation metric.*"
+                                        r"'accuracy'"):
+    train_and_evaluate(config, workdir)
+  assert [r["epoch"] for r in _rows(workdir, "val")] == [0]  # It stopped after epoch 1's eval.
+  config.train.best_metric = "accuracy"  # The same workdir takes the corrected name.
+  train_and_evaluate(config, workdir)
+  assert [r["epoch"] for r in _rows(workdir, "val")][-1] == 1

@@ -59,7 +59,9 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int,
   rngs = nnx.Rngs(params=config.seed, default=config.seed)
   try:
     return MODELS.get(config.model.name)(config, num_classes, overrides, rngs)
-  except TypeError as e:  # A fusion_kwargs / model-section key the constructor does not take.
+  except ConfigError:
+    raise
+  except (TypeError, ValueError) as e:  # A key the constructor does not take, or a bad value.
     raise ConfigError(f"config.model settings do not fit model {config.model.name!r} "
                       f"(fusion {config.model.fusion!r}): {e}") from e
 

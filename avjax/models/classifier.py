@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from avjax.models.fusion import FUSIONS
@@ -85,7 +84,3 @@ class AVClassifier(nnx.Module):
     """
     return self.fuse(apply_modality_mask(self.encode(inputs), modality_mask))
 
-
-def count_params(model: nnx.Module) -> int:
-  """Number of trainable parameters."""
-  return sum(int(jnp.size(x)) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))

@@ -305,12 +305,7 @@ def masked_mean(x: jax.Array, mask: jax.Array | None) -> jax.Array:
   return jnp.sum(x * m, axis=1) / jnp.maximum(jnp.sum(m, axis=1), 1.0)
 
 
-def ones_mask(x: jax.Array) -> jax.Array:
-  """An all-valid (B,T) mask for a (B,T,...) sequence."""
-  return jnp.ones(x.shape[:2], jnp.float32)
-
-
 __all__: Sequence[str] = ("Conformer", "ConformerBlock", "ConvModule", "FeedForward", "REL_POS",
                           "RelativeMultiHeadAttention", "depthwise_conv1d", "fast_dropout_rngs",
-                          "masked_mean", "ones_mask", "relative_shift", "scan_blocks",
+                          "masked_mean", "relative_shift", "scan_blocks",
                           "shifted_products", "sinusoids")

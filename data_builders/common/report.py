@@ -88,10 +88,6 @@ class BuildReport:
     self.problems.append({'id': clip_id, 'kind': kind, 'message': message,
                           'files': [str(f) for f in files]})
 
-  def add_error(self, clip_id: str, error: BaseException, files: Sequence[str] = ()) -> None:
-    files = getattr(error, 'files', None) or files
-    self.add(clip_id, classify(error), str(error) or type(error).__name__, files)
-
   def exclude(self, reason: str, count: int = 1) -> None:
     """Counts clips left out on purpose (not problems), e.g. 'not_in_partition'."""
     if count > 0:

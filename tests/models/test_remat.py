@@ -75,7 +75,11 @@ def test_model_remat_is_refused_where_it_would_do_nothing():
   c.model.remat = True
   validate(c)  # av_resnet takes it.
   c.model.name = "cmvqvae"
-  with pytest.raises(ConfigError, match="config.model.remat is for the av_resnet model"):
+  with pytest.raises(ConfigError, match="config.model.remat is for the av_resnet model; 'cmvqvae' "
+                                        "has no recomputation option"):
+    validate(c)
+  c.model.name = "vat_classifier"  # Its section is config.model.vat, shared with 'vat'.
+  with pytest.raises(ConfigError, match=r"takes recomputation as config.model.vat.remat\."):
     validate(c)
 
 
