@@ -76,7 +76,8 @@ def method_from_command_line(config: Any, file_method_name: str, overrides: dict
     return config
   given = [k.split(".", 1)[1] for k in overrides if k.startswith("method.") and k != "method.name"]
   switched = with_method(config, name, keep=given)
-  dropped = {k: config.method[k] for k in config.method.keys() if k not in switched.method}
+  dropped = {k: v for k, v in config.method.items()  # The file's method's; not other sections.
+             if k not in switched.method and not isinstance(v, (dict, type(config)))}
   if dropped:
     settings = ", ".join(f"{k}={v!r}" for k, v in sorted(dropped.items()))
     print(f"avjax: method {name!r} from the command line replaces the config file's "

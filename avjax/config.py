@@ -198,6 +198,12 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if unknown:
       raise ConfigError(f"{where} has key(s) {unknown} that method {name!r} does not take; its "
                         f"settings are {sorted(takes)} (defaults where unset).")
+  for name in blocks:  # Checked now, not when a later run of several methods reaches them.
+    if name != c.method.name:
+      try:
+        methods.METHODS.get(name).validate(with_method(c, name))
+      except ConfigError as e:
+        raise ConfigError(f"config.method.{name} (used when method {name!r} runs): {e}") from e
   run = with_method(c)
   methods.METHODS.get(run.method.name).validate(run)
   return run
@@ -212,15 +218,19 @@ def with_method(c: ml_collections.ConfigDict, name: str | None = None,
                 keep: Iterable[str] | None = None) -> ml_collections.ConfigDict:
   """A copy of `c` that runs method `name` (default: config.method.name) with its own settings only.
 
-  config.method holds the chosen method's settings as keys; a config may also carry other methods'
-  settings, each under config.method.<method name> (configs/compare_balancing.py runs several
-  methods from one file). The copy keeps the top-level settings in `keep` (default: all that `name`
-  takes), adds those under config.method.<name>, and drops every other method's section.
+  config.method's keys are the settings of the method it names; a config may also carry other
+  methods' settings, each under config.method.<method name> (configs/compare_balancing.py runs
+  several methods from one file). The copy keeps the top-level settings in `keep` (default: all of
+  them when `name` is the config's method, none for another method), adds those under
+  config.method.<name>, and drops every method's section.
   """
   from avjax import methods  # Late import: the registry fills on import.
   name = name or c.method.name
-  keep = set(methods.METHODS.get(name).defaults if keep is None else keep)
+  methods.METHODS.get(name)  # An unknown name fails here, with the known ones.
   blocks = _method_blocks(c)
+  if keep is None:
+    keep = c.method.keys() if name == c.method.name else ()
+  keep = set(keep)
   out = copy.deepcopy(c)
   with out.unlocked():
     for key in [k for k in out.method.keys() if k != "name" and (k in blocks or k not in keep)]:

@@ -3,7 +3,8 @@
 The handler only sets a flag; the loop finishes the current step, writes a checkpoint and exits
 cleanly, and the next start resumes. With several processes, all of them must stop at the same step:
 `requested()` agrees across processes (any one signalled counts) and is cheap to call every step on
-one host; on several it synchronises, so the loop asks at its logging interval.
+one host; on several it synchronises, so the loop asks at its logging interval and epoch ends. A
+stop at an epoch's last step comes after that epoch's evaluation and checkpoint.
 """
 
 from __future__ import annotations

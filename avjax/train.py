@@ -23,6 +23,7 @@ from avjax import data, sharding
 from avjax import writers
 from avjax.checkpoint import Checkpointer, abstract_like, init_params_from
 from avjax.evaluate import predict
+from avjax.methods import METHODS
 from avjax.methods.base import EpochContext, EvalContext
 from avjax.preemption import Preempted, PreemptionWatcher
 from avjax.registry import ConfigError
@@ -41,7 +42,7 @@ class NonFiniteLossError(RuntimeError):
 _RESUMABLE_CHANGES = ("train.num_epochs", "train.progress", "train.log_every_steps",
                       "train.eval_every_epochs", "train.checkpoint_every_steps",
                       "train.checkpoint_every_epochs", "train.keep_checkpoints",
-                      "train.best_metric",
+                      "train.best_metric", "train.best_mode",
                       "input.num_workers", "mesh.distributed", "mesh.coordinator_address",
                       "mesh.num_processes", "mesh.process_id", "dataset.data_dir", "name")
 
@@ -56,13 +57,24 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
   return flat
 
 
+def _run_method_settings_only(flat: dict[str, Any]) -> dict[str, Any]:
+  """A saved flat config without config.method keys its method does not take: workdirs written
+  before `validate` resolved the method (avjax.config.with_method) stored every method's settings."""
+  name = flat.get("method.name")
+  if name not in METHODS:
+    return flat
+  takes = METHODS.get(name).defaults
+  return {k: v for k, v in flat.items()
+          if not k.startswith("method.") or k == "method.name" or k[len("method."):] in takes}
+
+
 def _check_workdir_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Refuses to resume a workdir written by a different experiment (nothing is overwritten)."""
   path = os.path.join(workdir, "config.json")
   current = json.loads(config.to_json())
   if os.path.exists(path):
     with open(path) as f:
-      saved = _flatten(json.load(f))
+      saved = _run_method_settings_only(_flatten(json.load(f)))
     now = _flatten(current)
     diff = sorted(k for k in set(saved) | set(now)
                   if k not in _RESUMABLE_CHANGES and saved.get(k) != now.get(k))
@@ -179,7 +191,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                  disable=not (tc.progress and is_chief), initial=start_step)
       history, window, tic = [], [], time.perf_counter()
       epoch_arg = jnp.int32(epoch)
-      step_in_epoch = start_step
+      step_in_epoch, preempted = start_step, False
       for batch in batches:
         state, step_metrics = train_step(state, sharding.to_global(batch, mesh), epoch_arg)
         window.append(step_metrics)
@@ -194,6 +206,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         # Processes agree on stopping (a collective) at log intervals and epoch ends; alone: always.
         agreed = at_log or step_in_epoch == epoch_steps or jax.process_count() == 1
         preempted = agreed and watcher.requested()
+        if preempted and step_in_epoch == epoch_steps:
+          break  # The epoch end below evaluates and checkpoints; the stop comes after it.
         periodic = (tc.checkpoint_every_steps and host_step % tc.checkpoint_every_steps == 0
                     and step_in_epoch < epoch_steps)  # The epoch end saves its own.
         if preempted or periodic:
@@ -221,13 +235,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         val_metrics = evaluate(config.dataset.val_split, epoch)
         writer.write(step, epoch, "val", val_metrics)
         log.info("epoch %d val: %s", epoch + 1, _brief(val_metrics))
-        if tc.best_metric not in val_metrics:  # A misspelt name would never rank a checkpoint.
-          checkpointer.wait()
-          raise ConfigError(f"config.train.best_metric={tc.best_metric!r} is not a validation "
-                            f"metric of this run; use one of {sorted(val_metrics)} (the run "
-                            "resumes with the corrected name).")
-      if ((epoch + 1) % tc.checkpoint_every_epochs == 0 or last) and step not in checkpointer.steps():
+      # A best_metric no validation metric has would never rank a checkpoint: stop at the first.
+      misnamed = val_metrics is not None and tc.best_metric not in val_metrics
+      if (((epoch + 1) % tc.checkpoint_every_epochs == 0 or last or preempted or misnamed)
+          and step not in checkpointer.steps()):
         checkpointer.save(step, state, {"epoch": epoch + 1, "step_in_epoch": 0}, val_metrics)
+      if misnamed:
+        checkpointer.wait()
+        raise ConfigError(f"config.train.best_metric={tc.best_metric!r} is not a validation metric "
+                          f"of this run; use one of {sorted(val_metrics)} (the run resumes from "
+                          f"epoch {epoch + 2} with the corrected name).")
+      if preempted:
+        checkpointer.wait()
+        raise Preempted(f"Stopped by a preemption signal at the end of epoch {epoch + 1} (step "
+                        f"{step}); checkpoint saved in {checkpointer.directory}. Run the same "
+                        "command again to resume.")
       start_step = 0
   checkpointer.wait()
 

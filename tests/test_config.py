@@ -84,6 +84,12 @@ def test_sections_carry_other_methods_settings():
   config.method.mmcosine.scalling = 10.0
   with pytest.raises(ConfigError, match=r"config.method.mmcosine has key\(s\) \['scalling'\]"):
     config_lib.validate(config)
+  del config.method.mmcosine["scalling"]
+  config.method.name = "baseline"
+  config.method.mmcosine.scaling = -1.0  # Checked before the runs, not when mmcosine's turn comes.
+  with pytest.raises(ConfigError, match=r"config.method.mmcosine \(used when method 'mmcosine' "
+                                        r"runs\): config.method.scaling=-1.0 must be > 0"):
+    config_lib.validate(config)
 
 
 def test_switching_method_on_the_command_line_drops_the_files_settings():

@@ -1,16 +1,16 @@
 """The trainer end to end: sharding equivalence, bit-exact resume, non-finite policy."""
 
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from avjax import data, sharding, writers
+from avjax import train as train_lib
 from avjax.methods import METHODS, Method
 from avjax.registry import ConfigError
 from avjax.models import build_model
+from avjax.preemption import Preempted, PreemptionWatcher
 from avjax.steps import init_state, make_train_step
 from avjax.train import NonFiniteLossError, train_and_evaluate
 from tests.helpers import restore_final_state, tiny_config
@@ -157,9 +157,41 @@ def test_misspelt_best_metric_stops_at_the_first_evaluation_and_resumes(data_dir
   config = tiny_config(data_dir, **{"train.best_metric": "acuracy", "train.num_epochs": 2})
   workdir = str(tmp_path / "run")
   with pytest.raises(ConfigError, match=r"best_metric='acuracy' is not a validation metric.*"
-                                        r"'accuracy'"):
+                                        r"'accuracy'.*resumes from epoch 2"):
     train_and_evaluate(config, workdir)
-  assert [r["epoch"] for r in _rows(workdir, "val")] == [0]  # It stopped after epoch 1's eval.
-  config.train.best_metric = "accuracy"  # The same workdir takes the corrected name.
+  assert [r["epoch"] for r in _rows(workdir, "val")] == [0]  # It stopped after epoch 1's eval ...
+  config.train.best_metric = "accuracy"  # ... and the same workdir takes the corrected name,
   train_and_evaluate(config, workdir)
-  assert [r["epoch"] for r in _rows(workdir, "val")][-1] == 1
+  assert [r["epoch"] for r in _rows(workdir, "train")] == [0, 1]  # without training epoch 1 again.
+
+
+def test_preemption_at_an_epochs_last_step_evaluates_and_checkpoints_that_epoch(
+    data_dir, tmp_path, monkeypatch):
+  class SignalAtStep(PreemptionWatcher):
+    """As if SIGTERM arrived during the 6th step: the last of epoch 1 (96 clips / 16)."""
+    calls = 0
+
+    def requested(self):
+      SignalAtStep.calls += 1
+      return SignalAtStep.calls >= 6
+
+  monkeypatch.setattr(train_lib, "PreemptionWatcher", SignalAtStep)
+  config = tiny_config(data_dir, **{"train.num_epochs": 2})
+  workdir = str(tmp_path / "run")
+  with pytest.raises(Preempted, match="at the end of epoch 1"):
+    train_and_evaluate(config, workdir)
+  assert [r["epoch"] for r in _rows(workdir, "val")] == [0]
+  state, meta = restore_final_state(workdir, config)  # Epoch 1 done, ranked by its val metrics.
+  assert (meta["epoch"], meta["step_in_epoch"], int(state.step)) == (1, 0, 6)
+  assert "accuracy" in meta["metrics"]
+  monkeypatch.setattr(train_lib, "PreemptionWatcher", PreemptionWatcher)
+  train_and_evaluate(config, workdir)
+  assert [r["epoch"] for r in _rows(workdir, "train")] == [0, 1]
+
+
+def test_workdirs_from_before_method_resolution_still_resume():
+  # Older config.json files stored every config.method key (compare_balancing: all methods').
+  saved = {"method.name": "baseline", "method.alpha": 0.8, "method.scaling": 5.0,
+           "method.value_fn": "size", "train.batch_size": 32}
+  assert train_lib._run_method_settings_only(saved) == {  # pylint: disable=protected-access
+      "method.name": "baseline", "method.value_fn": "size", "train.batch_size": 32}

@@ -93,7 +93,7 @@ class VATSchedule(Method):
 class VATPretrain(VATSchedule):
   """Contrastive alignment + matching with hard negatives + momentum distillation (see module)."""
 
-  defaults = PRETRAIN_DEFAULTS
+  defaults = PRETRAIN_DEFAULTS  # Not Method's value_fn: pre-training reports no contributions.
 
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)

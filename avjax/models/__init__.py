@@ -63,7 +63,7 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int,
     raise
   except (TypeError, ValueError) as e:  # A key the constructor does not take, or a bad value.
     raise ConfigError(f"config.model settings do not fit model {config.model.name!r} "
-                      f"(fusion {config.model.fusion!r}): {e}") from e
+                      f"(fusion {config.model.fusion!r}): {type(e).__name__}: {e}") from e
 
 
 def section_kwargs(config: ml_collections.ConfigDict, section: str) -> dict[str, Any]:
