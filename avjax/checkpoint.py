@@ -21,7 +21,11 @@ from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 class Checkpointer:
   """`<workdir>/checkpoints/<step>/{state,meta}` with latest-N + best-by-metric retention."""
 
-  def __init__(self, directory: str, *, keep: int, best_metric: str, best_mode: str):
+  def __init__(self, directory: str, *, keep: int, best_metric: str, best_mode: str,
+               read_only: bool = False):
+    """`read_only`: for readers of another run's checkpoints (evaluation, init_from): no saves, no
+    deletions, and no clean-up of unfinished `*.orbax-checkpoint-tmp-*` saves, which may belong to
+    a run still writing them."""
     self.directory = os.path.abspath(directory)
     self.best_metric = best_metric
     self.best_mode = best_mode
@@ -30,8 +34,9 @@ class Checkpointer:
         pp.BestN(get_metric_fn=lambda m: m[best_metric], reverse=best_mode == "min", n=1,
                  keep_checkpoints_without_metrics=False),
     ])
-    options = ocp.CheckpointManagerOptions(create=True, preservation_policy=policy,
-                                           cleanup_tmp_directories=True)
+    options = ocp.CheckpointManagerOptions(create=not read_only, preservation_policy=policy,
+                                           cleanup_tmp_directories=not read_only,
+                                           read_only=read_only)
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_names=("state", "meta"))
 
@@ -167,7 +172,8 @@ def _resolve_step_dir(source: str) -> str:
   if not steps:
     raise ConfigError(f"config.init_from={source!r} holds no checkpoint; give a workdir written "
                       "by `python -m avjax.main`, its checkpoints/ folder or one checkpoint step.")
-  checkpointer = Checkpointer(ckpt_dir, keep=len(steps), best_metric="", best_mode="max")
+  checkpointer = Checkpointer(ckpt_dir, keep=len(steps), best_metric="", best_mode="max",
+                              read_only=True)
   try:
     ranked = _best_ranked(checkpointer)
   finally:

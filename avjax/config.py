@@ -176,6 +176,16 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                         "always evaluated and checkpointed: a large interval skips the others).")
   if c.train.checkpoint_every_steps < 0:
     raise ConfigError("config.train.checkpoint_every_steps must be >= 0 (0: at epoch ends only).")
+  counts = ("num_frames", "image_size", "freq_masks", "freq_mask_width", "time_masks",
+            "time_mask_width", "max_audio_frames", "max_visual_frames", "num_workers",
+            "audio_crop_seconds")
+  negative = [f"input.{k}={c.input[k]!r}" for k in counts if c.input[k] < 0]
+  if negative:
+    raise ConfigError(f"config.{', config.'.join(negative)} must be >= 0 (0: the documented "
+                      "default behaviour, see avjax/config.py).")
+  if not 0 <= c.input.modality_dropout < 1:
+    raise ConfigError(f"config.input.modality_dropout={c.input.modality_dropout!r} must be in "
+                      "[0, 1).")
   low, high = c.input.crop_scale
   if not 0 < low <= high <= 1:
     raise ConfigError(f"config.input.crop_scale={tuple(c.input.crop_scale)} must satisfy "

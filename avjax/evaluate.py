@@ -73,7 +73,11 @@ def load_workdir_config(workdir: str) -> Any:
     raise ConfigError(f"{path} does not exist; --workdir must be a directory written by "
                       "`python -m avjax.main` or `python -m avjax.convert`.")
   with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+    try:
+      return ml_collections.ConfigDict(json.load(f))
+    except json.JSONDecodeError as e:
+      raise ConfigError(f"{path} is not valid JSON ({e}); the workdir's config file is damaged. "
+                        "Restore it from the config file the run was started with.") from e
 
 
 def evaluate_workdir(workdir: str, *, split: str | None = None, step: int | None = None,
@@ -100,7 +104,7 @@ def evaluate_workdir(workdir: str, *, split: str | None = None, step: int | None
     raise ConfigError(f"{workdir} has no checkpoints/ directory.")
   tc = config.train
   checkpointer = Checkpointer(ckpt_dir, keep=tc.keep_checkpoints, best_metric=tc.best_metric,
-                              best_mode=tc.best_mode)
+                              best_mode=tc.best_mode, read_only=True)  # A run may be writing.
   try:
     steps = sorted(checkpointer.steps())
     if not steps:
@@ -152,6 +156,7 @@ def format_report(report: dict[str, float]) -> str:
 def main() -> None:
   """`python -m avjax.evaluate`: prints fused, audio-only and visual-only metrics of a workdir."""
   import logging  # pylint: disable=import-outside-toplevel
+  import os  # pylint: disable=import-outside-toplevel
 
   from absl import app, flags  # pylint: disable=import-outside-toplevel
   from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
@@ -163,7 +168,8 @@ def main() -> None:
 
   flags.DEFINE_string("workdir", None, "Workdir written by avjax.main or avjax.convert.")
   flags.DEFINE_string("split", None, "Split to evaluate (default: the config's test split).")
-  flags.DEFINE_integer("checkpoint", None, "Checkpoint step (default: best ranked, else latest).")
+  flags.DEFINE_integer("checkpoint", None, "Checkpoint step: a folder name under <workdir>/"
+                       "checkpoints/ (default: best ranked, else latest).")
   flags.DEFINE_string("data_dir", None, "Override config.dataset.data_dir.")
   flags.DEFINE_string("predictions", None, "Also save per-example logits, labels and indices "
                       "(.npz).")
@@ -177,15 +183,23 @@ def main() -> None:
       fail("--workdir is required: python -m avjax.evaluate --workdir DIR")
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("avjax").setLevel(logging.INFO)
+    out = f.predictions and (f.predictions if f.predictions.endswith(".npz")
+                             else f.predictions + ".npz")  # np.savez's own naming.
+    if out and os.path.exists(out):
+      fail(f"--predictions {out} exists; choose another file (nothing is overwritten).")
+    if out and not os.path.isdir(os.path.dirname(os.path.abspath(out))):
+      fail(f"--predictions {out}: the folder {os.path.dirname(os.path.abspath(out))} does not "
+           "exist; create it first.")
     try:
       step, split, predictions, report = evaluate_workdir(
           f.workdir, split=f.split, step=f.checkpoint, data_dir=f.data_dir)
     except (ConfigError, DatasetNotBuiltError) as e:
       fail(str(e))
-    if f.predictions:
-      np.savez(f.predictions, **predictions)
     print(f"{f.workdir}: checkpoint {step}, split {split!r}, {len(predictions['index'])} examples")
     print(format_report(report))
+    if out:
+      np.savez(out, **predictions)
+      print(f"Predictions saved in {out}.")
 
   app.run(run, flags_parser=parse_flags)
 

@@ -4,12 +4,15 @@ tensorflow-datasets 4.9.10's CLI imports every subcommand at start-up, and two o
 (`convert_format`, `build_croissant`) import TensorFlow / mlcroissant at module level, so plain
 `tfds build` fails without TensorFlow even though `build` itself never needs it. This entry point
 replaces those two subcommands with stand-ins that say what they need, then runs the real CLI:
-`build` and `new` behave exactly as `tfds build` / `tfds new` (same flags).
+`build` and `new` behave exactly as `tfds build` / `tfds new` (same flags), except that a
+`--manual_dir` that is not a folder with files, and the builders' own input errors (no usable clip,
+a strict build's first problem), end with one message instead of a traceback.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import types
 
@@ -35,10 +38,42 @@ def _install_stand_ins() -> None:
       sys.modules[name] = stand_in
 
 
+def _fail(message: str) -> None:
+  print(f"avjax.tfds: error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def _check_manual_dir(argv: list[str]) -> None:
+  """`--manual_dir DIR` / `--manual_dir=DIR` must name a folder that holds the download."""
+  for i, arg in enumerate(argv):
+    if arg == "--manual_dir" or arg.startswith("--manual_dir="):
+      value = arg.partition("=")[2] if "=" in arg else (argv[i + 1] if i + 1 < len(argv) else "")
+      path = os.path.expanduser(value)
+      if not os.path.isdir(path):
+        _fail(f"--manual_dir {value!r} is not a folder; point it at the unpacked download "
+              "(the builder's README.md shows the layout it expects).")
+      if not os.listdir(path):
+        _fail(f"--manual_dir {value!r} is empty; point it at the unpacked download.")
+
+
 def launch() -> None:
+  _check_manual_dir(sys.argv[1:])
   _install_stand_ins()
   from tensorflow_datasets.scripts.cli import main as tfds_main  # pylint: disable=g-import-not-at-top
-  tfds_main.launch_cli()
+  try:
+    tfds_main.launch_cli()
+  except (FileNotFoundError, RuntimeError) as e:  # E.g. "found no usable clip", a strict build.
+    if not _raised_by_a_builder(e):
+      raise
+    _fail(str(e))
+
+
+def _raised_by_a_builder(error: BaseException) -> bool:
+  """Whether `error` comes from avjax's builders (whose messages say what to fix), not a bug."""
+  tb = error.__traceback__
+  while tb is not None and tb.tb_next is not None:
+    tb = tb.tb_next
+  return tb is not None and f"{os.sep}data_builders{os.sep}" in tb.tb_frame.f_code.co_filename
 
 
 if __name__ == "__main__":

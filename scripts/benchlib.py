@@ -18,6 +18,29 @@ from typing import Any, Callable, Iterator
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def json_flag(flags_module: Any,
+              help_text: str = "Optional path to write the numbers as JSON.") -> Any:
+  """A --json output flag that refuses an existing file when parsed (results are never
+  overwritten), before anything runs."""
+  holder = flags_module.DEFINE_string("json", None, help_text)
+  flags_module.register_validator(
+      "json", lambda path: path is None or not os.path.exists(path),
+      message="that file exists; results are never overwritten: choose another path.")
+  return holder
+
+
+def write_json(path: str, payload: Any, **dump_kwargs: Any) -> None:
+  """Writes `payload` to `path` (folders created) through a temporary file, so an interrupted write
+  leaves no half file."""
+  import json  # pylint: disable=import-outside-toplevel
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(payload, f, **dump_kwargs)
+  os.replace(tmp, path)
+  print(f"Wrote {path}")
+
+
 def load_config(name: str, arg: str | None = None) -> Any:
   """configs/<name>.py's get_config(arg), without the config-file flag machinery."""
   path = os.path.join(ROOT, "configs", f"{name}.py")

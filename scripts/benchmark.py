@@ -35,7 +35,7 @@ from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import (_timed, benchmark_pipeline, compiled_stats, device_memory,  # noqa: E402
-                      exact_plan, machine_facts, peak_host_rss_mb)
+                      exact_plan, json_flag, machine_facts, peak_host_rss_mb, write_json)
 
 from avjax.cli import fail, load_config, parse_flags  # noqa: E402
 
@@ -52,7 +52,7 @@ _RUN = flags.DEFINE_bool("run", True, "Run the train step (--norun: compile, FLO
 _PEAK_TFLOPS = flags.DEFINE_float("peak_tflops", 0.0, "The device's peak TFLOP/s in the step's "
                                   "precision (e.g. 989 for bf16 on an H100 SXM): adds model FLOP "
                                   "utilisation to the report.")
-_JSON = flags.DEFINE_string("json", None, "Optional path to write the numbers as JSON.")
+_JSON = json_flag(flags)
 
 
 def run_benchmark(config: Any, *, steps: int, warmup: int, pipeline_batches: int,
@@ -257,10 +257,7 @@ def main(argv: list[str]) -> None:
   if _JSON.value:
     payload = {"command": shlex.join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
                "machine": machine, "config": json.loads(config.to_json()), "results": results}
-    os.makedirs(os.path.dirname(os.path.abspath(_JSON.value)), exist_ok=True)
-    with open(_JSON.value, "w") as f:
-      json.dump(payload, f, indent=2, sort_keys=True)
-    print(f"Wrote {_JSON.value}")
+    write_json(_JSON.value, payload, indent=2, sort_keys=True)
 
 
 if __name__ == "__main__":

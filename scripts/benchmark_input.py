@@ -38,7 +38,6 @@ number (the load average is printed with the results).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 import tempfile
@@ -52,6 +51,7 @@ from absl import app, flags, logging
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from benchlib import json_flag, write_json  # noqa: E402
 
 _CASES = flags.DEFINE_string("cases", "ogm_ge_cremad", "Comma-separated cases, or 'all'.")
 _EXAMPLES = flags.DEFINE_integer("examples", 512, "Examples timed per case (and reference).")
@@ -66,7 +66,7 @@ _CROP_ON_DEVICE = flags.DEFINE_bool("crop_on_device", False,
 _REFERENCE = flags.DEFINE_bool("reference", True, "Also time the reference-style OGM-GE loader.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where the fixture downloads and builds go "
                                "(default: a temporary directory, removed at the end).")
-_JSON = flags.DEFINE_string("json", None, "Optional path to write the numbers as JSON.")
+_JSON = json_flag(flags)
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -314,8 +314,7 @@ def main(argv: list[str]) -> None:
       if c.get("ratio_per_core"):
         print(f"  avjax / reference per core: {c['ratio_per_core']:.1f}x")
   if _JSON.value:
-    with open(_JSON.value, "w") as f:
-      json.dump(r, f, indent=2)
+    write_json(_JSON.value, r, indent=2)
 
 
 if __name__ == "__main__":

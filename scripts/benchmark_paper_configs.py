@@ -28,7 +28,7 @@ from absl import app, flags
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
-from benchlib import load_config  # noqa: E402
+from benchlib import json_flag, load_config, write_json  # noqa: E402
 
 PAPER_CONFIGS = ("ogm_ge_cremad", "mmcosine_cremad", "ogm_ge_ks", "ogm_ge_vggsound", "ogm_ge_ave",
                  "cmvqvae_cremad", "vavl_msp", "vavl_cremad", "auxformer_cremad", "valuation_ks",
@@ -52,7 +52,7 @@ _OVERRIDES = flags.DEFINE_multi_string("override", [], "A config override for ev
 _PEAK = flags.DEFINE_float("peak_tflops", 0.0, "Device peak TFLOP/s (adds model FLOP utilisation).")
 _RUN = flags.DEFINE_bool("run", True, "Run the steps (--norun: compile, FLOPs, memory only).")
 _MAX_BATCH = flags.DEFINE_bool("max_batch", False, "Search the largest batch that fits (GPU).")
-_JSON = flags.DEFINE_string("json", None, "Optional path to write the numbers as JSON.")
+_JSON = json_flag(flags)
 
 
 def prepare_download(builder: str, root: Path) -> Path:
@@ -189,8 +189,7 @@ def main(argv: list[str]) -> None:
     print(f"machine: {m['cpu_model']} ({m['cpu_cores']} cores), {m['backend']} "
           f"{m['device_kind']}; jax {m['jax']}, flax {m['flax']}")
   if _JSON.value:
-    with open(_JSON.value, "w") as f:
-      json.dump(results, f, indent=2)
+    write_json(_JSON.value, results, indent=2)
   if tmp:
     tmp.cleanup()
 

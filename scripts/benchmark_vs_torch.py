@@ -22,7 +22,6 @@ says its model, shapes and `--opt key=value` options in its docstring and OPTION
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -33,6 +32,7 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import vs_torch  # noqa: E402
+from benchlib import json_flag, write_json  # noqa: E402
 
 _CASE = flags.DEFINE_enum("case", "ogm_ge_cremad", ["all", *vs_torch.CASES], "What to compare.")
 _BATCH = flags.DEFINE_list("batch", [], "Batch sizes (both sides); default: the case's own.")
@@ -47,7 +47,7 @@ _DTYPE = flags.DEFINE_enum("compute_dtype", None, ["float32", "bfloat16"], "Ever
                            "compute_dtype (avjax mixed precision; torch.autocast on the PyTorch "
                            "side); default: the case's own (float32).")
 _TINY = flags.DEFINE_bool("tiny", False, "Each case's TINY_OPTS at batch 2: checks, not numbers.")
-_JSON = flags.DEFINE_string("json", None, "Optional path to write the numbers as JSON.")
+_JSON = json_flag(flags)
 
 
 def time_steps(step: Callable[[], Any], sync: Callable[[Any], Any], steps: int,
@@ -154,8 +154,7 @@ def main(argv: list[str]) -> None:
       if "ratio_avjax_over_torch" in r:
         print(f"  avjax / PyTorch: {r['ratio_avjax_over_torch']:.2f}x", flush=True)
   if _JSON.value:
-    with open(_JSON.value, "w") as fh:
-      json.dump({"machine": machine, "results": results}, fh, indent=2)
+    write_json(_JSON.value, {"machine": machine, "results": results}, indent=2)
 
 
 if __name__ == "__main__":

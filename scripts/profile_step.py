@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import collections
 import glob
-import json
 import os
 import re
 import sys
@@ -25,6 +24,7 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import vs_torch  # noqa: E402
+from benchlib import json_flag, write_json  # noqa: E402
 
 _CASE = flags.DEFINE_enum("case", "ogm_ge_cremad", list(vs_torch.CASES), "Which step to profile.")
 _BATCH = flags.DEFINE_integer("batch", None, "Batch size; default: the case's first.")
@@ -32,7 +32,7 @@ _OPT = flags.DEFINE_multi_string("opt", [], "A case option as key=value (repeata
 _STEPS = flags.DEFINE_integer("steps", 1, "Profiled steps (after one untimed warm-up step).")
 _TOP = flags.DEFINE_integer("top", 25, "How many single operations to list.")
 _TINY = flags.DEFINE_bool("tiny", False, "The case's TINY_OPTS (a seconds-long check).")
-_JSON = flags.DEFINE_string("json", None, "Optional path to write the per-operation times.")
+_JSON = json_flag(flags, "Optional path to write the per-operation times.")
 
 # Trace events that are the runtime's own bookkeeping, not operations of the program.
 _RUNTIME = re.compile(r"^(end: |ThreadpoolListener|ThunkExecutor|SlinkyThreadPool|"
@@ -100,9 +100,9 @@ def main(argv):
   print(f"{case.NAME}, batch {batch}, {opts}")
   print(report(times, _STEPS.value, _TOP.value))
   if _JSON.value:
-    with open(_JSON.value, "w") as f:
-      json.dump(dict(case=case.NAME, batch=batch, opts=opts, steps=_STEPS.value,
-                     ms_per_step={k: v / _STEPS.value for k, v in times.items()}), f, indent=1)
+    write_json(_JSON.value, dict(case=case.NAME, batch=batch, opts=opts, steps=_STEPS.value,
+                                 ms_per_step={k: v / _STEPS.value for k, v in times.items()}),
+               indent=1)
 
 
 if __name__ == "__main__":

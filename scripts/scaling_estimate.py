@@ -18,7 +18,6 @@ and compute + comm (not overlapped).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -26,6 +25,7 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchmark_paper_configs as bpc  # noqa: E402  # Also its --workdir (fixture builds), --json.
+from benchlib import write_json  # noqa: E402
 
 _CONFIG = flags.DEFINE_string("config", "ogm_ge_vggsound", "A paper config (configs/<name>.py).")
 _ACHIEVED = flags.DEFINE_float("achieved_tflops", None, "Measured TFLOP/s per device.",
@@ -108,8 +108,7 @@ def main(argv: list[str]) -> None:
           f"{e['scaling_efficiency'][0]:>5.2f}-{e['scaling_efficiency'][1]:<5.2f} "
           f"{e['epoch_seconds'][0]:>5.0f}-{e['epoch_seconds'][1]:<5.0f}")
   if bpc._JSON.value:
-    with open(bpc._JSON.value, "w") as f:
-      json.dump({"facts": facts, "rows": rows}, f, indent=2)
+    write_json(bpc._JSON.value, {"facts": facts, "rows": rows}, indent=2)
 
 
 if __name__ == "__main__":

@@ -61,8 +61,13 @@ def test_tiny_benchmark_reports_positive_numbers(data_dir, tmp_path):
   assert payload["config"]["model"]["widths"] == [4, 8, 8, 8]
 
 
-def test_bad_arguments_fail_cleanly(data_dir):
+def test_bad_arguments_fail_cleanly(data_dir, tmp_path):
   result = _benchmark("--config", "configs/demo.py:smoke", *TINY,
                       f"--config.dataset.data_dir={data_dir}", "--steps", "0")
   assert result.returncode == 2, result.stderr[-3000:]
   assert "Traceback" not in result.stderr and "--steps" in result.stderr, result.stderr[-3000:]
+  earlier = tmp_path / "earlier.json"
+  earlier.write_text("{}")
+  result = _benchmark("--config", "configs/demo.py:smoke", "--json", str(earlier))
+  assert result.returncode != 0 and "results are never overwritten" in result.stderr
+  assert "Traceback" not in result.stderr and earlier.read_text() == "{}"

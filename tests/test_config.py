@@ -52,6 +52,9 @@ def test_base_config_is_locked_against_typos():
     ("train", "checkpoint_every_epochs", 0, "checkpoint_every_epochs=0 must be >= 1"),
     ("train", "checkpoint_every_steps", -1, "checkpoint_every_steps must be >= 0"),
     ("input", "crop_scale", (0.0, 1.0), "crop_scale"),
+    ("input", "num_frames", -1, r"config.input.num_frames=-1 must be >= 0"),
+    ("input", "num_workers", -1, r"config.input.num_workers=-1 must be >= 0"),
+    ("input", "modality_dropout", 1.0, r"modality_dropout=1.0 must be in \[0, 1\)"),
 ])
 def test_validation_errors_name_the_problem(section, key, value, match):
   config = config_lib.base_config()

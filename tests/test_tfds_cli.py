@@ -19,3 +19,21 @@ def test_tfds_build_cli_without_tensorflow(tmp_path):
   source = tfds.data_source("synthetic_av/complementary", split="test", data_dir=str(tmp_path))
   assert len(source) == 400
   assert "tensorflow" not in {m.split(".")[0] for m in sys.modules}
+
+
+def test_bad_manual_dir_ends_with_one_message(tmp_path):
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  unrelated = tmp_path / "unrelated"
+  unrelated.mkdir()
+  (unrelated / "notes.txt").write_text("not CREMA-D")
+  for manual_dir, expected in ((tmp_path / "missing", "is not a folder"),
+                               (empty, "is empty"),
+                               (unrelated, "found no usable clip")):
+    result = subprocess.run(
+        [sys.executable, "-m", "avjax.tfds", "build", "data_builders/crema_d", "--config=ogm_ge",
+         f"--manual_dir={manual_dir}", f"--data_dir={tmp_path / 'data'}"],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2, (manual_dir, result.stderr[-2000:])
+    assert "avjax.tfds: error:" in result.stderr and expected in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import zipfile
+import zlib
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import jax.numpy as jnp
@@ -313,8 +315,12 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
   if not os.path.isfile(path):
     raise ConversionError(f"Checkpoint {path} does not exist.")
   if path.endswith(".npz"):
-    with np.load(path, allow_pickle=False) as f:
-      return strip_prefixes({k: f[k] for k in f.files})
+    try:
+      with np.load(path, allow_pickle=False) as f:
+        return strip_prefixes({k: f[k] for k in f.files})
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as e:
+      raise ConversionError(f"{path} is not a readable .npz ({type(e).__name__}: {e}); it may be "
+                            "truncated: save the state dict again.") from e
   try:
     import torch  # pylint: disable=import-outside-toplevel
   except ImportError as e:

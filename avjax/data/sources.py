@@ -47,11 +47,23 @@ def _build_command(name: str, config: str, data_dir: str) -> str:
           f"--data_dir={data_dir}")
 
 
+def _check_builder_config(name: str, config: str) -> None:
+  """A builder config the registered builder does not define is a config error, with the names."""
+  try:
+    known = sorted(tfds.builder_cls(name).builder_configs)
+  except tfds.core.registered.DatasetNotFoundError:
+    return  # Reported by open_dataset with the dataset's name.
+  if known and config not in known:
+    raise ConfigError(f"Dataset {name!r} has no builder config {config!r}; its configs are "
+                      f"{known}. Fix config.dataset.config.")
+
+
 def open_dataset(dcfg: ml_collections.ConfigDict, splits: list[str]) -> Dataset:
   """Returns random-access sources for `splits` of `dataset.name`/`dataset.config`."""
   data_dir = os.path.expanduser(dcfg.data_dir or tfds.core.constants.DATA_DIR)
   module = _import_builder(dcfg.name)
   full_name = f"{dcfg.name}/{dcfg.config}"
+  _check_builder_config(dcfg.name, dcfg.config)
   if dcfg.name == "synthetic_av" and module is not None and dcfg.auto_build:
     builder = module.build(dcfg.config, data_dir=data_dir, **dict(dcfg.build_overrides))
   else:

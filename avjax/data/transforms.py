@@ -33,6 +33,7 @@ from avjax.data import sequences
 from avjax.data.clips import (ave_frame_indices, crop_time, ks_frame_indices,
                               random_frame_indices)
 from avjax.media.video import sample_segment_indices
+from avjax.registry import ConfigError
 
 _PASSTHROUGH = ("attributes", "soft_label", "audio_informative", "visual_informative")
 
@@ -196,7 +197,7 @@ class ExampleTransform:
         pixels.append(stored)
       if out is not None:
         if out.shape[1:] != pixels[-1].shape:
-          raise ValueError(self._mixed_sizes_message(out.shape[1:3], pixels[-1].shape[:2]))
+          raise ConfigError(self._mixed_sizes_message(out.shape[1:3], pixels[-1].shape[:2]))
         out[k] = pixels.pop()
       if flow is not None:
         if flow[i].shape[:2] != (h, w):

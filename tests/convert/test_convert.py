@@ -135,6 +135,10 @@ def test_npz_and_missing_torch(tmp_path, monkeypatch):
     load_state_dict(str(tmp_path / "m.pth"))
   with pytest.raises(ConversionError, match="does not exist"):
     load_state_dict(str(tmp_path / "nope.pth"))
+  data = (tmp_path / "m.npz").read_bytes()
+  (tmp_path / "cut.npz").write_bytes(data[:len(data) // 2])  # An interrupted download.
+  with pytest.raises(ConversionError, match="cut.npz is not a readable .npz"):
+    load_state_dict(str(tmp_path / "cut.npz"))
 
 
 def test_torch_files(tmp_path):

@@ -1,0 +1,45 @@
+"""avjax.evaluate's inputs: it reads another run's files and never changes or overwrites them."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from avjax.checkpoint import Checkpointer
+from avjax.evaluate import load_workdir_config
+from avjax.registry import ConfigError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize("read_only", [True, False])
+def test_readers_leave_a_running_jobs_unfinished_save_alone(tmp_path, read_only):
+  unfinished = tmp_path / "checkpoints" / "500.orbax-checkpoint-tmp-1234" / "state"
+  unfinished.mkdir(parents=True)
+  (unfinished / "blob").write_bytes(b"a save in progress")
+  checkpointer = Checkpointer(str(tmp_path / "checkpoints"), keep=2, best_metric="accuracy",
+                              best_mode="max", read_only=read_only)
+  assert checkpointer.steps() == []
+  checkpointer.close()
+  # Evaluation and init_from read with read_only=True; the trainer (its own run) cleans up.
+  assert unfinished.exists() == read_only
+
+
+def test_damaged_config_json_is_a_config_error(tmp_path):
+  (tmp_path / "config.json").write_text('{"dataset": {')
+  with pytest.raises(ConfigError, match="config.json is not valid JSON"):
+    load_workdir_config(str(tmp_path))
+
+
+def test_predictions_file_is_never_overwritten(tmp_path):
+  existing = tmp_path / "predictions.npz"
+  existing.write_bytes(b"earlier results")
+  for target, expected in ((existing, "exists; choose another file"),
+                           (tmp_path / "predictions", "exists; choose another file"),  # + .npz
+                           (tmp_path / "no" / "p.npz", "does not exist; create it first")):
+    result = subprocess.run(
+        [sys.executable, "-m", "avjax.evaluate", f"--workdir={tmp_path}",
+         f"--predictions={target}"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and expected in result.stderr, result.stderr[-2000:]
+  assert existing.read_bytes() == b"earlier results"
