@@ -195,3 +195,11 @@ def test_workdirs_from_before_method_resolution_still_resume():
            "method.value_fn": "size", "train.batch_size": 32}
   assert train_lib._run_method_settings_only(saved) == {  # pylint: disable=protected-access
       "method.name": "baseline", "method.value_fn": "size", "train.batch_size": 32}
+
+
+def test_damaged_workdir_config_is_a_config_error(tmp_path):
+  (tmp_path / "config.json").write_text('{"train": {"batch_')
+  with pytest.raises(ConfigError, match="config.json is not valid JSON"):
+    check = train_lib._check_workdir_config  # pylint: disable=protected-access
+    check(tiny_config(str(tmp_path)), str(tmp_path))
+  assert (tmp_path / "config.json").read_text() == '{"train": {"batch_'  # Left as it was.
