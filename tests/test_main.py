@@ -34,6 +34,9 @@ def test_unknown_config_key(tmp_path):
     ("--config.method.name=no_such_method", "Unknown method 'no_such_method'"),
     ("--config.model.fusion=no_such_fusion", "Unknown fusion 'no_such_fusion'"),
     ("--config.optimizer.name=rmsprop", "optimizer.name='rmsprop'"),
+    ("--config.dataset.config=audio_dominnt", "has no builder config 'audio_dominnt'; its configs "
+                                              "are ['audio_dominant', "),
+    ("--config.input.num_frames=-2", "config.input.num_frames=-2 must be >= 0"),
 ])
 def test_unknown_names(tmp_path, override, needle):
   result = _main("--config", "configs/demo.py:smoke", override, f"--workdir={tmp_path}")

@@ -48,7 +48,7 @@ def _build_command(name: str, config: str, data_dir: str) -> str:
 
 
 def _check_builder_config(name: str, config: str) -> None:
-  """A builder config the registered builder does not define is a config error, with the names."""
+  """A config name the registered builder does not define is a config error, with the names."""
   try:
     known = sorted(tfds.builder_cls(name).builder_configs)
   except tfds.core.registered.DatasetNotFoundError:
@@ -63,8 +63,8 @@ def open_dataset(dcfg: ml_collections.ConfigDict, splits: list[str]) -> Dataset:
   data_dir = os.path.expanduser(dcfg.data_dir or tfds.core.constants.DATA_DIR)
   module = _import_builder(dcfg.name)
   full_name = f"{dcfg.name}/{dcfg.config}"
-  _check_builder_config(dcfg.name, dcfg.config)
   if dcfg.name == "synthetic_av" and module is not None and dcfg.auto_build:
+    _check_builder_config(dcfg.name, dcfg.config)  # Built from a named config (+ overrides).
     builder = module.build(dcfg.config, data_dir=data_dir, **dict(dcfg.build_overrides))
   else:
     try:
@@ -73,7 +73,8 @@ def open_dataset(dcfg: ml_collections.ConfigDict, splits: list[str]) -> Dataset:
       raise DatasetNotBuiltError(
           f"Unknown dataset {dcfg.name!r}: no TFDS builder of that name is registered and avjax "
           f"ships none under data_builders/{dcfg.name}. Check config.dataset.name.") from e
-    except ValueError as e:  # Unknown builder config.
+    except ValueError as e:  # A config neither registered nor built (variants are found on disk).
+      _check_builder_config(dcfg.name, dcfg.config)
       raise DatasetNotBuiltError(f"Dataset {full_name}: {e}") from e
     if not _is_prepared(builder):
       readme = f"data_builders/{dcfg.name}/README.md"
