@@ -18,6 +18,16 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 
+class _QuietReadOnly(logging.Filter):
+  """Drops Orbax's warning that a read-only manager's directory is read only (asked for)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Given directory is read only")
+
+
+logging.getLogger("absl").addFilter(_QuietReadOnly())
+
+
 class Checkpointer:
   """`<workdir>/checkpoints/<step>/{state,meta}` with latest-N + best-by-metric retention."""
 
@@ -36,7 +46,8 @@ class Checkpointer:
     ])
     options = ocp.CheckpointManagerOptions(create=not read_only, preservation_policy=policy,
                                            cleanup_tmp_directories=not read_only,
-                                           read_only=read_only)
+                                           read_only=read_only,
+                                           save_interval_steps=0 if read_only else 1)
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_names=("state", "meta"))
 
@@ -183,12 +194,11 @@ def _resolve_step_dir(source: str) -> str:
 
 def _best_ranked(checkpointer: Checkpointer) -> int | None:
   """The step the source run's own best_metric ranks best (read from its config.json)."""
-  import json  # pylint: disable=import-outside-toplevel
+  from avjax import writers  # pylint: disable=import-outside-toplevel
   config_path = os.path.join(os.path.dirname(checkpointer.directory), "config.json")
   if not os.path.exists(config_path):
     return None
-  with open(config_path) as f:
-    train = json.load(f).get("train", {})
+  train = writers.read_config_json(config_path).get("train", {})
   checkpointer.best_metric = train.get("best_metric", "")
   checkpointer.best_mode = train.get("best_mode", "max")
   return checkpointer.best_step() if checkpointer.best_metric else None

@@ -62,22 +62,17 @@ def _cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
 
 def load_workdir_config(workdir: str) -> Any:
   """The ml_collections.ConfigDict a workdir was written with (`<workdir>/config.json`)."""
-  import json  # pylint: disable=import-outside-toplevel
   import os  # pylint: disable=import-outside-toplevel
 
   import ml_collections  # pylint: disable=import-outside-toplevel
 
+  from avjax import writers  # pylint: disable=import-outside-toplevel
   from avjax.registry import ConfigError  # pylint: disable=import-outside-toplevel
   path = os.path.join(workdir, "config.json")
   if not os.path.isfile(path):
     raise ConfigError(f"{path} does not exist; --workdir must be a directory written by "
                       "`python -m avjax.main` or `python -m avjax.convert`.")
-  with open(path) as f:
-    try:
-      return ml_collections.ConfigDict(json.load(f))
-    except json.JSONDecodeError as e:
-      raise ConfigError(f"{path} is not valid JSON ({e}); the workdir's config file is damaged. "
-                        "Restore it from the config file the run was started with.") from e
+  return ml_collections.ConfigDict(writers.read_config_json(path))
 
 
 def evaluate_workdir(workdir: str, *, split: str | None = None, step: int | None = None,

@@ -5,8 +5,9 @@ tensorflow-datasets 4.9.10's CLI imports every subcommand at start-up, and two o
 `tfds build` fails without TensorFlow even though `build` itself never needs it. This entry point
 replaces those two subcommands with stand-ins that say what they need, then runs the real CLI:
 `build` and `new` behave exactly as `tfds build` / `tfds new` (same flags), except that a
-`--manual_dir` that is not a folder with files, and the builders' own input errors (no usable clip,
-a strict build's first problem), end with one message instead of a traceback.
+`--manual_dir` that is not a folder with files, and errors raised by avjax's builder code (no usable
+clip, a strict build's first problem, a list file missing from the download), end with their
+message and where they were raised instead of a traceback (AVJAX_TRACEBACK=1 keeps it).
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ def _check_manual_dir(argv: list[str]) -> None:
   for i, arg in enumerate(argv):
     if arg == "--manual_dir" or arg.startswith("--manual_dir="):
       value = arg.partition("=")[2] if "=" in arg else (argv[i + 1] if i + 1 < len(argv) else "")
+      if not value:
+        return  # The CLI's own usage error.
       path = os.path.expanduser(value)
       if not os.path.isdir(path):
         _fail(f"--manual_dir {value!r} is not a folder; point it at the unpacked download "
@@ -62,18 +65,26 @@ def launch() -> None:
   from tensorflow_datasets.scripts.cli import main as tfds_main  # pylint: disable=g-import-not-at-top
   try:
     tfds_main.launch_cli()
-  except (FileNotFoundError, RuntimeError) as e:  # E.g. "found no usable clip", a strict build.
-    if not _raised_by_a_builder(e):
+  except (FileNotFoundError, RuntimeError, ValueError) as e:  # "found no usable clip", strict...
+    where = _builder_frame(e)
+    if where is None or os.environ.get("AVJAX_TRACEBACK"):
       raise
-    _fail(str(e))
+    _fail(f"{e}\n(raised at {where}; AVJAX_TRACEBACK=1 shows the traceback)")
 
 
-def _raised_by_a_builder(error: BaseException) -> bool:
-  """Whether `error` comes from avjax's builders (whose messages say what to fix), not a bug."""
+def _builder_frame(error: BaseException) -> str | None:
+  """'file:line' where `error` was raised when that is avjax's builder code, whose input errors
+  say what to fix; None for anything else (shown with its traceback)."""
   tb = error.__traceback__
   while tb is not None and tb.tb_next is not None:
     tb = tb.tb_next
-  return tb is not None and f"{os.sep}data_builders{os.sep}" in tb.tb_frame.f_code.co_filename
+  if tb is None:
+    return None
+  path = tb.tb_frame.f_code.co_filename
+  marker = f"{os.sep}data_builders{os.sep}"
+  if marker not in path:
+    return None
+  return f"data_builders{os.sep}{path.split(marker, 1)[1]}:{tb.tb_lineno}"
 
 
 if __name__ == "__main__":

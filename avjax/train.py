@@ -73,12 +73,7 @@ def _check_workdir_config(config: ml_collections.ConfigDict, workdir: str) -> No
   path = os.path.join(workdir, "config.json")
   current = json.loads(config.to_json())
   if os.path.exists(path):
-    with open(path) as f:
-      try:
-        saved = _run_method_settings_only(_flatten(json.load(f)))
-      except json.JSONDecodeError as e:
-        raise ConfigError(f"{path} is not valid JSON ({e}): the workdir's record of its config is "
-                          "damaged. Restore it, or pass a new --workdir.") from e
+    saved = _run_method_settings_only(_flatten(writers.read_config_json(path)))
     now = _flatten(current)
     diff = sorted(k for k in set(saved) | set(now)
                   if k not in _RESUMABLE_CHANGES and saved.get(k) != now.get(k))

@@ -117,6 +117,18 @@ class MetricWriter:
     self.close()
 
 
+def read_config_json(path: str | os.PathLike) -> dict[str, Any]:
+  """A workdir's `config.json` as a dict; a damaged file is a ConfigError that says so."""
+  from avjax.registry import ConfigError  # pylint: disable=import-outside-toplevel
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  except ValueError as e:  # JSONDecodeError, UnicodeDecodeError.
+    raise ConfigError(f"{path} is not valid JSON ({type(e).__name__}: {e}): the workdir's record "
+                      "of its config is damaged. Restore it (the run's config file and "
+                      "overrides), or use a new workdir.") from e
+
+
 def read_metrics(workdir: str | os.PathLike) -> list[dict[str, Any]]:
   """All rows of `<workdir>/metrics.jsonl` in file order (non-finite values read back as None).
 

@@ -43,3 +43,9 @@ def test_predictions_file_is_never_overwritten(tmp_path):
          f"--predictions={target}"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and expected in result.stderr, result.stderr[-2000:]
   assert existing.read_bytes() == b"earlier results"
+
+
+def test_config_json_in_another_encoding_is_a_config_error(tmp_path):
+  (tmp_path / "config.json").write_bytes(b'{"name": "caf\xe9"}')  # Latin-1, not UTF-8.
+  with pytest.raises(ConfigError, match="config.json is not valid JSON"):
+    load_workdir_config(str(tmp_path))

@@ -317,10 +317,14 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
   if path.endswith(".npz"):
     try:
       with np.load(path, allow_pickle=False) as f:
-        return strip_prefixes({k: f[k] for k in f.files})
-    except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as e:
+        arrays = {k: f[k] for k in f.files}
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
       raise ConversionError(f"{path} is not a readable .npz ({type(e).__name__}: {e}); it may be "
                             "truncated: save the state dict again.") from e
+    except ValueError as e:  # E.g. object arrays, which are not read (no pickles).
+      raise ConversionError(f"{path} holds something other than numeric arrays ({e}); save the "
+                            "state dict's tensors as numpy arrays.") from e
+    return strip_prefixes(arrays)
   try:
     import torch  # pylint: disable=import-outside-toplevel
   except ImportError as e:

@@ -47,12 +47,17 @@ def _build_command(name: str, config: str, data_dir: str) -> str:
           f"--data_dir={data_dir}")
 
 
+def _known_configs(name: str) -> list[str]:
+  """The builder configs a registered builder defines ([] for an unknown builder)."""
+  try:
+    return sorted(tfds.builder_cls(name).builder_configs)
+  except tfds.core.registered.DatasetNotFoundError:
+    return []  # Reported by open_dataset with the dataset's name.
+
+
 def _check_builder_config(name: str, config: str) -> None:
   """A config name the registered builder does not define is a config error, with the names."""
-  try:
-    known = sorted(tfds.builder_cls(name).builder_configs)
-  except tfds.core.registered.DatasetNotFoundError:
-    return  # Reported by open_dataset with the dataset's name.
+  known = _known_configs(name)
   if known and config not in known:
     raise ConfigError(f"Dataset {name!r} has no builder config {config!r}; its configs are "
                       f"{known}. Fix config.dataset.config.")
@@ -74,6 +79,12 @@ def open_dataset(dcfg: ml_collections.ConfigDict, splits: list[str]) -> Dataset:
           f"Unknown dataset {dcfg.name!r}: no TFDS builder of that name is registered and avjax "
           f"ships none under data_builders/{dcfg.name}. Check config.dataset.name.") from e
     except ValueError as e:  # A config neither registered nor built (variants are found on disk).
+      base = dcfg.config.split("-")[0]
+      if base != dcfg.config and base in _known_configs(dcfg.name):
+        raise DatasetNotBuiltError(
+            f"Dataset {full_name} (a variant of its {base!r} config) is not built in {data_dir}; "
+            f"build it there as data_builders/{dcfg.name}/README.md shows, or fix "
+            "config.dataset.data_dir.") from e
       _check_builder_config(dcfg.name, dcfg.config)
       raise DatasetNotBuiltError(f"Dataset {full_name}: {e}") from e
     if not _is_prepared(builder):
