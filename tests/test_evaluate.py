@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -21,8 +22,12 @@ def test_readers_leave_a_running_jobs_unfinished_save_alone(tmp_path, read_only)
   checkpointer = Checkpointer(str(tmp_path / "checkpoints"), keep=2, best_metric="accuracy",
                               best_mode="max", read_only=read_only)
   assert checkpointer.steps() == []
+  # Evaluation and init_from read with read_only=True; the trainer (its own run) cleans up, in a
+  # background thread that Orbax awaits only at its first save.
+  deadline = time.monotonic() + (1 if read_only else 60)
+  while unfinished.exists() and time.monotonic() < deadline:
+    time.sleep(0.1)
   checkpointer.close()
-  # Evaluation and init_from read with read_only=True; the trainer (its own run) cleans up.
   assert unfinished.exists() == read_only
 
 
