@@ -9,7 +9,7 @@ from typing import Any, NoReturn
 from absl import flags
 from ml_collections import config_flags
 
-from avjax.config import with_method
+from avjax.config import method_sections, with_method
 from avjax.registry import ConfigError
 
 
@@ -76,8 +76,9 @@ def method_from_command_line(config: Any, file_method_name: str, overrides: dict
     return config
   given = [k.split(".", 1)[1] for k in overrides if k.startswith("method.") and k != "method.name"]
   switched = with_method(config, name, keep=given)
-  dropped = {k: v for k, v in config.method.items()  # The file's method's; not other sections.
-             if k not in switched.method and not isinstance(v, (dict, type(config)))}
+  sections = method_sections(config)  # Other methods' settings: not the file's method's.
+  dropped = {k: v for k, v in config.method.items()
+             if k not in switched.method and k not in sections}
   if dropped:
     settings = ", ".join(f"{k}={v!r}" for k, v in sorted(dropped.items()))
     print(f"avjax: method {name!r} from the command line replaces the config file's "

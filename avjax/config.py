@@ -199,7 +199,7 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                       + (f"{c.model.name!r} takes recomputation as config.{key}."
                          if key else f"{c.model.name!r} has no recomputation option."))
   models.check_fusion(c.model.fusion)
-  blocks = _method_blocks(c)
+  blocks = method_sections(c)
   sections = [("config.method", c.method.name, set(c.method.keys()) - {"name", *blocks})]
   sections += [(f"config.method.{name}", name, set(block.keys())) for name, block in blocks.items()]
   for where, name, keys in sections:
@@ -219,7 +219,7 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return run
 
 
-def _method_blocks(c: ml_collections.ConfigDict) -> dict[str, ml_collections.ConfigDict]:
+def method_sections(c: ml_collections.ConfigDict) -> dict[str, ml_collections.ConfigDict]:
   """config.method.<method name> sections: settings used only when that method runs."""
   return {k: v for k, v in c.method.items() if isinstance(v, (dict, ml_collections.ConfigDict))}
 
@@ -237,7 +237,7 @@ def with_method(c: ml_collections.ConfigDict, name: str | None = None,
   from avjax import methods  # Late import: the registry fills on import.
   name = name or c.method.name
   methods.METHODS.get(name)  # An unknown name fails here, with the known ones.
-  blocks = _method_blocks(c)
+  blocks = method_sections(c)
   if keep is None:
     keep = c.method.keys() if name == c.method.name else ()
   keep = set(keep)
