@@ -203,7 +203,7 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   sections = [("config.method", c.method.name, set(c.method.keys()) - {"name", *blocks})]
   sections += [(f"config.method.{name}", name, set(block.keys())) for name, block in blocks.items()]
   for where, name, keys in sections:
-    takes = methods.METHODS.get(name).defaults
+    takes = methods.METHODS.get(name).settings_keys()
     unknown = sorted(keys - set(takes))
     if unknown:
       raise ConfigError(f"{where} has key(s) {unknown} that method {name!r} does not take; its "
@@ -215,8 +215,30 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       except ConfigError as e:
         raise ConfigError(f"config.method.{name} (used when method {name!r} runs): {e}") from e
   run = with_method(c)
+  check_capabilities(run)
   methods.METHODS.get(run.method.name).validate(run)
   return run
+
+
+def check_capabilities(c: ml_collections.ConfigDict) -> None:
+  """The method's required model capabilities against the configured model's (one line naming
+  what is missing, how to get it with this model if it can, and the models that have it)."""
+  from avjax import methods, models  # Late import: registries fill on import.
+  from avjax.models.contract import CAPABILITIES  # pylint: disable=import-outside-toplevel
+  required = methods.METHODS.get(c.method.name).requires
+  spec = models.MODELS.get(c.model.name)
+  missing = sorted(required - spec.capabilities(c))
+  if not missing:
+    return
+  hints = [spec.hints[m] for m in missing if m in spec.hints]
+  having = [n for n in models.MODELS.names()
+            if set(missing) <= models.MODELS.get(n).capabilities(c)]
+  described = "; ".join(f"{m}: {CAPABILITIES[m]}" for m in missing)
+  fix = (f"{'; '.join(hints)}" if hints else
+         f"use a model that has them ({', '.join(repr(n) for n in having)}: config.model.name)"
+         if having else "no registered model has them")
+  raise ConfigError(f"method {c.method.name!r} needs model capabilities {missing} ({described}), "
+                    f"which model {c.model.name!r} does not have with these settings: {fix}.")
 
 
 def method_sections(c: ml_collections.ConfigDict) -> dict[str, ml_collections.ConfigDict]:

@@ -17,7 +17,7 @@ from flax import nnx
 
 from avjax.data import device_augment
 from avjax.methods.base import METHODS, Method, StepContext
-from avjax.models import build_model
+from avjax.models import build_model, info_of
 from avjax.state import INPUT_KEYS, Graphs, ModelFns, TrainState, cast_floats, model_inputs
 
 __all__ = ["INPUT_KEYS", "Graphs", "ModelFns", "Setup", "TrainState", "init_state",
@@ -36,9 +36,11 @@ class Setup:
 
 def setup(config: ml_collections.ConfigDict, num_classes: int, steps_per_epoch: int = 1) -> Setup:
   """Builds the configured method and model and the initial TrainState. `steps_per_epoch` only
-  shapes the learning-rate schedule (the state's structure does not depend on it)."""
-  method = METHODS.get(config.method.name)(config)
-  model = build_model(config, num_classes, method.model_overrides())
+  shapes the learning-rate schedule (the state's structure does not depend on it). The method
+  is built twice: once for the constructor arguments it needs, then with the model's ModelInfo."""
+  method_cls = METHODS.get(config.method.name)
+  model = build_model(config, num_classes, method_cls(config).model_overrides())
+  method = method_cls(config, info_of(config, model))
   tx = method.optimizer(steps_per_epoch)
   graphs, state = init_state(model, tx, method, config.seed)
   return Setup(method=method, graphs=graphs, tx=tx, state=state)
@@ -109,7 +111,7 @@ def make_train_step(graphs: Graphs, tx: optax.GradientTransformation,
   def train_step(state: TrainState, batch: dict[str, jax.Array], epoch: jax.Array):
     batch = normalize_inputs(batch, method.config.input)
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-    ctx = StepContext(step=state.step, epoch=epoch, rng=rng)
+    ctx = StepContext(step=state.step, epoch=epoch, rng=rng, model=method.model)
     updated, output, metrics = method.update(model, tx, state, batch, ctx)
     finite = (jnp.isfinite(metrics["loss"]) & _all_finite(updated.params)
               & _all_finite(updated.opt_state))

@@ -63,7 +63,7 @@ def _run_method_settings_only(flat: dict[str, Any]) -> dict[str, Any]:
   name = flat.get("method.name")
   if name not in METHODS:
     return flat
-  takes = METHODS.get(name).defaults
+  takes = METHODS.get(name).settings_keys()
   return {k: v for k, v in flat.items()
           if not k.startswith("method.") or k == "method.name" or k[len("method."):] in takes}
 
@@ -162,26 +162,46 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   per_example_fns: dict[Any, Any] = {}
 
-  def run_over_train(fn, indices: np.ndarray) -> dict[str, np.ndarray]:
+  def run(fn, split: str = "train", indices: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """EpochContext.run: a per-example function over a split (or some of its examples)."""
+    source = val_source() if split == "validation" else train_source
+    if indices is None:
+      indices = (epoch_context(0).heldout()[1] if split == "heldout"
+                 else np.arange(len(source)))
     if fn not in per_example_fns:
       per_example_fns[fn] = jax.jit(make_per_example_fn(graphs, fn, config.input))
-    subset = data.Subset(train_source, np.asarray(indices))
+    subset = data.Subset(source, np.asarray(indices))
     out = predict(per_example_fns[fn], state, subset, eval_transform,
                   batch_size=eval_batch_size, mesh=mesh, num_workers=config.input.num_workers)
     out["index"] = np.asarray(indices)[out["index"]]
     return out
+
+  def val_source():
+    if not config.dataset.val_split:
+      raise ConfigError(f"method {config.method.name!r} runs a pass over the validation split, "
+                        "but config.dataset.val_split is empty; set it.")
+    return dataset.sources[config.dataset.val_split]
+
+  def epoch_context(epoch: int) -> EpochContext:
+    return EpochContext(epoch=epoch, seed=config.seed, num_examples=len(train_source),
+                        state=state, model=method.model, run=run, workdir=workdir,
+                        is_chief=is_chief)
 
   plans = data.PlanStore(os.path.join(workdir, "plans"), enabled=is_chief)
 
   host_step = int(state.step)  # Counted on the host from here on: no device sync per step.
   with PreemptionWatcher() as watcher:
     for epoch in range(start_epoch, tc.num_epochs):
-      plan = plans.load(epoch)
-      if plan is None:
-        plan = method.epoch_plan(EpochContext(
-            epoch=epoch, seed=config.seed, num_examples=len(train_source), state=state,
-            run_over_train=run_over_train, workdir=workdir, is_chief=is_chief))
-        plans.save(epoch, plan)
+      plan = plans.load(epoch)  # Saved at the epoch's start: a resumed epoch replays it.
+      if start_step == 0 or plan is None:
+        update = method.on_epoch_start(epoch_context(epoch))
+        # Mid-epoch, the restored checkpoint already holds the state this hook gave the epoch.
+        if start_step == 0 and update.method_state is not None:
+          state = state.replace(method_state=jax.device_put(
+              update.method_state, sharding.replicated(mesh)))
+        if plan is None:
+          plan = update.plan or data.shuffled_plan(len(train_source), config.seed, epoch)
+          plans.save(epoch, plan)
       epoch_steps = data.steps_per_epoch(len(plan.indices), tc.batch_size)
       batches = data.train_batches(train_source, plan, train_transform, seed=config.seed,
                                    epoch=epoch, global_batch_size=tc.batch_size,

@@ -17,6 +17,7 @@ drop_visual (0.2).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -27,15 +28,25 @@ import optax
 from avjax.methods import emotion
 from avjax.methods.base import METHODS, Metrics, StepContext
 from avjax.methods.vavl import check_inputs
+from avjax.models.contract import ModelInfo
 from avjax.models.outputs import ModelOutput
 from avjax.registry import ConfigError
 from avjax.state import ModelFns, TrainState, model_inputs
 
-DEFAULTS = {"drop_audio": 0.2, "drop_visual": 0.2}
 
+@dataclasses.dataclass(frozen=True)
+class AuxFormerSettings(emotion.EmotionSettings):
+  """drop_audio / drop_visual: per-batch modality dropout probabilities (train.py: 0.2 each)."""
 
-def setting(config: ml_collections.ConfigDict, key: str) -> Any:
-  return config.method.get(key, DEFAULTS[key])
+  drop_audio: float = 0.2
+  drop_visual: float = 0.2
+
+  def __post_init__(self):
+    super().__post_init__()
+    pa, pv = self.drop_audio, self.drop_visual
+    if not (pa >= 0 and pv >= 0 and pa + pv <= 1):
+      raise ConfigError(f"config.method.drop_audio={pa!r} / drop_visual={pv!r} must be >= 0 and "
+                        "sum to at most 1 (one draw per batch picks at most one modality).")
 
 
 def batch_modality_drop(rng: jax.Array, batch_size: int, drop_audio: float,
@@ -53,24 +64,17 @@ class AuxFormerMethod(emotion.EmotionMethod):
   """Mean of the main and auxiliary task losses; per-batch modality dropout."""
 
   MODE_KEYS = {"": "logits", "_audio": "logits_audio_only", "_visual": "logits_visual_only"}
-  defaults = {**emotion.EmotionMethod.defaults, **DEFAULTS}
+  Settings = AuxFormerSettings
+  requires = frozenset({"joint_logits", "modality_logits"})
 
-  def __init__(self, config: ml_collections.ConfigDict):
-    super().__init__(config)
-    self.drop_audio = float(setting(config, "drop_audio"))
-    self.drop_visual = float(setting(config, "drop_visual"))
+  def __init__(self, config: ml_collections.ConfigDict, model: ModelInfo | None = None):
+    super().__init__(config, model)
+    self.drop_audio = float(self.settings.drop_audio)
+    self.drop_visual = float(self.settings.drop_visual)
 
   @classmethod
   def validate(cls, config: ml_collections.ConfigDict) -> None:
     super().validate(config)
-    if config.model.name != "auxformer":
-      raise ConfigError(f"method 'auxformer' needs the main and auxiliary outputs of model "
-                        f"'auxformer' (config.model.name={config.model.name!r}); set "
-                        "config.model.name='auxformer'.")
-    pa, pv = setting(config, "drop_audio"), setting(config, "drop_visual")
-    if not (pa >= 0 and pv >= 0 and pa + pv <= 1):
-      raise ConfigError(f"config.method.drop_audio={pa!r} / drop_visual={pv!r} must be >= 0 and "
-                        "sum to at most 1 (one draw per batch picks at most one modality).")
     check_inputs(config, "auxformer")
 
   def update(self, model: ModelFns, tx: optax.GradientTransformation, state: TrainState,
@@ -88,7 +92,7 @@ class AuxFormerMethod(emotion.EmotionMethod):
 
   def loss(self, output: ModelOutput, batch: dict[str, jax.Array], state: Any,
            ctx: StepContext) -> tuple[jax.Array, Metrics]:
-    main, _ = emotion.task_loss(self.task, output.aux["main_logits"], batch)
+    main, _ = emotion.task_loss(self.task, output.joint_logits, batch)
     aux_a, _ = emotion.task_loss(self.task, output.modality_logits["audio"], batch)
     aux_v, _ = emotion.task_loss(self.task, output.modality_logits["visual"], batch)
     loss = (main + aux_a + aux_v) / 3.0

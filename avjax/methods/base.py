@@ -1,16 +1,25 @@
-"""The method plug-in interface: what a method may change in the one training loop.
+"""The method plug-in interface: a training strategy, and nothing else of the loop.
 
-A method owns the optimizer and the update of one batch. Most methods only change pieces of the
-default update (`loss`, `transform_grads`); methods with their own schedule (VAVL's three steps per
-batch, VAT's momentum encoders) override `update`. Between epochs a method may choose the epoch's
-plan (which examples, with which modalities); at evaluation it may add per-example outputs, split
-metrics and pictures. Everything called inside the step is traced: it must be pure.
+A method declares its settings (a frozen dataclass, `Method.Settings`, parsed and checked once from
+config.method) and the model capabilities it requires (`Method.requires`, checked against the
+model's before compiling). Its hooks:
+
+  init_state(params)            -> the method's own state pytree (checkpointed with the run)
+  loss(output, batch, state, ctx)            -> (scalar loss, metrics)   traced
+  transform_grads(grads, output, batch, state, ctx) -> (grads, state, metrics)   traced
+  update(model, tx, state, batch, ctx)       -> (state, output, metrics)  traced; the default is
+                                  forward, `loss`, gradients, `transform_grads`, `apply_gradients`
+  on_epoch_start(ctx)           -> EpochUpdate(plan, method_state)   on the host, between epochs
+
+Methods address parameters by the model's parameter groups (`ctx.model.paths('encoder/audio')`)
+and read only the typed ModelOutput fields their capabilities provide; they never name a model's
+attributes. Everything called inside the step is traced: it must be pure.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import flax.struct
 import jax
@@ -22,43 +31,62 @@ from flax import nnx
 
 from avjax import valuation
 from avjax.data.pipeline import EpochPlan, shuffled_plan
+from avjax.models.contract import ModelInfo
 from avjax.models.outputs import ModelOutput
 from avjax.optim import make_optimizer, make_schedule
-from avjax.registry import Registry
+from avjax.registry import ConfigError, Registry
 from avjax.state import ModelFns, TrainState
 
 Metrics = dict[str, jax.Array]
 # fn(model, batch) -> per-example arrays (leading axis B), traced inside a jitted eval-mode pass.
 PerExampleFn = Callable[[nnx.Module, dict[str, jax.Array]], dict[str, jax.Array]]
+SPLITS = ("train", "heldout", "validation")
 
 
 @flax.struct.dataclass
 class StepContext:
-  """Per-step values a method may read: all traced, so changing them never recompiles.
+  """Per-step values a method may read: traced (changing them never recompiles), and the model's
+  static description.
 
   Attributes:
     step: global step (int32 scalar).
     epoch: 0-indexed epoch (int32 scalar).
     rng: a key for this step, already folded with the step number.
+    model: the model's capabilities and parameter groups (static).
   """
 
   step: jax.Array
   epoch: jax.Array
   rng: jax.Array
+  model: ModelInfo | None = flax.struct.field(pytree_node=False, default=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class EpochUpdate:
+  """What `on_epoch_start` returns: the epoch's plan (None: a shuffled pass over the training
+  split) and the method's new state (None: unchanged). The trainer saves the plan with the run
+  and writes the state into TrainState, so both are checkpointed and a resumed epoch replays them."""
+
+  plan: EpochPlan | None = None
+  method_state: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
 class EpochContext:
-  """What a method may use on the host to plan an epoch.
+  """What a method may use on the host at the start of an epoch.
 
   Attributes:
     epoch: 0-indexed epoch about to start.
     seed: the experiment's root seed.
     num_examples: size of the training split.
-    state: TrainState at the start of the epoch.
-    run_over_train: run_over_train(fn, indices) applies a PerExampleFn to the training examples
-      `indices` (eval mode, eval transform, jitted and sharded like evaluation) and returns the
-      per-example outputs as numpy arrays, in `indices` order, on every host.
+    state: TrainState at the start of the epoch (`state.method_state`: the method's state).
+    model: the model's capabilities and parameter groups.
+    run: run(fn, split='train', indices=None) applies a PerExampleFn (eval mode, eval transform,
+      jitted and sharded like evaluation) to examples of 'train', 'heldout' (see `heldout`) or
+      'validation' (all of the split when `indices` is None) and returns the per-example outputs
+      as numpy arrays, in `indices` order, with 'index' (positions in the training split for
+      'train' / 'heldout'), on every host.
+    heldout_fraction: the share of the training split in the seeded held-out fold.
     workdir: the run's directory (write only when `is_chief`).
     is_chief: whether this process writes files.
   """
@@ -67,9 +95,23 @@ class EpochContext:
   seed: int
   num_examples: int
   state: TrainState
-  run_over_train: Callable[[PerExampleFn, np.ndarray], dict[str, np.ndarray]]
+  model: ModelInfo | None
+  run: Callable[..., dict[str, np.ndarray]]
   workdir: str
   is_chief: bool
+  heldout_fraction: float = 0.2
+
+  def heldout(self) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, held-out) indices of the training split: a fold fixed by the seed (not the epoch),
+    held-out = `heldout_fraction` of the examples, both sorted."""
+    rng = np.random.default_rng([self.seed, 0x4E1D])
+    order = rng.permutation(self.num_examples)
+    cut = int(round(self.num_examples * self.heldout_fraction))
+    return np.sort(order[cut:]), np.sort(order[:cut])
+
+  def run_over_train(self, fn: PerExampleFn, indices: np.ndarray) -> dict[str, np.ndarray]:
+    """`run(fn, 'train', indices)`."""
+    return self.run(fn, "train", indices)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,26 +136,77 @@ class EvalContext:
   is_chief: bool
 
 
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """Settings every method takes (config.method.<field>); subclasses add theirs.
+
+  Attributes:
+    value_fn: the value function of the per-example Shapley contributions reported at evaluation
+      ('size': v(S) = |S| 1[correct], Wei et al.'s repository; 'correct': 1[correct]).
+  """
+
+  value_fn: str = "size"
+
+  def __post_init__(self):
+    if self.value_fn not in valuation.VALUE_FNS:
+      raise ConfigError(f"config.method.value_fn={self.value_fn!r} is not one of "
+                        f"{valuation.VALUE_FNS}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class NoSettings:
+  """For methods that take no settings at all."""
+
+
+def parse_settings(settings_cls: type, config: ml_collections.ConfigDict) -> Any:
+  """config.method (without 'name' and other methods' sections) as `settings_cls`; an unknown key
+  is a ConfigError naming the known ones."""
+  method = config.method
+  given = {k: v for k, v in method.items()
+           if k != "name" and not isinstance(v, (dict, ml_collections.ConfigDict))}
+  known = [f.name for f in dataclasses.fields(settings_cls)]
+  unknown = sorted(set(given) - set(known))
+  if unknown:
+    raise ConfigError(f"config.method has key(s) {unknown} that method {method.name!r} does not "
+                      f"take; its settings are {sorted(known)} (defaults where unset).")
+  return settings_cls(**given)
+
+
+def apply_gradients(tx: optax.GradientTransformation, state: TrainState, grads: Any,
+                    params: Any = None, **fields: Any) -> TrainState:
+  """One optimizer step: `state` with params updated from `grads` (taken at `params`, default
+  state.params), the new optimizer state, and any other `fields` replaced."""
+  params = state.params if params is None else params
+  updates, opt_state = tx.update(grads, state.opt_state, params)
+  return state.replace(params=optax.apply_updates(params, updates), opt_state=opt_state, **fields)
+
+
 class Method:
   """Joint training: cross-entropy on the fused logits, the configured optimizer, shuffled epochs.
 
-  Subclasses override the pieces they change. `config` is the whole experiment config.
+  Subclasses override the pieces they change. `config` is the whole experiment config; `model`
+  the built model's description (None before a model exists, e.g. in unit tests of the loss).
   """
 
-  # The config.method keys the method reads (besides 'name'), with the values it uses when a config
-  # leaves them out; `avjax.config.validate` rejects any other key. Subclasses extend it.
-  defaults: dict[str, Any] = {"value_fn": "size"}
+  Settings: ClassVar[type] = Settings
+  # Model capabilities (avjax.models.contract.CAPABILITIES) the method cannot run without.
+  requires: ClassVar[frozenset[str]] = frozenset()
 
-  def __init__(self, config: ml_collections.ConfigDict):
+  def __init__(self, config: ml_collections.ConfigDict, model: ModelInfo | None = None):
     self.config = config
+    self.settings = parse_settings(self.Settings, config)
+    self.model = model
 
-  def setting(self, key: str) -> Any:
-    """config.method.<key>, or the method's default when the config leaves it out."""
-    return self.config.method.get(key, self.defaults[key])
+  @classmethod
+  def settings_keys(cls) -> tuple[str, ...]:
+    """The config.method keys the method takes (besides 'name')."""
+    return tuple(f.name for f in dataclasses.fields(cls.Settings))
 
   @classmethod
   def validate(cls, config: ml_collections.ConfigDict) -> None:
-    """Raises ConfigError for settings this method cannot run with (checked before compiling)."""
+    """Raises ConfigError for settings this method cannot run with (checked before compiling).
+    The default parses (and so checks) the method's settings."""
+    parse_settings(cls.Settings, config)
 
   def model_overrides(self) -> dict[str, Any]:
     """Keyword arguments the method needs in the model constructor (e.g. a cosine head);
@@ -138,7 +231,7 @@ class Method:
     """One optimisation step on a global batch: returns the new state (params, model_state,
     opt_state, method_state; the trainer advances `step`), the training forward's output and
     metrics (scalars; must contain 'loss'). The default: forward, `loss`, gradients,
-    `transform_grads`, optimizer."""
+    `transform_grads`, `apply_gradients`."""
 
     def loss_fn(params):
       output, model_state = model.forward(params, state.model_state, batch)
@@ -149,10 +242,8 @@ class Method:
         loss_fn, has_aux=True)(state.params)
     grads, method_state, grad_metrics = self.transform_grads(
         grads, output, batch, state.method_state, ctx)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    new_state = state.replace(params=optax.apply_updates(state.params, updates),
-                              model_state=model_state, opt_state=opt_state,
-                              method_state=method_state)
+    new_state = apply_gradients(tx, state, grads, model_state=model_state,
+                                method_state=method_state)
     return new_state, output, {**metrics, **grad_metrics}
 
   def learning_rate(self, step: int, epoch: int, steps_per_epoch: int) -> float:
@@ -185,10 +276,12 @@ class Method:
     metrics.update({f"accuracy_{m}": hit(l) for m, l in output.modality_logits.items()})
     return metrics
 
-  def epoch_plan(self, ctx: EpochContext) -> EpochPlan:
-    """Which training examples the epoch visits, in order, with optional per-visit modality
-    masks. Plans are saved with the run, so a resumed epoch replays its plan exactly."""
-    return shuffled_plan(ctx.num_examples, ctx.seed, ctx.epoch)
+  def on_epoch_start(self, ctx: EpochContext) -> EpochUpdate:
+    """Between epochs, on the host: the epoch's plan (which training examples, in order, with
+    optional per-visit modality masks) and / or new method state, e.g. from a pass over data
+    (`ctx.run`). Default: a shuffled pass, state unchanged. Must be deterministic in (seed,
+    epoch, ctx.state): a resumed run replays the saved plan and restores the saved state."""
+    return EpochUpdate(plan=shuffled_plan(ctx.num_examples, ctx.seed, ctx.epoch))
 
   # ---------------------------------------------------------------------------- evaluation
   def eval_outputs(self, model: nnx.Module, batch: dict[str, jax.Array],
@@ -203,8 +296,7 @@ class Method:
     """
     if "num_classes" in self.model_overrides():
       return {}
-    return valuation.eval_contributions(model, output, batch,
-                                        self.setting("value_fn"))
+    return valuation.eval_contributions(model, output, batch, self.settings.value_fn)
 
   def eval_report(self, predictions: dict[str, np.ndarray]) -> dict[str, float]:
     """Split-level metrics from the whole split's per-example predictions (host, numpy): the

@@ -30,6 +30,7 @@ Config keys (config.method.*, defaults when absent): mask_weight (1e-4; 0 is the
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
@@ -40,20 +41,29 @@ import numpy as np
 from flax import nnx
 
 from avjax import metrics as metrics_lib
+from avjax.methods import base
 from avjax.methods.base import METHODS, EvalContext, Method, Metrics, StepContext, cross_entropy
 from avjax.models.cmvqvae import ABLATIONS, MASK_INITS, MODES, model_kwargs
-from avjax.models.outputs import ModelOutput
+from avjax.models.contract import ModelInfo
+from avjax.models.outputs import MODALITIES, ModelOutput
 from avjax.models.vq import LOG_EPS, THRESHOLD_FNS
 from avjax.registry import ConfigError
 from avjax.state import model_inputs
 
-DEFAULTS = {"mask_weight": 1e-4, "num_pictures": 4}
-MODALITIES = ("audio", "visual")
 
+@dataclasses.dataclass(frozen=True)
+class CMVQVAESettings(base.Settings):
+  """mask_weight: weight of the mask regulariser (1e-4: main.py's regularization=True; 0: its
+  regularization=False); num_pictures: examples in the reconstruction picture (avjax's choice)."""
 
-def setting(config: ml_collections.ConfigDict, key: str) -> Any:
-  """config.method.<key>, or the documented default when the config file did not set it."""
-  return config.method.get(key, DEFAULTS[key])
+  mask_weight: float = 1e-4
+  num_pictures: int = 4
+
+  def __post_init__(self):
+    super().__post_init__()
+    if not self.mask_weight >= 0:
+      raise ConfigError(f"config.method.mask_weight={self.mask_weight!r} must be >= 0 (0: no "
+                        "regulariser).")
 
 
 def visual_target(batch: dict[str, jax.Array]) -> jax.Array:
@@ -66,10 +76,9 @@ def reconstruction_errors(output: ModelOutput, batch: dict[str, jax.Array]) -> d
   """{'recon_audio', 'recon_visual'}: per-example mean squared errors (B,), for those present."""
   targets = {"audio": batch["audio"], "visual": visual_target(batch)}
   out = {}
-  for m in MODALITIES:
-    if f"recon_{m}" in output.aux:
-      diff = output.aux[f"recon_{m}"].astype(jnp.float32) - targets[m].astype(jnp.float32)
-      out[f"recon_{m}"] = jnp.mean(jnp.square(diff).reshape(diff.shape[0], -1), axis=1)
+  for m, recon in (output.reconstructions or {}).items():
+    diff = recon.astype(jnp.float32) - targets[m].astype(jnp.float32)
+    out[f"recon_{m}"] = jnp.mean(jnp.square(diff).reshape(diff.shape[0], -1), axis=1)
   return out
 
 
@@ -83,31 +92,37 @@ def mask_report(shared_visual: float, shared_audio: float, channels: int) -> dic
   }
 
 
-_PICTURE_KEYS = ("mask", "mask_thresholded", "recon_audio", "recon_visual")
-
-
 @nnx.jit
 def _picture_pass(model: nnx.Module, inputs: dict[str, jax.Array]) -> dict[str, jax.Array]:
   """The mask and reconstructions of a few examples (eval mode; compiled once per shape)."""
-  return {k: v for k, v in model(inputs).aux.items() if k in _PICTURE_KEYS}
+  out = model(inputs)
+  result = {f"recon_{m}": r for m, r in (out.reconstructions or {}).items()}
+  if out.fusion_mask is not None:
+    result.update(mask=out.fusion_mask.values, mask_thresholded=out.fusion_mask.thresholded)
+  return result
 
 
 @METHODS.register("cmvqvae")
 class CMVQVAEMethod(Method):
   """Reconstruction + classification + VQ + mask-regulariser objective (module docstring)."""
 
-  defaults = {**Method.defaults, **DEFAULTS}
+  Settings = CMVQVAESettings
+  # Reconstructions, VQ statistics and the mask enter the loss when the model has them (its
+  # ablations drop some); classification alone needs no more than any model has.
+  requires = frozenset({"modality_logits", "encode_fuse"})
 
-  def __init__(self, config: ml_collections.ConfigDict):
-    super().__init__(config)
-    self.mask_weight = float(setting(config, "mask_weight"))
-    self.num_pictures = int(setting(config, "num_pictures"))
+  def __init__(self, config: ml_collections.ConfigDict, model: ModelInfo | None = None):
+    super().__init__(config, model)
+    self.mask_weight = float(self.settings.mask_weight)
+    self.num_pictures = int(self.settings.num_pictures)
 
   @classmethod
   def validate(cls, config: ml_collections.ConfigDict) -> None:
+    super().validate(config)
     if config.model.name != "cmvqvae":
-      raise ConfigError(f"method 'cmvqvae' trains the CM-VQVAE model; set config.model.name="
-                        f"'cmvqvae' (got {config.model.name!r}).")
+      raise ConfigError(f"method 'cmvqvae' trains the CM-VQVAE model and reads its settings "
+                        f"(config.model.cmvqvae); set config.model.name='cmvqvae' (got "
+                        f"{config.model.name!r}).")
     kw = model_kwargs(config)
     checks = [("ablation", ABLATIONS, 0), ("mode", MODES, "multimodal"),
               ("threshold_fn", THRESHOLD_FNS, "binarizer"), ("mask_init", MASK_INITS, "1s")]
@@ -133,31 +148,28 @@ class CMVQVAEMethod(Method):
           f"config.input.image_size={size} frames encode to {-(-size // 4)}x{-(-size // 4)} maps "
           f"but config.model.cmvqvae.latent_size={latent}; frames are downsampled 4x (and "
           "spectrograms 8x): set latent_size to image_size / 4 (both modalities must agree).")
-    weight = setting(config, "mask_weight")
-    if not weight >= 0:
-      raise ConfigError(f"config.method.mask_weight={weight!r} must be >= 0 (0: no regulariser).")
 
   def loss(self, output: ModelOutput, batch: dict[str, jax.Array], state: Any,
            ctx: StepContext) -> tuple[jax.Array, Metrics]:
-    aux = output.aux
     zero = jnp.zeros((), jnp.float32)
+    quantization, mask = output.quantization or {}, output.fusion_mask
     ce = cross_entropy(output.logits, batch["label"])
     recon = {k: jnp.mean(v) for k, v in reconstruction_errors(output, batch).items()}
     terms = {
         "loss_ce": ce,
         "recon_audio": recon.get("recon_audio", zero),
         "recon_visual": recon.get("recon_visual", zero),
-        "vq_loss_audio": aux.get("vq_loss_audio", zero),
-        "vq_loss_visual": aux.get("vq_loss_visual", zero),
-        "mask_sum": aux.get("mask_sum", zero),
+        "vq_loss_audio": quantization["audio"].loss if quantization else zero,
+        "vq_loss_visual": quantization["visual"].loss if quantization else zero,
+        "mask_sum": jnp.sum(mask.values) if mask is not None else zero,
     }
     loss = (terms["recon_visual"] + terms["recon_audio"] + ce + terms["vq_loss_visual"]
             + terms["vq_loss_audio"] + self.mask_weight * terms["mask_sum"])
     metrics = {"loss": loss, **terms}
-    for key in ("perplexity_audio", "perplexity_visual", "mask_shared_audio",
-                "mask_shared_visual"):
-      if key in aux:
-        metrics[key] = aux[key]
+    for m, stats in quantization.items():
+      metrics[f"perplexity_{m}"] = stats.perplexity
+    if mask is not None:
+      metrics.update({f"mask_shared_{m}": mask.shared[m] for m in MODALITIES})
     return loss, metrics
 
   # ---------------------------------------------------------------------------- evaluation
@@ -165,18 +177,17 @@ class CMVQVAEMethod(Method):
                    output: ModelOutput) -> dict[str, jax.Array]:
     """Per example: code histograms (B,K), reconstruction MSEs (B,), shared mask channels (B,)
     (the same for every example of a batch; the mask's size in `mask_channels`)."""
-    aux, b = output.aux, output.logits.shape[0]
+    b = output.logits.shape[0]
     out = dict(super().eval_outputs(model, batch, output))  # The base's outputs (if any) too.
-    for m in MODALITIES:
-      if f"codes_{m}" in aux:
-        codes = aux[f"codes_{m}"].reshape(b, -1)
-        k = getattr(model, f"{m}_vq").num_embeddings
-        out[f"code_counts_{m}"] = jnp.sum(jax.nn.one_hot(codes, k, dtype=jnp.int32), axis=1)
+    for m, stats in (output.quantization or {}).items():
+      codes = stats.codes.reshape(b, -1)
+      out[f"code_counts_{m}"] = jnp.sum(jax.nn.one_hot(codes, stats.num_codes, dtype=jnp.int32),
+                                        axis=1)
     out.update(reconstruction_errors(output, batch))
-    if "mask" in aux:
+    if output.fusion_mask is not None:
       for m in MODALITIES:
-        out[f"mask_shared_{m}"] = jnp.broadcast_to(aux[f"mask_shared_{m}"], (b,))
-      out["mask_channels"] = jnp.full((b,), aux["mask"].shape[0], jnp.float32)
+        out[f"mask_shared_{m}"] = jnp.broadcast_to(output.fusion_mask.shared[m], (b,))
+      out["mask_channels"] = jnp.full((b,), output.fusion_mask.values.shape[0], jnp.float32)
     return out
 
   def eval_report(self, predictions: dict[str, np.ndarray]) -> dict[str, float]:

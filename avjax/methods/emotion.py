@@ -21,6 +21,7 @@ which).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 from typing import Any
@@ -33,6 +34,7 @@ import optax
 
 from avjax import metrics as metrics_lib
 from avjax import valuation
+from avjax.methods import base
 from avjax.methods.base import EvalContext, Method, Metrics
 from avjax.models.outputs import ModelOutput
 from avjax.registry import ConfigError
@@ -43,14 +45,16 @@ ATTRIBUTES = ("arousal", "valence", "dominance")
 MODE_DIRS = {"": "audiovisual", "_audio": "acoustic", "_visual": "visual"}
 
 
-def task_of(config: ml_collections.ConfigDict) -> str:
-  return config.method.get("task", "categorical")
+@dataclasses.dataclass(frozen=True)
+class EmotionSettings(base.Settings):
+  """task: 'categorical' or 'dimensional' (the references' --label_type)."""
 
+  task: str = "categorical"
 
-def check_task(config: ml_collections.ConfigDict) -> None:
-  task = task_of(config)
-  if task not in TASKS:
-    raise ConfigError(f"config.method.task={task!r} is not one of {TASKS}.")
+  def __post_init__(self):
+    super().__post_init__()
+    if self.task not in TASKS:
+      raise ConfigError(f"config.method.task={self.task!r} is not one of {TASKS}.")
 
 
 # ------------------------------------------------------------------------------------ losses (jax)
@@ -205,15 +209,11 @@ class EmotionMethod(Method):
   """
 
   MODE_KEYS = {"": "logits", "_audio": "logits_audio", "_visual": "logits_visual"}
-  defaults = {**Method.defaults, "task": "categorical"}
+  Settings = EmotionSettings
 
-  def __init__(self, config: ml_collections.ConfigDict):
-    super().__init__(config)
-    self.task = task_of(config)
-
-  @classmethod
-  def validate(cls, config: ml_collections.ConfigDict) -> None:
-    check_task(config)
+  def __init__(self, config: ml_collections.ConfigDict, model: Any = None):
+    super().__init__(config, model)
+    self.task = self.settings.task
 
   def model_overrides(self) -> dict[str, Any]:
     return {"num_classes": len(ATTRIBUTES)} if self.task == "dimensional" else {}

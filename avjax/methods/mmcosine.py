@@ -31,26 +31,40 @@ nce_weight (lambda, 0: the reference's default, i.e. no NCE term), nce_temperatu
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 
+from avjax.methods import base
 from avjax.methods.base import METHODS, Method, Metrics, StepContext, cross_entropy
+from avjax.models.contract import ModelInfo
 from avjax.models.fusion import l2_normalize
 from avjax.models.outputs import ModelOutput
 from avjax.registry import ConfigError
 
-DEFAULTS = {"scaling": 10.0, "nce_weight": 0.0, "nce_temperature": 0.1}
-# Fusions whose final layer has a per-modality weight slice only in their symmetric form.
-FORMED_FUSIONS = ("film", "gated")
 LOG_CLAMP = 1e-10
 
 
-def setting(config: ml_collections.ConfigDict, key: str) -> Any:
-  """config.method.<key>, or the documented default when the config file did not set it."""
-  return config.method.get(key, DEFAULTS[key])
+@dataclasses.dataclass(frozen=True)
+class MMCosineSettings(base.Settings):
+  """scaling: s (10: main_CD.py's CREMA-D default); nce_weight: lambda (0: the reference's
+  default, no NCE term); nce_temperature: tau (0.1: the reference's NCELoss)."""
+
+  scaling: float = 10.0
+  nce_weight: float = 0.0
+  nce_temperature: float = 0.1
+
+  def __post_init__(self):
+    super().__post_init__()
+    if not self.scaling > 0:
+      raise ConfigError(f"config.method.scaling={self.scaling!r} must be > 0 (the reference "
+                        "uses 10).")
+    if not self.nce_weight >= 0 or not self.nce_temperature > 0:
+      raise ConfigError(f"config.method.nce_weight={self.nce_weight!r} must be >= 0 and "
+                        f"config.method.nce_temperature={self.nce_temperature!r} > 0.")
 
 
 def pair_cosines(a: jax.Array, v: jax.Array) -> jax.Array:
@@ -82,33 +96,21 @@ def nce_loss(a: jax.Array, v: jax.Array, labels: jax.Array, temperature: float =
 class MMCosine(Method):
   """Cosine logits per modality (scale s), cross-entropy on their sum, optional NCE alignment term."""
 
-  defaults = {**Method.defaults, **DEFAULTS}
+  Settings = MMCosineSettings
+  requires = frozenset({"cosine_head", "head_inputs"})
 
-  def __init__(self, config: ml_collections.ConfigDict):
-    super().__init__(config)
-    self.scaling = float(setting(config, "scaling"))
-    self.nce_weight = float(setting(config, "nce_weight"))
-    self.temperature = float(setting(config, "nce_temperature"))
+  def __init__(self, config: ml_collections.ConfigDict, model: ModelInfo | None = None):
+    super().__init__(config, model)
+    self.scaling = float(self.settings.scaling)
+    self.nce_weight = float(self.settings.nce_weight)
+    self.temperature = float(self.settings.nce_temperature)
 
   @classmethod
   def validate(cls, config: ml_collections.ConfigDict) -> None:
-    fusion = config.model.fusion
-    kwargs = config.model.fusion_kwargs
-    if fusion in FORMED_FUSIONS and kwargs.get("form", "ogm_ge") != "mmcosine":
-      raise ConfigError(
-          f"method 'mmcosine' needs a per-modality slice of the final weight, which fusion "
-          f"{fusion!r} only has in its symmetric form; set config.model.fusion_kwargs.form="
-          f"'mmcosine' (got {kwargs.get('form', 'ogm_ge')!r}).")
-    if "cosine_scale" in kwargs:
+    super().validate(config)
+    if "cosine_scale" in config.model.fusion_kwargs:
       raise ConfigError("method 'mmcosine' sets the fusion's cosine_scale itself; remove "
                         "config.model.fusion_kwargs.cosine_scale and set config.method.scaling.")
-    scaling = setting(config, "scaling")
-    if not scaling > 0:
-      raise ConfigError(f"config.method.scaling={scaling!r} must be > 0 (the reference uses 10).")
-    weight, tau = setting(config, "nce_weight"), setting(config, "nce_temperature")
-    if not weight >= 0 or not tau > 0:
-      raise ConfigError(f"config.method.nce_weight={weight!r} must be >= 0 and "
-                        f"config.method.nce_temperature={tau!r} > 0.")
 
   def model_overrides(self) -> dict[str, Any]:
     return {"cosine_scale": self.scaling}
@@ -117,7 +119,7 @@ class MMCosine(Method):
            ctx: StepContext) -> tuple[jax.Array, Metrics]:
     labels = batch["label"]
     ce = cross_entropy(output.logits, labels)
-    a, v = output.aux["head_inputs_audio"], output.aux["head_inputs_visual"]
+    a, v = output.head_inputs["audio"], output.head_inputs["visual"]
     if self.nce_weight > 0:
       nce = nce_loss(a, v, labels, self.temperature)
       loss = ce + self.nce_weight * nce

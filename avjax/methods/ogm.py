@@ -10,8 +10,8 @@ true labels than the other one (OGM-GE main.py at HEAD 343dc1d, lines 80-153):
   else:       k_a = 1 - tanh(alpha * relu(rho_a)),  k_v = 1 (so rho_v == 1 modulates audio)
 
 Inside the inclusive window `modulation_starts <= epoch <= modulation_ends` (0-indexed epochs) every
-4-D gradient (conv kernels, including the 1x1 downsample convs) under `audio_encoder` / `visual_encoder`
-is multiplied by its modality's k; BatchNorm parameters and the fusion head are never touched. OGM-GE
+4-D gradient (conv kernels, including the 1x1 downsample convs) in the model's parameter groups
+'encoder/audio' / 'encoder/visual' is multiplied by its modality's k; BatchNorm parameters and the fusion head are never touched. OGM-GE
 also adds N(0, sigma^2) noise to each of those tensors, sigma = unbiased std of the unmodulated gradient
 tensor + 1e-8, for BOTH modalities (the one with k = 1 too). Outside the window the gradients pass
 unchanged. Weight decay and momentum act afterwards, in the optimizer chain, unscaled by k.
@@ -28,26 +28,42 @@ actually applied this step: 1 outside the window).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 
+from avjax.methods import base
 from avjax.methods.base import METHODS, Method, Metrics, StepContext
+from avjax.models.contract import ModelInfo, map_groups
 from avjax.models.outputs import ModelOutput
 from avjax.registry import ConfigError
 
-DEFAULTS = {"alpha": 0.8, "modulation_starts": 0, "modulation_ends": 50}
-# Top-level attribute of the model (and of its parameter / gradient State) holding each modality's
-# encoder; only gradients under these subtrees are modulated.
-ENCODERS = {"audio_encoder": "audio", "visual_encoder": "visual"}
 NOISE_EPS = 1e-8
+ENCODER_GROUP = "encoder/"  # Groups 'encoder/<modality>': only their gradients are modulated.
 
 
-def setting(config: ml_collections.ConfigDict, key: str) -> Any:
-  """config.method.<key>, or the documented default when the config file did not set it."""
-  return config.method.get(key, DEFAULTS[key])
+@dataclasses.dataclass(frozen=True)
+class OGMSettings(base.Settings):
+  """alpha: modulation strength (0.8: the OGM-GE README's CREMA-D value; 0 disables).
+  modulation_starts / modulation_ends: the inclusive window of 0-indexed epochs (OGM-GE main.py
+  defaults 0 and 50)."""
+
+  alpha: float = 0.8
+  modulation_starts: int = 0
+  modulation_ends: int = 50
+
+  def __post_init__(self):
+    super().__post_init__()
+    if not self.alpha >= 0:
+      raise ConfigError(f"config.method.alpha={self.alpha!r} must be >= 0 (0 disables modulation).")
+    if self.modulation_starts < 0 or self.modulation_ends < self.modulation_starts:
+      raise ConfigError(
+          f"config.method.modulation_starts={self.modulation_starts} / modulation_ends="
+          f"{self.modulation_ends}: the inclusive window of 0-indexed epochs needs "
+          "0 <= modulation_starts <= modulation_ends.")
 
 
 def ogm_coefficients(modality_logits: dict[str, jax.Array], labels: jax.Array,
@@ -83,82 +99,62 @@ def in_window(epoch: jax.Array, starts: int, ends: int) -> jax.Array:
   return (epoch >= starts) & (epoch <= ends)
 
 
-def _top_key(path: tuple) -> Any:
-  entry = path[0] if path else None
-  return getattr(entry, "key", getattr(entry, "name", None))
-
-
-def encoder_modality(path: tuple, leaf: jax.Array) -> str | None:
-  """'audio' / 'visual' for a 4-D gradient leaf under that modality's encoder, else None."""
-  if getattr(leaf, "ndim", 0) != 4:
+def encoder_modality(group: str | None, leaf: jax.Array) -> str | None:
+  """'audio' / 'visual' for a 4-D gradient leaf in group 'encoder/<modality>', else None."""
+  if getattr(leaf, "ndim", 0) != 4 or not group or not group.startswith(ENCODER_GROUP):
     return None
-  return ENCODERS.get(_top_key(path))
+  return group[len(ENCODER_GROUP):]
 
 
-def modulate_grads(grads: Any, coeffs: dict[str, jax.Array], rng: jax.Array | None) -> Any:
+def modulate_grads(grads: Any, coeffs: dict[str, jax.Array], rng: jax.Array | None,
+                   model: ModelInfo) -> Any:
   """Scales every 4-D encoder gradient by its modality's coefficient; adds GE noise if `rng`.
 
   Args:
-    grads: gradient pytree (an nnx.State of the model params) with `audio_encoder` / `visual_encoder`
-      subtrees.
+    grads: gradient pytree (an nnx.State of the model params).
     coeffs: {'audio': scalar, 'visual': scalar}.
     rng: None for OGM; for OGM-GE the step key, folded with each leaf's index so every tensor draws
       its own noise.
+    model: the model's parameter groups ('encoder/<modality>' are modulated).
   Returns:
     Same structure; leaves that are not 4-D encoder kernels are returned as they are.
   """
-  leaves, treedef = jax.tree_util.tree_flatten_with_path(grads)
-  out = []
-  for index, (path, g) in enumerate(leaves):
-    modality = encoder_modality(path, g)
+
+  def modulate(group: str | None, index: int, g: jax.Array) -> jax.Array:
+    modality = encoder_modality(group, g)
     if modality is None:
-      out.append(g)
-      continue
+      return g
     new = g * coeffs[modality].astype(g.dtype)
     if rng is not None:
       sigma = (jnp.std(g.astype(jnp.float32), ddof=1) if g.size > 1 else 0.0) + NOISE_EPS
       noise = jax.random.normal(jax.random.fold_in(rng, index), g.shape, jnp.float32)
       new = new + (sigma * noise).astype(g.dtype)
-    out.append(new)
-  return jax.tree_util.tree_unflatten(treedef, out)
+    return new
+
+  return map_groups(grads, model, modulate)
 
 
 class OGM(Method):
   """OGM: cross-entropy; the dominant modality's encoder conv gradients scaled by k (see module)."""
 
-  defaults = {**Method.defaults, **DEFAULTS}
+  Settings = OGMSettings
+  requires = frozenset({"modality_logits", "modality_encoders"})
 
   noise = False
 
-  def __init__(self, config: ml_collections.ConfigDict):
-    super().__init__(config)
-    self.alpha = float(setting(config, "alpha"))
-    self.starts = int(setting(config, "modulation_starts"))
-    self.ends = int(setting(config, "modulation_ends"))
-
-  @classmethod
-  def validate(cls, config: ml_collections.ConfigDict) -> None:
-    name = config.method.name
-    if config.model.name != "av_resnet":
-      raise ConfigError(
-          f"method {name!r} modulates the gradients of the model's `audio_encoder` and "
-          f"`visual_encoder` submodules, which only model 'av_resnet' has (config.model.name="
-          f"{config.model.name!r}). Use config.model.name='av_resnet' or another method.")
-    alpha = setting(config, "alpha")
-    if not alpha >= 0:
-      raise ConfigError(f"config.method.alpha={alpha!r} must be >= 0 (0 disables modulation).")
-    starts, ends = setting(config, "modulation_starts"), setting(config, "modulation_ends")
-    if starts < 0 or ends < starts:
-      raise ConfigError(
-          f"config.method.modulation_starts={starts} / modulation_ends={ends}: the inclusive "
-          "window of 0-indexed epochs needs 0 <= modulation_starts <= modulation_ends.")
+  def __init__(self, config: ml_collections.ConfigDict, model: ModelInfo | None = None):
+    super().__init__(config, model)
+    self.alpha = float(self.settings.alpha)
+    self.starts = int(self.settings.modulation_starts)
+    self.ends = int(self.settings.modulation_ends)
 
   def transform_grads(self, grads: Any, output: ModelOutput, batch: dict[str, jax.Array],
                       state: Any, ctx: StepContext) -> tuple[Any, Any, Metrics]:
     coeffs = ogm_coefficients(output.modality_logits, batch["label"], self.alpha)
     active = in_window(ctx.epoch, self.starts, self.ends)
     rng = ctx.rng if self.noise else None
-    grads = jax.lax.cond(active, lambda g: modulate_grads(g, coeffs, rng), lambda g: g, grads)
+    grads = jax.lax.cond(active, lambda g: modulate_grads(g, coeffs, rng, ctx.model),
+                         lambda g: g, grads)
     one = jnp.ones((), jnp.float32)
     metrics = {
         "ogm_coeff_audio": jnp.where(active, coeffs["audio"], one),

@@ -41,8 +41,8 @@ only: part_ratio (0.2), alpha (1.0), resample_fn ('linear' | 'tanh' | 'square').
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import typing
 from typing import Any
 
 import jax
@@ -50,11 +50,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from flax import nnx
 
 from avjax import valuation
 from avjax.data.pipeline import EpochPlan, shuffled_plan
-from avjax.methods.base import METHODS, EpochContext, Method, Metrics, StepContext
+from avjax.methods import base
+from avjax.methods.base import METHODS, EpochContext, EpochUpdate, Method, Metrics, StepContext
+from avjax.models.contract import ModelInfo
 from avjax.models.outputs import MODALITIES, ModelOutput
 from avjax.optim import make_optimizer, make_schedule
 from avjax.registry import ConfigError
@@ -62,11 +63,45 @@ from avjax.state import ModelFns, TrainState
 
 log = logging.getLogger(__name__)
 
-COMMON = {"warmup_epochs": 5, "value_fn": "size"}
-MODALITY_LEVEL = {"part_ratio": 0.2, "alpha": 1.0, "resample_fn": "linear"}
 RESAMPLE_FNS = ("linear", "tanh", "square")
 # Sample-level thresholds on phi (reference dataloader.py, intervals closed where it left gaps).
 COPY_BOUNDS = (-0.1, 0.4, 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleLevelSettings(base.Settings):
+  """warmup_epochs: plain epochs before re-sampling (5: the reference's --warmup_epoch default);
+  value_fn (base.Settings): 'size' (the paper repo) or 'correct' (BalanceBenchmark)."""
+
+  warmup_epochs: int = 5
+
+  def __post_init__(self):
+    super().__post_init__()
+    if not isinstance(self.warmup_epochs, int) or self.warmup_epochs < 1:
+      raise ConfigError(f"config.method.warmup_epochs={self.warmup_epochs!r} must be an integer "
+                        ">= 1: the first epoch always trains on the plain set (there is nothing "
+                        "to valuate before it), as in the reference.")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModalityLevelSettings(SampleLevelSettings):
+  """part_ratio: share of the training set valuated each epoch (0.2), alpha: re-sampling strength
+  (1.0), resample_fn: 'linear' | 'tanh' | 'square' (reference modality_level.py defaults)."""
+
+  part_ratio: float = 0.2
+  alpha: float = 1.0
+  resample_fn: str = "linear"
+
+  def __post_init__(self):
+    super().__post_init__()
+    if not 0 < self.part_ratio <= 1:
+      raise ConfigError(f"config.method.part_ratio={self.part_ratio!r} must be in (0, 1] (the "
+                        "fraction of the training set valuated each epoch; reference 0.2).")
+    if not self.alpha >= 0:
+      raise ConfigError(f"config.method.alpha={self.alpha!r} must be >= 0 (reference 1).")
+    if self.resample_fn not in RESAMPLE_FNS:
+      raise ConfigError(f"config.method.resample_fn={self.resample_fn!r} is not one of "
+                        f"{RESAMPLE_FNS}.")
 
 
 def copies_for(phi: np.ndarray) -> np.ndarray:
@@ -155,46 +190,17 @@ def _scaled(tx: optax.GradientTransformation, factor: jax.Array) -> optax.Gradie
   return optax.GradientTransformation(tx.init, update)
 
 
-def _model_class(config: ml_collections.ConfigDict, method: type[Method]) -> type:
-  """The configured model's class: the factory's return annotation, else an abstract build."""
-  from avjax.models import MODELS, build_model  # pylint: disable=import-outside-toplevel
-  factory = MODELS.get(config.model.name)
-  try:
-    hint = typing.get_type_hints(factory).get("return")
-  except Exception:  # pylint: disable=broad-except  (unresolvable annotations: build instead)
-    hint = None
-  if isinstance(hint, type):
-    return hint
-  return type(nnx.eval_shape(lambda: build_model(config, 2, method(config).model_overrides())))
-
-
 class ValuationResampling(Method):
   """Shared by both levels: warm-up, valuation passes, epoch-counted learning rate."""
 
-  defaults: dict[str, Any] = {**Method.defaults, **COMMON}
+  Settings = SampleLevelSettings
+  requires = frozenset({"encode_fuse"})
 
-  def __init__(self, config: ml_collections.ConfigDict):
-    super().__init__(config)
-    self.warmup = int(self.setting("warmup_epochs"))
-    self.value_fn = str(self.setting("value_fn"))
+  def __init__(self, config: ml_collections.ConfigDict, model: ModelInfo | None = None):
+    super().__init__(config, model)
+    self.warmup = int(self.settings.warmup_epochs)
+    self.value_fn = str(self.settings.value_fn)
     self.valuation_fn = valuation.make_valuation_fn(self.value_fn)  # One object: one compile.
-
-  @classmethod
-  def validate(cls, config: ml_collections.ConfigDict) -> None:
-    get = lambda k: config.method.get(k, cls.defaults[k])
-    warmup = get("warmup_epochs")
-    if not isinstance(warmup, int) or warmup < 1:
-      raise ConfigError(f"config.method.warmup_epochs={warmup!r} must be an integer >= 1: the "
-                        "first epoch always trains on the plain set (there is nothing to valuate "
-                        "before it), as in the reference.")
-    if get("value_fn") not in valuation.VALUE_FNS:
-      raise ConfigError(f"config.method.value_fn={get('value_fn')!r} is not one of "
-                        f"{valuation.VALUE_FNS} ('size': v(S) = |S| 1[correct], the paper repo; "
-                        "'correct': v(S) = 1[correct], BalanceBenchmark).")
-    if not valuation.supports_valuation(_model_class(config, cls)):
-      raise ConfigError(f"method {config.method.name!r} valuates modalities through the model's encode / fuse "
-                        f"split, which model {config.model.name!r} does not have; use a classifier "
-                        "model such as 'av_resnet'.")
 
   # ------------------------------------------------------------------------------ training
   def epoch_learning_rate(self, epoch: jax.Array) -> jax.Array:
@@ -222,17 +228,17 @@ class ValuationResampling(Method):
     return new_state, output, {**metrics, "learning_rate_epoch": lr, "single_modality_frac": copies}
 
   # ------------------------------------------------------------------------------ planning
-  def epoch_plan(self, ctx: EpochContext) -> EpochPlan:
+  def on_epoch_start(self, ctx: EpochContext) -> EpochUpdate:
     if ctx.epoch < self.warmup:
-      return shuffled_plan(ctx.num_examples, ctx.seed, ctx.epoch)
-    return self.resampled_plan(ctx)
+      return EpochUpdate(plan=shuffled_plan(ctx.num_examples, ctx.seed, ctx.epoch))
+    return EpochUpdate(plan=self.resampled_plan(ctx))
 
   def resampled_plan(self, ctx: EpochContext) -> EpochPlan:
     raise NotImplementedError
 
   def valuate(self, ctx: EpochContext, indices: np.ndarray) -> dict[str, np.ndarray]:
     """Contributions of training examples `indices` under the epoch-start state (every host)."""
-    out = ctx.run_over_train(self.valuation_fn, indices)
+    out = ctx.run(self.valuation_fn, "train", indices)
     if out["shapley"].shape[1] != len(MODALITIES):
       raise ConfigError(f"Re-sampling plans mask the {len(MODALITIES)} modalities {MODALITIES}; the "
                         f"model valuates {out['shapley'].shape[1]}.")
@@ -271,27 +277,14 @@ class SampleLevel(ValuationResampling):
 class ModalityLevel(ValuationResampling):
   """Modality-level re-sampling: valuate a subset, add copies training the weaker modality."""
 
-  defaults = {**Method.defaults, **COMMON, **MODALITY_LEVEL}
-
-  @classmethod
-  def validate(cls, config: ml_collections.ConfigDict) -> None:
-    super().validate(config)
-    get = lambda k: config.method.get(k, cls.defaults[k])
-    if not 0 < get("part_ratio") <= 1:
-      raise ConfigError(f"config.method.part_ratio={get('part_ratio')!r} must be in (0, 1] (the "
-                        "fraction of the training set valuated each epoch; reference 0.2).")
-    if not get("alpha") >= 0:
-      raise ConfigError(f"config.method.alpha={get('alpha')!r} must be >= 0 (reference 1).")
-    if get("resample_fn") not in RESAMPLE_FNS:
-      raise ConfigError(f"config.method.resample_fn={get('resample_fn')!r} is not one of "
-                        f"{RESAMPLE_FNS}.")
+  Settings = ModalityLevelSettings
 
   def resampled_plan(self, ctx: EpochContext) -> EpochPlan:
     n = ctx.num_examples
-    subset = valuation_subset(n, float(self.setting("part_ratio")), ctx.seed, ctx.epoch)
+    subset = valuation_subset(n, float(self.settings.part_ratio), ctx.seed, ctx.epoch)
     out = self.valuate(ctx, subset)
-    fraction, weakest = resample_fraction(out["shapley"].mean(0), str(self.setting("resample_fn")),
-                                          float(self.setting("alpha")))
+    fraction, weakest = resample_fraction(out["shapley"].mean(0), str(self.settings.resample_fn),
+                                          float(self.settings.alpha))
     plan, count = modality_level_plan(n, fraction, weakest, len(MODALITIES), ctx.seed, ctx.epoch)
     summary = {"resample_fraction": fraction, "resample_count": count,
                "resample_modality": MODALITIES[weakest]}

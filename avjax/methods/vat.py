@@ -17,11 +17,12 @@ vat_pretrain (model 'vat'), one step:
   method_state: {'momentum': params of audio/visual encoders and projections, 'queue_audio',
   'queue_visual': (Q, E), 'queue_ptr': int32}. Queues start as random unit vectors (as ALBEF).
 
-Config keys: see PRETRAIN_DEFAULTS (config.method.<key>, defaults when absent).
+Config keys: see PretrainSettings (config.method.<key>, defaults when absent).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -32,39 +33,35 @@ import optax
 from flax import nnx
 
 from avjax.methods import vat_losses as L
-from avjax.methods.base import METHODS, Method, Metrics, StepContext, cross_entropy
+from avjax.methods.base import (METHODS, Method, Metrics, StepContext, apply_gradients,
+                                cross_entropy, parse_settings)
+from avjax.models.contract import ModelInfo, select
 from avjax.models.fusion import l2_normalize
 from avjax.models.outputs import ModelOutput
 from avjax.registry import ConfigError
 from avjax.state import ModelFns, TrainState, model_inputs
 
-PRETRAIN_DEFAULTS = {
-    "momentum": 0.995,  # EMA m (vat.md).
-    "alpha": 0.4,  # Distillation weight, ramped over epoch 0.
-    "queue_size": 65536,  # Q (ALBEF); a multiple of the global batch size; 0: no queue.
-    "temperature": 0.07,  # Initial tau; learnable, clamped to [0.001, 0.5].
-    "min_learning_rate": 1e-5,  # Cosine end value (AdamW lr 1e-4 -> 1e-5).
-}
-PRETRAIN_MOMENTUM = ("audio_encoder", "visual_encoder", "audio_proj", "visual_proj")
+
+@dataclasses.dataclass(frozen=True)
+class PretrainSettings:
+  """vat_pretrain's settings (values: ../shared/reference/vat.md, ALBEF's recipe)."""
+
+  momentum: float = 0.995  # EMA m.
+  alpha: float = 0.4  # Distillation weight, ramped over epoch 0.
+  queue_size: int = 65536  # Q (ALBEF); a multiple of the global batch size; 0: no queue.
+  temperature: float = 0.07  # Initial tau; learnable, clamped to [0.001, 0.5].
+  min_learning_rate: float = 1e-5  # Cosine end value (AdamW lr 1e-4 -> 1e-5).
+
+  def __post_init__(self):
+    if not 0 <= self.momentum < 1 or not 0 <= self.alpha <= 1:
+      raise ConfigError(f"config.method.momentum={self.momentum!r} must be in [0, 1) and "
+                        f"config.method.alpha={self.alpha!r} in [0, 1].")
 
 
-def setting(config: ml_collections.ConfigDict, defaults: dict[str, Any], key: str) -> Any:
-  """config.method.<key>, or the method's default when the config leaves it out."""
-  return config.method.get(key, defaults[key])
-
-
-def check_common(config: ml_collections.ConfigDict, model_name: str, name: str,
-                 defaults: dict[str, Any], report_keys: set[str]) -> None:
-  """Checks shared by both VAT methods: model, momentum / alpha, best metric."""
+def check_common(config: ml_collections.ConfigDict, name: str, report_keys: set[str]) -> None:
+  """Checks shared by both VAT methods: the model's settings, the best metric."""
   from avjax.models.vat import resolve_settings  # pylint: disable=import-outside-toplevel
-  if config.model.name != model_name:
-    raise ConfigError(f"method {name!r} needs config.model.name={model_name!r} (got "
-                      f"{config.model.name!r}).")
   resolve_settings(config)
-  m, alpha = setting(config, defaults, "momentum"), setting(config, defaults, "alpha")
-  if not 0 <= m < 1 or not 0 <= alpha <= 1:
-    raise ConfigError(f"config.method.momentum={m!r} must be in [0, 1) and config.method.alpha="
-                      f"{alpha!r} in [0, 1].")
   best = config.train.best_metric
   if best not in report_keys:
     raise ConfigError(f"config.train.best_metric={best!r} is not reported by method {name!r} "
@@ -93,21 +90,23 @@ class VATSchedule(Method):
 class VATPretrain(VATSchedule):
   """Contrastive alignment + matching with hard negatives + momentum distillation (see module)."""
 
-  defaults = PRETRAIN_DEFAULTS  # Not Method's value_fn: pre-training reports no contributions.
+  Settings = PretrainSettings  # Not Method's value_fn: pre-training reports no contributions.
+  requires = frozenset({"embeddings", "tokens"})
 
-  def __init__(self, config: ml_collections.ConfigDict):
-    super().__init__(config)
-    get = lambda k: setting(config, PRETRAIN_DEFAULTS, k)
-    self.momentum, self.alpha = float(get("momentum")), float(get("alpha"))
-    self.queue_size, self.temperature = int(get("queue_size")), float(get("temperature"))
-    self.min_learning_rate = float(get("min_learning_rate"))
+  def __init__(self, config: ml_collections.ConfigDict, model: ModelInfo | None = None):
+    super().__init__(config, model)
+    s = self.settings
+    self.momentum, self.alpha = float(s.momentum), float(s.alpha)
+    self.queue_size, self.temperature = int(s.queue_size), float(s.temperature)
+    self.min_learning_rate = float(s.min_learning_rate)
     self.steps_per_epoch = 1  # Set by optimizer(), which setup() calls before any step.
 
   @classmethod
   def validate(cls, config: ml_collections.ConfigDict) -> None:
     keys = {"loss", "vac_loss", "vam_loss", "vam_accuracy"}
-    check_common(config, "vat", "vat_pretrain", PRETRAIN_DEFAULTS, keys)
-    q, b = setting(config, PRETRAIN_DEFAULTS, "queue_size"), config.train.batch_size
+    check_common(config, "vat_pretrain", keys)
+    s = parse_settings(PretrainSettings, config)
+    q, b = s.queue_size, config.train.batch_size
     if b < 2:
       raise ConfigError("vat_pretrain needs config.train.batch_size >= 2 (hard negatives are "
                         "drawn from the other examples of the batch).")
@@ -115,7 +114,7 @@ class VATPretrain(VATSchedule):
       raise ConfigError(f"config.method.queue_size={q} must be a non-negative multiple of the "
                         f"global batch size config.train.batch_size={b} (ALBEF's FIFO writes whole "
                         "batches).")
-    t = setting(config, PRETRAIN_DEFAULTS, "temperature")
+    t = s.temperature
     if not L.TEMPERATURE_RANGE[0] <= t <= L.TEMPERATURE_RANGE[1]:
       raise ConfigError(f"config.method.temperature={t!r} must lie in {L.TEMPERATURE_RANGE}.")
     if config.input.modality_dropout:
@@ -126,11 +125,12 @@ class VATPretrain(VATSchedule):
     return {"temperature": self.temperature}
 
   def init_state(self, params: nnx.State) -> dict[str, Any]:
-    dim = params["audio_proj"]["kernel"].shape[-1]
+    from avjax.models.vat import resolve_settings  # pylint: disable=import-outside-toplevel
+    dim = resolve_settings(self.config).embed_dim
     key = jax.random.fold_in(jax.random.key(self.config.seed), 0x5A7)
     k_a, k_v = jax.random.split(key)
     unit = lambda k: l2_normalize(jax.random.normal(k, (self.queue_size, dim)))
-    return {"momentum": momentum_copy({k: params[k] for k in PRETRAIN_MOMENTUM}),
+    return {"momentum": momentum_copy(select(params, self.model.paths("momentum"))),
             "queue_audio": unit(k_a), "queue_visual": unit(k_v),
             "queue_ptr": jnp.zeros((), jnp.int32)}
 
@@ -139,8 +139,8 @@ class VATPretrain(VATSchedule):
              ) -> tuple[TrainState, ModelOutput, Metrics]:
     ms = state.method_state
     alpha = L.ramped_alpha(self.alpha, ctx.step, self.steps_per_epoch)
-    params = L.clamp_temperature(state.params)
-    momentum = L.ema(ms["momentum"], {k: params[k] for k in PRETRAIN_MOMENTUM}, self.momentum)
+    params = L.clamp_temperature(state.params, self.model.paths("temperature"))
+    momentum = L.ema(ms["momentum"], select(params, self.model.paths("momentum")), self.momentum)
     inputs = model_inputs(batch)
     feats_m, _ = model.apply(nnx.State({**params, **momentum}), state.model_state,
                              lambda mdl: mdl.embed(mdl.encode(inputs)))
@@ -152,7 +152,7 @@ class VATPretrain(VATSchedule):
         feats = mdl.embed(tokens)
         vac, sims = L.vac_loss(feats["audio"], feats["visual"], feats_m["audio"],
                                feats_m["visual"], ms["queue_audio"], ms["queue_visual"],
-                               mdl.temp[...], alpha)
+                               mdl.temperature(), alpha)
         b = feats["audio"].shape[0]
         neg_video, neg_audio = L.sample_hard_negatives(ctx.rng, sims["a2v"][:, :b],
                                                        sims["v2a"][:, :b])
@@ -169,16 +169,16 @@ class VATPretrain(VATSchedule):
                                           "vam_accuracy": hits})
 
     (_, (logits, model_state, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    updates, opt_state = tx.update(grads, state.opt_state, params)
     queue_audio, ptr = L.enqueue(ms["queue_audio"], feats_m["audio"], ms["queue_ptr"])
     queue_visual, _ = L.enqueue(ms["queue_visual"], feats_m["visual"], ms["queue_ptr"])
-    new_state = state.replace(
-        params=optax.apply_updates(params, updates), model_state=model_state,
-        opt_state=opt_state, method_state={"momentum": momentum, "queue_audio": queue_audio,
-                                           "queue_visual": queue_visual, "queue_ptr": ptr})
+    new_state = apply_gradients(
+        tx, state, grads, params, model_state=model_state,
+        method_state={"momentum": momentum, "queue_audio": queue_audio,
+                      "queue_visual": queue_visual, "queue_ptr": ptr})
     b = batch["audio"].shape[0]
     output = ModelOutput(logits=logits[:b], modality_logits={}, features={})
-    metrics.update(temperature=params["temp"][...], alpha=alpha)
+    metrics.update(temperature=jax.tree.leaves(select(params, self.model.paths("temperature")))[0],
+                   alpha=alpha)
     return new_state, output, metrics
 
   def train_metrics(self, output: ModelOutput, batch: dict[str, jax.Array]) -> Metrics:
@@ -204,8 +204,8 @@ def pretrain_eval(model: nnx.Module, output: ModelOutput, valid: jax.Array
   draw), averaged over the 3 pairs (over the true pair alone when the batch has one real example).
   Returns {'vac_loss', 'vam_loss', 'vam_accuracy'}: (B,) each.
   """
-  a, v = output.aux["audio_embed"], output.aux["visual_embed"]
-  temp = jnp.clip(model.temp[...], *L.TEMPERATURE_RANGE)
+  a, v = output.embeddings["audio"], output.embeddings["visual"]
+  temp = jnp.clip(model.temperature(), *L.TEMPERATURE_RANGE)
   real = valid > 0
   b = a.shape[0]
   eye = jnp.eye(b, dtype=bool)
@@ -214,7 +214,7 @@ def pretrain_eval(model: nnx.Module, output: ModelOutput, valid: jax.Array
   diag = lambda s: jnp.diagonal(jax.nn.log_softmax(s, axis=-1))
   vac = -0.5 * (diag(sims["a2v"]) + diag(sims["v2a"]))
   hardest = lambda s: jnp.argmax(jnp.where(eye, -jnp.inf, s), axis=-1)
-  audio, visual, labels = L.matching_pairs(output.aux["audio_tokens"], output.aux["visual_tokens"],
+  audio, visual, labels = L.matching_pairs(output.tokens["audio"], output.tokens["visual"],
                                            hardest(sims["a2v"]), hardest(sims["v2a"]))
   logits = model.match(audio, visual)
   ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)

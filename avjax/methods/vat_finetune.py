@@ -7,11 +7,12 @@
   `regression_weight`). Per-modality heads get their own CE / MSE (weight `modality_weight`; at 0
   they are linear probes on stop-gradient [CLS] features that leave the encoders untouched).
 
-Config keys: see FINETUNE_DEFAULTS (config.method.<key>, defaults when absent).
+Config keys: see FinetuneSettings (config.method.<key>, defaults when absent).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -24,35 +25,51 @@ from flax import nnx
 from avjax import metrics as metrics_lib
 from avjax import valuation
 from avjax.methods import vat_losses as L
-from avjax.methods.base import METHODS, Metrics, StepContext, cross_entropy
-from avjax.methods.vat import VATSchedule, check_common, momentum_copy, setting
+from avjax.methods import base
+from avjax.methods.base import (METHODS, Metrics, StepContext, apply_gradients, cross_entropy,
+                                parse_settings)
+from avjax.methods.vat import VATSchedule, check_common, momentum_copy
+from avjax.models.contract import ModelInfo
 from avjax.models.outputs import MODALITIES, ModelOutput
 from avjax.registry import ConfigError
 from avjax.state import ModelFns, TrainState
 
-FINETUNE_DEFAULTS = {
-    "momentum": 0.995,
-    "alpha": 0.4,
-    "task": "classification",  # Or 'regression' / 'classification_regression'.
-    "target_indices": (),  # Columns of batch['attributes'] that are the regression targets.
-    "target_names": (),  # One name per target (metrics pearson_<name>, mse_<name>; 'valence').
-    "target_range": (0.0, 1.0),  # Sigmoid outputs scaled to [lo, hi].
-    "regression_weight": 1.0,  # Weight of the regression loss next to CE (both tasks).
-    "modality_weight": 0.0,  # Per-modality head losses; 0: detached linear probes.
-    "min_learning_rate": 0.0,
-}
 TASKS = ("classification", "regression", "classification_regression")
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneSettings(base.Settings):
+  """vat_finetune's settings (../shared/reference/vat.md; ALBEF's fine-tuning recipe)."""
+
+  momentum: float = 0.995  # EMA of the pseudo-target model.
+  alpha: float = 0.4  # Pseudo-target weight, ramped over epoch 0.
+  task: str = "classification"  # Or 'regression' / 'classification_regression'.
+  target_indices: tuple = ()  # Columns of batch['attributes'] that are the regression targets.
+  target_names: tuple = ()  # One name per target (metrics pearson_<name>, mse_<name>; 'valence').
+  target_range: tuple = (0.0, 1.0)  # Sigmoid outputs scaled to [lo, hi].
+  regression_weight: float = 1.0  # Weight of the regression loss next to CE (both tasks).
+  modality_weight: float = 0.0  # Per-modality head losses; 0: detached linear probes.
+  min_learning_rate: float = 0.0  # Cosine end value.
+
+  def __post_init__(self):
+    super().__post_init__()
+    if not 0 <= self.momentum < 1 or not 0 <= self.alpha <= 1:
+      raise ConfigError(f"config.method.momentum={self.momentum!r} must be in [0, 1) and "
+                        f"config.method.alpha={self.alpha!r} in [0, 1].")
+    if self.task not in TASKS:
+      raise ConfigError(f"config.method.task={self.task!r} is not one of {TASKS}.")
 MER_VALENCE_WEIGHT = 0.25  # MER-MULTI / MER-NOISE: WAF - 0.25 * MSE(valence).
 
 
 class VATFinetune(VATSchedule):
   """Fine-tuning with momentum pseudo-targets: classification, regression, or both (module doc)."""
 
-  defaults = {**VATSchedule.defaults, **FINETUNE_DEFAULTS}
+  Settings = FinetuneSettings
+  requires = frozenset({"modality_logits", "encode_fuse", "tokens", "regression"})
 
-  def __init__(self, config: ml_collections.ConfigDict):
-    super().__init__(config)
-    get = lambda k: setting(config, FINETUNE_DEFAULTS, k)
+  def __init__(self, config: ml_collections.ConfigDict, model: ModelInfo | None = None):
+    super().__init__(config, model)
+    get = lambda k: getattr(self.settings, k)
     self.momentum, self.alpha = float(get("momentum")), float(get("alpha"))
     self.task = get("task")
     self.target_indices = tuple(int(i) for i in get("target_indices"))
@@ -68,8 +85,8 @@ class VATFinetune(VATSchedule):
   @classmethod
   def report_keys(cls, config: ml_collections.ConfigDict) -> set[str]:
     """The main validation metrics eval_report gives (per-modality variants omitted)."""
-    task = setting(config, FINETUNE_DEFAULTS, "task")
-    names = tuple(setting(config, FINETUNE_DEFAULTS, "target_names"))
+    settings = parse_settings(FinetuneSettings, config)
+    task, names = settings.task, tuple(settings.target_names)
     keys = {"loss"}
     if task != "regression":
       keys |= {"accuracy", "macro_f1", "weighted_f1"}
@@ -82,10 +99,9 @@ class VATFinetune(VATSchedule):
 
   @classmethod
   def validate(cls, config: ml_collections.ConfigDict) -> None:
-    get = lambda k: setting(config, FINETUNE_DEFAULTS, k)
+    settings = parse_settings(FinetuneSettings, config)
+    get = lambda k: getattr(settings, k)
     task = get("task")
-    if task not in TASKS:
-      raise ConfigError(f"config.method.task={task!r} is not one of {TASKS}.")
     indices, names = tuple(get("target_indices")), tuple(get("target_names"))
     if task == "classification" and indices:
       raise ConfigError("config.method.target_indices is set but config.method.task="
@@ -100,8 +116,7 @@ class VATFinetune(VATSchedule):
         raise ConfigError(f"config.method.target_range=({lo}, {hi}) must satisfy lo < hi.")
     if get("regression_weight") < 0 or get("modality_weight") < 0:
       raise ConfigError("config.method.regression_weight and modality_weight must be >= 0.")
-    check_common(config, "vat_classifier", "vat_finetune", FINETUNE_DEFAULTS,
-                  cls.report_keys(config))
+    check_common(config, "vat_finetune", cls.report_keys(config))
 
   def model_overrides(self) -> dict[str, Any]:
     out = {"num_targets": len(self.target_indices) if self.regress else 0,
@@ -136,10 +151,8 @@ class VATFinetune(VATSchedule):
 
     (_, (output, model_state, metrics)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    new_state = state.replace(params=optax.apply_updates(state.params, updates),
-                              model_state=model_state, opt_state=opt_state,
-                              method_state=method_state)
+    new_state = apply_gradients(tx, state, grads, model_state=model_state,
+                                method_state=method_state)
     return new_state, output, {**metrics, "alpha": alpha}
 
   def finetune_loss(self, output: ModelOutput, teacher: ModelOutput | None,
@@ -154,9 +167,9 @@ class VATFinetune(VATSchedule):
       metrics["loss_ce"] = ce
     if self.regress:
       t = self.targets(batch)
-      mse = jnp.mean(jnp.square(output.aux["regression"] - t))
-      mse_m = (jnp.mean(jnp.square(output.aux["regression"]
-                                   - jax.lax.stop_gradient(teacher.aux["regression"])))
+      mse = jnp.mean(jnp.square(output.regression - t))
+      mse_m = (jnp.mean(jnp.square(output.regression
+                                   - jax.lax.stop_gradient(teacher.regression)))
                if teacher is not None else 0.0)
       reg = (1.0 - alpha) * mse + alpha * mse_m
       main = main + (self.regression_weight if self.classify else 1.0) * reg
@@ -167,7 +180,7 @@ class VATFinetune(VATSchedule):
       if self.classify:
         term = cross_entropy(output.modality_logits[m], batch["label"])
       if self.regress:
-        mse_m = jnp.mean(jnp.square(output.aux[f"regression_{m}"] - self.targets(batch)))
+        mse_m = jnp.mean(jnp.square(output.modality_regression[m] - self.targets(batch)))
         term = term + (self.regression_weight if self.classify else 1.0) * mse_m
       metrics[f"loss_{m}"] = term
       modality = modality + term
@@ -184,12 +197,11 @@ class VATFinetune(VATSchedule):
     (avjax.valuation) computed on the token sequences `fuse` reads (not the pooled [CLS])."""
     out = {}
     if self.classify:
-      tokens = {m: output.aux[f"{m}_tokens"] for m in MODALITIES}
-      out.update(valuation.eval_contributions(model, output.replace(features=tokens), batch,
-                                              self.config.method.get("value_fn", "size")))
+      out.update(valuation.eval_contributions(model, output.replace(features=output.tokens),
+                                              batch, self.settings.value_fn))
     if self.regress:
-      out.update(targets=self.targets(batch), regression=output.aux["regression"])
-      out.update({f"regression_{m}": output.aux[f"regression_{m}"] for m in MODALITIES})
+      out.update(targets=self.targets(batch), regression=output.regression)
+      out.update({f"regression_{m}": output.modality_regression[m] for m in MODALITIES})
     return out
 
   def eval_report(self, predictions: dict[str, np.ndarray]) -> dict[str, float]:

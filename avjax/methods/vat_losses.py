@@ -18,22 +18,19 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from avjax.models.contract import top_key
 from avjax.optim import make_optimizer, make_schedule
 
 TEMPERATURE_RANGE = (0.001, 0.5)  # ALBEF clamps the learnable temperature to this range.
 
 
-def _top_key(path: tuple) -> Any:
-  entry = path[0] if path else None
-  return getattr(entry, "key", getattr(entry, "name", None))
-
-
-def clamp_temperature(params: Any, name: str = "temp") -> Any:
-  """Params with the top-level `name` leaf clamped to TEMPERATURE_RANGE (ALBEF clamps the
-  parameter itself, in place, before each forward; the clamped value is what the optimizer sees)."""
+def clamp_temperature(params: Any, paths: tuple[str, ...]) -> Any:
+  """Params with the leaves under top-level `paths` (the model's 'temperature' group) clamped to
+  TEMPERATURE_RANGE (ALBEF clamps the parameter itself, in place, before each forward; the clamped
+  value is what the optimizer sees)."""
   lo, hi = TEMPERATURE_RANGE
   return jax.tree_util.tree_map_with_path(
-      lambda path, x: jnp.clip(x, lo, hi) if _top_key(path) == name else x, params)
+      lambda path, x: jnp.clip(x, lo, hi) if top_key(path) in paths else x, params)
 
 
 def ema(momentum_params: Any, params: Any, m: float) -> Any:

@@ -1,12 +1,12 @@
 """`vavl`: VAVL's training schedule (ilucasgoncalves/VAVL train.py, net/modelWrapper.py).
 
 Three optimisation steps per batch, inside the one jitted train step, each differentiating and
-updating only its own parameter groups (top-level modules of `avjax.models.vavl.VAVL`):
+updating only its own parameter groups (the model's 'unimodal_branches' capability):
 
   1. visual:   rep_v = Shared(Visual(x_v)); L = task(head_visual(rep_v))
                + w_rec MSE(recon_visual(rep_v), masked time-mean of x_v)
-               -> visual_encoder, shared, head_visual, recon_visual
-  2. acoustic: the same with audio      -> audio_encoder, shared, head_audio, recon_audio
+               -> encoder/visual, shared, head/visual, recon/visual
+  2. acoustic: the same with audio      -> encoder/audio, shared, head/audio, recon/audio
   3. fusion:   encoders, shared and uni-modal heads in eval mode (no dropout, BatchNorm running
                statistics, no statistics update); L = task(fusion(rep_a, rep_v)) -> fusion only
 
@@ -28,6 +28,7 @@ and ccc_* of the fusion step for 'dimensional'.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -37,22 +38,37 @@ from flax import nnx
 
 from avjax.methods import emotion
 from avjax.methods.base import METHODS, Metrics, StepContext
-from avjax.models.outputs import ModelOutput
+from avjax.models.contract import ModelInfo, replace, set_mode
+from avjax.models.outputs import MODALITIES, ModelOutput
 from avjax.optim import make_optimizer
 from avjax.registry import ConfigError
 from avjax.state import ModelFns, TrainState, model_inputs
 
-MODULES = ("audio_encoder", "visual_encoder", "shared", "head_audio", "head_visual",
-           "recon_audio", "recon_visual", "fusion")
-GROUPS = {
-    "visual": ("visual_encoder", "shared", "head_visual", "recon_visual"),
-    "audio": ("audio_encoder", "shared", "head_audio", "recon_audio"),
+# Parameter groups each step trains (the model's 'unimodal_branches' groups).
+STEP_GROUPS = {
+    "visual": ("encoder/visual", "shared", "head/visual", "recon/visual"),
+    "audio": ("encoder/audio", "shared", "head/audio", "recon/audio"),
     "fusion": ("fusion",),
 }
-# Modules in eval mode during the fusion step (the fusion head itself trains, with dropout).
-FROZEN_IN_FUSION = ("audio_encoder", "visual_encoder", "shared", "head_audio", "head_visual")
-MODALITY_INDEX = {"audio": 0, "visual": 1}
-DEFAULTS = {"recon_weight": None}
+# Groups in eval mode during the fusion step (the fusion head itself trains, with dropout).
+FROZEN_IN_FUSION = ("encoder/audio", "encoder/visual", "shared", "head/audio", "head/visual")
+ALL_GROUPS = ("encoder/audio", "encoder/visual", "shared", "head/audio", "head/visual",
+              "recon/audio", "recon/visual", "fusion")
+MODALITY_INDEX = {m: i for i, m in enumerate(MODALITIES)}
+
+
+@dataclasses.dataclass(frozen=True)
+class VAVLSettings(emotion.EmotionSettings):
+  """recon_weight: weight of the reconstruction MSE (None: train.py's 2 for categorical, 1 for
+  dimensional)."""
+
+  recon_weight: float | None = None
+
+  def __post_init__(self):
+    super().__post_init__()
+    if self.recon_weight is not None and not self.recon_weight >= 0:
+      raise ConfigError(f"config.method.recon_weight={self.recon_weight!r} must be >= 0 (None: "
+                        "the reference's 2 for categorical, 1 for dimensional).")
 
 
 class ModuleOptimizer(NamedTuple):
@@ -65,8 +81,8 @@ class ModuleOptimizer(NamedTuple):
 
 
 def per_module_optimizer(module_tx: optax.GradientTransformation,
-                         modules: tuple[str, ...] = MODULES) -> ModuleOptimizer:
-  """One independent `module_tx` state per top-level module of the params."""
+                         modules: tuple[str, ...]) -> ModuleOptimizer:
+  """One independent `module_tx` state per top-level module (parameter path) of the params."""
 
   def init(params):
     return {m: module_tx.init(params[m]) for m in modules}
@@ -76,17 +92,9 @@ def per_module_optimizer(module_tx: optax.GradientTransformation,
     for m in modules:
       out[m], new_state[m] = module_tx.update(grads[m], state[m],
                                               None if params is None else params[m])
-    return replace_modules(grads, out), new_state
+    return replace(grads, out), new_state
 
   return ModuleOptimizer(init=init, update=update, module_tx=module_tx)
-
-
-def replace_modules(params: nnx.State, new: dict[str, Any]) -> nnx.State:
-  """`params` with some top-level modules replaced (same pytree structure)."""
-  mapping = dict(params.raw_mapping)
-  for name, value in new.items():
-    mapping[name] = value.raw_mapping if isinstance(value, nnx.State) else value
-  return nnx.State(mapping)
 
 
 class StepResult(NamedTuple):
@@ -101,32 +109,26 @@ class StepResult(NamedTuple):
 class VAVLMethod(emotion.EmotionMethod):
   """Three steps per batch (visual, acoustic, fusion), per-module optimizer states."""
 
-  defaults = {**emotion.EmotionMethod.defaults, **DEFAULTS}
+  Settings = VAVLSettings
+  requires = frozenset({"unimodal_branches"})
 
-  def __init__(self, config: ml_collections.ConfigDict):
-    super().__init__(config)
-    weight = config.method.get("recon_weight", DEFAULTS["recon_weight"])
+  def __init__(self, config: ml_collections.ConfigDict, model: ModelInfo | None = None):
+    super().__init__(config, model)
+    weight = self.settings.recon_weight
     self.recon_weight = float(weight if weight is not None else
                               (2.0 if self.task == "categorical" else 1.0))
 
   @classmethod
   def validate(cls, config: ml_collections.ConfigDict) -> None:
     super().validate(config)
-    if config.model.name != "vavl":
-      raise ConfigError(f"method 'vavl' trains the parameter groups of model 'vavl' "
-                        f"(config.model.name={config.model.name!r}); set config.model.name='vavl'.")
     if config.train.grad_accum_steps != 1:
       raise ConfigError("method 'vavl' takes three optimizer steps per batch and does not "
                         "accumulate gradients; set config.train.grad_accum_steps=1.")
-    weight = config.method.get("recon_weight", None)
-    if weight is not None and not weight >= 0:
-      raise ConfigError(f"config.method.recon_weight={weight!r} must be >= 0 (None: the "
-                        "reference's 2 for categorical, 1 for dimensional).")
     check_inputs(config, "vavl")
 
   def optimizer(self, steps_per_epoch: int) -> ModuleOptimizer:
     tx = make_optimizer(self.config.optimizer, steps_per_epoch, self.config.train.num_epochs)
-    return per_module_optimizer(tx)
+    return per_module_optimizer(tx, self.model.paths(*ALL_GROUPS))
 
   # --------------------------------------------------------------------------------- the steps
   def _step(self, model: ModelFns, tx: ModuleOptimizer, params: nnx.State, model_state: nnx.State,
@@ -135,7 +137,7 @@ class VAVLMethod(emotion.EmotionMethod):
     """Gradients of loss_fn(model) w.r.t. the `group` modules only; one update per module."""
 
     def objective(sub):
-      full = replace_modules(params, sub)
+      full = replace(params, sub)
       (loss, aux), new_model_state = model.apply(full, model_state, loss_fn, train=train)
       return loss, (aux, new_model_state)
 
@@ -146,7 +148,7 @@ class VAVLMethod(emotion.EmotionMethod):
     for m in group:
       updates, new_opt[m] = tx.module_tx.update(grads[m], opt_state[m], params[m])
       updated[m] = optax.apply_updates(params[m], updates)
-    return StepResult(replace_modules(params, updated), new_model_state, new_opt, loss, aux)
+    return StepResult(replace(params, updated), new_model_state, new_opt, loss, aux)
 
   def unimodal_step(self, modality: str, model: ModelFns, tx: ModuleOptimizer, params: nnx.State,
                     model_state: nnx.State, opt_state: dict[str, Any],
@@ -161,7 +163,8 @@ class VAVLMethod(emotion.EmotionMethod):
       recon = emotion.mse(out["recon"], out["target"], weights)
       return task + self.recon_weight * recon, {"task": task, "recon": recon, **metrics}
 
-    return self._step(model, tx, params, model_state, opt_state, GROUPS[modality], loss_fn)
+    return self._step(model, tx, params, model_state, opt_state,
+                      self.model.paths(*STEP_GROUPS[modality]), loss_fn)
 
   def fusion_step(self, model: ModelFns, tx: ModuleOptimizer, params: nnx.State,
                   model_state: nnx.State, opt_state: dict[str, Any],
@@ -171,13 +174,13 @@ class VAVLMethod(emotion.EmotionMethod):
     mask = batch.get("modality_mask")
 
     def loss_fn(m):
-      for name in FROZEN_IN_FUSION:
-        getattr(m, name).eval()
+      set_mode(m, self.model.paths(*FROZEN_IN_FUSION), train=False)
       out = m(inputs, modality_mask=mask)
       loss, metrics = emotion.task_loss(self.task, out.logits, batch)
       return loss, (out, metrics)
 
-    return self._step(model, tx, params, model_state, opt_state, GROUPS["fusion"], loss_fn)
+    return self._step(model, tx, params, model_state, opt_state,
+                      self.model.paths(*STEP_GROUPS["fusion"]), loss_fn)
 
   def update(self, model: ModelFns, tx: ModuleOptimizer, state: TrainState,
              batch: dict[str, jax.Array], ctx: StepContext
@@ -218,5 +221,5 @@ def check_inputs(config: ml_collections.ConfigDict, section: str) -> None:
                       "a 'features' builder config.")
 
 
-__all__ = ["GROUPS", "MODULES", "ModuleOptimizer", "VAVLMethod", "check_inputs",
-           "per_module_optimizer", "replace_modules"]
+__all__ = ["STEP_GROUPS", "ModuleOptimizer", "VAVLMethod", "check_inputs",
+           "per_module_optimizer"]

@@ -1,26 +1,56 @@
-"""Flax NNX models, registered by name in MODELS (`config.model.name`).
+"""Flax NNX models, registered by name in MODELS (`config.model.name`) as `ModelSpec`s.
 
 A model factory takes (config, num_classes, overrides, rngs): `overrides` are keyword arguments a
-method needs (e.g. MMCosine's cosine head) merged over `config.model.fusion_kwargs`.
+method needs (e.g. MMCosine's cosine head) merged over `config.model.fusion_kwargs`. Each model
+declares its capabilities and parameter groups (avjax/models/contract.py).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import ml_collections
 from flax import nnx
 
 from avjax.models.classifier import AVClassifier
+from avjax.models.contract import ModelInfo, ModelSpec, model_info
 from avjax.models.fusion import FUSIONS
 from avjax.models.outputs import MODALITIES, ModelOutput
 from avjax.registry import ConfigError, Registry
 
 ModelFactory = Callable[[ml_collections.ConfigDict, int, dict[str, Any], nnx.Rngs], nnx.Module]
-MODELS: Registry[ModelFactory] = Registry("model")
+MODELS: Registry[ModelSpec] = Registry("model")
 
 
-@MODELS.register("av_resnet")
+def register_model(name: str, capabilities: Callable[[ml_collections.ConfigDict], Iterable[str]],
+                   hints: dict[str, str] | None = None) -> Callable[[ModelFactory], ModelFactory]:
+  """Registers a model factory with its capabilities (a function of the config) and hints."""
+
+  def decorator(factory: ModelFactory) -> ModelFactory:
+    MODELS.register(name)(ModelSpec(build=factory,
+                                    capabilities=lambda c: frozenset(capabilities(c)),
+                                    hints=dict(hints or {})))
+    return factory
+
+  return decorator
+
+
+def capabilities(config: ml_collections.ConfigDict) -> frozenset[str]:
+  """The configured model's capabilities (before it is built)."""
+  return MODELS.get(config.model.name).capabilities(config)
+
+
+def _av_resnet_capabilities(config: ml_collections.ConfigDict) -> set[str]:
+  caps = {"modality_logits", "encode_fuse", "head_inputs", "modality_encoders"}
+  formed = config.model.fusion in ("film", "gated")
+  if not formed or config.model.fusion_kwargs.get("form", "ogm_ge") == "mmcosine":
+    caps.add("cosine_head")  # A per-modality slice of the final weight.
+  return caps
+
+
+@register_model("av_resnet", _av_resnet_capabilities, hints={
+    "cosine_head": "fusions 'film' / 'gated' have a per-modality slice of the final weight only "
+                   "in their symmetric form: set config.model.fusion_kwargs.form='mmcosine'"})
 def av_resnet(config: ml_collections.ConfigDict, num_classes: int, overrides: dict[str, Any],
               rngs: nnx.Rngs) -> AVClassifier:
   """Two ResNet-18 encoders (audio spectrogram or flow frames, visual frames) and a late-fusion
@@ -58,7 +88,7 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int,
   num_classes = overrides.pop("num_classes", num_classes)
   rngs = nnx.Rngs(params=config.seed, default=config.seed)
   try:
-    return MODELS.get(config.model.name)(config, num_classes, overrides, rngs)
+    return MODELS.get(config.model.name).build(config, num_classes, overrides, rngs)
   except ConfigError:
     raise
   except (TypeError, ValueError) as e:  # A key the constructor does not take, or a bad value.
@@ -72,7 +102,13 @@ def section_kwargs(config: ml_collections.ConfigDict, section: str) -> dict[str,
   return value.to_dict() if value is not None else {}
 
 
-__all__ = ["MODELS", "MODALITIES", "ModelOutput", "build_model", "check_fusion", "section_kwargs"]
+def info_of(config: ml_collections.ConfigDict, model: nnx.Module) -> ModelInfo:
+  """The built model's ModelInfo (name, capabilities with these settings, parameter groups)."""
+  return model_info(config.model.name, capabilities(config), model)
+
+
+__all__ = ["MODELS", "MODALITIES", "ModelInfo", "ModelOutput", "build_model", "capabilities",
+           "check_fusion", "info_of", "register_model", "section_kwargs"]
 from avjax.models import vat  # noqa: E402,F401  (registers)
 from avjax.models import cmvqvae  # noqa: E402,F401  (registers)
 from avjax.models import vavl  # noqa: E402,F401  (registers)

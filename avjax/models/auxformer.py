@@ -22,7 +22,7 @@ Padded keys are masked too and "last" is the last valid frame (the reference tak
 frame; docs/deviations.md).
 
 Output: logits = (out + out_a + out_v) / 3 (the prediction), modality_logits = the auxiliary heads'
-out_a / out_v, aux['main_logits'] = out. `modality_mask` (B, 2) scales the projected input sequences
+out_a / out_v, joint_logits = out. `modality_mask` (B, 2) scales the projected input sequences
 (0 removes a modality, as AuxFormer's modality dropout zeroes an input).
 """
 
@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from avjax.models import MODELS, section_kwargs
+from avjax.models import register_model, section_kwargs
 from avjax.models.conformer import (MASKED, fast_dropout_rngs, torch_default_bias,
                                     torch_default_kernel, xavier)
 from avjax.models.outputs import ModelOutput, apply_modality_mask
@@ -243,7 +243,7 @@ class AuxFormer(nnx.Module):
       aux[m] = self._aux_head(last_valid(h, mask))
     return ModelOutput(logits=(main + aux["audio"] + aux["visual"]) / 3.0,
                        modality_logits=aux, features={"audio": h_a, "visual": h_v},
-                       aux={"main_logits": main})
+                       joint_logits=main)
 
   def __call__(self, inputs: dict[str, jax.Array],
                modality_mask: jax.Array | None = None) -> ModelOutput:
@@ -251,7 +251,7 @@ class AuxFormer(nnx.Module):
     return self.fuse(apply_modality_mask(self.encode(inputs), modality_mask))
 
 
-@MODELS.register("auxformer")
+@register_model("auxformer", lambda c: {"modality_logits", "encode_fuse", "joint_logits"})
 def auxformer(config: ml_collections.ConfigDict, num_classes: int, overrides: dict[str, Any],
               rngs: nnx.Rngs) -> AuxFormer:
   """AuxFormer from `config.model.auxformer` (keys: the AuxFormer constructor's arguments)."""

@@ -18,8 +18,8 @@ class AVClassifier(nnx.Module):
   Inputs: {'audio': (B,F,T,audio_channels), 'visual': (B,T,H,W,visual_channels)}, float; with
   `audio_encoder='frames'` the audio slot holds frames too, (B,T,H,W,audio_channels) (UCF101's
   optical flow), encoded as the visual frames are.
-  Attributes: `audio_encoder`, `visual_encoder` (modality-specific parameters, e.g. for OGM-GE's
-  gradient modulation) and `fusion` (a module from `avjax.models.fusion.FUSIONS`).
+  Parameter groups: 'encoder/audio', 'encoder/visual' (modality-specific parameters, e.g. for
+  OGM-GE's gradient modulation) and 'fusion' (a module from `avjax.models.fusion.FUSIONS`).
   Train / eval: `model.train()` / `model.eval()` (BatchNorm batch vs running statistics).
   """
 
@@ -50,6 +50,10 @@ class AVClassifier(nnx.Module):
     self.fusion = fusion_cls(
         self.audio_encoder.out_features, num_classes, init=init, rngs=rngs, **(fusion_kwargs or {}))
 
+  def param_groups(self) -> dict[str, tuple[str, ...]]:
+    return {"encoder/audio": ("audio_encoder",), "encoder/visual": ("visual_encoder",),
+            "fusion": ("fusion",)}
+
   @property
   def feature_dim(self) -> int:
     return self.audio_encoder.out_features
@@ -64,10 +68,10 @@ class AVClassifier(nnx.Module):
   def fuse(self, features: dict[str, jax.Array]) -> ModelOutput:
     """Fusion head on pooled features {'audio': (B,D), 'visual': (B,D)} -> ModelOutput."""
     out = self.fusion(features)
-    aux = {f"head_inputs_{m}": out.head_inputs[m] for m in MODALITIES}
     return ModelOutput(
         logits=out.logits, modality_logits=dict(out.modality_logits),
-        features={m: features[m] for m in MODALITIES}, aux=aux)
+        features={m: features[m] for m in MODALITIES},
+        head_inputs={m: out.head_inputs[m] for m in MODALITIES})
 
   def __call__(
       self, inputs: dict[str, jax.Array], modality_mask: jax.Array | None = None
@@ -80,7 +84,7 @@ class AVClassifier(nnx.Module):
         onto the pooled features before fusion (0 removes a modality; fusion-agnostic).
     Returns:
       ModelOutput with fused and per-modality logits (B,C), masked pooled features (B,D) and
-      aux['head_inputs_audio' | 'head_inputs_visual'].
+      head_inputs (B,D') per modality.
     """
     return self.fuse(apply_modality_mask(self.encode(inputs), modality_mask))
 

@@ -32,9 +32,9 @@ residual stack is built with num_hiddens/4 channels, equal to D/2 at the publish
 for ablations 1 and 3), `fuse` runs the masked head on them; `__call__` also decodes the unmasked
 features. Per-modality logits: the head with the other modality's channels zeroed (its BatchNorm
 statistics are not updated by these passes; no gradient flows through them); in a uni-modal mode
-the absent modality's logits are zeros. ModelOutput.aux holds: vq_loss_*, perplexity_*, codes_*
-(B,h,w), recon_audio (B,F,T,1), recon_visual (B,S,S,3), mask (2D,), mask_thresholded (2D,),
-mask_sum, mask_shared_* (shared channel counts; see `mask_statistics`).
+the absent modality's logits are zeros. ModelOutput holds `quantization` (per modality: VQ loss,
+perplexity, codes (B,h,w)), `reconstructions` (audio (B,F,T,1), visual (B,S,S,3)) and `fusion_mask`
+(values (2D,), thresholded (2D,), shared channel counts; see `mask_statistics`).
 """
 
 from __future__ import annotations
@@ -47,10 +47,11 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from avjax.models import MODELS, section_kwargs
+from avjax.models import register_model, section_kwargs
 from avjax.models.classifier import AVClassifier
 from avjax.models.fusion import FusionOutput
-from avjax.models.outputs import MODALITIES, ModelOutput, apply_modality_mask
+from avjax.models.outputs import (MODALITIES, FusionMask, ModelOutput, Quantization,
+                                  apply_modality_mask)
 from avjax.models.vq import (Decoder, Encoder, ResidualStack, VectorQuantizer, VectorQuantizerEMA,
                              batch_norm, check_threshold_fn, conv, dense, hard_mask, threshold_mask)
 
@@ -127,7 +128,7 @@ def mask_statistics(mask: jax.Array, threshold_fn: str, threshold: float,
       mask, "binarizer" if threshold_fn == "attention" else threshold_fn, threshold)
   d = mask.shape[0] // 2
   shared = jax.lax.stop_gradient(hard != 0).astype(jnp.float32)
-  return {"mask_shared_visual": jnp.sum(shared[:d]), "mask_shared_audio": jnp.sum(shared[d:])}
+  return {"visual": jnp.sum(shared[:d]), "audio": jnp.sum(shared[d:])}
 
 
 def _uni_modal_logits(head: nnx.Module, run, inputs: dict[str, jax.Array], mode: str,
@@ -188,7 +189,15 @@ class CMVQVAE(nnx.Module):
         mask_init=mask_init, mask_scale=mask_scale, threshold_fn=threshold_fn,
         threshold=threshold, fc_hidden=fc_hidden, dropout=dropout, rngs=rngs)
 
-  def _encode(self, inputs: dict[str, jax.Array]) -> tuple[dict[str, jax.Array], dict]:
+  def param_groups(self) -> dict[str, tuple[str, ...]]:
+    groups = {"fusion": ("classifier",)}
+    for m in MODALITIES:
+      groups[f"encoder/{m}"] = (f"{m}_encoder", f"{m}_pre_vq", f"{m}_vq")
+      groups[f"recon/{m}"] = (f"{m}_decoder",)
+    return groups
+
+  def _encode(self, inputs: dict[str, jax.Array]
+              ) -> tuple[dict[str, jax.Array], dict[str, Quantization] | None]:
     visual = inputs["visual"]
     if visual.ndim == 5:
       if visual.shape[1] != 1:
@@ -203,14 +212,15 @@ class CMVQVAE(nnx.Module):
             f"The {m} input {inputs[m].shape} encodes to {tuple(v.shape[1:3])} maps but the model "
             f"was built for latent_size={self.latent_size} (audio is downsampled 8x, frames 4x); "
             "set config.model.cmvqvae.latent_size or the input sizes to agree.")
-    aux = {}
-    if self.quantize:
-      for m, vq in (("visual", self.visual_vq), ("audio", self.audio_vq)):
-        out = vq(z[m])
-        z[m] = out.quantized
-        aux.update({f"vq_loss_{m}": out.loss, f"perplexity_{m}": out.perplexity,
-                    f"codes_{m}": out.codes})
-    return z, aux
+    if not self.quantize:
+      return z, None
+    stats = {}
+    for m, vq in (("visual", self.visual_vq), ("audio", self.audio_vq)):
+      out = vq(z[m])
+      z[m] = out.quantized
+      stats[m] = Quantization(loss=out.loss, perplexity=out.perplexity, codes=out.codes,
+                              num_codes=vq.num_embeddings)
+    return z, stats
 
   def encode(self, inputs: dict[str, jax.Array]) -> dict[str, jax.Array]:
     """Per-modality maps the classifier reads {'audio', 'visual'}: (B,h,w,D)."""
@@ -222,29 +232,31 @@ class CMVQVAE(nnx.Module):
   def fuse(self, features: dict[str, jax.Array]) -> ModelOutput:
     """Masked task solver on {'audio', 'visual'} (B,h,w,D) maps -> ModelOutput (features pooled
     to (B,D) by a mean over h, w)."""
-    solver, aux = self.classifier, {}
+    solver, fusion_mask = self.classifier, None
     mask = None
     if solver.masked:
       mask = solver.thresholded_mask()
       raw = solver.mask[...]
-      aux.update({"mask": raw, "mask_thresholded": mask, "mask_sum": jnp.sum(raw)})
-      aux.update(mask_statistics(raw, solver.threshold_fn, solver.threshold, mask))
+      fusion_mask = FusionMask(values=raw, thresholded=mask, shared=mask_statistics(
+          raw, solver.threshold_fn, solver.threshold, mask))
     logits = self._head(features, mask)
     uni = _uni_modal_logits(solver, lambda _, f: self._head(f, mask), features, self.mode,
                             self.num_classes)
     pooled = {m: jnp.mean(features[m], axis=(1, 2)) for m in MODALITIES}
-    return ModelOutput(logits=logits, modality_logits=uni, features=pooled, aux=aux)
+    return ModelOutput(logits=logits, modality_logits=uni, features=pooled,
+                       fusion_mask=fusion_mask)
 
   def __call__(self, inputs: dict[str, jax.Array],
                modality_mask: jax.Array | None = None) -> ModelOutput:
     """Encode, decode (ablations 0, 2), weight the features by `modality_mask` (B,2) in
     ('audio', 'visual') order, fuse."""
-    features, aux = self._encode(inputs)
+    features, stats = self._encode(inputs)
+    recon = None
     if self.quantize:
-      aux["recon_visual"] = self.visual_decoder(features["visual"])
-      aux["recon_audio"] = self.audio_decoder(features["audio"])
+      recon = {"visual": self.visual_decoder(features["visual"]),
+               "audio": self.audio_decoder(features["audio"])}
     out = self.fuse(apply_modality_mask(features, modality_mask))
-    return out.replace(aux={**aux, **out.aux})
+    return out.replace(quantization=stats, reconstructions=recon)
 
 
 class MLPHead(nnx.Module):
@@ -299,7 +311,18 @@ def model_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return kwargs
 
 
-@MODELS.register("cmvqvae")
+def _capabilities(config: ml_collections.ConfigDict) -> set[str]:
+  """Reconstructions and VQ statistics in ablations 0 and 2, the mask in 0 and 3."""
+  ablation = model_kwargs(config).get("ablation", 0)
+  caps = {"modality_logits", "encode_fuse"}
+  if ablation in (0, 2):
+    caps |= {"reconstructions", "quantization"}
+  if ablation in (0, 3):
+    caps.add("fusion_mask")
+  return caps
+
+
+@register_model("cmvqvae", _capabilities)
 def cmvqvae(config: ml_collections.ConfigDict, num_classes: int, overrides: dict[str, Any],
             rngs: nnx.Rngs) -> nnx.Module:
   """CM-VQVAE from `config.model.cmvqvae` (ablation 4: two ResNet-18s with `config.model.widths`)."""

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from avjax.models import MODELS, section_kwargs
+from avjax.models import register_model, section_kwargs
 from avjax.models.fusion import l2_normalize
 from avjax.models.outputs import MODALITIES, ModelOutput, apply_modality_mask
 from avjax.models.attention import ATTENTION_IMPLEMENTATIONS
@@ -231,6 +231,17 @@ class VATPretrain(VATBase):
     self.itm_head = linear(s.width, 2, rngs=rngs)
     self.temp = nnx.Param(jnp.asarray(temperature, jnp.float32))
 
+  def param_groups(self) -> dict[str, tuple[str, ...]]:
+    """'momentum' is what vat_pretrain keeps an EMA copy of (encoders and projections)."""
+    return {"encoder/audio": ("audio_encoder",), "encoder/visual": ("visual_encoder",),
+            "projection/audio": ("audio_proj",), "projection/visual": ("visual_proj",),
+            "fusion": ("fusion_encoder", "itm_head"), "temperature": ("temp",),
+            "momentum": ("audio_encoder", "visual_encoder", "audio_proj", "visual_proj")}
+
+  def temperature(self) -> jax.Array:
+    """The contrastive temperature (scalar; vat_pretrain clamps it every step)."""
+    return self.temp[...]
+
   def embed(self, tokens: dict[str, jax.Array]) -> dict[str, jax.Array]:
     """L2-normalised projections of the [CLS] tokens: {'audio': (B, E), 'visual': (B, E)}."""
     project = lambda proj, x: l2_normalize(proj(x[:, 0]).astype(jnp.float32))
@@ -246,16 +257,15 @@ class VATPretrain(VATBase):
     """Encodes and matches each clip with itself.
 
     Returns ModelOutput: logits (B, 2) matching logits of the true pairs; no modality_logits (no
-    classes in pre-training); features: the [CLS] tokens (B, D); aux: 'audio_embed' /
-    'visual_embed' (B, E) normalised projections and 'audio_tokens' / 'visual_tokens' (B, N, D).
+    classes in pre-training); features: the [CLS] tokens (B, D); embeddings (B, E) normalised
+    projections and tokens (B, N, D) per modality.
     """
     tokens = mask_tokens(self.encode(inputs), modality_mask)
     embeds = self.embed(tokens)
     return ModelOutput(
         logits=self.match(tokens["audio"], tokens["visual"]), modality_logits={},
         features={m: tokens[m][:, 0] for m in MODALITIES},
-        aux={"audio_embed": embeds["audio"], "visual_embed": embeds["visual"],
-             "audio_tokens": tokens["audio"], "visual_tokens": tokens["visual"]})
+        embeddings=dict(embeds), tokens=dict(tokens))
 
 
 class MlpHead(nnx.Module):
@@ -293,6 +303,11 @@ class VATClassifier(VATBase):
     self.audio_head = linear(s.width, outputs, rngs=rngs)
     self.visual_head = linear(s.width, outputs, rngs=rngs)
 
+  def param_groups(self) -> dict[str, tuple[str, ...]]:
+    return {"encoder/audio": ("audio_encoder",), "encoder/visual": ("visual_encoder",),
+            "fusion": ("fusion_encoder", "head"), "head/audio": ("audio_head",),
+            "head/visual": ("visual_head",)}
+
   def _split(self, raw: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(B, C + R) -> class logits (B, C), regression outputs in target_range (B, R)."""
     lo, hi = self.target_range
@@ -303,9 +318,8 @@ class VATClassifier(VATBase):
     """Token sequences {'audio': (B, Na, D), 'visual': (B, Nv, D)} -> ModelOutput.
 
     logits: (B, C) class logits, or (B, R) regression outputs when C = 0; modality_logits likewise
-    from each [CLS]; features: the [CLS] tokens (B, D); aux: 'audio_tokens' / 'visual_tokens' (the
-    token sequences fused, i.e. `fuse`'s inputs), and 'regression', 'regression_audio',
-    'regression_visual' (B, R) when R > 0.
+    from each [CLS]; features: the [CLS] tokens (B, D); tokens: the token sequences fused (i.e.
+    `fuse`'s inputs); regression (B, R) and modality_regression when R > 0.
     """
     cls = {m: features[m][:, 0] for m in MODALITIES}
     heads = {"audio": self.audio_head, "visual": self.visual_head}
@@ -315,13 +329,13 @@ class VATClassifier(VATBase):
       x = jax.lax.stop_gradient(cls[m]) if self.detach_modality_heads else cls[m]
       per_modality[m] = self._split(heads[m](x))
     pick = (lambda out: out[0]) if self.num_classes else (lambda out: out[1])
-    aux = {f"{m}_tokens": features[m] for m in MODALITIES}
-    if self.num_targets:
-      aux["regression"] = fused[1]
-      aux.update({f"regression_{m}": per_modality[m][1] for m in MODALITIES})
+    regress = bool(self.num_targets)
     return ModelOutput(logits=pick(fused),
                        modality_logits={m: pick(per_modality[m]) for m in MODALITIES},
-                       features=cls, aux=aux)
+                       features=cls, tokens={m: features[m] for m in MODALITIES},
+                       regression=fused[1] if regress else None,
+                       modality_regression=({m: per_modality[m][1] for m in MODALITIES}
+                                            if regress else None))
 
   def __call__(self, inputs: dict[str, jax.Array], modality_mask: jax.Array | None = None
                ) -> ModelOutput:
@@ -330,7 +344,7 @@ class VATClassifier(VATBase):
     return self.fuse(mask_tokens(self.encode(inputs), modality_mask))
 
 
-@MODELS.register("vat")
+@register_model("vat", lambda c: {"embeddings", "tokens"})
 def vat(config: ml_collections.ConfigDict, num_classes: int, overrides: dict[str, Any],
         rngs: nnx.Rngs) -> VATPretrain:
   """VAT pre-training model; `overrides` may set the initial 'temperature' (vat_pretrain does)."""
@@ -338,7 +352,8 @@ def vat(config: ml_collections.ConfigDict, num_classes: int, overrides: dict[str
   return VATPretrain(resolve_settings(config), rngs=rngs, **overrides)
 
 
-@MODELS.register("vat_classifier")
+@register_model("vat_classifier",
+                lambda c: {"modality_logits", "encode_fuse", "tokens", "regression"})
 def vat_classifier(config: ml_collections.ConfigDict, num_classes: int,
                    overrides: dict[str, Any], rngs: nnx.Rngs) -> VATClassifier:
   """VAT fine-tuning model; method vat_finetune passes num_targets / target_range /

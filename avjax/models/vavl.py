@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from avjax.models import MODELS, section_kwargs
+from avjax.models import register_model, section_kwargs
 from avjax.models.conformer import (Conformer, fast_dropout_rngs, layer_norm, masked_mean,
                                     torch_default_bias, torch_default_kernel, torch_linear)
 from avjax.models.outputs import MODALITIES, ModelOutput, apply_modality_mask
@@ -199,8 +199,8 @@ class SharedEncoder(nnx.Module):
 
 
 class VAVL(nnx.Module):
-  """See the module docstring. Attributes (parameter groups of the VAVL method): audio_encoder,
-  visual_encoder, shared, head_audio, head_visual, recon_audio, recon_visual, fusion."""
+  """See the module docstring. Parameter groups (what the VAVL method steps): encoder/<m>,
+  shared, head/<m>, recon/<m>, fusion."""
 
   def __init__(self, *, num_outputs: int, inputs: str = "features", audio_dim: int = 1024,
                visual_dim: int = 1408, proj_dim: int = 50, dim: int = 512, heads: int = 8,
@@ -228,6 +228,13 @@ class VAVL(nnx.Module):
                             rngs=rngs)
     self.fusion = MLP(2 * dim, head_hidden, num_outputs, head_dropout, rngs=rngs)
     self.num_outputs = num_outputs
+
+  def param_groups(self) -> dict[str, tuple[str, ...]]:
+    groups = {"shared": ("shared",), "fusion": ("fusion",)}
+    for m in MODALITIES:
+      groups.update({f"encoder/{m}": (f"{m}_encoder",), f"head/{m}": (f"head_{m}",),
+                     f"recon/{m}": (f"recon_{m}",)})
+    return groups
 
   def encoder(self, modality: str) -> ModalityEncoder:
     return self.audio_encoder if modality == "audio" else self.visual_encoder
@@ -263,7 +270,7 @@ class VAVL(nnx.Module):
     return self.fuse(apply_modality_mask(self.encode(inputs), modality_mask))
 
 
-@MODELS.register("vavl")
+@register_model("vavl", lambda c: {"modality_logits", "encode_fuse", "unimodal_branches"})
 def vavl(config: ml_collections.ConfigDict, num_classes: int, overrides: dict[str, Any],
          rngs: nnx.Rngs) -> VAVL:
   """VAVL from `config.model.vavl` (keys: the VAVL constructor's arguments)."""

@@ -18,6 +18,7 @@ torch = pytest.importorskip("torch")
 from avjax.convert import cmvqvae as conv  # noqa: E402
 from avjax.convert import convert_checkpoint  # noqa: E402
 from avjax.models.cmvqvae import CMVQVAE, cmvqvae  # noqa: E402
+from tests.helpers import output_fields  # noqa: E402
 from tests.convert import torch_cmvqvae as ref  # noqa: E402
 
 torch.set_num_threads(1)
@@ -68,13 +69,13 @@ def test_converted_model_matches_pytorch_in_eval_mode(pair):
   ours.eval()
   out = ours(inputs)
   _close(out.logits, logits, "logits")
-  _close(out.aux["recon_visual"], rec_i.permute(0, 2, 3, 1), "visual reconstruction")
-  _close(out.aux["recon_audio"], rec_a.permute(0, 2, 3, 1), "audio reconstruction")
+  _close(output_fields(out)["recon_visual"], rec_i.permute(0, 2, 3, 1), "visual reconstruction")
+  _close(output_fields(out)["recon_audio"], rec_a.permute(0, 2, 3, 1), "audio reconstruction")
   for key, value in (("vq_loss_visual", vq_i), ("vq_loss_audio", vq_a), ("mask_sum", mask_sum),
                      ("perplexity_visual", perp_i), ("perplexity_audio", perp_a)):
-    _close(out.aux[key], value, key)
-  np.testing.assert_array_equal(out.aux["mask_thresholded"], np.asarray(MASK) > 5e-3)
-  assert float(out.aux["mask_shared_visual"]) == 2 and float(out.aux["mask_shared_audio"]) == 2
+    _close(output_fields(out)[key], value, key)
+  np.testing.assert_array_equal(output_fields(out)["mask_thresholded"], np.asarray(MASK) > 5e-3)
+  assert float(output_fields(out)["mask_shared_visual"]) == 2 and float(output_fields(out)["mask_shared_audio"]) == 2
 
 
 def test_ema_quantizer_training_steps_match_pytorch(pair):

@@ -45,7 +45,7 @@ def test_loss_is_the_mean_of_the_three_cross_entropies():
   logits = {n: jax.random.normal(jax.random.key(i), (2, 3)) for i, n in enumerate("mav")}
   out = ModelOutput(logits=jnp.zeros((2, 3)), features={},
                     modality_logits={"audio": logits["a"], "visual": logits["v"]},
-                    aux={"main_logits": logits["m"]})
+                    joint_logits=logits["m"])
   loss, parts = method.loss(out, {"label": labels}, {}, None)
   ce = lambda z: float(jnp.mean(optax.softmax_cross_entropy_with_integer_labels(z, labels)))
   assert float(loss) == pytest.approx((ce(logits["m"]) + ce(logits["a"]) + ce(logits["v"])) / 3,
@@ -71,7 +71,8 @@ def experiment():
 def test_training_step_drops_whole_modalities(experiment):
   model, method = ModelFns(experiment.graphs), experiment.method
   step = jax.jit(lambda s, b, key: method.update(
-      model, experiment.tx, s, b, StepContext(step=jnp.int32(0), epoch=jnp.int32(0), rng=key)))
+      model, experiment.tx, s, b, StepContext(step=jnp.int32(0), epoch=jnp.int32(0), rng=key,
+                                                model=method.model)))
   dropped = set()
   for seed in range(12):
     state, _, metrics = step(experiment.state, _batch(), jax.random.key(seed))

@@ -22,7 +22,7 @@ from avjax import writers
 from avjax.methods import METHODS
 from avjax.methods.base import StepContext
 from avjax.methods.cmvqvae import mask_report
-from avjax.models.outputs import ModelOutput
+from avjax.models.outputs import FusionMask, ModelOutput, Quantization
 from avjax.registry import ConfigError
 from avjax.train import train_and_evaluate
 from tests.helpers import restore_final_state
@@ -61,11 +61,15 @@ def test_loss_adds_every_term_by_hand(data_dir):
   audio = jnp.zeros((2, 4, 4, 1))
   visual = jnp.zeros((2, 1, 3, 3, 3))
   batch = {"audio": audio, "visual": visual, "label": jnp.array([0, 3])}
+  codes = jnp.zeros((2, 1, 1), jnp.int32)
+  stats = lambda loss: Quantization(loss=jnp.float32(loss), perplexity=jnp.float32(1.0),
+                                    codes=codes, num_codes=4)
   output = ModelOutput(
       logits=jnp.zeros((2, 4)), modality_logits={}, features={},
-      aux={"recon_audio": audio + 1.0, "recon_visual": visual[:, 0] + 2.0,
-           "vq_loss_audio": jnp.float32(0.1), "vq_loss_visual": jnp.float32(0.2),
-           "mask_sum": jnp.float32(3.0)})
+      reconstructions={"audio": audio + 1.0, "visual": visual[:, 0] + 2.0},
+      quantization={"audio": stats(0.1), "visual": stats(0.2)},
+      fusion_mask=FusionMask(values=jnp.asarray([2.0, 1.0]), thresholded=jnp.ones(2),
+                             shared={"audio": jnp.float32(1), "visual": jnp.float32(1)}))
   loss, metrics = method.loss(output, batch, {}, CTX)
   # MSE 1 + MSE 4 + CE ln 4 + VQ 0.1 + 0.2 + 1e-4 * 3.
   np.testing.assert_allclose(loss, 1 + 4 + math.log(4) + 0.3 + 3e-4, rtol=1e-6)

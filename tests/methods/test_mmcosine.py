@@ -129,7 +129,7 @@ def test_loss_is_ce_plus_weighted_nce_on_head_inputs():
   h_v = jnp.asarray(rng.normal(size=(6, 4)), jnp.float32)
   output = ModelOutput(logits=logits, modality_logits={"audio": logits, "visual": logits},
                        features={"audio": h_a * 0, "visual": h_v * 0},
-                       aux={"head_inputs_audio": h_a, "head_inputs_visual": h_v})
+                       head_inputs={"audio": h_a, "visual": h_v})
   ctx = StepContext(step=jnp.int32(0), epoch=jnp.int32(0), rng=jax.random.key(0))
   logp = jax.nn.log_softmax(logits)
   ce = -float(jnp.mean(logp[jnp.arange(6), labels]))
@@ -143,8 +143,7 @@ def test_loss_is_ce_plus_weighted_nce_on_head_inputs():
   loss0, metrics0 = plain.loss(output, {"label": labels}, {}, ctx)
   assert float(loss0) == pytest.approx(ce, rel=1e-5)
   assert "loss_nce" in metrics0
-  grad = jax.grad(lambda h: plain.loss(output.replace(aux={"head_inputs_audio": h,
-                                                           "head_inputs_visual": h_v}),
+  grad = jax.grad(lambda h: plain.loss(output.replace(head_inputs={"audio": h, "visual": h_v}),
                                        {"label": labels}, {}, ctx)[0])(h_a)
   np.testing.assert_array_equal(grad, 0.0)  # With lambda 0 nothing flows through the NCE term.
 

@@ -15,6 +15,7 @@ from avjax import sharding
 from avjax.config import base_config, validate
 from avjax.methods import METHODS, StepContext
 from avjax.methods.ogm import encoder_modality, modulate_grads, ogm_coefficients
+from avjax.models.contract import ModelInfo
 from avjax.models.classifier import AVClassifier
 from avjax.models.outputs import ModelOutput
 from avjax.registry import ConfigError
@@ -104,9 +105,15 @@ def transforms():
           for name in ("ogm", "ogm_ge")}
 
 
+# av_resnet's parameter groups (what the methods see of the model).
+AV_RESNET = ModelInfo(name="av_resnet", capabilities=frozenset(),
+                      groups=(("encoder/audio", ("audio_encoder",)),
+                              ("encoder/visual", ("visual_encoder",)), ("fusion", ("fusion",))))
+
+
 def _ctx(epoch: int, step: int = 0) -> StepContext:
   return StepContext(step=jnp.int32(step), epoch=jnp.int32(epoch),
-                     rng=jax.random.fold_in(jax.random.key(7), step))
+                     rng=jax.random.fold_in(jax.random.key(7), step), model=AV_RESNET)
 
 
 def _flat(tree) -> dict[str, np.ndarray]:
@@ -143,12 +150,12 @@ def test_only_4d_encoder_grads_scaled(param_grads, transforms):
 
 
 def test_encoder_modality_rules():
-  key = jax.tree_util.DictKey
   four = jnp.zeros((1, 1, 2, 2))
-  assert encoder_modality((key("audio_encoder"), key("backbone"), key("conv1")), four) == "audio"
-  assert encoder_modality((key("visual_encoder"), key("x")), four) == "visual"
-  assert encoder_modality((key("visual_encoder"), key("bn")), jnp.zeros(3)) is None
-  assert encoder_modality((key("fusion"), key("k")), four) is None
+  assert encoder_modality("encoder/audio", four) == "audio"
+  assert encoder_modality("encoder/visual", four) == "visual"
+  assert encoder_modality("encoder/visual", jnp.zeros(3)) is None
+  assert encoder_modality("fusion", four) is None
+  assert encoder_modality(None, four) is None
 
 
 @pytest.mark.parametrize("epoch,modulated", [(1, False), (2, True), (3, True), (4, True),
@@ -206,7 +213,8 @@ def test_ge_noise_statistics_on_large_tensors():
       "fusion": {"kernel": jax.random.normal(keys[3], (1, 1, 16, 16))},
   }
   coeffs = {"audio": jnp.float32(0.25), "visual": jnp.float32(1.0)}
-  out = jax.jit(modulate_grads)(grads, coeffs, jax.random.key(11))
+  out = jax.jit(lambda g, c, k: modulate_grads(g, c, k, AV_RESNET))(grads, coeffs,
+                                                                   jax.random.key(11))
   noises = {}
   for modality, name in (("audio", "a"), ("audio", "b"), ("visual", "c")):
     g = np.asarray(grads[f"{modality}_encoder"][name], np.float64)
@@ -287,6 +295,6 @@ def test_validate_defaults_and_errors(name):
   with pytest.raises(ConfigError, match="alpha"):
     validate(_config(name, alpha=-1.0))
   c = _config(name)
-  c.model.name = "vavl"
-  with pytest.raises(ConfigError, match="audio_encoder"):
-    METHODS.get(name).validate(c)
+  c.model.name = "vavl"  # No convolutional per-modality encoder groups: refused before building.
+  with pytest.raises(ConfigError, match=r"capabilities \['modality_encoders'\].*'av_resnet'"):
+    validate(c)

@@ -107,15 +107,16 @@ def _config(name, **method):
 def _context(epoch, workdir, shapley_of, calls):
   """An EpochContext whose training pass returns `shapley_of(indices)` without any model."""
 
-  def run_over_train(fn, indices):
+  def run(fn, split, indices):
+    assert split == "train"
     calls.append((fn, np.asarray(indices)))
     phi = shapley_of(np.asarray(indices))
     return {"shapley": phi, "subset_correct": np.zeros((len(indices), 4), np.float32),
             "label": np.zeros(len(indices), np.int32), "index": np.asarray(indices)}
 
   state = types.SimpleNamespace(step=jnp.int32(42))
-  return EpochContext(epoch=epoch, seed=0, num_examples=8, state=state,
-                      run_over_train=run_over_train, workdir=workdir, is_chief=True)
+  return EpochContext(epoch=epoch, seed=0, num_examples=8, state=state, model=None, run=run,
+                      workdir=workdir, is_chief=True)
 
 
 def test_sample_level_epoch_plans(tmp_path):
@@ -125,11 +126,11 @@ def test_sample_level_epoch_plans(tmp_path):
                    [0.0, 0.0], [0.5, -0.5], [-0.5, 0.5], [0.0, 0.0]])
   shapley_of = lambda idx: phis[idx]
   for epoch in (0, 1):  # Warm-up: the baseline's shuffled plan, no valuation.
-    plan = method.epoch_plan(_context(epoch, str(tmp_path), shapley_of, calls))
+    plan = method.on_epoch_start(_context(epoch, str(tmp_path), shapley_of, calls)).plan
     np.testing.assert_array_equal(plan.indices, shuffled_plan(8, 0, epoch).indices)
     assert plan.modality_masks is None
   assert not calls
-  plan = method.epoch_plan(_context(2, str(tmp_path), shapley_of, calls))
+  plan = method.on_epoch_start(_context(2, str(tmp_path), shapley_of, calls)).plan
   (fn, indices), = calls
   assert fn is method.valuation_fn and indices.tolist() == list(range(8))
   expected, _ = vm.sample_level_plan(phis, 0, 2)
@@ -150,8 +151,8 @@ def test_modality_level_epoch_plan(tmp_path):
   method = METHODS.get("valuation_modality")(config)
   calls = []
   # Mean over Z: phi_a = 1.5, phi_v = 0.0 -> gaps -0.5 / 1.0 -> d = 1.5 * 2/3 = 1: N visual copies.
-  plan = method.epoch_plan(_context(1, str(tmp_path), lambda idx: np.tile([1.5, 0.0], (len(idx), 1)),
-                                    calls))
+  plan = method.on_epoch_start(_context(
+      1, str(tmp_path), lambda idx: np.tile([1.5, 0.0], (len(idx), 1)), calls)).plan
   (_, indices), = calls
   np.testing.assert_array_equal(indices, vm.valuation_subset(8, 0.5, 0, 1))
   assert len(plan.indices) == 16

@@ -21,7 +21,6 @@ from avjax.checkpoint import Checkpointer, abstract_like
 from avjax.config import base_config, validate
 from avjax.methods import StepContext
 from avjax.methods import vat_losses as L
-from avjax.methods.vat import PRETRAIN_MOMENTUM
 from avjax.methods.vat_finetune import VATFinetune
 from avjax.models.outputs import ModelOutput
 from avjax.models.vat import model_section
@@ -93,12 +92,12 @@ def test_finetune_classification_loss_by_hand():
 def test_finetune_regression_loss_by_hand():
   pred, teacher = jnp.array([[0.2, 0.5], [0.9, 0.1]]), jnp.array([[0.3, 0.5], [0.5, 0.1]])
   attrs = jnp.array([[0.0, 0.4, 0.7], [0.0, 0.8, 0.2]])  # Targets: columns (2, 1).
-  aux = {"regression": pred, "regression_audio": pred, "regression_visual": pred}
-  out = ModelOutput(logits=pred, modality_logits={}, features={}, aux=aux)
+  out = ModelOutput(logits=pred, modality_logits={}, features={}, regression=pred,
+                    modality_regression={"audio": pred, "visual": pred})
   method = _finetune(task="regression", target_indices=(2, 1), target_names=("x", "y"),
                      modality_weight=0.5)
   loss, metrics = method.finetune_loss(out, ModelOutput(
-      logits=teacher, modality_logits={}, features={}, aux={"regression": teacher}),
+      logits=teacher, modality_logits={}, features={}, regression=teacher),
       {"attributes": attrs}, 0.25)
   targets = np.array([[0.7, 0.4], [0.2, 0.8]])
   mse = np.mean((np.asarray(pred) - targets) ** 2)
@@ -201,7 +200,7 @@ def pretrain():
 
   def step(state, batch):
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-    ctx = StepContext(step=state.step, epoch=jnp.int32(0), rng=rng)
+    ctx = StepContext(step=state.step, epoch=jnp.int32(0), rng=rng, model=exp.method.model)
     new, _, metrics = exp.method.update(model, exp.tx, state, batch, ctx)
     return new.replace(step=state.step + 1), metrics
 
@@ -223,7 +222,7 @@ def test_update_applies_ema_before_the_forward_and_fills_the_queue(pretrain):
   exp, run = pretrain
   state0 = exp.state
   (state1, m1), (state2, _), (state3, _) = run(1, state0, (0, 1, 2))
-  sub = lambda s: jax.device_get({k: s.params[k] for k in PRETRAIN_MOMENTUM})
+  sub = lambda s: jax.device_get({k: s.params[k] for k in exp.method.model.paths("momentum")})
   mom = lambda s: jax.device_get(s.method_state["momentum"])
   close = lambda a, b, **kw: jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, **kw), a, b)
   # Momentum starts as the params, so after step 1 it is params_0; after step 2 it is

@@ -18,7 +18,14 @@ from avjax import data, metrics
 from avjax.config import base_config, validate
 from avjax.methods import emotion
 from avjax.methods.base import EvalContext
-from avjax.methods.vavl import GROUPS, MODULES
+from avjax.methods.vavl import STEP_GROUPS
+
+# The VAVL model's top-level parameter paths, and those each step trains (through its groups).
+MODULES = ("audio_encoder", "visual_encoder", "shared", "head_audio", "head_visual",
+           "recon_audio", "recon_visual", "fusion")
+GROUPS = {"visual": ("visual_encoder", "shared", "head_visual", "recon_visual"),
+          "audio": ("audio_encoder", "shared", "head_audio", "recon_audio"),
+          "fusion": ("fusion",)}
 from avjax.registry import ConfigError
 from avjax.steps import setup
 from avjax.state import ModelFns
@@ -95,6 +102,7 @@ def _same(a: list, b: list) -> bool:
 @pytest.mark.parametrize("step", ["visual", "audio", "fusion"])
 def test_each_step_updates_only_its_parameter_groups(vavl, step):
   exp, steps = vavl
+  assert set(exp.method.model.paths(*STEP_GROUPS[step])) == set(GROUPS[step])
   state = exp.state
   result = steps[step](state, _batch())
   before, after = _leaves_by_module(state.params), _leaves_by_module(result.params)

@@ -11,6 +11,7 @@ from flax import nnx
 from avjax.models.classifier import AVClassifier
 from avjax.models.outputs import MODALITIES, ModelOutput
 from avjax.registry import ConfigError
+from tests.helpers import output_fields
 
 TINY = (8, 16, 32, 64)
 B, C = 3, 4
@@ -34,11 +35,11 @@ def test_output_structure(model):
   assert out.logits.shape == (B, C)
   assert set(out.modality_logits) == set(MODALITIES) == set(out.features)
   assert all(out.modality_logits[m].shape == (B, C) and out.features[m].shape == (B, 64) for m in MODALITIES)
-  assert set(out.aux) == {"head_inputs_audio", "head_inputs_visual"}
+  assert set(output_fields(out)) == {"head_inputs_audio", "head_inputs_visual"}
   feats = model.encode(_inputs())
   for m in MODALITIES:
     np.testing.assert_allclose(out.features[m], feats[m], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(out.aux[f"head_inputs_{m}"], feats[m], rtol=1e-5, atol=1e-6)  # concat
+    np.testing.assert_allclose(output_fields(out)[f"head_inputs_{m}"], feats[m], rtol=1e-5, atol=1e-6)  # concat
   np.testing.assert_allclose(out.modality_logits["audio"] + out.modality_logits["visual"], out.logits,
                              rtol=1e-5, atol=1e-5)
 
@@ -74,7 +75,7 @@ def test_every_fusion_through_the_classifier(model):
     out = m.fuse(feats)
     assert out.logits.shape == (B, C)
     assert all(out.modality_logits[k].shape == (B, C) for k in MODALITIES)
-    assert all(np.isfinite(np.asarray(out.aux[f"head_inputs_{k}"])).all() for k in MODALITIES)
+    assert all(np.isfinite(np.asarray(output_fields(out)[f"head_inputs_{k}"])).all() for k in MODALITIES)
   with pytest.raises(ConfigError, match="Known fusions"):
     AVClassifier(num_classes=C, fusion="attention", widths=TINY, rngs=nnx.Rngs(0))
 

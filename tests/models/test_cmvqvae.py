@@ -15,6 +15,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from avjax.models import cmvqvae as cm
 from avjax.models import vq
+from tests.helpers import output_fields
 
 TINY = dict(num_hiddens=8, num_residual_hiddens=4, num_residual_layers=1, embedding_dim=4,
             num_embeddings=8, fc_hidden=6, latent_size=(4, 4))
@@ -111,10 +112,10 @@ def test_decoders_restore_the_input_shapes_at_the_reference_sizes():
   model, forward = _abstract()  # K 512, D 64, 128 hidden, 256x256 mel, 128x128 frames.
   audio = jax.ShapeDtypeStruct((2, 256, 256, 1), jnp.float32)
   out = forward({"audio": audio, "visual": jax.ShapeDtypeStruct((2, 1, 128, 128, 3), jnp.float32)})
-  assert out.aux["recon_audio"].shape == (2, 256, 256, 1)
-  assert out.aux["recon_visual"].shape == (2, 128, 128, 3)
-  assert out.aux["codes_audio"].shape == out.aux["codes_visual"].shape == (2, 32, 32)
-  assert out.logits.shape == (2, 6) and out.aux["mask"].shape == (128,)
+  assert output_fields(out)["recon_audio"].shape == (2, 256, 256, 1)
+  assert output_fields(out)["recon_visual"].shape == (2, 128, 128, 3)
+  assert output_fields(out)["codes_audio"].shape == output_fields(out)["codes_visual"].shape == (2, 32, 32)
+  assert out.logits.shape == (2, 6) and output_fields(out)["mask"].shape == (128,)
   assert model.classifier.fc_1.in_features == 2048  # 32 channels x 8 x 8, as the reference.
   _, params, rest = nnx.split(model, nnx.Param, ...)  # The EMA state is model_state, not params.
   assert "audio_vq" not in params and "codebook" in rest["audio_vq"]
@@ -130,7 +131,7 @@ def test_ablations_keep_what_the_reference_keeps(ablation, present, absent):
   _, forward = _abstract(ablation=ablation, **TINY)
   out = forward({"audio": jax.ShapeDtypeStruct((2, 32, 32, 1), jnp.float32),
                  "visual": jax.ShapeDtypeStruct((2, 1, 16, 16, 3), jnp.float32)})
-  assert all(k in out.aux for k in present) and not any(k in out.aux for k in absent)
+  assert all(k in output_fields(out) for k in present) and not any(k in output_fields(out) for k in absent)
 
 
 def test_ablation_4_is_the_resnet_pair_with_an_mlp_head():

@@ -13,6 +13,7 @@ from avjax.models import build_model
 from avjax.models.outputs import MODALITIES, ModelOutput
 from avjax.models.vat import VATPretrain, model_section, resolve_settings
 from avjax.registry import ConfigError
+from tests.helpers import output_fields
 
 B, C = 3, 4
 # Tests compile with XLA's backend optimisations off: same semantics, half the compile time.
@@ -63,7 +64,7 @@ def test_token_counts_and_pretrain_outputs(models):
   assert isinstance(out, ModelOutput) and out.logits.shape == (B, 2)
   assert out.modality_logits == {}
   for m in MODALITIES:
-    embed = np.asarray(out.aux[f"{m}_embed"])
+    embed = np.asarray(output_fields(out)[f"{m}_embed"])
     assert embed.shape == (B, 8)
     np.testing.assert_allclose(np.linalg.norm(embed, axis=-1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(out.features[m], tokens[m][:, 0], rtol=1e-6)
@@ -79,10 +80,10 @@ def test_classifier_outputs_and_modality_mask(models):
   assert full.logits.shape == (B, C)
   assert all(full.modality_logits[m].shape == (B, C) for m in MODALITIES)
   for key in ("regression", "regression_audio", "regression_visual"):
-    values = np.asarray(full.aux[key])
+    values = np.asarray(output_fields(full)[key])
     assert values.shape == (B, 2) and np.all((values > -5) & (values < 5))
   np.testing.assert_allclose(fused, full.logits, rtol=1e-5, atol=1e-6)
-  np.testing.assert_array_equal(masked.aux["visual_tokens"][0], 0)  # The whole sequence.
+  np.testing.assert_array_equal(output_fields(masked)["visual_tokens"][0], 0)  # The whole sequence.
   np.testing.assert_array_equal(masked.features["audio"][1], 0)
   np.testing.assert_allclose(masked.logits[2], full.logits[2], rtol=1e-5, atol=1e-6)
   # Per-modality heads read only their own modality.

@@ -1,0 +1,126 @@
+"""The epoch-start hook: method state computed by a pass over training data survives a resume.
+
+`prototype_probe` is a test-only method in the shape of PMR (CVPR 2023): at every epoch start it
+computes each class's mean audio feature over a seeded part of the training split (`ctx.run`),
+blends it into the previous prototypes (EMA) and returns them as method state; its loss adds a
+prototype cross-entropy on the audio features. A run stopped mid-epoch and resumed must end with
+the same state, prototypes included, bit for bit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from avjax import train as train_lib
+from avjax.methods import base
+from avjax.methods.base import METHODS, EpochContext, EpochUpdate, Method
+from avjax.preemption import Preempted, PreemptionWatcher
+from avjax.train import train_and_evaluate
+from tests.helpers import restore_final_state, tiny_config
+
+NUM_CLASSES = 6  # synthetic_av's classes.
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeSettings(base.Settings):
+  momentum: float = 0.5  # EMA of the prototypes across epochs.
+  fraction: float = 0.5  # Share of the training split each epoch's pass reads.
+  weight: float = 0.1  # Weight of the prototype term.
+
+
+def audio_features(model, batch):
+  """Per-example pooled audio features (B, D), eval mode (a PerExampleFn)."""
+  return {"audio": model.encode(batch)["audio"], "label": batch["label"]}
+
+
+class PrototypeProbe(Method):
+  """Cross-entropy plus a prototype term whose prototypes are set at each epoch start."""
+
+  Settings = ProbeSettings
+  requires = frozenset({"encode_fuse"})
+
+  def init_state(self, params):
+    dim = self.config.model.widths[-1]
+    return {"prototypes": jnp.zeros((NUM_CLASSES, dim), jnp.float32)}
+
+  def on_epoch_start(self, ctx: EpochContext) -> EpochUpdate:
+    update = super().on_epoch_start(ctx)  # The shuffled plan.
+    rng = np.random.default_rng([ctx.seed, ctx.epoch])
+    subset = np.sort(rng.choice(ctx.num_examples, int(ctx.num_examples * self.settings.fraction),
+                                replace=False))
+    out = ctx.run(audio_features, "train", subset)
+    previous = np.asarray(jax.device_get(ctx.state.method_state["prototypes"]))
+    means = np.stack([out["audio"][out["label"] == c].mean(0) if np.any(out["label"] == c)
+                      else previous[c] for c in range(NUM_CLASSES)])
+    m = self.settings.momentum
+    prototypes = means if ctx.epoch == 0 else m * previous + (1 - m) * means
+    return EpochUpdate(plan=update.plan,
+                       method_state={"prototypes": jnp.asarray(prototypes, jnp.float32)})
+
+  def loss(self, output, batch, state, ctx):
+    ce, metrics = super().loss(output, batch, state, ctx)
+    feats = output.features["audio"]
+    dist = jnp.sum(jnp.square(feats[:, None, :] - state["prototypes"][None]), -1)  # (B, C)
+    proto = base.cross_entropy(-dist, batch["label"])
+    loss = ce + self.settings.weight * proto
+    return loss, {**metrics, "loss": loss, "loss_prototype": proto}
+
+
+if "prototype_probe" not in METHODS:
+  METHODS.register("prototype_probe")(PrototypeProbe)
+
+
+def _config(data_dir):
+  return tiny_config(data_dir, **{"method.name": "prototype_probe", "train.num_epochs": 3,
+                                  "train.checkpoint_every_steps": 4})
+
+
+def test_epoch_start_state_is_checkpointed_and_resumes_bit_exactly(data_dir, tmp_path,
+                                                                    monkeypatch):
+  config = _config(data_dir)
+  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+  train_and_evaluate(config, straight)
+
+  class SignalAtStep(PreemptionWatcher):
+    """As if SIGTERM arrived during step 8: the middle of epoch 2 (6 steps per epoch)."""
+    calls = 0
+
+    def requested(self):
+      SignalAtStep.calls += 1
+      return SignalAtStep.calls >= 8
+
+  monkeypatch.setattr(train_lib, "PreemptionWatcher", SignalAtStep)
+  with pytest.raises(Preempted, match="batch 2"):
+    train_and_evaluate(config, resumed)
+  mid, meta = restore_final_state(resumed, config)
+  assert (meta["epoch"], meta["step_in_epoch"]) == (1, 2)
+  monkeypatch.setattr(train_lib, "PreemptionWatcher", PreemptionWatcher)
+  train_and_evaluate(config, resumed)
+
+  a, _ = restore_final_state(straight, config)
+  b, _ = restore_final_state(resumed, config)
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+  prototypes = a.method_state["prototypes"]
+  # Set by the hook (not the zeros of init_state), and the epoch-2 state the resume restored.
+  assert np.all(np.any(prototypes != 0, axis=1))
+  assert not np.array_equal(mid.method_state["prototypes"], prototypes)
+  rows = lambda w: [json.loads(line) for line in open(os.path.join(w, "metrics.jsonl"))]
+  val = lambda w: [r for r in rows(w) if r["split"] == "val"]
+  assert val(straight) == val(resumed)
+  assert all(np.isfinite(r["loss_prototype"]) for r in rows(straight) if r["split"] == "train")
+
+
+def test_heldout_fold_is_seeded_and_disjoint():
+  ctx = EpochContext(epoch=3, seed=5, num_examples=50, state=None, model=None, run=None,
+                     workdir="", is_chief=True)
+  fit, held = ctx.heldout()
+  assert len(held) == 10 and len(fit) == 40 and not set(fit) & set(held)
+  again, _ = dataclasses.replace(ctx, epoch=7).heldout()  # The fold does not move with epochs.
+  np.testing.assert_array_equal(again, fit)
