@@ -1,0 +1,86 @@
+"""The plug-in boundaries, read from the source: methods see models only through the contract."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import glob
+import importlib.util
+import os
+
+import pytest
+from flax import nnx
+
+from avjax import methods as methods_lib
+from avjax.models import MODELS, build_model, info_of
+from avjax.models.contract import CAPABILITIES
+from avjax.models.outputs import ModelOutput
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+METHOD_FILES = sorted(glob.glob(os.path.join(REPO, "avjax", "methods", "*.py")))
+# One :smoke config per registered model (building is abstract: nothing is compiled).
+MODEL_CONFIGS = {"av_resnet": "demo.py", "auxformer": "auxformer_cremad.py",
+                 "cmvqvae": "cmvqvae_cremad.py", "vat": "vat_pretrain.py",
+                 "vat_classifier": "vat_mer.py", "vavl": "vavl_cremad.py"}
+
+
+def _smoke_config(name: str):
+  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", name))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config("smoke")
+
+
+@pytest.fixture(scope="module")
+def model_infos():
+  assert set(MODEL_CONFIGS) == set(MODELS.names()), "add the new model's config here"
+  infos = {}
+  for name, path in MODEL_CONFIGS.items():
+    config = _smoke_config(path)
+    overrides = methods_lib.METHODS.get(config.method.name)(config).model_overrides()
+    model = nnx.eval_shape(lambda c=config, o=overrides: build_model(c, 4, o))
+    infos[name] = info_of(config, model)
+  return infos
+
+
+def test_every_parameter_is_in_a_group_and_capabilities_are_known(model_infos):
+  for name, info in model_infos.items():
+    assert info.capabilities <= set(CAPABILITIES), name
+    config = _smoke_config(MODEL_CONFIGS[name])
+    model = nnx.eval_shape(lambda c=config: build_model(
+        c, 4, methods_lib.METHODS.get(c.method.name)(c).model_overrides()))
+    params = set(nnx.state(model, nnx.Param).raw_mapping)
+    variables = set(nnx.state(model).raw_mapping)
+    grouped = {p for _, group in info.groups for p in group}
+    assert params <= grouped <= variables, (name, params - grouped, grouped - variables)
+
+
+def test_methods_require_only_known_capabilities():
+  for name in methods_lib.METHODS.names():
+    assert methods_lib.METHODS.get(name).requires <= set(CAPABILITIES), name
+
+
+def test_method_files_never_name_model_attributes(model_infos):
+  """No method file names a model's parameter paths (attribute or string), reaches into a model
+  with getattr, or reads a ModelOutput field that does not exist."""
+  group_names = {g for info in model_infos.values() for g, _ in info.groups}
+  paths = {p for info in model_infos.values() for _, group in info.groups for p in group}
+  internals = paths - group_names  # 'fusion' / 'shared' are group names too.
+  fields = {f.name for f in dataclasses.fields(ModelOutput)}
+  for path in METHOD_FILES:
+    tree = ast.parse(open(path).read(), path)
+    for node in ast.walk(tree):
+      where = f"{os.path.basename(path)}:{getattr(node, 'lineno', '?')}"
+      if isinstance(node, ast.Attribute):
+        assert node.attr not in internals, f"{where} names model attribute {node.attr!r}"
+        owner = node.value
+        if isinstance(owner, ast.Name) and owner.id in ("output", "teacher"):
+          assert node.attr in fields or node.attr == "replace", f"{where} reads .{node.attr}"
+      if (isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant)
+          and isinstance(node.value, ast.Name)
+          and any(w in node.value.id for w in ("param", "grad"))):
+        assert node.slice.value not in internals, f"{where} indexes model path {node.slice.value!r}"
+      if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "getattr":
+        target = node.args[0]
+        assert not (isinstance(target, ast.Name) and target.id in ("model", "m", "mdl")), \
+            f"{where} reaches into the model with getattr"
