@@ -37,10 +37,10 @@ import ml_collections
 from flax import nnx
 
 from avjax.models import register_model, section_kwargs
-from avjax.models.conformer import (MASKED, fast_dropout_rngs, torch_default_bias,
-                                    torch_default_kernel, xavier)
+from avjax.models.conformer import MASKED, torch_default_bias, torch_default_kernel, xavier
 from avjax.models.outputs import ModelOutput, apply_modality_mask
 from avjax.models.vavl import ModalityEncoder
+from avjax.ops import fast_dropout_rngs
 
 
 def fairseq_positions(mask: jax.Array, dim: int) -> jax.Array:

@@ -32,6 +32,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from avjax.ops import depthwise_conv1d
+
 REL_POS = ("transformer_xl", "reference")
 BN_MOMENTUM = 0.9  # PyTorch BatchNorm momentum 0.1.
 BN_EPSILON = 1e-5
@@ -62,18 +64,6 @@ def xavier_linear(in_features: int, out_features: int, *, use_bias: bool = True,
   """sooftware's `Linear`: xavier_uniform weight, zero bias."""
   return nnx.Linear(in_features, out_features, use_bias=use_bias, kernel_init=xavier,
                     bias_init=nnx.initializers.zeros, rngs=rngs)
-
-
-def fast_dropout_rngs(rngs: nnx.Rngs) -> nnx.Rngs:
-  """Rngs with a fresh parameter stream and a 'dropout' stream on the 'rbg' PRNG.
-
-  Every dropout mask drawn with threefry unrolls its rounds into the program; with the dozens of
-  dropouts of a Conformer / MulT stack that dominates compile time (3x slower on CPU). 'rbg' draws
-  the bits with XLA's RngBitGenerator: deterministic per seed and mesh, but the masks depend on how
-  the batch is sharded (docs/deviations.md).
-  """
-  bits = jax.random.bits(rngs.dropout(), (4,), jnp.uint32)
-  return nnx.Rngs(params=rngs.params(), dropout=jax.random.wrap_key_data(bits, impl="rbg"))
 
 
 def layer_norm(dim: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
@@ -199,34 +189,6 @@ class ConvModule(nnx.Module):
     return self.dropout(self.pointwise2(swish(y)))
 
 
-def depthwise_conv1d(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """Per-channel 1-D convolution with zero 'SAME' padding. x (B,T,C), kernel (K,1,C) (nnx.Conv's
-  depthwise layout; K odd) -> (B,T,C).
-
-  On CPUs it is written out as K shifted products, which XLA fuses into one elementwise loop (and
-  its gradients into K reductions): XLA:CPU runs the grouped convolution ~3x slower forward +
-  backward at VAVL's sizes, and inside a `lax.scan` (`scan_blocks`) its gradients fell to a naive
-  loop that took minutes per step. The written-out form needs more step buffers (VAVL: ~25%), so
-  accelerators keep the grouped convolution."""
-  if jax.default_backend() != "cpu":
-    pad = (kernel.shape[0] - 1) // 2
-    return jax.lax.conv_general_dilated(
-        x, kernel, (1,), [(pad, pad)], dimension_numbers=("NWC", "WIO", "NWC"),
-        feature_group_count=x.shape[-1])
-  return shifted_products(x, kernel)
-
-
-def shifted_products(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """depthwise_conv1d as sum_i pad(x)[:, i:i+T] * kernel[i, 0]: the CPU form."""
-  k, t = kernel.shape[0], x.shape[1]
-  pad = (k - 1) // 2
-  padded = jnp.pad(x, ((0, 0), (pad, pad), (0, 0)))
-  out = padded[:, :t] * kernel[0, 0]
-  for i in range(1, k):
-    out = out + padded[:, i:i + t] * kernel[i, 0]
-  return out
-
-
 class ConformerBlock(nnx.Module):
   """Macaron FF (x0.5), relative MHSA, conv module, FF (x0.5), LayerNorm. (B,T,d) -> (B,T,d)."""
 
@@ -306,6 +268,5 @@ def masked_mean(x: jax.Array, mask: jax.Array | None) -> jax.Array:
 
 
 __all__: Sequence[str] = ("Conformer", "ConformerBlock", "ConvModule", "FeedForward", "REL_POS",
-                          "RelativeMultiHeadAttention", "depthwise_conv1d", "fast_dropout_rngs",
-                          "masked_mean", "relative_shift", "scan_blocks",
-                          "shifted_products", "sinusoids")
+                          "RelativeMultiHeadAttention", "masked_mean", "relative_shift",
+                          "scan_blocks", "sinusoids")

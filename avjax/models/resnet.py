@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from avjax.models.pooling import max_pool_3x3_s2
+from avjax.ops import max_pool_3x3_s2
 
 INIT_SCHEMES = ("ogm_ge", "mmcosine")
 

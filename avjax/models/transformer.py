@@ -11,7 +11,7 @@ biases 0, LayerNorm scale 1 / bias 0 (eps 1e-6, timm ViT). The MLP's GELU is the
 PyTorch's nn.GELU default. No dropout (see docs/deviations.md, VAT). Attention softmax runs in
 float32 whatever the compute dtype (train.compute_dtype 'bfloat16' sets the layers' `dtype`); on
 GPUs in bfloat16 it is cuDNN's fused attention, on CPUs for long sequences a query-blocked exact
-attention with a flash-style backward pass (avjax/models/attention.py).
+attention with a flash-style backward pass (avjax/ops/attention.py).
 
 Layers are stacked (`stack_blocks`: parameters with a leading depth axis) and run with lax.scan, so
 the number of parameter arrays and the compiled program do not grow with depth.
@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from avjax.models.attention import attend, attention_implementation
+from avjax.ops import attend, attention_implementation
 
 LN_EPSILON = 1e-6
 weight_init = nnx.initializers.normal(stddev=0.02)
@@ -45,7 +45,7 @@ class Attention(nnx.Module):
   """Multi-head scaled dot-product attention; self-attention unless a `context` is given.
 
   x: (B, N, D) queries; context: (B, M, D) keys / values (default x) -> (B, N, D). The product
-  runs in `attention.attend` with the implementation `attention` names (softmax in float32).
+  runs in `avjax.ops.attend` with the implementation `attention` names (softmax in float32).
   """
 
   def __init__(self, width: int, heads: int, *, attention: str = "auto", rngs: nnx.Rngs):

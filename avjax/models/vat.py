@@ -35,8 +35,8 @@ from flax import nnx
 from avjax.models import register_model, section_kwargs
 from avjax.models.fusion import l2_normalize
 from avjax.models.outputs import MODALITIES, ModelOutput, apply_modality_mask
-from avjax.models.attention import ATTENTION_IMPLEMENTATIONS
 from avjax.models.transformer import CrossEncoder, Encoder, linear, weight_init
+from avjax.ops import ATTENTION_IMPLEMENTATIONS
 from avjax.registry import ConfigError
 
 PRESETS = {

@@ -33,9 +33,10 @@ import ml_collections
 from flax import nnx
 
 from avjax.models import register_model, section_kwargs
-from avjax.models.conformer import (Conformer, fast_dropout_rngs, layer_norm, masked_mean,
-                                    torch_default_bias, torch_default_kernel, torch_linear)
+from avjax.models.conformer import (Conformer, layer_norm, masked_mean, torch_default_bias,
+                                    torch_default_kernel, torch_linear)
 from avjax.models.outputs import MODALITIES, ModelOutput, apply_modality_mask
+from avjax.ops import fast_dropout_rngs
 
 INPUT_KINDS = ("features", "raw")
 

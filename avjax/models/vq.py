@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from avjax.models.pooling import max_pool_3x3_s2
+from avjax.ops import conv_transpose_4x4_s2, max_pool_3x3_s2
 
 LOG_EPS = 1e-10
 THRESHOLD_FNS = ("binarizer", "ternarizer", "attention", "randomizer")
@@ -252,21 +252,14 @@ def conv_transpose(cin: int, cout: int, *, rngs: nnx.Rngs) -> "UpConv":
   return UpConv(cin, cout, rngs=rngs)
 
 
-# Output phase (row or column parity) -> (kernel tap, input offset) pairs along each axis:
-# y[2m] = x[m-1] K[0] + x[m] K[2], y[2m+1] = x[m] K[1] + x[m+1] K[3].
-_PHASE_TAPS = (((0, -1), (2, 0)), ((1, 0), (3, 1)))
-
-
 class UpConv(nnx.Module):
   """PyTorch's ConvTranspose2d(k=4, s=2, p=1) (doubles h and w). (B,h,w,Cin) -> (B,2h,2w,Cout).
 
   Parameters as nnx.ConvTranspose's (`kernel` (4,4,Cin,Cout) in lax.conv_transpose's layout,
   `bias` (Cout,); same initialisation, same draws), so checkpoints and the converter see no
-  difference. On CPUs the product runs as one matrix product and an overlap-add
-  (`_col2im_conv_transpose`): XLA:CPU computes the kernel gradient of lax.conv_transpose's
-  input-dilated convolution ~15x slower, and convolutions with few output channels (the decoders'
-  last layers) at a few GFLOP/s (docs/benchmarks.md); elsewhere it is lax.conv_transpose (cuDNN's
-  kernels on GPUs). All are the same sum of products.
+  difference. The product is avjax.ops.conv_transpose_4x4_s2: on CPUs one matrix product and an
+  overlap-add (col2im), elsewhere lax.conv_transpose (cuDNN's kernels on GPUs); the same sum of
+  products either way (docs/benchmarks.md).
   """
 
   def __init__(self, cin: int, cout: int, *, dtype: jnp.dtype | None = None,
@@ -279,34 +272,7 @@ class UpConv(nnx.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     dtype = self.dtype or jnp.result_type(x, self.kernel[...])
     x, kernel, bias = (jnp.asarray(t, dtype) for t in (x, self.kernel[...], self.bias[...]))
-    if jax.default_backend() == "cpu":
-      y = _col2im_conv_transpose(x, kernel)
-    else:
-      y = jax.lax.conv_transpose(x, kernel, (2, 2), ((2, 2), (2, 2)),
-                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return y + bias
-
-
-def _col2im_conv_transpose(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """lax.conv_transpose(x, kernel, (2, 2), ((2, 2), (2, 2))) as PyTorch's col2im does it: every
-  input pixel's contribution to all 16 kernel taps in one (B*h*w, Cin) x (Cin, 16*Cout) product,
-  then each output phase sums its four (tap, shifted input) terms. (B,h,w,Cin) -> (B,2h,2w,Cout).
-  The same FLOPs as the convolution, spent in one large matrix product; sums in float32."""
-  b, h, w, cin = x.shape
-  cout = kernel.shape[-1]
-  per_tap = jnp.dot(x.reshape(-1, cin), kernel.transpose(2, 0, 1, 3).reshape(cin, 16 * cout),
-                    preferred_element_type=jnp.float32)
-  per_tap = jnp.pad(per_tap.reshape(b, h, w, 4, 4, cout),
-                    ((0, 0), (1, 1), (1, 1), (0, 0), (0, 0), (0, 0)))  # Zero beyond the edges.
-  rows = []
-  for row_terms in _PHASE_TAPS:
-    cols = []
-    for col_terms in _PHASE_TAPS:
-      cols.append(sum(per_tap[:, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w, ty, tx]
-                      for ty, dy in row_terms for tx, dx in col_terms))
-    rows.append(jnp.stack(cols, axis=3))  # (B, h, w, 2, Cout): column phase.
-  y = jnp.stack(rows, axis=2)  # (B, h, 2, w, 2, Cout): row phase, then column phase.
-  return y.reshape(b, 2 * h, 2 * w, cout).astype(x.dtype)
+    return conv_transpose_4x4_s2(x, kernel) + bias
 
 
 def batch_norm(channels: int, *, rngs: nnx.Rngs) -> nnx.BatchNorm:

@@ -202,10 +202,12 @@ def test_ema_statistics_are_global_under_sharding():
   assert not np.allclose(single["cluster_size"][...], 0.0)
 
 
-def test_up_conv_equals_flax_conv_transpose_in_values_gradients_and_init():
-  """UpConv's matrix-product form (CPU) is lax.conv_transpose (k 4, s 2, lax padding 2) and keeps
-  nnx.ConvTranspose's parameters and initial draws."""
-  from avjax.models.vq import UpConv, _col2im_conv_transpose, torch_uniform
+def test_up_conv_equals_flax_conv_transpose_in_values_and_init():
+  """UpConv, in either form of its product (avjax.ops 'conv_transpose'; the forms' gradients are
+  tested in tests/ops/test_conv.py), is nnx.ConvTranspose (k 4, s 2, lax padding 2) and keeps its
+  parameters and initial draws."""
+  from avjax import ops
+  from avjax.models.vq import UpConv, torch_uniform
   up = UpConv(6, 5, rngs=nnx.Rngs(3))
   init = torch_uniform(5 * 16)
   flax_up = nnx.ConvTranspose(6, 5, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
@@ -213,11 +215,8 @@ def test_up_conv_equals_flax_conv_transpose_in_values_gradients_and_init():
   np.testing.assert_array_equal(up.kernel[...], flax_up.kernel[...])
   np.testing.assert_array_equal(up.bias[...], flax_up.bias[...])
   x = jax.random.normal(jax.random.key(0), (2, 5, 7, 6))
-  np.testing.assert_allclose(up(x), flax_up(x), rtol=1e-5, atol=1e-5)
-  assert up(x).shape == (2, 10, 14, 5)
-  native = lambda x, k: jax.lax.conv_transpose(x, k, (2, 2), ((2, 2), (2, 2)),
-                                               dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  w = jax.random.normal(jax.random.key(1), (2, 10, 14, 5))
-  grads = lambda f: jax.grad(lambda x, k: jnp.sum(f(x, k) * w), argnums=(0, 1))(x, up.kernel[...])
-  for got, want in zip(grads(_col2im_conv_transpose), grads(native)):
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+  for form in ops.FORMS["conv_transpose"]:
+    with ops.force(conv_transpose=form):
+      y = up(x)
+    assert y.shape == (2, 10, 14, 5)
+    np.testing.assert_allclose(y, flax_up(x), rtol=1e-5, atol=1e-5)

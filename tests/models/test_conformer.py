@@ -122,25 +122,3 @@ def test_masked_mean():
   x = jnp.arange(12, dtype=jnp.float32).reshape(2, 3, 2)
   mask = jnp.array([[1, 1, 0], [0, 0, 0]], jnp.float32)
   np.testing.assert_allclose(conformer.masked_mean(x, mask), [[1.0, 2.0], [0.0, 0.0]])
-
-
-def test_depthwise_conv1d_by_hand():
-  # One channel, kernel (1, 2, 3): out[t] = x[t-1] + 2 x[t] + 3 x[t+1], zeros outside.
-  x = jnp.array([1.0, 10.0, 100.0]).reshape(1, 3, 1)
-  kernel = jnp.array([1.0, 2.0, 3.0]).reshape(3, 1, 1)
-  np.testing.assert_allclose(conformer.depthwise_conv1d(x, kernel).ravel(),
-                             [2 + 30, 1 + 20 + 300, 10 + 200])
-
-
-def test_depthwise_conv1d_equals_grouped_convolution_with_gradients():
-  kx, kk, kg = jax.random.split(jax.random.key(0), 3)
-  x = jax.random.normal(kx, (2, 9, 4))
-  kernel = jax.random.normal(kk, (5, 1, 4))
-  g = jax.random.normal(kg, (2, 9, 4))
-  grouped = lambda x, k: jax.lax.conv_general_dilated(
-      x, k, (1,), [(2, 2)], dimension_numbers=("NWC", "WIO", "NWC"), feature_group_count=4)
-  loss = lambda f: jax.grad(lambda x, k: jnp.sum(f(x, k) * g), argnums=(0, 1))(x, kernel)
-  for f in (conformer.shifted_products, conformer.depthwise_conv1d):  # CPU form, this backend's.
-    np.testing.assert_allclose(f(x, kernel), grouped(x, kernel), rtol=1e-5, atol=1e-5)
-    for ours, theirs in zip(loss(f), loss(grouped)):
-      np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from avjax.models.pooling import max_pool_3x3_s2
+from avjax import ops
+from avjax.ops import max_pool_3x3_s2
 
 
 def _windows(x: np.ndarray):
@@ -65,14 +66,12 @@ def test_all_tied_window_gives_gradient_to_its_first_input():
 
 
 def test_agrees_with_reduce_window_without_ties_in_bfloat16():
+  """The 'shifts' form against the 'reduce_window' form (lax.reduce_window, XLA's gradient), per
+  call and forced."""
   x = jax.random.normal(jax.random.key(0), (2, 12, 10, 4)).astype(jnp.bfloat16)
-
-  def reference(x):
-    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1),
-                                 ((0, 0), (1, 1), (1, 1), (0, 0)))
-
-  ours, ours_vjp = jax.vjp(max_pool_3x3_s2, x)
-  ref, ref_vjp = jax.vjp(reference, x)
+  with ops.force(max_pool="reduce_window"):
+    ref, ref_vjp = jax.vjp(max_pool_3x3_s2, x)
+  ours, ours_vjp = jax.vjp(lambda x: max_pool_3x3_s2(x, "shifts"), x)
   g = jax.random.normal(jax.random.key(1), ref.shape).astype(jnp.bfloat16)
   assert ours.dtype == jnp.bfloat16
   np.testing.assert_array_equal(np.asarray(ours, np.float32), np.asarray(ref, np.float32))

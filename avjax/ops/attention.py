@@ -8,7 +8,8 @@
   'blocked'  `blocked_attention`: exact attention a block of queries at a time with a flash-style
              backward pass; for long sequences on CPUs, where the full score matrices fall out of
              cache and XLA:CPU has no fused kernel.
-  'auto'     the fastest of these for the backend, dtype and size (`attention_implementation`).
+  'auto'     the form forced for the 'attention' family (avjax.ops.force), else the fastest of
+             these for the backend, dtype and size (`attention_implementation`).
 
 Softmax always runs in float32.
 """
@@ -20,27 +21,21 @@ import functools
 import jax
 import jax.numpy as jnp
 
-ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "cudnn", "blocked")
+from avjax.ops import policy
+
+ATTENTION_IMPLEMENTATIONS = (policy.AUTO,) + policy.FORMS["attention"]
 QUERY_BLOCK = 256  # 'blocked': queries per block; (256, M) float32 scores per head stay in cache.
-BLOCKED_MIN_SCORES = 512 * 512  # 'auto' on CPU: blocked from this many scores (N x M) per head.
 
 
 def attention_implementation(choice: str, dtype: jnp.dtype, head_dim: int = 64,
                              num_scores: int = 0) -> str:
-  """'auto': cuDNN's fused (flash) attention on GPUs for bfloat16 / float16 and head dims it takes
-  (multiples of 8 up to 128), where it never materialises the (N, M) score matrices; on CPUs,
-  'blocked' when a head has at least BLOCKED_MIN_SCORES scores (N x M); else XLA's. 'xla' /
-  'cudnn' / 'blocked' force one."""
-  if choice not in ATTENTION_IMPLEMENTATIONS:
-    raise ValueError(f"attention={choice!r} is not one of {ATTENTION_IMPLEMENTATIONS}.")
-  if choice != "auto":
-    return choice
-  backend = jax.default_backend()
-  half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
-  fits = head_dim % 8 == 0 and head_dim <= 128
-  if half and fits and backend == "gpu":
-    return "cudnn"
-  return "blocked" if backend == "cpu" and num_scores >= BLOCKED_MIN_SCORES else "xla"
+  """The kernel `attend` runs: 'xla' / 'cudnn' / 'blocked' force one; 'auto' is the form forced
+  with avjax.ops.force(attention=...), else avjax.ops.policy's rule: cuDNN's fused (flash)
+  attention on GPUs for bfloat16 / float16 and head dims it takes (multiples of 8 up to 128),
+  where it never materialises the (N, M) score matrices; on CPUs, 'blocked' when a head has at
+  least policy.BLOCKED_MIN_SCORES scores (N x M); else XLA's."""
+  return policy.resolve("attention", choice, dtype=dtype, head_dim=head_dim,
+                        num_scores=num_scores)
 
 
 def attend(q: jax.Array, k: jax.Array, v: jax.Array, choice: str = "auto") -> jax.Array:

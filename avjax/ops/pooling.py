@@ -5,13 +5,17 @@ reduce-window over four index (iota) arrays plus a scatter: ~17% of the OGM-GE s
 (scripts/profile_step.py), and on GPUs it accumulates with atomics (non-deterministic). Here the
 forward is the maximum of the 9 strided shifts of the padded input and the backward routes each
 output's gradient to the first input of its window (row-major) that attains the maximum, as
-PyTorch's MaxPool2d does: elementwise work XLA fuses, deterministic everywhere.
+PyTorch's MaxPool2d does: elementwise work XLA fuses, deterministic everywhere. That form
+('shifts') runs on every backend; avjax.ops.policy's 'max_pool' family (or `form`) can force
+'reduce_window' (lax.reduce_window and XLA's own gradient) instead.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+from avjax.ops import policy
 
 _OFFSETS = tuple((i, j) for i in range(3) for j in range(3))  # Window positions, PyTorch's order.
 
@@ -29,9 +33,17 @@ def _shifts(x: jax.Array) -> list[jax.Array]:
           for i, j in _OFFSETS]
 
 
-@jax.custom_vjp
-def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
+def max_pool_3x3_s2(x: jax.Array, form: str = policy.AUTO) -> jax.Array:
   """MaxPool2d(3, stride 2, padding 1) padded with -inf. (B,H,W,C) -> (B,ceil(H/2),ceil(W/2),C)."""
+  if policy.resolve("max_pool", form) == "reduce_window":
+    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1),
+                                 ((0, 0), (1, 1), (1, 1), (0, 0)))
+  return _max_pool_shifts(x)
+
+
+@jax.custom_vjp
+def _max_pool_shifts(x: jax.Array) -> jax.Array:
+  """The 'shifts' form: the maximum of the 9 window positions, with `_backward`'s gradient."""
   out = None
   for shift in _shifts(x):
     out = shift if out is None else jnp.maximum(out, shift)
@@ -39,7 +51,7 @@ def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
 
 
 def _forward(x: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-  out = max_pool_3x3_s2(x)
+  out = _max_pool_shifts(x)
   return out, (x, out)
 
 
@@ -62,4 +74,4 @@ def _backward(residuals: tuple[jax.Array, jax.Array], g: jax.Array) -> tuple[jax
   return (dx,)
 
 
-max_pool_3x3_s2.defvjp(_forward, _backward)
+_max_pool_shifts.defvjp(_forward, _backward)

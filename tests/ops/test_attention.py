@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from avjax.models.attention import (attend, attention_implementation, blocked_attention,
-                                    padded_attention)
+from avjax import ops
+from avjax.ops import attend, attention_implementation, blocked_attention, padded_attention
 
 
 def test_padded_attention_equals_unpadded():
@@ -80,3 +80,22 @@ def test_attend_dispatches_on_the_implementation():
     np.testing.assert_allclose(attend(q, k, v, choice), want, rtol=1e-5, atol=1e-5)
   with pytest.raises(ValueError, match="not one of"):
     attend(q, k, v, "flash")
+
+
+@pytest.mark.parametrize("form", ["xla", "blocked"])
+def test_forced_attention_equals_the_other_forms(form):
+  """A form forced for 'auto' (as VAT's default config passes it) gives XLA's values and
+  gradients; an explicit choice still wins over the forced form. ('cudnn' needs a GPU.)"""
+  ks = jax.random.split(jax.random.key(4), 4)
+  q, k, v = (jax.random.normal(key, (1, 300, 2, 8)) for key in ks[:3])
+  w = jax.random.normal(ks[3], (1, 300, 2, 8))
+  plain = lambda q, k, v: jax.nn.dot_product_attention(q, k, v, implementation="xla")
+  loss = lambda fn: lambda q, k, v: jnp.sum(fn(q, k, v) * w)
+  with ops.force(attention=form):
+    assert attention_implementation("auto", jnp.float32, 8, 300 * 300) == form
+    assert attention_implementation("xla", jnp.float32, 8, 300 * 300) == "xla"
+    np.testing.assert_allclose(attend(q, k, v), plain(q, k, v), rtol=1e-5, atol=1e-5)
+    grads = jax.grad(loss(attend), argnums=(0, 1, 2))(q, k, v)
+  for got, want in zip(grads, jax.grad(loss(plain), argnums=(0, 1, 2))(q, k, v)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  assert attention_implementation("auto", jnp.float32, 8, 300 * 300) == "xla"  # Restored.
