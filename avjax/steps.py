@@ -39,8 +39,9 @@ def setup(config: ml_collections.ConfigDict, num_classes: int, steps_per_epoch: 
   shapes the learning-rate schedule (the state's structure does not depend on it). The method
   is built twice: once for the constructor arguments it needs, then with the model's ModelInfo."""
   method_cls = METHODS.get(config.method.name)
-  model = build_model(config, num_classes, method_cls(config).model_overrides())
-  method = method_cls(config, info_of(config, model))
+  overrides = method_cls(config).model_overrides()
+  model = build_model(config, num_classes, overrides)
+  method = method_cls(config, info_of(config, model, overrides.get("num_classes", num_classes)))
   tx = method.optimizer(steps_per_epoch)
   graphs, state = init_state(model, tx, method, config.seed)
   return Setup(method=method, graphs=graphs, tx=tx, state=state)

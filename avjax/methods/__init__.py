@@ -1,14 +1,15 @@
-"""Balancing methods, registered by name in METHODS (`config.method.name`)."""
+"""Balancing methods, registered by name in METHODS (`config.method.name`).
 
-from avjax.methods import auxformer  # noqa: F401  (registers)
-from avjax.methods import baseline  # noqa: F401  (registers)
-from avjax.methods import cmvqvae  # noqa: F401  (registers)
-from avjax.methods import mmcosine  # noqa: F401  (registers)
-from avjax.methods import ogm  # noqa: F401  (registers)
-from avjax.methods import valuation  # noqa: F401  (registers)
-from avjax.methods import vat  # noqa: F401  (registers)
-from avjax.methods import vat_finetune  # noqa: F401  (registers)
-from avjax.methods import vavl  # noqa: F401  (registers)
+Every module of this package is imported here, so a new method is one file
+(avjax/methods/<name>.py registering itself with `@METHODS.register(...)`), nothing else to edit.
+"""
+
+import importlib
+import pkgutil
+
 from avjax.methods.base import METHODS, Method, StepContext, cross_entropy
+
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+  importlib.import_module(f"{__name__}.{_module}")  # Registers the module's methods.
 
 __all__ = ["METHODS", "Method", "StepContext", "cross_entropy"]

@@ -102,9 +102,11 @@ def section_kwargs(config: ml_collections.ConfigDict, section: str) -> dict[str,
   return value.to_dict() if value is not None else {}
 
 
-def info_of(config: ml_collections.ConfigDict, model: nnx.Module) -> ModelInfo:
-  """The built model's ModelInfo (name, capabilities with these settings, parameter groups)."""
-  return model_info(config.model.name, capabilities(config), model)
+def info_of(config: ml_collections.ConfigDict, model: nnx.Module,
+            num_outputs: int = 0) -> ModelInfo:
+  """The built model's ModelInfo (name, capabilities with these settings, parameter groups, the
+  width of its logits)."""
+  return model_info(config.model.name, capabilities(config), model, num_outputs)
 
 
 __all__ = ["MODELS", "MODALITIES", "ModelInfo", "ModelOutput", "build_model", "capabilities",

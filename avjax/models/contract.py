@@ -63,11 +63,13 @@ class ModelInfo:
     name: the registered model name.
     capabilities: its capabilities with the run's settings.
     groups: ((group name, (top-level parameter path, ...)), ...).
+    num_outputs: the width of its logits (classes, or regression targets).
   """
 
   name: str
   capabilities: frozenset[str]
   groups: tuple[tuple[str, tuple[str, ...]], ...]
+  num_outputs: int = 0
 
   def paths(self, *names: str) -> tuple[str, ...]:
     """Top-level parameter paths of the named groups, in group order, without repeats."""
@@ -86,7 +88,8 @@ class ModelInfo:
     return next((name for name, paths in self.groups if path in paths), None)
 
 
-def model_info(name: str, capabilities: Iterable[str], model: nnx.Module) -> ModelInfo:
+def model_info(name: str, capabilities: Iterable[str], model: nnx.Module,
+               num_outputs: int = 0) -> ModelInfo:
   """A built model's ModelInfo (its `param_groups()`; one group 'all' when it declares none)."""
   groups = getattr(model, "param_groups", None)
   if groups is None:
@@ -94,7 +97,7 @@ def model_info(name: str, capabilities: Iterable[str], model: nnx.Module) -> Mod
   else:
     table = groups()
   return ModelInfo(name=name, capabilities=frozenset(capabilities),
-                   groups=tuple((k, tuple(v)) for k, v in table.items()))
+                   groups=tuple((k, tuple(v)) for k, v in table.items()), num_outputs=num_outputs)
 
 
 def top_key(path: tuple) -> Any:

@@ -1,10 +1,10 @@
 """The epoch-start hook: method state computed by a pass over training data survives a resume.
 
-`prototype_probe` is a test-only method in the shape of PMR (CVPR 2023): at every epoch start it
-computes each class's mean audio feature over a seeded part of the training split (`ctx.run`),
-blends it into the previous prototypes (EMA) and returns them as method state; its loss adds a
-prototype cross-entropy on the audio features. A run stopped mid-epoch and resumed must end with
-the same state, prototypes included, bit for bit.
+The method is the worked example of docs/adding_a_method.md, loaded from that page: in the shape of
+PMR (CVPR 2023), at every epoch start it computes each class's mean audio feature over a seeded part
+of the training split (`ctx.run`), blends it into the previous prototypes (EMA) and returns them as
+method state; its loss adds a prototype cross-entropy on the audio features. A run stopped
+mid-epoch and resumed must end with the same state, prototypes included, bit for bit.
 """
 
 from __future__ import annotations
@@ -12,69 +12,35 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
+import sys
+import types
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from avjax import train as train_lib
-from avjax.methods import base
-from avjax.methods.base import METHODS, EpochContext, EpochUpdate, Method
+from avjax.methods.base import METHODS, EpochContext
 from avjax.preemption import Preempted, PreemptionWatcher
 from avjax.train import train_and_evaluate
 from tests.helpers import restore_final_state, tiny_config
 
-NUM_CLASSES = 6  # synthetic_av's classes.
+DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                   "docs", "adding_a_method.md")
 
 
-@dataclasses.dataclass(frozen=True)
-class ProbeSettings(base.Settings):
-  momentum: float = 0.5  # EMA of the prototypes across epochs.
-  fraction: float = 0.5  # Share of the training split each epoch's pass reads.
-  weight: float = 0.1  # Weight of the prototype term.
+def _register_worked_example() -> None:
+  """Runs the page's method file (its first python block), which registers 'prototype_probe'."""
+  if "prototype_probe" in METHODS:
+    return
+  code = re.search(r"```python\n(.*?)```", open(DOC).read(), re.S).group(1)
+  module = types.ModuleType("prototype_probe")
+  sys.modules[module.__name__] = module  # dataclasses resolve annotations through it.
+  exec(compile(code, DOC, "exec"), module.__dict__)  # pylint: disable=exec-used
 
 
-def audio_features(model, batch):
-  """Per-example pooled audio features (B, D), eval mode (a PerExampleFn)."""
-  return {"audio": model.encode(batch)["audio"], "label": batch["label"]}
-
-
-class PrototypeProbe(Method):
-  """Cross-entropy plus a prototype term whose prototypes are set at each epoch start."""
-
-  Settings = ProbeSettings
-  requires = frozenset({"encode_fuse"})
-
-  def init_state(self, params):
-    dim = self.config.model.widths[-1]
-    return {"prototypes": jnp.zeros((NUM_CLASSES, dim), jnp.float32)}
-
-  def on_epoch_start(self, ctx: EpochContext) -> EpochUpdate:
-    update = super().on_epoch_start(ctx)  # The shuffled plan.
-    rng = np.random.default_rng([ctx.seed, ctx.epoch])
-    subset = np.sort(rng.choice(ctx.num_examples, int(ctx.num_examples * self.settings.fraction),
-                                replace=False))
-    out = ctx.run(audio_features, "train", subset)
-    previous = np.asarray(jax.device_get(ctx.state.method_state["prototypes"]))
-    means = np.stack([out["audio"][out["label"] == c].mean(0) if np.any(out["label"] == c)
-                      else previous[c] for c in range(NUM_CLASSES)])
-    m = self.settings.momentum
-    prototypes = means if ctx.epoch == 0 else m * previous + (1 - m) * means
-    return EpochUpdate(plan=update.plan,
-                       method_state={"prototypes": jnp.asarray(prototypes, jnp.float32)})
-
-  def loss(self, output, batch, state, ctx):
-    ce, metrics = super().loss(output, batch, state, ctx)
-    feats = output.features["audio"]
-    dist = jnp.sum(jnp.square(feats[:, None, :] - state["prototypes"][None]), -1)  # (B, C)
-    proto = base.cross_entropy(-dist, batch["label"])
-    loss = ce + self.settings.weight * proto
-    return loss, {**metrics, "loss": loss, "loss_prototype": proto}
-
-
-if "prototype_probe" not in METHODS:
-  METHODS.register("prototype_probe")(PrototypeProbe)
+_register_worked_example()
 
 
 def _config(data_dir):
