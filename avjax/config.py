@@ -234,9 +234,14 @@ def check_capabilities(c: ml_collections.ConfigDict) -> None:
   having = [n for n in models.MODELS.names()
             if set(missing) <= models.MODELS.get(n).capabilities(c)]
   described = "; ".join(f"{m}: {CAPABILITIES[m]}" for m in missing)
-  fix = (f"{'; '.join(hints)}" if hints else
-         f"use a model that has them ({', '.join(repr(n) for n in having)}: config.model.name)"
-         if having else "no registered model has them")
+  if hints:
+    fix = "; ".join(hints)
+  elif len(having) == 1:
+    fix = f"set config.model.name={having[0]!r}"
+  elif having:
+    fix = f"set config.model.name to one of {having}"
+  else:
+    fix = "no registered model has them"
   raise ConfigError(f"method {c.method.name!r} needs model capabilities {missing} ({described}), "
                     f"which model {c.model.name!r} does not have with these settings: {fix}.")
 

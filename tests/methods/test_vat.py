@@ -149,7 +149,7 @@ def _pretrain_config(**method) -> ml_collections.ConfigDict:
 
 @pytest.mark.parametrize("change,needle", [
     (("method.queue_size", 12), "multiple of the\\s+global batch size"),
-    (("model.name", "vat_classifier"), "needs config.model.name='vat'"),
+    (("model.name", "vat_classifier"), "embeddings.*config.model.name='vat'"),
     (("input.modality_dropout", 0.2), "modality_dropout=0"),
     (("train.best_metric", "accuracy"), "not reported"),
     (("method.temperature", 0.7), "must lie in"),
