@@ -61,6 +61,16 @@ def base_config() -> ml_collections.ConfigDict:
   c.input.audio_source = "audio"
   c.input.num_workers = 0  # grain worker processes (0: decode in the main process).
 
+  # What the run predicts (avjax/tasks.py), independent of the method.
+  c.task = ml_collections.ConfigDict()
+  c.task.name = "classification"  # 'classification' | 'regression' | 'classification_regression'.
+  c.task.labels = "label"  # Class targets: 'label', or 'soft_label' (argmax of the soft labels).
+  c.task.targets = ()  # Regression: target names (metrics ccc_<name>, ...).
+  c.task.target_indices = ()  # Regression: columns of batch['attributes'] (default 0..R-1).
+  c.task.regression_loss = "ccc"  # 'ccc': sum_k (1 - CCC_k) (VAVL); 'mse'.
+  c.task.target_range = (0.0, 1.0)  # Regression outputs' range, for models that bound them (VAT).
+  c.task.regression_weight = 1.0  # classification_regression: weight of the regression loss.
+
   c.model = ml_collections.ConfigDict()
   c.model.name = "av_resnet"
   c.model.fusion = "concat"
@@ -215,6 +225,8 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       except ConfigError as e:
         raise ConfigError(f"config.method.{name} (used when method {name!r} runs): {e}") from e
   run = with_method(c)
+  from avjax import tasks  # pylint: disable=import-outside-toplevel
+  tasks.TASKS.get(run.task.name).validate(run)
   check_capabilities(run)
   methods.METHODS.get(run.method.name).validate(run)
   return run
@@ -225,7 +237,8 @@ def check_capabilities(c: ml_collections.ConfigDict) -> None:
   what is missing, how to get it with this model if it can, and the models that have it)."""
   from avjax import methods, models  # Late import: registries fill on import.
   from avjax.models.contract import CAPABILITIES  # pylint: disable=import-outside-toplevel
-  required = methods.METHODS.get(c.method.name).requires
+  from avjax.tasks import TASKS  # pylint: disable=import-outside-toplevel
+  required = methods.METHODS.get(c.method.name).requires | TASKS.get(c.task.name).requires
   spec = models.MODELS.get(c.model.name)
   missing = sorted(required - spec.capabilities(c))
   if not missing:
@@ -242,8 +255,41 @@ def check_capabilities(c: ml_collections.ConfigDict) -> None:
     fix = f"set config.model.name to one of {having}"
   else:
     fix = "no registered model has them"
-  raise ConfigError(f"method {c.method.name!r} needs model capabilities {missing} ({described}), "
+  raise ConfigError(f"method {c.method.name!r} with task {c.task.name!r} needs model capabilities "
+                    f"{missing} ({described}), "
                     f"which model {c.model.name!r} does not have with these settings: {fix}.")
+
+
+# Settings that moved from config.method to config.task (old name -> config.task key).
+_MOVED_TO_TASK = {"target_indices": "target_indices", "target_names": "targets",
+                  "target_range": "target_range", "regression_weight": "regression_weight"}
+_EMOTION_METHODS = ("vavl", "auxformer")  # Their class targets were always the soft labels.
+
+
+def upgrade_saved(saved: dict) -> dict:
+  """A config.json (nested dict) written before config.task existed, as today's keys: the emotion
+  methods' config.method.task ('categorical': classification on the soft labels; 'dimensional':
+  regression of arousal / valence / dominance with the CCC loss) and vat_finetune's task settings
+  move to config.task, with the defaults elsewhere. Newer configs come back unchanged."""
+  if "task" in saved:
+    return saved
+  out = copy.deepcopy(saved)
+  method = out.setdefault("method", {})
+  task = base_config().task.to_dict()
+  task = {k: list(v) if isinstance(v, tuple) else v for k, v in task.items()}
+  old = method.pop("task", None)
+  if old == "dimensional":
+    task.update(name="regression", targets=["arousal", "valence", "dominance"],
+                regression_loss="ccc")
+  elif old in ("classification", "regression", "classification_regression"):  # vat_finetune.
+    task.update(name=old, regression_loss="mse")
+  elif method.get("name") in _EMOTION_METHODS:  # 'categorical', given or by default.
+    task["labels"] = "soft_label"
+  for key, new in _MOVED_TO_TASK.items():
+    if key in method:
+      task[new] = method.pop(key)
+  out["task"] = task
+  return out
 
 
 def method_sections(c: ml_collections.ConfigDict) -> dict[str, ml_collections.ConfigDict]:

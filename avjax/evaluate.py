@@ -72,7 +72,8 @@ def load_workdir_config(workdir: str) -> Any:
   if not os.path.isfile(path):
     raise ConfigError(f"{path} does not exist; --workdir must be a directory written by "
                       "`python -m avjax.main` or `python -m avjax.convert`.")
-  return ml_collections.ConfigDict(writers.read_config_json(path))
+  from avjax.config import upgrade_saved  # pylint: disable=import-outside-toplevel
+  return ml_collections.ConfigDict(upgrade_saved(writers.read_config_json(path)))
 
 
 def evaluate_workdir(workdir: str, *, split: str | None = None, step: int | None = None,

@@ -19,6 +19,7 @@ from avjax.data import device_augment
 from avjax.methods.base import METHODS, Method, StepContext
 from avjax.models import build_model, info_of
 from avjax.state import INPUT_KEYS, Graphs, ModelFns, TrainState, cast_floats, model_inputs
+from avjax.tasks import make_task
 
 __all__ = ["INPUT_KEYS", "Graphs", "ModelFns", "Setup", "TrainState", "init_state",
            "make_eval_step", "make_train_step", "setup"]
@@ -39,6 +40,7 @@ def setup(config: ml_collections.ConfigDict, num_classes: int, steps_per_epoch: 
   shapes the learning-rate schedule (the state's structure does not depend on it). The method
   is built twice: once for the constructor arguments it needs, then with the model's ModelInfo."""
   method_cls = METHODS.get(config.method.name)
+  num_classes = make_task(config).num_outputs(num_classes)  # Regression: one per target.
   overrides = method_cls(config).model_overrides()
   model = build_model(config, num_classes, overrides)
   method = method_cls(config, info_of(config, model, overrides.get("num_classes", num_classes)))

@@ -73,7 +73,8 @@ def _check_workdir_config(config: ml_collections.ConfigDict, workdir: str) -> No
   path = os.path.join(workdir, "config.json")
   current = json.loads(config.to_json())
   if os.path.exists(path):
-    saved = _run_method_settings_only(_flatten(writers.read_config_json(path)))
+    saved = _run_method_settings_only(_flatten(config_lib.upgrade_saved(
+        writers.read_config_json(path))))
     now = _flatten(current)
     diff = sorted(k for k in set(saved) | set(now)
                   if k not in _RESUMABLE_CHANGES and saved.get(k) != now.get(k))

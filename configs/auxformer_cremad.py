@@ -45,7 +45,8 @@ def get_config(arg: str | None = None):
   )
 
   c.method.name = "auxformer"
-  c.method.task = "categorical"  # CE on the argmax of the soft labels.
+  c.task.name = "classification"
+  c.task.labels = "soft_label"  # CE on the argmax of the soft labels.
   c.method.drop_audio = 0.2  # train.py: r < 0.2 zeroes the audio.
   c.method.drop_visual = 0.2  # 0.2 <= r < 0.4 zeroes the visual features.
 

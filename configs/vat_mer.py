@@ -38,11 +38,12 @@ def get_config(arg: str | None = None):
   c.method.name = "vat_finetune"
   c.method.momentum = 0.995  # ALBEF model_ve: m 0.995, alpha 0.4 (vat.md).
   c.method.alpha = 0.4
-  c.method.task = "classification_regression"  # Six classes + valence (MER-MULTI).
-  c.method.target_indices = (0,)  # mer2023 'attributes' = (valence,).
-  c.method.target_names = ("valence",)  # 'valence' enables mer_score.
-  c.method.target_range = (-5.0, 5.0)  # MER2023 valence scale; sigmoid outputs mapped onto it.
-  c.method.regression_weight = 1.0  # Not published; CE + MSE as the MER2023 baseline.
+  c.task.name = "classification_regression"  # Six classes + valence (MER-MULTI).
+  c.task.target_indices = (0,)  # mer2023 'attributes' = (valence,).
+  c.task.targets = ("valence",)  # 'valence' enables mer_score.
+  c.task.target_range = (-5.0, 5.0)  # MER2023 valence scale; sigmoid outputs mapped onto it.
+  c.task.regression_loss = "mse"  # MER2023's baseline trains valence with MSE.
+  c.task.regression_weight = 1.0  # Not published; CE + MSE as the MER2023 baseline.
   c.method.modality_weight = 0.0  # Per-modality heads as probes; the paper's blending is unpublished.
   c.method.min_learning_rate = 1e-6  # avjax's choice (not in the notes).
 
@@ -62,8 +63,8 @@ def get_config(arg: str | None = None):
     c.model.vat = model_section("small", width=32, heads=2, mlp_dim=64, visual_layers=1,
                                 audio_layers=1, fusion_layers=1, embed_dim=16,
                                 audio_size=(64, 64))  # As configs/vat_pretrain.py:smoke.
-    c.method.target_indices = (1,)  # synthetic_av attributes: (arousal, valence, dominance).
-    c.method.target_range = (0.0, 1.0)
+    c.task.target_indices = (1,)  # synthetic_av attributes: (arousal, valence, dominance).
+    c.task.target_range = (0.0, 1.0)
     c.input.crop_scale = (0.5, 1.0)
     c.optimizer.learning_rate = 3e-4
   elif arg:

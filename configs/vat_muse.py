@@ -36,10 +36,11 @@ def get_config(arg: str | None = None):
   c.method.name = "vat_finetune"
   c.method.momentum = 0.995
   c.method.alpha = 0.4  # Momentum pseudo-targets for regression: avjax's extension (docs/vat.md).
-  c.method.task = "regression"
-  c.method.target_indices = (0, 1, 2)  # muse_mimic 'attributes' order.
-  c.method.target_names = ("approval", "disappointment", "uncertainty")
-  c.method.target_range = (0.0, 1.0)  # Sigmoid outputs (vat.md).
+  c.task.name = "regression"
+  c.task.target_indices = (0, 1, 2)  # muse_mimic 'attributes' order.
+  c.task.targets = ("approval", "disappointment", "uncertainty")
+  c.task.target_range = (0.0, 1.0)  # Sigmoid outputs (vat.md).
+  c.task.regression_loss = "mse"  # vat.md: MSE on the sigmoid outputs.
   c.method.modality_weight = 0.0
   c.method.min_learning_rate = 1e-6  # avjax's choice (not in the notes).
 
@@ -60,7 +61,7 @@ def get_config(arg: str | None = None):
                                 audio_layers=1, fusion_layers=1, embed_dim=16,
                                 audio_size=(64, 64))
     # synthetic_av's three attributes stand in for the three MuSe targets.
-    c.method.target_names = ("arousal", "valence", "dominance")
+    c.task.targets = ("arousal", "valence", "dominance")
     c.input.crop_scale = (0.5, 1.0)
     c.optimizer.learning_rate = 3e-4
   elif arg:

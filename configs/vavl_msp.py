@@ -53,7 +53,9 @@ def get_config(arg: str | None = None):
   )
 
   c.method.name = "vavl"
-  c.method.task = "dimensional"  # run_mspimprov.sh --label_type dimensional, --output_num 3.
+  c.task.name = "regression"  # run_mspimprov.sh --label_type dimensional, --output_num 3.
+  c.task.targets = ("arousal", "valence", "dominance")  # msp_improv 'attributes' order.
+  c.task.regression_loss = "ccc"  # train.py: CCC_loss, sum of (1 - CCC) over the attributes.
   c.method.recon_weight = 1.0  # train.py: sum(1 - CCC) + MSE_rec (dimensional).
 
   c.optimizer.name = "adam"  # modelWrapper.py: one torch Adam per module.

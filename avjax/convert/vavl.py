@@ -212,10 +212,11 @@ def check_config(config: ml_collections.ConfigDict, state_dict: Mapping[str, Any
   out = shape("weights.out_layer.weight")
   if out is None:
     raise ConversionError("No fusion head (weights.out_layer.weight) in the checkpoint.")
-  if config.method.get("task", "categorical") == "dimensional" and out[0] != 3:
-    raise ConversionError(f"The checkpoint predicts {out[0]} outputs, not the 3 emotion attributes "
-                          "of config.method.task='dimensional'; set --config.method.task="
-                          "categorical.")
+  targets = tuple(config.task.targets) if config.task.name == "regression" else ()
+  if targets and out[0] != len(targets):
+    raise ConversionError(f"The checkpoint predicts {out[0]} outputs, not the {len(targets)} "
+                          f"regression targets of config.task.targets={targets}; set "
+                          "--config.task.name=classification (or the targets it predicts).")
   return int(out[0])
 
 

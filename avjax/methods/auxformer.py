@@ -1,7 +1,7 @@
 """`auxformer`: AuxFormer's loss and modality dropout (ilucasgoncalves/AuxFormer, train.py).
 
 Loss: (L(out) + L(out_a) + L(out_v)) / 3 over the main network and the two auxiliary heads, L the
-task loss of avjax.methods.emotion (CE on the class targets, or sum_k (1 - CCC_k)); prediction =
+task's loss (avjax/tasks.py: CE on the class targets, or sum_k (1 - CCC_k)); prediction =
 (out + out_a + out_v) / 3 (the model's `logits`).
 
 Modality dropout, once per batch (the whole batch loses the modality): r ~ U(0, 1) from the step
@@ -11,7 +11,7 @@ dev split deterministically (the reference also drops on dev) and reports the mi
 cases separately: `_audio` = the prediction with the visual input removed, `_visual` = with the
 audio input removed.
 
-Config keys (config.method.*, defaults when absent): task ('categorical'), drop_audio (0.2),
+Config keys (config.method.*, defaults when absent; the task is config.task): drop_audio (0.2),
 drop_visual (0.2).
 """
 
@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from avjax.methods import emotion
+from avjax.methods import base, emotion
 from avjax.methods.base import METHODS, Metrics, StepContext
 from avjax.methods.vavl import check_inputs
 from avjax.models.contract import ModelInfo
@@ -35,7 +35,7 @@ from avjax.state import ModelFns, TrainState, model_inputs
 
 
 @dataclasses.dataclass(frozen=True)
-class AuxFormerSettings(emotion.EmotionSettings):
+class AuxFormerSettings(base.Settings):
   """drop_audio / drop_visual: per-batch modality dropout probabilities (train.py: 0.2 each)."""
 
   drop_audio: float = 0.2
@@ -63,7 +63,7 @@ def batch_modality_drop(rng: jax.Array, batch_size: int, drop_audio: float,
 class AuxFormerMethod(emotion.EmotionMethod):
   """Mean of the main and auxiliary task losses; per-batch modality dropout."""
 
-  MODE_KEYS = {"": "logits", "_audio": "logits_audio_only", "_visual": "logits_visual_only"}
+  MODE_KEYS = {"": "logits", "audio": "logits_audio_only", "visual": "logits_visual_only"}
   Settings = AuxFormerSettings
   requires = frozenset({"joint_logits", "modality_logits"})
 
@@ -92,9 +92,9 @@ class AuxFormerMethod(emotion.EmotionMethod):
 
   def loss(self, output: ModelOutput, batch: dict[str, jax.Array], state: Any,
            ctx: StepContext) -> tuple[jax.Array, Metrics]:
-    main, _ = emotion.task_loss(self.task, output.joint_logits, batch)
-    aux_a, _ = emotion.task_loss(self.task, output.modality_logits["audio"], batch)
-    aux_v, _ = emotion.task_loss(self.task, output.modality_logits["visual"], batch)
+    main, _ = self.task.loss(output.joint_logits, batch)
+    aux_a, _ = self.task.loss(output.modality_logits["audio"], batch)
+    aux_v, _ = self.task.loss(output.modality_logits["visual"], batch)
     loss = (main + aux_a + aux_v) / 3.0
     return loss, {"loss": loss, "loss_main": main, "loss_aux_audio": aux_a,
                   "loss_aux_visual": aux_v}

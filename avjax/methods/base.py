@@ -36,6 +36,7 @@ from avjax.models.outputs import ModelOutput
 from avjax.optim import make_optimizer, make_schedule
 from avjax.registry import ConfigError, Registry
 from avjax.state import ModelFns, TrainState
+from avjax.tasks import LOGIT_MODES, Task, make_task
 
 Metrics = dict[str, jax.Array]
 # fn(model, batch) -> per-example arrays (leading axis B), traced inside a jitted eval-mode pass.
@@ -191,11 +192,16 @@ class Method:
   Settings: ClassVar[type] = Settings
   # Model capabilities (avjax.models.contract.CAPABILITIES) the method cannot run without.
   requires: ClassVar[frozenset[str]] = frozenset()
+  # The tasks (avjax/tasks.py, config.task.name) the method can train.
+  tasks: ClassVar[frozenset[str]] = frozenset({"classification"})
+  # Report modes: report suffix -> prediction key (the fused and per-modality logits).
+  MODE_KEYS: ClassVar[dict[str, str]] = LOGIT_MODES
 
   def __init__(self, config: ml_collections.ConfigDict, model: ModelInfo | None = None):
     self.config = config
     self.settings = parse_settings(self.Settings, config)
     self.model = model
+    self.task: Task = make_task(config)
 
   @classmethod
   def settings_keys(cls) -> tuple[str, ...]:
@@ -205,8 +211,11 @@ class Method:
   @classmethod
   def validate(cls, config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError for settings this method cannot run with (checked before compiling).
-    The default parses (and so checks) the method's settings."""
+    The default parses (and so checks) the method's settings and checks the task."""
     parse_settings(cls.Settings, config)
+    if config.task.name not in cls.tasks:
+      raise ConfigError(f"method {config.method.name!r} trains the task(s) {sorted(cls.tasks)}, "
+                        f"not config.task.name={config.task.name!r}.")
 
   def model_overrides(self) -> dict[str, Any]:
     """Keyword arguments the method needs in the model constructor (e.g. a cosine head);
@@ -258,9 +267,10 @@ class Method:
 
   def loss(self, output: ModelOutput, batch: dict[str, jax.Array], state: Any,
            ctx: StepContext) -> tuple[jax.Array, Metrics]:
-    """Scalar training loss and metrics to log (each a scalar mean over the global batch)."""
-    loss = cross_entropy(output.logits, batch["label"])
-    return loss, {"loss": loss}
+    """Scalar training loss and metrics to log (each a scalar mean over the global batch). The
+    default: the task's loss on the fused logits."""
+    loss, metrics = self.task.loss(output.logits, batch)
+    return loss, {"loss": loss, **metrics}
 
   def transform_grads(self, grads: Any, output: ModelOutput, batch: dict[str, jax.Array],
                       state: Any, ctx: StepContext) -> tuple[Any, Any, Metrics]:
@@ -268,13 +278,9 @@ class Method:
     return grads, state, {}
 
   def train_metrics(self, output: ModelOutput, batch: dict[str, jax.Array]) -> Metrics:
-    """Extra training metrics from the step's forward output: fused and per-modality accuracy."""
-    if output.logits.ndim != 2 or "label" not in batch:
-      return {}
-    hit = lambda logits: jnp.mean((jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32))
-    metrics = {"accuracy": hit(output.logits)}
-    metrics.update({f"accuracy_{m}": hit(l) for m, l in output.modality_logits.items()})
-    return metrics
+    """Extra training metrics from the step's forward output (the task's: fused and per-modality
+    accuracy for classification)."""
+    return self.task.step_metrics(output, batch)
 
   def on_epoch_start(self, ctx: EpochContext) -> EpochUpdate:
     """Between epochs, on the host: the epoch's plan (which training examples, in order, with
@@ -288,21 +294,22 @@ class Method:
                    output: ModelOutput) -> dict[str, jax.Array]:
     """Per-example arrays (leading axis B) added to the eval predictions; traced, eval mode.
 
-    Default (every method): each modality's Shapley contribution per example, `shapley_<modality>`
-    (B,), from the forward's pooled features and one head evaluation per modality subset
-    (`avjax.valuation.eval_contributions`; value function `config.method.value_fn`, default
-    'size'). Skipped for models without encode / fuse and for methods whose output is not the
-    dataset's classes (a `num_classes` override). Subclasses that add outputs should merge these.
+    Default (every method): the task's targets, and for classification each modality's Shapley
+    contribution per example, `shapley_<modality>` (B,), from the forward's pooled features and one
+    head evaluation per modality subset (`avjax.valuation.eval_contributions`; value function
+    `config.method.value_fn`, default 'size'; skipped for models without encode / fuse).
+    Subclasses that add outputs should merge these.
     """
-    if "num_classes" in self.model_overrides():
-      return {}
-    return valuation.eval_contributions(model, output, batch, self.settings.value_fn)
+    out = dict(self.task.eval_outputs(batch))
+    if self.config.task.name != "regression":
+      out.update(valuation.eval_contributions(model, output, batch, self.settings.value_fn))
+    return out
 
   def eval_report(self, predictions: dict[str, np.ndarray]) -> dict[str, float]:
     """Split-level metrics from the whole split's per-example predictions (host, numpy): the
-    classification report plus the mean contribution per modality (`shapley_audio`, ...)."""
-    from avjax.evaluate import classification_report  # pylint: disable=import-outside-toplevel
-    return {**classification_report(predictions), **valuation.contribution_report(predictions)}
+    task's report over `MODE_KEYS` plus the mean contribution per modality (`shapley_audio`, ...)."""
+    return {**self.task.report(predictions, self.MODE_KEYS),
+            **valuation.contribution_report(predictions)}
 
   def eval_artifacts(self, ctx: EvalContext) -> None:
     """Pictures / files after an evaluation (e.g. masks, reconstructions). Default: per-sample

@@ -3,8 +3,8 @@
   L = (1 - alpha) CE(p, y) + alpha * (-sum softmax(p_m) log softmax(p))        (classification)
   L = (1 - alpha) MSE(r, t) + alpha * MSE(r, r_m)                                (regression)
   with p_m, r_m from the momentum copy of the whole model (EMA updated before the forward), alpha
-  ramped as in pre-training; task 'classification_regression' adds both (regression weighted by
-  `regression_weight`). Per-modality heads get their own CE / MSE (weight `modality_weight`; at 0
+  ramped as in pre-training; config.task 'classification_regression' adds both (regression
+  weighted by config.task.regression_weight; targets, their columns and range from config.task). Per-modality heads get their own CE / MSE (weight `modality_weight`; at 0
   they are linear probes on stop-gradient [CLS] features that leave the encoders untouched).
 
 Config keys: see FinetuneSettings (config.method.<key>, defaults when absent).
@@ -22,20 +22,15 @@ import numpy as np
 import optax
 from flax import nnx
 
-from avjax import metrics as metrics_lib
 from avjax import valuation
 from avjax.methods import vat_losses as L
 from avjax.methods import base
-from avjax.methods.base import (METHODS, Metrics, StepContext, apply_gradients, cross_entropy,
-                                parse_settings)
+from avjax.methods.base import METHODS, Metrics, StepContext, apply_gradients, cross_entropy
 from avjax.methods.vat import VATSchedule, check_common, momentum_copy
 from avjax.models.contract import ModelInfo
 from avjax.models.outputs import MODALITIES, ModelOutput
 from avjax.registry import ConfigError
 from avjax.state import ModelFns, TrainState
-
-TASKS = ("classification", "regression", "classification_regression")
-
 
 @dataclasses.dataclass(frozen=True)
 class FinetuneSettings(base.Settings):
@@ -43,11 +38,6 @@ class FinetuneSettings(base.Settings):
 
   momentum: float = 0.995  # EMA of the pseudo-target model.
   alpha: float = 0.4  # Pseudo-target weight, ramped over epoch 0.
-  task: str = "classification"  # Or 'regression' / 'classification_regression'.
-  target_indices: tuple = ()  # Columns of batch['attributes'] that are the regression targets.
-  target_names: tuple = ()  # One name per target (metrics pearson_<name>, mse_<name>; 'valence').
-  target_range: tuple = (0.0, 1.0)  # Sigmoid outputs scaled to [lo, hi].
-  regression_weight: float = 1.0  # Weight of the regression loss next to CE (both tasks).
   modality_weight: float = 0.0  # Per-modality head losses; 0: detached linear probes.
   min_learning_rate: float = 0.0  # Cosine end value.
 
@@ -56,8 +46,8 @@ class FinetuneSettings(base.Settings):
     if not 0 <= self.momentum < 1 or not 0 <= self.alpha <= 1:
       raise ConfigError(f"config.method.momentum={self.momentum!r} must be in [0, 1) and "
                         f"config.method.alpha={self.alpha!r} in [0, 1].")
-    if self.task not in TASKS:
-      raise ConfigError(f"config.method.task={self.task!r} is not one of {TASKS}.")
+    if self.modality_weight < 0:
+      raise ConfigError("config.method.modality_weight must be >= 0.")
 MER_VALENCE_WEIGHT = 0.25  # MER-MULTI / MER-NOISE: WAF - 0.25 * MSE(valence).
 
 
@@ -66,27 +56,26 @@ class VATFinetune(VATSchedule):
 
   Settings = FinetuneSettings
   requires = frozenset({"modality_logits", "encode_fuse", "tokens", "regression"})
+  tasks = frozenset({"classification", "regression", "classification_regression"})
 
   def __init__(self, config: ml_collections.ConfigDict, model: ModelInfo | None = None):
     super().__init__(config, model)
     get = lambda k: getattr(self.settings, k)
     self.momentum, self.alpha = float(get("momentum")), float(get("alpha"))
-    self.task = get("task")
-    self.target_indices = tuple(int(i) for i in get("target_indices"))
-    self.target_names = tuple(get("target_names"))
-    self.target_range = tuple(float(x) for x in get("target_range"))
-    self.regression_weight = float(get("regression_weight"))
+    t = config.task
+    self.target_names = tuple(t.targets)
+    self.target_range = tuple(float(x) for x in t.target_range)
+    self.regression_weight = float(t.regression_weight)
     self.modality_weight = float(get("modality_weight"))
     self.min_learning_rate = float(get("min_learning_rate"))
-    self.classify = self.task in ("classification", "classification_regression")
-    self.regress = self.task in ("regression", "classification_regression")
+    self.classify = t.name in ("classification", "classification_regression")
+    self.regress = t.name in ("regression", "classification_regression")
     self.steps_per_epoch = 1
 
   @classmethod
   def report_keys(cls, config: ml_collections.ConfigDict) -> set[str]:
     """The main validation metrics eval_report gives (per-modality variants omitted)."""
-    settings = parse_settings(FinetuneSettings, config)
-    task, names = settings.task, tuple(settings.target_names)
+    task, names = config.task.name, tuple(config.task.targets)
     keys = {"loss"}
     if task != "regression":
       keys |= {"accuracy", "macro_f1", "weighted_f1"}
@@ -99,27 +88,16 @@ class VATFinetune(VATSchedule):
 
   @classmethod
   def validate(cls, config: ml_collections.ConfigDict) -> None:
-    settings = parse_settings(FinetuneSettings, config)
-    get = lambda k: getattr(settings, k)
-    task = get("task")
-    indices, names = tuple(get("target_indices")), tuple(get("target_names"))
-    if task == "classification" and indices:
-      raise ConfigError("config.method.target_indices is set but config.method.task="
+    super().validate(config)
+    if config.task.name == "classification" and tuple(config.task.target_indices):
+      raise ConfigError("config.task.target_indices is set but config.task.name="
                         "'classification' ignores it; use 'classification_regression' or clear it.")
-    if task != "classification":
-      if not indices or len(names) != len(indices) or min(indices) < 0:
-        raise ConfigError(f"config.method.task={task!r} needs config.method.target_indices (columns "
-                          "of the dataset's 'attributes') and one config.method.target_names entry "
-                          f"per index; got {indices} / {names}.")
-      lo, hi = get("target_range")
-      if not lo < hi:
-        raise ConfigError(f"config.method.target_range=({lo}, {hi}) must satisfy lo < hi.")
-    if get("regression_weight") < 0 or get("modality_weight") < 0:
-      raise ConfigError("config.method.regression_weight and modality_weight must be >= 0.")
+    if config.task.regression_weight < 0:
+      raise ConfigError("config.task.regression_weight must be >= 0.")
     check_common(config, "vat_finetune", cls.report_keys(config))
 
   def model_overrides(self) -> dict[str, Any]:
-    out = {"num_targets": len(self.target_indices) if self.regress else 0,
+    out = {"num_targets": len(self.target_names) if self.regress else 0,
            "target_range": self.target_range,
            "detach_modality_heads": self.modality_weight == 0}
     if not self.classify:
@@ -131,7 +109,7 @@ class VATFinetune(VATSchedule):
 
   def targets(self, batch: dict[str, jax.Array]) -> jax.Array:
     """(B, R) regression targets: the configured columns of batch['attributes']."""
-    return batch["attributes"][:, jnp.asarray(self.target_indices)].astype(jnp.float32)
+    return self.task.regression_targets(batch)
 
   def update(self, model: ModelFns, tx: optax.GradientTransformation, state: TrainState,
              batch: dict[str, jax.Array], ctx: StepContext
@@ -195,12 +173,12 @@ class VATFinetune(VATSchedule):
                    output: ModelOutput) -> dict[str, jax.Array]:
     """Regression outputs and targets; with classes, each modality's Shapley contribution
     (avjax.valuation) computed on the token sequences `fuse` reads (not the pooled [CLS])."""
-    out = {}
+    out = dict(self.task.eval_outputs(batch))
     if self.classify:
       out.update(valuation.eval_contributions(model, output.replace(features=output.tokens),
                                               batch, self.settings.value_fn))
     if self.regress:
-      out.update(targets=self.targets(batch), regression=output.regression)
+      out.update(regression=output.regression)
       out.update({f"regression_{m}": output.modality_regression[m] for m in MODALITIES})
     return out
 
@@ -208,19 +186,13 @@ class VATFinetune(VATSchedule):
     """Classification metrics (accuracy, macro / weighted F1, CE; fused and per modality),
     regression metrics (pearson_<name>, ccc_<name>, mse_<name>, their means 'pearson', 'ccc_mean',
     'mse'; fused and `_audio` / `_visual`) and mer_score = weighted_f1 - 0.25 mse_valence."""
+    modes = {m: k.replace("logits", "regression", 1) for m, k in self.MODE_KEYS.items()}
     report = super().eval_report(predictions) if self.classify else {}
     if self.regress:
-      targets = predictions["targets"]
-      for suffix in ("", "_audio", "_visual"):
-        preds = predictions[f"regression{suffix}"]
-        report.update(metrics_lib.regression_metrics(targets, preds, self.target_names,
-                                                     suffix=suffix.lstrip("_")))
-        mse = np.mean(np.square(preds.astype(np.float64) - targets), axis=0)
-        report.update({f"mse_{n}{suffix}": float(e) for n, e in zip(self.target_names, mse)})
-        report[f"mse{suffix}"] = float(np.mean(mse))
-      if not self.classify:
-        report["loss"] = report["mse"]
-      elif "valence" in self.target_names:
+      regression = self.task.regression_report(predictions, modes)
+      report.update({k: v for k, v in regression.items()
+                     if not (self.classify and k.startswith("loss"))})
+      if self.classify and "valence" in self.target_names:
         report["mer_score"] = report["weighted_f1"] - MER_VALENCE_WEIGHT * report["mse_valence"]
     return report
 

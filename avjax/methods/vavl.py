@@ -10,8 +10,8 @@ updating only its own parameter groups (the model's 'unimodal_branches' capabili
   3. fusion:   encoders, shared and uni-modal heads in eval mode (no dropout, BatchNorm running
                statistics, no statistics update); L = task(fusion(rep_a, rep_v)) -> fusion only
 
-task = CE (categorical; w_rec = 2) or sum_k (1 - CCC_k) (dimensional; w_rec = 1), see
-avjax.methods.emotion. Each step sees the parameters the previous one produced. Every module has its
+task = CE (classification; w_rec = 2) or sum_k (1 - CCC_k) (regression; w_rec = 1), see
+avjax/tasks.py. Each step sees the parameters the previous one produced. Every module has its
 own optimizer state (the reference's separate torch Adam per module: Adam(lr, betas (0.95, 0.999),
 weight_decay 5e-7 as L2 = `config.optimizer` adam with weight_decay), so `shared` is stepped twice
 per batch with one state, as there. Schedules count each module's own updates.
@@ -20,10 +20,10 @@ Missing modalities: the batch's modality_mask (B, 2) weights each example's loss
 steps (an example without visual frames does not train the visual branch) and zeroes the missing
 representation before the fusion head.
 
-Config keys (config.method.*, defaults when absent): task ('categorical'), recon_weight (None: 2
-for categorical, 1 for dimensional, as the reference).
+Config keys (config.method.*, defaults when absent): recon_weight (None: 2 for classification, 1
+for regression, as the reference's categorical / dimensional). The task is config.task.
 Logged: loss (the fusion step's), loss_visual / loss_audio (task terms), recon_visual / recon_audio,
-and ccc_* of the fusion step for 'dimensional'.
+and ccc_* of the fusion step for regression.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ import ml_collections
 import optax
 from flax import nnx
 
-from avjax.methods import emotion
+from avjax import tasks
+from avjax.methods import base, emotion
 from avjax.methods.base import METHODS, Metrics, StepContext
 from avjax.models.contract import ModelInfo, replace, set_mode
 from avjax.models.outputs import MODALITIES, ModelOutput
@@ -58,9 +59,9 @@ MODALITY_INDEX = {m: i for i, m in enumerate(MODALITIES)}
 
 
 @dataclasses.dataclass(frozen=True)
-class VAVLSettings(emotion.EmotionSettings):
-  """recon_weight: weight of the reconstruction MSE (None: train.py's 2 for categorical, 1 for
-  dimensional)."""
+class VAVLSettings(base.Settings):
+  """recon_weight: weight of the reconstruction MSE (None: train.py's 2 for classification
+  ('categorical'), 1 for regression ('dimensional'))."""
 
   recon_weight: float | None = None
 
@@ -116,7 +117,7 @@ class VAVLMethod(emotion.EmotionMethod):
     super().__init__(config, model)
     weight = self.settings.recon_weight
     self.recon_weight = float(weight if weight is not None else
-                              (2.0 if self.task == "categorical" else 1.0))
+                              (2.0 if config.task.name == "classification" else 1.0))
 
   @classmethod
   def validate(cls, config: ml_collections.ConfigDict) -> None:
@@ -159,8 +160,8 @@ class VAVLMethod(emotion.EmotionMethod):
 
     def loss_fn(m):
       out = m.unimodal(inputs, modality)
-      task, metrics = emotion.task_loss(self.task, out["logits"], batch, weights)
-      recon = emotion.mse(out["recon"], out["target"], weights)
+      task, metrics = self.task.loss(out["logits"], batch, weights)
+      recon = tasks.mse(out["recon"], out["target"], weights)
       return task + self.recon_weight * recon, {"task": task, "recon": recon, **metrics}
 
     return self._step(model, tx, params, model_state, opt_state,
@@ -176,7 +177,7 @@ class VAVLMethod(emotion.EmotionMethod):
     def loss_fn(m):
       set_mode(m, self.model.paths(*FROZEN_IN_FUSION), train=False)
       out = m(inputs, modality_mask=mask)
-      loss, metrics = emotion.task_loss(self.task, out.logits, batch)
+      loss, metrics = self.task.loss(out.logits, batch)
       return loss, (out, metrics)
 
     return self._step(model, tx, params, model_state, opt_state,
