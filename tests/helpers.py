@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
+import sys
 
 import jax
 import ml_collections
@@ -12,6 +14,9 @@ from avjax import data
 from avjax.checkpoint import Checkpointer, abstract_like
 from avjax.config import base_config
 from avjax.steps import setup
+from tests.xla_env import subprocess_env
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny_config(data_dir: str, **overrides) -> ml_collections.ConfigDict:
@@ -41,8 +46,7 @@ def tiny_config(data_dir: str, **overrides) -> ml_collections.ConfigDict:
 
 def demo_smoke_config(data_dir: str, **overrides) -> ml_collections.ConfigDict:
   """configs/demo.py:smoke with `section.key` overrides, as the CLI tests run it."""
-  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
-                      "demo.py")
+  path = os.path.join(REPO, "configs", "demo.py")
   spec = importlib.util.spec_from_file_location("demo_config", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -92,3 +96,12 @@ def output_fields(out) -> dict:
   for m, v in (out.modality_regression or {}).items():
     flat[f"regression_{m}"] = v
   return flat
+
+
+def run_cli(module: str, *args: str) -> subprocess.CompletedProcess:
+  """`python -m module args` from the repository root, in the suite's XLA environment; asserts
+  that it succeeds."""
+  result = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result

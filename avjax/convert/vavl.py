@@ -11,6 +11,15 @@ The reference saves one state dict per module into its model folder; avjax reads
   final_weights_head.pt   weights.*         <-> fusion
   (MLP_av_head.pt: never used by the reference; ignored)
 
+Parameters the reference saves but its forward never uses are skipped and named in one logged line:
+MLP_av.* (in a single-file state dict), and the convolutional subsampling that every reference
+ConformerEncoder builds (conformer/encoder.py: conv_subsample = Conv2d(1, D, 3, stride 2), ReLU,
+Conv2d(D, D, 3, stride 2), ReLU) while its forward feeds input_projection directly:
+<encoder>.conv_subsample.sequential.{0,2}.{weight,bias} for acoustic_model.x_acoustic,
+visual_model.x_visual and shared_model.x_shared. The importable models (inputs='features') have no
+counterpart; the exporter leaves them out, so loading its output into the reference needs
+strict=False.
+
 Inside a Conformer (sooftware/conformer layout): encoder.input_projection.0.linear <->
 input_projection; encoder.layers.<i>.sequential.<k> <-> blocks.<i>.{ff1, attn, conv, ff2, norm} for
 k = 0..4, with .module.sequential.<j> inside the residual units (FF: 0 LN, 1 Linear, 4 Linear;
@@ -27,7 +36,9 @@ avjax's); the reference's positional scheme needs rel_pos='reference'.
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from typing import Any, Iterator, Mapping
 
 import ml_collections
@@ -54,8 +65,16 @@ ATTN = {"query": "query_proj.linear", "key": "key_proj.linear", "value": "value_
         "pos": "pos_proj.linear", "out": "out_proj.linear"}
 LEAVES = {"kernel": "weight", "scale": "weight", "bias": "bias", "mean": "running_mean",
           "var": "running_var"}
-IGNORED_SUFFIXES = ("num_batches_tracked", ".pe")
-IGNORED_PREFIXES = ("MLP_av.",)
+IGNORED_SUFFIXES = ("num_batches_tracked", ".pe")  # Buffers: step counters, recomputed encodings.
+# Parameters the reference saves but its forward never uses: skipped, and named in one log line.
+UNUSED = re.compile(r"(?P<module>(?:acoustic_model\.x_acoustic|visual_model\.x_visual|"
+                    r"shared_model\.x_shared)\.encoder\.conv_subsample\.sequential)\."
+                    r"(?P<leaf>[02]\.(?:weight|bias))|(?P<head>MLP_av)\.(?P<rest>.+)")
+UNUSED_WHY = {"conv_subsample": "conformer/encoder.py builds conv_subsample in every Conformer "
+                                "encoder, but its forward feeds input_projection directly",
+              "MLP_av": "net/modelWrapper.py builds MLP_av but never calls it"}
+
+log = logging.getLogger(__name__)
 
 
 def _block_name(parts: list[str]) -> str:
@@ -145,8 +164,13 @@ def nnx_to_state_dict(model: nnx.Module) -> dict[str, np.ndarray]:
 def state_dict_to_nnx(model: nnx.Module, state_dict: Mapping[str, Any]) -> None:
   """Fills every parameter / BatchNorm statistic of a VAVL model from a reference state dict (all
   names checked first: nothing changes on a mismatch)."""
-  tensors = {k: np.asarray(v) for k, v in strip_prefixes(state_dict).items()
-             if not k.endswith(IGNORED_SUFFIXES) and not k.startswith(IGNORED_PREFIXES)}
+  tensors, unused = {}, {}
+  for name, value in strip_prefixes(state_dict).items():
+    match = UNUSED.fullmatch(name)
+    if match:
+      unused.setdefault(match["module"] or match["head"], []).append(match["leaf"] or match["rest"])
+    elif not name.endswith(IGNORED_SUFFIXES):
+      tensors[name] = np.asarray(value)
 
   def convert(name, path, value, target):
     value = from_torch(name, value)
@@ -154,6 +178,18 @@ def state_dict_to_nnx(model: nnx.Module, state_dict: Mapping[str, Any]) -> None:
 
   fill_model(model, _variables(model), tensors, convert,
              "The VAVL checkpoint does not fit the configured model:", layout="avjax layout")
+  if unused:
+    log.info(unused_message(unused))
+
+
+def unused_message(unused: Mapping[str, list[str]]) -> str:
+  """One line naming the skipped tensors ({module: [names inside it]}) and why they are unused."""
+  names = [f"{module}.{leaves[0]}" if len(leaves) == 1 else
+           f"{module}.{{{','.join(sorted(leaves))}}}" for module, leaves in sorted(unused.items())]
+  why = [text for key, text in UNUSED_WHY.items() if any(key in m for m in unused)]
+  count = sum(len(leaves) for leaves in unused.values())
+  return (f"Ignored {count} checkpoint tensors that the reference VAVL's forward never uses "
+          f"({'; '.join(why)}): {', '.join(names)}.")
 
 
 def load_checkpoint(path: str) -> dict[str, np.ndarray]:

@@ -5,10 +5,6 @@ through `python -m avjax.convert` and `python -m avjax.evaluate`."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,11 +18,10 @@ from avjax.convert import nnx_to_state_dict, state_dict_to_nnx  # noqa: E402
 from avjax.convert.resnet_av import to_torch, torch_name  # noqa: E402
 from avjax.models.classifier import AVClassifier  # noqa: E402
 from tests.convert import torch_reference as ref  # noqa: E402
-from tests.xla_env import subprocess_env  # noqa: E402
+from tests.helpers import run_cli  # noqa: E402
 
 torch.set_num_threads(1)  # Tiny models: threads only contend with JAX's on a small CPU.
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WIDTHS = (8, 16, 16, 16)
 N = 5
 # (fusion, form, condition, cosine_scale, visual_channels)
@@ -143,14 +138,6 @@ def test_train_gradients_match(case):
 # --------------------------------------------------------------------------------- end to end
 
 
-def _cli(module: str, *args: str) -> subprocess.CompletedProcess:
-  env = subprocess_env()
-  result = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
-  assert result.returncode == 0, result.stderr[-3000:]
-  return result
-
-
 def _config_args(data_dir: str, *extra: str) -> list[str]:
   return ["--config", "configs/demo.py:smoke", f"--config.model.widths={WIDTHS}",
           f"--config.dataset.data_dir={data_dir}",
@@ -195,10 +182,10 @@ def test_pth_checkpoint_predicts_as_pytorch(tmp_path, data_dir):
   state = {f"module.{k}": v for k, v in torch_model.state_dict().items()}
   torch.save({"saved_epoch": 10, "fusion": "concat", "model": state}, tmp_path / "model.pth")
   workdir = str(tmp_path / "converted")
-  result = _cli("avjax.convert", "--checkpoint", str(tmp_path / "model.pth"),
+  result = run_cli("avjax.convert", "--checkpoint", str(tmp_path / "model.pth"),
                 *_config_args(data_dir), f"--workdir={workdir}")
   assert "6 classes" in result.stdout
-  report = _cli("avjax.evaluate", f"--workdir={workdir}",
+  report = run_cli("avjax.evaluate", f"--workdir={workdir}",
                 f"--predictions={tmp_path / 'predictions.npz'}").stdout
   for row in ("fused", "audio", "visual"):
     assert row in report
@@ -213,7 +200,7 @@ def test_npz_checkpoint_with_cosine_head_predicts_as_pytorch(tmp_path, data_dir)
   torch_model = ref.randomize(ref.AVClassifier(6, "sum", widths=WIDTHS), seed=6)
   np.savez(tmp_path / "model.npz", **{k: v.numpy() for k, v in torch_model.state_dict().items()})
   workdir = str(tmp_path / "converted")
-  _cli("avjax.convert", "--checkpoint", str(tmp_path / "model.npz"),
+  run_cli("avjax.convert", "--checkpoint", str(tmp_path / "model.npz"),
        *_config_args(data_dir, "--config.model.fusion=sum", "--config.method.name=mmcosine"),
        f"--workdir={workdir}")
   from avjax.evaluate import evaluate_workdir
