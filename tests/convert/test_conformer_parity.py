@@ -119,7 +119,8 @@ def test_convert_a_reference_model_folder(tmp_path):
   c.model.name = "vavl"
   c.model.vavl = ml_collections.ConfigDict(dict(inputs="features", rel_pos="reference", **DIMS))
   c.method.name = "vavl"
-  c.method.task = "dimensional"
+  c.task.name = "regression"
+  c.task.targets = ("arousal", "valence", "dominance")
   c.model.vavl.heads = 4
   with pytest.raises(ConversionError, match="heads=2"):
     convert_checkpoint(str(folder), c, str(tmp_path / "bad"))

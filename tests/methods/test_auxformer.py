@@ -25,7 +25,7 @@ def tiny_config() -> ml_collections.ConfigDict:
       aux_repeats=2, attn_dropout=0.0, relu_dropout=0.0, res_dropout=0.0, embed_dropout=0.0,
       out_dropout=0.0))  # No dropout: a smaller program to compile; the checks do not need it.
   c.method.name = "auxformer"
-  c.method.task = "categorical"
+  c.task.labels = "soft_label"  # CE on the argmax of the soft labels.
   c.optimizer.name = "adam"
   c.optimizer.weight_decay = 0.0
   c.optimizer.schedule = "constant"

@@ -64,11 +64,24 @@ def test_logged_learning_rate_is_the_optimizers_own_cosine_to_the_floor():
 
 
 # -------------------------------------------------------------------------- fine-tuning loss
-def _finetune(**method) -> VATFinetune:
+TASK_KEYS = {"task": "name", "target_indices": "target_indices", "target_names": "targets",
+             "target_range": "target_range", "regression_weight": "regression_weight"}
+
+
+def _set(c, **settings) -> None:
+  """Method settings into config.method, task settings (named as before) into config.task."""
+  for k, v in settings.items():
+    if k in TASK_KEYS:
+      c.task[TASK_KEYS[k]] = v
+      c.task.regression_loss = "mse"  # VAT trains its regression outputs with MSE.
+    else:
+      c.method[k] = v
+
+
+def _finetune(**settings) -> VATFinetune:
   c = base_config()
   c.method.name = "vat_finetune"
-  for k, v in method.items():
-    c.method[k] = v
+  _set(c, **settings)
   return VATFinetune(c)
 
 
@@ -165,9 +178,9 @@ def test_pretrain_validate(change, needle):
 
 
 @pytest.mark.parametrize("method,needle", [
-    (dict(task="regression"), "needs config.method.target_indices"),
+    (dict(task="regression"), "needs config.task.targets"),
     (dict(task="classification", target_indices=(1,), target_names=("v",)), "ignores it"),
-    (dict(task="multi"), "is not one of"),
+    (dict(task="multi"), "Unknown task 'multi'"),
 ])
 def test_finetune_validate(method, needle):
   c = base_config()
@@ -176,8 +189,7 @@ def test_finetune_validate(method, needle):
   c.input.num_frames, c.input.image_size = 2, 16
   c.train.best_metric, c.train.best_mode = "accuracy", "max"
   validate(c)
-  for k, v in method.items():
-    c.method[k] = v
+  _set(c, **method)
   with pytest.raises(ConfigError, match=needle):
     validate(c)
 

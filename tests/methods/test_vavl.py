@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from avjax import data, metrics
+from avjax import data, metrics, tasks
 from avjax.config import base_config, validate
 from avjax.methods import emotion
 from avjax.methods.base import EvalContext
@@ -29,6 +29,7 @@ GROUPS = {"visual": ("visual_encoder", "shared", "head_visual", "recon_visual"),
 from avjax.registry import ConfigError
 from avjax.steps import setup
 from avjax.state import ModelFns
+from avjax.tasks import make_task
 from tests.helpers import restore_final_state
 from tests.xla_env import subprocess_env
 
@@ -51,7 +52,12 @@ def tiny_vavl_config(task: str = "dimensional") -> ml_collections.ConfigDict:
   c.model.name = "vavl"
   c.model.vavl = ml_collections.ConfigDict(TINY)
   c.method.name = "vavl"
-  c.method.task = task
+  if task == "dimensional":  # The reference's --label_type names.
+    c.task.name, c.task.targets = "regression", ("arousal", "valence", "dominance")
+  elif task == "categorical":
+    c.task.name, c.task.labels = "classification", "soft_label"
+  else:
+    c.task.name = task
   c.optimizer.name = "adam"
   c.optimizer.learning_rate = 1e-2
   c.optimizer.b1 = 0.95
@@ -130,26 +136,29 @@ def test_ccc_loss_terms_against_hand_values():
   stack = lambda *cols: jnp.stack(cols, axis=-1)
   # Perfect; shifted by 1 (var 1.25 each, cov 1.25: 2.5 / 3.5); constant prediction (0).
   preds, targets = stack(y, y + 1.0, jnp.full(4, 2.5)), stack(y, y, y)
-  np.testing.assert_allclose(emotion.ccc_per_output(preds, targets), [1.0, 5 / 7, 0.0], atol=1e-6)
-  assert float(emotion.ccc_per_output(jnp.ones((3, 1)), jnp.ones((3, 1)))[0]) == 1.0
+  np.testing.assert_allclose(tasks.ccc_per_output(preds, targets), [1.0, 5 / 7, 0.0], atol=1e-6)
+  assert float(tasks.ccc_per_output(jnp.ones((3, 1)), jnp.ones((3, 1)))[0]) == 1.0
   # A zero weight leaves an example out exactly.
   junk = stack(jnp.append(y, 9.0), jnp.append(y + 1.0, -3.0), jnp.append(jnp.full(4, 2.5), 7.0))
-  weighted = emotion.ccc_per_output(junk, stack(*[jnp.append(y, 0.0)] * 3),
+  weighted = tasks.ccc_per_output(junk, stack(*[jnp.append(y, 0.0)] * 3),
                                     jnp.array([1, 1, 1, 1, 0.0]))
   np.testing.assert_allclose(weighted, [1.0, 5 / 7, 0.0], atol=1e-6)
-  loss, terms = emotion.task_loss("dimensional", preds, {"attributes": targets})
+  loss, terms = make_task(tiny_vavl_config("dimensional")).loss(preds, {"attributes": targets})
   np.testing.assert_allclose(loss, 2 - 5 / 7, rtol=1e-6)
   assert float(terms["ccc_valence"]) == pytest.approx(5 / 7, rel=1e-6)
   # Against the whole-split metric.
   p, t = np.random.default_rng(0).normal(size=(2, 50))
-  assert float(emotion.ccc_per_output(jnp.asarray(p)[:, None], jnp.asarray(t)[:, None])[0]) == (
+  assert float(tasks.ccc_per_output(jnp.asarray(p)[:, None], jnp.asarray(t)[:, None])[0]) == (
       pytest.approx(metrics.ccc(t, p), rel=1e-5))
 
 
 def test_categorical_targets_are_the_argmax_of_soft_labels():
   batch = {"label": jnp.array([0, 1]), "soft_label": jnp.array([[0.1, 0.7, 0.2], [0.6, 0.3, 0.1]])}
-  np.testing.assert_array_equal(emotion.class_targets(batch), [1, 0])
-  np.testing.assert_array_equal(emotion.class_targets({"label": jnp.array([2, 0])}), [2, 0])
+  task = make_task(tiny_vavl_config("categorical"))
+  np.testing.assert_array_equal(task.class_targets(batch), [1, 0])
+  np.testing.assert_array_equal(task.class_targets({"label": jnp.array([2, 0])}), [2, 0])
+  plain = make_task(base_config())  # labels='label' (the default) ignores the soft labels.
+  np.testing.assert_array_equal(plain.class_targets(batch), [0, 1])
 
 
 def test_modality_reports_read_their_own_heads(vavl):
@@ -158,11 +167,11 @@ def test_modality_reports_read_their_own_heads(vavl):
   from avjax.steps import make_eval_step  # pylint: disable=import-outside-toplevel
   eval_step = jax.jit(make_eval_step(exp.graphs, exp.method))
   preds = jax.tree.map(np.asarray, eval_step(exp.state, _batch(8)))
-  for key in ("logits", "logits_audio", "logits_visual", "attributes"):
+  for key in ("logits", "logits_audio", "logits_visual", "targets"):
     assert preds[key].shape == (8, 3), key
   report = exp.method.eval_report(preds)
   for suffix, key in (("", "logits"), ("_audio", "logits_audio"), ("_visual", "logits_visual")):
-    expected = metrics.ccc(preds["attributes"][:, 0], preds[key][:, 0])
+    expected = metrics.ccc(preds["targets"][:, 0], preds[key][:, 0])
     assert report[f"ccc_arousal{suffix}"] == pytest.approx(expected)
     total = sum(report[f"ccc_{n}{suffix}"] for n in emotion.ATTRIBUTES)
     assert report[f"ccc_loss{suffix}"] == pytest.approx(3 - total)
@@ -174,7 +183,7 @@ def test_categorical_report_and_prediction_csvs(tmp_path):
   preds = {"logits": logits, "logits_audio": logits[::-1].copy(), "logits_visual": logits,
            "target": np.array([0, 1, 2, 1]), "label": np.array([0, 0, 0, 0]),
            "index": np.array([3, 0, 2, 1])}
-  report = emotion.categorical_report(preds, emotion.EmotionMethod.MODE_KEYS)
+  report = make_task(tiny_vavl_config("categorical")).report(preds)
   assert report["accuracy"] == pytest.approx(0.75) and report["micro_f1"] == pytest.approx(0.75)
   assert report["macro_f1"] == pytest.approx((1 / 1.5 + 2 / 3 + 1) / 3)
   assert report["accuracy_audio"] == pytest.approx(0.25)
@@ -207,7 +216,7 @@ def test_config_errors_name_the_fix():
   with pytest.raises(ConfigError, match="inputs='raw'"):
     validate(c)
   c = tiny_vavl_config()
-  c.method.task = "ordinal"
+  c.task.name = "ordinal"
   with pytest.raises(ConfigError, match="task"):
     validate(c)
 
