@@ -71,6 +71,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.task.target_range = (0.0, 1.0)  # Regression outputs' range, for models that bound them (VAT).
   c.task.regression_weight = 1.0  # classification_regression: weight of the regression loss.
 
+  # Evaluators run at every evaluation (avjax/evaluators): name -> settings. Built in: report (the
+  # task's metrics), contributions (Shapley per modality), ablation (masked-input uni-modal
+  # metrics), predictions (per-example CSVs), cmvqvae (codebook / mask / pictures), matching (VAT
+  # pre-training's objectives).
+  c.evals = ml_collections.ConfigDict()
+  c.evals.report = ml_collections.ConfigDict()
+  c.evals.contributions = ml_collections.ConfigDict(dict(value_fn="size"))
+
   c.model = ml_collections.ConfigDict()
   c.model.name = "av_resnet"
   c.model.fusion = "concat"
@@ -225,9 +233,10 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       except ConfigError as e:
         raise ConfigError(f"config.method.{name} (used when method {name!r} runs): {e}") from e
   run = with_method(c)
-  from avjax import tasks  # pylint: disable=import-outside-toplevel
+  from avjax import evaluators, tasks  # pylint: disable=import-outside-toplevel
   tasks.TASKS.get(run.task.name).validate(run)
   check_capabilities(run)
+  evaluators.validate(run, models.capabilities(run))
   methods.METHODS.get(run.method.name).validate(run)
   return run
 
@@ -264,17 +273,32 @@ def check_capabilities(c: ml_collections.ConfigDict) -> None:
 _MOVED_TO_TASK = {"target_indices": "target_indices", "target_names": "targets",
                   "target_range": "target_range", "regression_weight": "regression_weight"}
 _EMOTION_METHODS = ("vavl", "auxformer")  # Their class targets were always the soft labels.
+# What each method evaluated before config.evals existed.
+_LEGACY_EVALS = {"cmvqvae": {"report": {}, "contributions": {}, "cmvqvae": {}},
+                 "vat_pretrain": {"matching": {}},
+                 "vavl": {"report": {}, "contributions": {}, "predictions": {}},
+                 "auxformer": {"report": {}, "contributions": {}, "ablation": {},
+                               "predictions": {}}}
 
 
 def upgrade_saved(saved: dict) -> dict:
-  """A config.json (nested dict) written before config.task existed, as today's keys: the emotion
-  methods' config.method.task ('categorical': classification on the soft labels; 'dimensional':
-  regression of arousal / valence / dominance with the CCC loss) and vat_finetune's task settings
-  move to config.task, with the defaults elsewhere. Newer configs come back unchanged."""
-  if "task" in saved:
-    return saved
+  """A config.json (nested dict) written before config.task / config.evals existed, as today's
+  keys: the emotion methods' config.method.task ('categorical': classification on the soft labels;
+  'dimensional': regression of arousal / valence / dominance with the CCC loss) and vat_finetune's
+  task settings move to config.task; what each method evaluated becomes config.evals (with the
+  contributions' value_fn and CM-VQVAE's num_pictures). Newer configs come back unchanged."""
   out = copy.deepcopy(saved)
   method = out.setdefault("method", {})
+  if "evals" not in out:  # Before config.evals: what the method evaluated, with its settings.
+    evals = copy.deepcopy(_LEGACY_EVALS.get(method.get("name"),
+                                            {"report": {}, "contributions": {}}))
+    if "contributions" in evals:
+      evals["contributions"]["value_fn"] = method.get("value_fn", "size")
+    if "cmvqvae" in evals and "num_pictures" in method:
+      evals["cmvqvae"]["num_pictures"] = method["num_pictures"]
+    out["evals"] = evals
+  if "task" in out:
+    return out
   task = base_config().task.to_dict()
   task = {k: list(v) if isinstance(v, tuple) else v for k, v in task.items()}
   old = method.pop("task", None)

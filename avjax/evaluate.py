@@ -85,6 +85,7 @@ def evaluate_workdir(workdir: str, *, split: str | None = None, step: int | None
   import os  # pylint: disable=import-outside-toplevel
 
   from avjax import data  # pylint: disable=import-outside-toplevel
+  from avjax import evaluators as evaluators_lib  # pylint: disable=import-outside-toplevel
   from avjax.checkpoint import Checkpointer, abstract_like  # pylint: disable=import-outside-toplevel
   from avjax.registry import ConfigError  # pylint: disable=import-outside-toplevel
   from avjax.steps import make_eval_step, setup  # pylint: disable=import-outside-toplevel
@@ -128,10 +129,11 @@ def evaluate_workdir(workdir: str, *, split: str | None = None, step: int | None
   finally:
     checkpointer.close()
   transform = data.make_transform(config.input, train=False, metadata=dataset.info.metadata)
-  predictions = predict(jax.jit(make_eval_step(graphs, method)), state, dataset.sources[split],
-                        transform, batch_size=batch_size, mesh=mesh,
+  evaluators = evaluators_lib.build(config, method.task)
+  predictions = predict(jax.jit(make_eval_step(graphs, config, evaluators)), state,
+                        dataset.sources[split], transform, batch_size=batch_size, mesh=mesh,
                         num_workers=config.input.num_workers)
-  return step, split, predictions, method.eval_report(predictions)
+  return step, split, predictions, evaluators_lib.report(evaluators, predictions)
 
 
 def format_report(report: dict[str, float]) -> str:

@@ -15,6 +15,7 @@ import ml_collections
 import optax
 from flax import nnx
 
+from avjax import evaluators as evaluators_lib
 from avjax.data import device_augment
 from avjax.methods.base import METHODS, Method, StepContext
 from avjax.models import build_model, info_of
@@ -130,26 +131,32 @@ def make_train_step(graphs: Graphs, tx: optax.GradientTransformation,
   return train_step
 
 
-def make_eval_step(graphs: Graphs, method: Method) -> Callable[[TrainState, dict], dict]:
-  """(state, global batch) -> per-example outputs (fused and per-modality logits, labels, valid,
-  the method's `eval_outputs`), gathered on the host so split-level metrics are exact."""
+def make_eval_step(graphs: Graphs, config: ml_collections.ConfigDict,
+                   evaluators: list[evaluators_lib.Evaluator]
+                   ) -> Callable[[TrainState, dict], dict]:
+  """(state, global batch) -> per-example outputs (fused and per-modality logits, regression
+  outputs, labels, valid, the evaluators' `outputs`), gathered on the host so split-level metrics
+  are exact."""
 
-  model_fns = ModelFns(graphs, method.config.train.compute_dtype)
+  model_fns = ModelFns(graphs, config.train.compute_dtype)
 
   def eval_step(state: TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
-    batch = normalize_inputs(batch, method.config.input)
+    batch = normalize_inputs(batch, config.input)
     inputs = model_inputs(batch)
     if model_fns.compute_dtype != "float32":
       inputs = cast_floats(inputs, model_fns.compute_dtype)
 
     def run(model):
       output = model(inputs, modality_mask=batch.get("modality_mask"))
-      return output, method.eval_outputs(model, batch, output)
+      return output, evaluators_lib.outputs(evaluators, model, batch, output)
 
     (output, extra), _ = model_fns.apply(state.params, state.model_state, run, train=False)
     output = cast_floats(output, jnp.float32)
     result = {"logits": output.logits, "valid": batch["valid"], "index": batch["index"]}
     result.update({f"logits_{m}": l for m, l in output.modality_logits.items()})
+    if output.regression is not None:
+      result["regression"] = output.regression
+      result.update({f"regression_{m}": r for m, r in output.modality_regression.items()})
     for key in ("label", "attributes", "modality_mask"):
       if key in batch:
         result[key] = batch[key]

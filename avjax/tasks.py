@@ -11,7 +11,9 @@ columns; methods call it and never branch on it. Tasks (`config.task.name`):
                              or the mean squared error ('mse'); reports ccc_<name>, pearson_<name>,
                              mse_<name>, ccc_mean, pearson, mse, ccc_loss = R - sum CCC, loss.
   classification_regression  both (the model's `regression` outputs next to class logits; MER):
-                             loss CE + regression_weight * regression loss.
+                             loss CE + regression_weight * regression loss; with a 'valence'
+                             target the report adds MER2023's mer_score = weighted_f1 - 0.25 *
+                             mse_valence.
 
 Every report has the fused result under plain keys and each mode's under `_<mode>` suffixes; which
 prediction a mode reads is the caller's `modes` ({'': 'logits', 'audio': 'logits_audio', ...}).
@@ -35,6 +37,7 @@ LABEL_SOURCES = ("label", "soft_label")
 REGRESSION_LOSSES = ("ccc", "mse")
 # The default modes: fused logits and the model's per-modality logits.
 LOGIT_MODES = {"": "logits", "audio": "logits_audio", "visual": "logits_visual"}
+MER_VALENCE_WEIGHT = 0.25  # MER2023: mer_score = weighted F1 - 0.25 * MSE(valence).
 
 
 def _weights(weights: jax.Array | None, n: int) -> jax.Array:
@@ -285,6 +288,8 @@ class ClassificationRegression(Classification, Regression):
                         for m, k in (modes or LOGIT_MODES).items()}
     report.update({k: v for k, v in self.regression_report(predictions, regression_modes).items()
                    if not k.startswith("loss")})
+    if "valence" in self.names and "mse_valence" in report:  # MER-MULTI / MER-NOISE's score.
+      report["mer_score"] = report["weighted_f1"] - MER_VALENCE_WEIGHT * report["mse_valence"]
     return report
 
   def columns(self):

@@ -20,11 +20,12 @@ from flax import nnx
 
 from avjax import config as config_lib
 from avjax import data, sharding
+from avjax import evaluators as evaluators_lib
 from avjax import writers
 from avjax.checkpoint import Checkpointer, abstract_like, init_params_from
 from avjax.evaluate import predict
 from avjax.methods import METHODS
-from avjax.methods.base import EpochContext, EvalContext
+from avjax.methods.base import EpochContext
 from avjax.preemption import Preempted, PreemptionWatcher
 from avjax.registry import ConfigError
 from avjax.steps import (make_eval_step, make_per_example_fn, make_train_step, normalize_inputs,
@@ -38,7 +39,8 @@ class NonFiniteLossError(RuntimeError):
   """Training produced a non-finite loss or gradient and the policy is to stop."""
 
 
-# Keys that may change between a run and its resumption (they do not change the computation).
+# Keys that may change between a run and its resumption (they do not change the computation);
+# config.evals.* too (evaluation only).
 _RESUMABLE_CHANGES = ("train.num_epochs", "train.progress", "train.log_every_steps",
                       "train.eval_every_epochs", "train.checkpoint_every_steps",
                       "train.checkpoint_every_epochs", "train.keep_checkpoints",
@@ -77,7 +79,8 @@ def _check_workdir_config(config: ml_collections.ConfigDict, workdir: str) -> No
         writers.read_config_json(path))))
     now = _flatten(current)
     diff = sorted(k for k in set(saved) | set(now)
-                  if k not in _RESUMABLE_CHANGES and saved.get(k) != now.get(k))
+                  if k not in _RESUMABLE_CHANGES and not k.startswith("evals.")
+                  and saved.get(k) != now.get(k))
     if diff:
       details = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in diff[:8])
       raise ConfigError(f"{workdir} holds a run of a different configuration ({details}). "
@@ -134,7 +137,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   state_sharding = jax.tree.map(lambda x: x.sharding, state)
   train_step = jax.jit(make_train_step(graphs, exp.tx, method), donate_argnums=0,
                        out_shardings=(state_sharding, None))
-  eval_step = jax.jit(make_eval_step(graphs, method))
+  evaluators = evaluators_lib.build(config, method.task)
+  eval_step = jax.jit(make_eval_step(graphs, config, evaluators))
 
   checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=tc.keep_checkpoints,
                               best_metric=tc.best_metric, best_mode=tc.best_mode)
@@ -152,13 +156,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     predictions = predict(eval_step, state, dataset.sources[split], eval_transform,
                           batch_size=eval_batch_size, mesh=mesh,
                           num_workers=config.input.num_workers)
-    report = method.eval_report(predictions)
+    report = evaluators_lib.report(evaluators, predictions)
     sample = jax.device_get(normalize_inputs(_sample(dataset.sources[split], eval_transform),
                                              config.input))
-    method.eval_artifacts(EvalContext(
+    evaluators_lib.write(evaluators, evaluators_lib.EvalContext(
         split=split, epoch=epoch, step=int(state.step), predictions=predictions, sample=sample,
         apply=lambda fn: fn(nnx.merge(graphs.eval, state.params, state.model_state), sample),
-        workdir=workdir, is_chief=is_chief))
+        workdir=workdir, is_chief=is_chief, last_epoch=epoch + 1 >= tc.num_epochs))
     return report
 
   per_example_fns: dict[Any, Any] = {}

@@ -19,8 +19,8 @@ phi_a = (v_a + v_av - v_v) / 2, phi_v = (v_v + v_av - v_a) / 2, values in {-1/2,
 Coalitions are numbered by bit masks: coalition s holds modality m when bit m of s is set (modality
 order: `players`), so column 0 is the empty coalition and column 2^M - 1 the full one.
 
-This module also holds the per-split diagnostics every method gets (`Method.eval_outputs /
-eval_report / eval_artifacts` call `eval_contributions`, `contribution_report`, `write_artifacts`):
+This module also holds the per-split diagnostics of the `contributions` evaluator
+(avjax/evaluators/standard.py calls `eval_contributions`, `contribution_report`, `write_artifacts`):
 per-example contributions in the predictions, their means as `shapley_<modality>` metrics, and
 `<workdir>/valuation/` files (per-sample CSVs, summary.jsonl, contributions.png).
 """

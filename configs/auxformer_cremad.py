@@ -45,6 +45,8 @@ def get_config(arg: str | None = None):
   )
 
   c.method.name = "auxformer"
+  c.evals.ablation = {}  # The missing-modality cases: predictions with one input removed.
+  c.evals.predictions = {"splits": ("test",)}  # Per-mode prediction CSVs, as VAVL's.
   c.task.name = "classification"
   c.task.labels = "soft_label"  # CE on the argmax of the soft labels.
   c.method.drop_audio = 0.2  # train.py: r < 0.2 zeroes the audio.

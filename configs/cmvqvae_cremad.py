@@ -60,7 +60,8 @@ def get_config(arg: str | None = None):
 
   c.method.name = "cmvqvae"
   c.method.mask_weight = 1e-4  # main.py: regularization=True, shared_loss * 0.0001.
-  c.method.num_pictures = 4  # Examples per reconstruction picture (avjax).
+  # Codebook, reconstruction and mask statistics and pictures (avjax/evaluators/cmvqvae.py).
+  c.evals.cmvqvae = ml_collections.ConfigDict(dict(num_pictures=4))  # Examples per picture.
 
   c.optimizer.name = "adam"  # main.py: optim.Adam(model.parameters(), lr=learning_rate).
   c.optimizer.learning_rate = 1e-3  # main.py learning_rate.
@@ -77,7 +78,7 @@ def get_config(arg: str | None = None):
     c.model.widths = (8, 16, 32, 64)
     c.model.cmvqvae.update(dict(num_hiddens=16, num_residual_hiddens=8, embedding_dim=8,
                                 num_embeddings=32, latent_size=(8, 8), fc_hidden=32))
-    c.method.num_pictures = 2
+    c.evals.cmvqvae.num_pictures = 2
   elif arg:
     raise ValueError(f"Unknown config argument {arg!r}; use 'smoke' or nothing.")
   return c

@@ -36,6 +36,7 @@ def get_config(arg: str | None = None):
                               audio_patch_size=(16, 16), remat=True)
 
   c.method.name = "vat_pretrain"
+  c.evals = {"matching": {}}  # VAC / VAM on held-out clips; no classes in pre-training.
   c.method.momentum = 0.995  # EMA of encoders + projections, every step before the forward.
   c.method.alpha = 0.4  # Distillation weight, ramped over the first epoch.
   c.method.temperature = 0.07  # Learnable, clamped to [0.001, 0.5].

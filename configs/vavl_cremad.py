@@ -44,6 +44,7 @@ def get_config(arg: str | None = None):
   c.model.vavl = vavl_msp.get_config().model.vavl.to_dict()
 
   c.method.name = "vavl"
+  c.evals.predictions = {"splits": ("test",)}  # train.py's per-mode prediction CSVs.
   c.task.name = "classification"  # run_cremad.sh --label_type categorical, --output_num 6.
   c.task.labels = "soft_label"  # train.py: CE on the argmax of the consensus soft labels.
   c.method.recon_weight = 2.0  # train.py: CE + 2 * MSE_rec (categorical).

@@ -53,6 +53,7 @@ def get_config(arg: str | None = None):
   )
 
   c.method.name = "vavl"
+  c.evals.predictions = {"splits": ("test",)}  # train.py's per-mode prediction CSVs.
   c.task.name = "regression"  # run_mspimprov.sh --label_type dimensional, --output_num 3.
   c.task.targets = ("arousal", "valence", "dominance")  # msp_improv 'attributes' order.
   c.task.regression_loss = "ccc"  # train.py: CCC_loss, sum of (1 - CCC) over the attributes.

@@ -64,6 +64,7 @@ def run_benchmark(config: Any, *, steps: int, warmup: int, pipeline_batches: int
   from avjax import config as config_lib
   from avjax import data, sharding
   from avjax.registry import ConfigError
+  from avjax import evaluators as evaluators_lib
   from avjax.steps import make_eval_step, make_train_step, setup
   from avjax.train import batch_plan
 
@@ -114,7 +115,9 @@ def run_benchmark(config: Any, *, steps: int, warmup: int, pipeline_batches: int
   train_step, r["train_compile_s"] = _timed(lowered.compile)
   stats = compiled_stats(train_step)
   r["train_flops"], r["train_memory_mib"] = stats.get("flops"), stats.get("memory_mib")
-  eval_lowered, r["eval_lower_s"] = _timed(jax.jit(make_eval_step(graphs, method)).lower, state, eval_batch)
+  evaluators = evaluators_lib.build(config, method.task)
+  eval_jit = jax.jit(make_eval_step(graphs, config, evaluators))
+  eval_lowered, r["eval_lower_s"] = _timed(eval_jit.lower, state, eval_batch)
   _, r["eval_compile_s"] = _timed(eval_lowered.compile)
 
   if run:

@@ -105,3 +105,13 @@ def run_cli(module: str, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
   return result
+
+
+def evaluation(config: ml_collections.ConfigDict, graphs):
+  """(jitted eval step, evaluators, report fn) for `config.evals`, as the trainer builds them."""
+  from avjax import evaluators as evaluators_lib  # pylint: disable=import-outside-toplevel
+  from avjax.steps import make_eval_step  # pylint: disable=import-outside-toplevel
+  from avjax.tasks import make_task  # pylint: disable=import-outside-toplevel
+  evaluators = evaluators_lib.build(config, make_task(config))
+  step = jax.jit(make_eval_step(graphs, config, evaluators))
+  return step, evaluators, lambda predictions: evaluators_lib.report(evaluators, predictions)

@@ -191,10 +191,10 @@ def test_preemption_at_an_epochs_last_step_evaluates_and_checkpoints_that_epoch(
 
 def test_workdirs_from_before_method_resolution_still_resume():
   # Older config.json files stored every config.method key (compare_balancing: all methods').
-  saved = {"method.name": "baseline", "method.alpha": 0.8, "method.scaling": 5.0,
+  saved = {"method.name": "ogm_ge", "method.alpha": 0.8, "method.scaling": 5.0,
            "method.value_fn": "size", "train.batch_size": 32}
   assert train_lib._run_method_settings_only(saved) == {  # pylint: disable=protected-access
-      "method.name": "baseline", "method.value_fn": "size", "train.batch_size": 32}
+      "method.name": "ogm_ge", "method.alpha": 0.8, "train.batch_size": 32}
 
 
 def test_damaged_workdir_config_is_a_config_error(tmp_path):

@@ -13,8 +13,8 @@ import pytest
 from avjax import data, sharding, valuation
 from avjax.evaluate import predict
 from avjax.models.outputs import ModelOutput
-from avjax.steps import make_eval_step, make_per_example_fn, setup
-from tests.helpers import tiny_config
+from avjax.steps import make_per_example_fn, setup
+from tests.helpers import evaluation, tiny_config
 
 # The reference notes' table: (fused ok, audio-only ok, visual-only ok) -> (phi_a, phi_v), 'size' form.
 TABLE = [
@@ -167,13 +167,13 @@ def test_one_and_eight_devices_give_identical_values(data_dir):
   assert len(np.unique(one["subset_correct"], axis=0)) > 1  # Not a degenerate constant answer.
   np.testing.assert_array_equal(one["shapley"].sum(-1), 2 * one["subset_correct"][:, -1])
 
-  preds = predict(jax.jit(make_eval_step(exp.graphs, exp.method)), state, source, transform,
-                  batch_size=16, mesh=mesh)
+  eval_step, _, report_of = evaluation(config, exp.graphs)
+  preds = predict(eval_step, state, source, transform, batch_size=16, mesh=mesh)
   np.testing.assert_array_equal(preds["index"], one["index"])
   np.testing.assert_allclose(np.stack([preds["shapley_audio"], preds["shapley_visual"]], -1),
                              one["shapley"], atol=1e-6)
   fused_ok = np.argmax(preds["logits"], -1) == preds["label"]
   np.testing.assert_array_equal(fused_ok, one["subset_correct"][:, -1] > 0)
-  report = exp.method.eval_report(preds)
+  report = report_of(preds)
   assert report["shapley_audio"] == pytest.approx(float(np.mean(one["shapley"][:, 0])))
   assert report["shapley_visual"] == pytest.approx(float(np.mean(one["shapley"][:, 1])))

@@ -7,9 +7,10 @@ task's loss (avjax/tasks.py: CE on the class targets, or sum_k (1 - CCC_k)); pre
 Modality dropout, once per batch (the whole batch loses the modality): r ~ U(0, 1) from the step
 key; r < drop_audio zeroes the audio input, drop_audio <= r < drop_audio + drop_visual the visual
 input (the model scales that modality's projected sequence by 0). Training only: avjax evaluates the
-dev split deterministically (the reference also drops on dev) and reports the missing-modality
-cases separately: `_audio` = the prediction with the visual input removed, `_visual` = with the
-audio input removed.
+dev split deterministically (the reference also drops on dev); the `ablation` evaluator (in
+configs/auxformer_cremad.py) reports the missing-modality cases separately: `_only_audio` = the
+prediction with the visual input removed, `_only_visual` = with the audio input removed, while
+`_audio` / `_visual` are the auxiliary heads (the model's per-modality logits).
 
 Config keys (config.method.*, defaults when absent; the task is config.task): drop_audio (0.2),
 drop_visual (0.2).
@@ -25,13 +26,13 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from avjax.methods import base, emotion
-from avjax.methods.base import METHODS, Metrics, StepContext
+from avjax.methods import base
+from avjax.methods.base import METHODS, Method, Metrics, StepContext
 from avjax.methods.vavl import check_inputs
 from avjax.models.contract import ModelInfo
 from avjax.models.outputs import ModelOutput
 from avjax.registry import ConfigError
-from avjax.state import ModelFns, TrainState, model_inputs
+from avjax.state import ModelFns, TrainState
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,12 +61,12 @@ def batch_modality_drop(rng: jax.Array, batch_size: int, drop_audio: float,
 
 
 @METHODS.register("auxformer")
-class AuxFormerMethod(emotion.EmotionMethod):
+class AuxFormerMethod(Method):
   """Mean of the main and auxiliary task losses; per-batch modality dropout."""
 
-  MODE_KEYS = {"": "logits", "audio": "logits_audio_only", "visual": "logits_visual_only"}
   Settings = AuxFormerSettings
   requires = frozenset({"joint_logits", "modality_logits"})
+  tasks = frozenset({"classification", "regression"})
 
   def __init__(self, config: ml_collections.ConfigDict, model: ModelInfo | None = None):
     super().__init__(config, model)
@@ -98,15 +99,3 @@ class AuxFormerMethod(emotion.EmotionMethod):
     loss = (main + aux_a + aux_v) / 3.0
     return loss, {"loss": loss, "loss_main": main, "loss_aux_audio": aux_a,
                   "loss_aux_visual": aux_v}
-
-  def eval_outputs(self, model: Any, batch: dict[str, jax.Array],
-                   output: ModelOutput) -> dict[str, jax.Array]:
-    """Adds the missing-modality predictions: visual removed ('logits_audio_only') and audio
-    removed ('logits_visual_only')."""
-    out = super().eval_outputs(model, batch, output)
-    inputs = model_inputs(batch)
-    base = batch.get("modality_mask")
-    base = jnp.ones((batch["label"].shape[0], 2), jnp.float32) if base is None else base
-    for name, keep in (("logits_audio_only", (1.0, 0.0)), ("logits_visual_only", (0.0, 1.0))):
-      out[name] = model(inputs, modality_mask=base * jnp.asarray(keep, jnp.float32)).logits
-    return out

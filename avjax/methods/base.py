@@ -11,6 +11,8 @@ model's before compiling). Its hooks:
                                   forward, `loss`, gradients, `transform_grads`, `apply_gradients`
   on_epoch_start(ctx)           -> EpochUpdate(plan, method_state)   on the host, between epochs
 
+Methods train; they never evaluate or write files (evaluators do: avjax/evaluators, config.evals).
+
 Methods address parameters by the model's parameter groups (`ctx.model.paths('encoder/audio')`)
 and read only the typed ModelOutput fields their capabilities provide; they never name a model's
 attributes. Everything called inside the step is traced: it must be pure.
@@ -29,14 +31,13 @@ import numpy as np
 import optax
 from flax import nnx
 
-from avjax import valuation
 from avjax.data.pipeline import EpochPlan, shuffled_plan
 from avjax.models.contract import ModelInfo
 from avjax.models.outputs import ModelOutput
 from avjax.optim import make_optimizer, make_schedule
 from avjax.registry import ConfigError, Registry
 from avjax.state import ModelFns, TrainState
-from avjax.tasks import LOGIT_MODES, Task, make_task
+from avjax.tasks import Task, make_task
 
 Metrics = dict[str, jax.Array]
 # fn(model, batch) -> per-example arrays (leading axis B), traced inside a jitted eval-mode pass.
@@ -116,47 +117,12 @@ class EpochContext:
 
 
 @dataclasses.dataclass(frozen=True)
-class EvalContext:
-  """What a method may use on the host after evaluating a split (for pictures, files).
-
-  Attributes:
-    split: the evaluated split; epoch: 0-indexed epoch just finished; step: global step.
-    predictions: the split's per-example outputs (numpy), as given to `eval_report`.
-    sample: the first few transformed examples of the split (numpy, leading axis <= 8).
-    apply: apply(fn) -> fn(model, sample) with the model in eval mode at the current state.
-    workdir / is_chief: as in EpochContext. Every process calls the hook (arrays may span hosts).
-  """
-
-  split: str
-  epoch: int
-  step: int
-  predictions: dict[str, np.ndarray]
-  sample: dict[str, np.ndarray]
-  apply: Callable[[Callable[[nnx.Module, dict], Any]], Any]
-  workdir: str
-  is_chief: bool
-
-
-@dataclasses.dataclass(frozen=True)
 class Settings:
-  """Settings every method takes (config.method.<field>); subclasses add theirs.
-
-  Attributes:
-    value_fn: the value function of the per-example Shapley contributions reported at evaluation
-      ('size': v(S) = |S| 1[correct], Wei et al.'s repository; 'correct': 1[correct]).
-  """
-
-  value_fn: str = "size"
+  """Base of every method's settings (config.method.<field>): none in common; subclasses add
+  theirs, each with its default and that default's source, and check them in __post_init__."""
 
   def __post_init__(self):
-    if self.value_fn not in valuation.VALUE_FNS:
-      raise ConfigError(f"config.method.value_fn={self.value_fn!r} is not one of "
-                        f"{valuation.VALUE_FNS}.")
-
-
-@dataclasses.dataclass(frozen=True)
-class NoSettings:
-  """For methods that take no settings at all."""
+    pass
 
 
 def parse_settings(settings_cls: type, config: ml_collections.ConfigDict) -> Any:
@@ -194,8 +160,6 @@ class Method:
   requires: ClassVar[frozenset[str]] = frozenset()
   # The tasks (avjax/tasks.py, config.task.name) the method can train.
   tasks: ClassVar[frozenset[str]] = frozenset({"classification"})
-  # Report modes: report suffix -> prediction key (the fused and per-modality logits).
-  MODE_KEYS: ClassVar[dict[str, str]] = LOGIT_MODES
 
   def __init__(self, config: ml_collections.ConfigDict, model: ModelInfo | None = None):
     self.config = config
@@ -288,39 +252,6 @@ class Method:
     (`ctx.run`). Default: a shuffled pass, state unchanged. Must be deterministic in (seed,
     epoch, ctx.state): a resumed run replays the saved plan and restores the saved state."""
     return EpochUpdate(plan=shuffled_plan(ctx.num_examples, ctx.seed, ctx.epoch))
-
-  # ---------------------------------------------------------------------------- evaluation
-  def eval_outputs(self, model: nnx.Module, batch: dict[str, jax.Array],
-                   output: ModelOutput) -> dict[str, jax.Array]:
-    """Per-example arrays (leading axis B) added to the eval predictions; traced, eval mode.
-
-    Default (every method): the task's targets, and for classification each modality's Shapley
-    contribution per example, `shapley_<modality>` (B,), from the forward's pooled features and one
-    head evaluation per modality subset (`avjax.valuation.eval_contributions`; value function
-    `config.method.value_fn`, default 'size'; skipped for models without encode / fuse).
-    Subclasses that add outputs should merge these.
-    """
-    out = dict(self.task.eval_outputs(batch))
-    if self.config.task.name != "regression":
-      out.update(valuation.eval_contributions(model, output, batch, self.settings.value_fn))
-    return out
-
-  def eval_report(self, predictions: dict[str, np.ndarray]) -> dict[str, float]:
-    """Split-level metrics from the whole split's per-example predictions (host, numpy): the
-    task's report over `MODE_KEYS` plus the mean contribution per modality (`shapley_audio`, ...)."""
-    return {**self.task.report(predictions, self.MODE_KEYS),
-            **valuation.contribution_report(predictions)}
-
-  def eval_artifacts(self, ctx: EvalContext) -> None:
-    """Pictures / files after an evaluation (e.g. masks, reconstructions). Default: per-sample
-    contributions `<workdir>/valuation/<split>_epoch_<e>_step_<s>.csv`, their means appended to
-    `valuation/summary.jsonl` and the plot `valuation/contributions.png` (redrawn every
-    `valuation.PLOT_EVERY_EPOCHS` epochs and at the last; chief only)."""
-    if ctx.is_chief:
-      epochs = ctx.epoch + 1
-      plot = epochs % valuation.PLOT_EVERY_EPOCHS == 0 or epochs >= self.config.train.num_epochs
-      valuation.write_artifacts(ctx.workdir, ctx.split, ctx.epoch, ctx.step, ctx.predictions,
-                                plot=plot)
 
 
 METHODS: Registry[type[Method]] = Registry("method")

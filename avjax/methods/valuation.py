@@ -71,12 +71,18 @@ COPY_BOUNDS = (-0.1, 0.4, 1.0)
 @dataclasses.dataclass(frozen=True)
 class SampleLevelSettings(base.Settings):
   """warmup_epochs: plain epochs before re-sampling (5: the reference's --warmup_epoch default);
-  value_fn (base.Settings): 'size' (the paper repo) or 'correct' (BalanceBenchmark)."""
+  value_fn: the valuation's value function, 'size' (v(S) = |S| 1[correct], the paper repo) or
+  'correct' (v(S) = 1[correct], BalanceBenchmark)."""
 
   warmup_epochs: int = 5
+  value_fn: str = "size"
 
   def __post_init__(self):
     super().__post_init__()
+    if self.value_fn not in valuation.VALUE_FNS:
+      raise ConfigError(f"config.method.value_fn={self.value_fn!r} is not one of "
+                        f"{valuation.VALUE_FNS} ('size': v(S) = |S| 1[correct], the paper repo; "
+                        "'correct': v(S) = 1[correct], BalanceBenchmark).")
     if not isinstance(self.warmup_epochs, int) or self.warmup_epochs < 1:
       raise ConfigError(f"config.method.warmup_epochs={self.warmup_epochs!r} must be an integer "
                         ">= 1: the first epoch always trains on the plain set (there is nothing "

@@ -28,7 +28,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 from flax import nnx
 
@@ -183,46 +182,6 @@ class VATPretrain(VATSchedule):
 
   def train_metrics(self, output: ModelOutput, batch: dict[str, jax.Array]) -> Metrics:
     return {}  # No classes in pre-training; the step's metrics carry vac / vam.
-
-  def eval_outputs(self, model: nnx.Module, batch: dict[str, jax.Array],
-                   output: ModelOutput) -> dict[str, jax.Array]:
-    """Per-example VAC and VAM on the eval batch (see `pretrain_eval`)."""
-    return pretrain_eval(model, output, batch["valid"])
-
-  def eval_report(self, predictions: dict[str, np.ndarray]) -> dict[str, float]:
-    report = {k: float(np.mean(predictions[k])) for k in ("vac_loss", "vam_loss", "vam_accuracy")}
-    report["loss"] = report["vac_loss"] + report["vam_loss"]
-    return report
-
-
-def pretrain_eval(model: nnx.Module, output: ModelOutput, valid: jax.Array
-                  ) -> dict[str, jax.Array]:
-  """Deterministic per-example objectives on one eval batch (no momentum model, no queue).
-
-  VAC: in-batch InfoNCE (alpha 0) of the online embeddings, padding columns excluded.
-  VAM: the true pair and the HARDEST in-batch negatives (argmax of the similarity instead of a
-  draw), averaged over the 3 pairs (over the true pair alone when the batch has one real example).
-  Returns {'vac_loss', 'vam_loss', 'vam_accuracy'}: (B,) each.
-  """
-  a, v = output.embeddings["audio"], output.embeddings["visual"]
-  temp = jnp.clip(model.temperature(), *L.TEMPERATURE_RANGE)
-  real = valid > 0
-  b = a.shape[0]
-  eye = jnp.eye(b, dtype=bool)
-  sims = {"a2v": a @ v.T / temp, "v2a": v @ a.T / temp}
-  sims = {k: jnp.where(real[None, :], s, -jnp.inf) for k, s in sims.items()}
-  diag = lambda s: jnp.diagonal(jax.nn.log_softmax(s, axis=-1))
-  vac = -0.5 * (diag(sims["a2v"]) + diag(sims["v2a"]))
-  hardest = lambda s: jnp.argmax(jnp.where(eye, -jnp.inf, s), axis=-1)
-  audio, visual, labels = L.matching_pairs(output.tokens["audio"], output.tokens["visual"],
-                                           hardest(sims["a2v"]), hardest(sims["v2a"]))
-  logits = model.match(audio, visual)
-  ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
-  hit = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
-  has_neg = (jnp.sum(real) > 1).astype(jnp.float32)
-  weights = jnp.stack([jnp.ones(()), has_neg, has_neg])[:, None]  # (3, 1)
-  per_pair = lambda x: jnp.sum(weights * x.reshape(3, b), 0) / jnp.sum(weights)
-  return {"vac_loss": vac, "vam_loss": per_pair(ce), "vam_accuracy": per_pair(hit)}
 
 
 METHODS.register("vat_pretrain")(VATPretrain)

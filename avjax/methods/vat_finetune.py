@@ -18,11 +18,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 from flax import nnx
 
-from avjax import valuation
 from avjax.methods import vat_losses as L
 from avjax.methods import base
 from avjax.methods.base import METHODS, Metrics, StepContext, apply_gradients, cross_entropy
@@ -48,7 +46,6 @@ class FinetuneSettings(base.Settings):
                         f"config.method.alpha={self.alpha!r} in [0, 1].")
     if self.modality_weight < 0:
       raise ConfigError("config.method.modality_weight must be >= 0.")
-MER_VALENCE_WEIGHT = 0.25  # MER-MULTI / MER-NOISE: WAF - 0.25 * MSE(valence).
 
 
 class VATFinetune(VATSchedule):
@@ -168,33 +165,6 @@ class VATFinetune(VATSchedule):
 
   def train_metrics(self, output: ModelOutput, batch: dict[str, jax.Array]) -> Metrics:
     return super().train_metrics(output, batch) if self.classify else {}
-
-  def eval_outputs(self, model: nnx.Module, batch: dict[str, jax.Array],
-                   output: ModelOutput) -> dict[str, jax.Array]:
-    """Regression outputs and targets; with classes, each modality's Shapley contribution
-    (avjax.valuation) computed on the token sequences `fuse` reads (not the pooled [CLS])."""
-    out = dict(self.task.eval_outputs(batch))
-    if self.classify:
-      out.update(valuation.eval_contributions(model, output.replace(features=output.tokens),
-                                              batch, self.settings.value_fn))
-    if self.regress:
-      out.update(regression=output.regression)
-      out.update({f"regression_{m}": output.modality_regression[m] for m in MODALITIES})
-    return out
-
-  def eval_report(self, predictions: dict[str, np.ndarray]) -> dict[str, float]:
-    """Classification metrics (accuracy, macro / weighted F1, CE; fused and per modality),
-    regression metrics (pearson_<name>, ccc_<name>, mse_<name>, their means 'pearson', 'ccc_mean',
-    'mse'; fused and `_audio` / `_visual`) and mer_score = weighted_f1 - 0.25 mse_valence."""
-    modes = {m: k.replace("logits", "regression", 1) for m, k in self.MODE_KEYS.items()}
-    report = super().eval_report(predictions) if self.classify else {}
-    if self.regress:
-      regression = self.task.regression_report(predictions, modes)
-      report.update({k: v for k, v in regression.items()
-                     if not (self.classify and k.startswith("loss"))})
-      if self.classify and "valence" in self.target_names:
-        report["mer_score"] = report["weighted_f1"] - MER_VALENCE_WEIGHT * report["mse_valence"]
-    return report
 
 
 METHODS.register("vat_finetune")(VATFinetune)

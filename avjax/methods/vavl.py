@@ -37,8 +37,8 @@ import optax
 from flax import nnx
 
 from avjax import tasks
-from avjax.methods import base, emotion
-from avjax.methods.base import METHODS, Metrics, StepContext
+from avjax.methods import base
+from avjax.methods.base import METHODS, Method, Metrics, StepContext
 from avjax.models.contract import ModelInfo, replace, set_mode
 from avjax.models.outputs import MODALITIES, ModelOutput
 from avjax.optim import make_optimizer
@@ -53,8 +53,6 @@ STEP_GROUPS = {
 }
 # Groups in eval mode during the fusion step (the fusion head itself trains, with dropout).
 FROZEN_IN_FUSION = ("encoder/audio", "encoder/visual", "shared", "head/audio", "head/visual")
-ALL_GROUPS = ("encoder/audio", "encoder/visual", "shared", "head/audio", "head/visual",
-              "recon/audio", "recon/visual", "fusion")
 MODALITY_INDEX = {m: i for i, m in enumerate(MODALITIES)}
 
 
@@ -81,16 +79,15 @@ class ModuleOptimizer(NamedTuple):
   module_tx: optax.GradientTransformation
 
 
-def per_module_optimizer(module_tx: optax.GradientTransformation,
-                         modules: tuple[str, ...]) -> ModuleOptimizer:
+def per_module_optimizer(module_tx: optax.GradientTransformation) -> ModuleOptimizer:
   """One independent `module_tx` state per top-level module (parameter path) of the params."""
 
   def init(params):
-    return {m: module_tx.init(params[m]) for m in modules}
+    return {m: module_tx.init(params[m]) for m in params}
 
   def update(grads, state, params=None):
     out, new_state = {}, {}
-    for m in modules:
+    for m in state:
       out[m], new_state[m] = module_tx.update(grads[m], state[m],
                                               None if params is None else params[m])
     return replace(grads, out), new_state
@@ -107,11 +104,12 @@ class StepResult(NamedTuple):
 
 
 @METHODS.register("vavl")
-class VAVLMethod(emotion.EmotionMethod):
+class VAVLMethod(Method):
   """Three steps per batch (visual, acoustic, fusion), per-module optimizer states."""
 
   Settings = VAVLSettings
   requires = frozenset({"unimodal_branches"})
+  tasks = frozenset({"classification", "regression"})
 
   def __init__(self, config: ml_collections.ConfigDict, model: ModelInfo | None = None):
     super().__init__(config, model)
@@ -129,7 +127,7 @@ class VAVLMethod(emotion.EmotionMethod):
 
   def optimizer(self, steps_per_epoch: int) -> ModuleOptimizer:
     tx = make_optimizer(self.config.optimizer, steps_per_epoch, self.config.train.num_epochs)
-    return per_module_optimizer(tx, self.model.paths(*ALL_GROUPS))
+    return per_module_optimizer(tx)
 
   # --------------------------------------------------------------------------------- the steps
   def _step(self, model: ModelFns, tx: ModuleOptimizer, params: nnx.State, model_state: nnx.State,

@@ -302,6 +302,22 @@ class ResNetPair(AVClassifier):
                           dropout=dropout, rngs=rngs)
 
 
+def visual_target(batch: dict[str, jax.Array]) -> jax.Array:
+  """The frame the model reconstructs: (B,1,S,S,3) -> (B,S,S,3)."""
+  v = batch["visual"]
+  return v[:, 0] if v.ndim == 5 else v
+
+
+def reconstruction_errors(output: ModelOutput, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+  """{'recon_audio', 'recon_visual'}: per-example mean squared errors (B,), for those present."""
+  targets = {"audio": batch["audio"], "visual": visual_target(batch)}
+  out = {}
+  for m, recon in (output.reconstructions or {}).items():
+    diff = recon.astype(jnp.float32) - targets[m].astype(jnp.float32)
+    out[f"recon_{m}"] = jnp.mean(jnp.square(diff).reshape(diff.shape[0], -1), axis=1)
+  return out
+
+
 def model_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """config.model.cmvqvae as constructor arguments (tuples for sequences)."""
   kwargs = section_kwargs(config, "cmvqvae")

@@ -21,7 +21,7 @@ import pytest
 from avjax import writers
 from avjax.methods import METHODS
 from avjax.methods.base import StepContext
-from avjax.methods.cmvqvae import mask_report
+from avjax.evaluators.cmvqvae import CMVQVAEEvaluator, CMVQVAESettings, mask_report
 from avjax.models.outputs import FusionMask, ModelOutput, Quantization
 from avjax.registry import ConfigError
 from avjax.train import train_and_evaluate
@@ -79,8 +79,9 @@ def test_loss_adds_every_term_by_hand(data_dir):
   np.testing.assert_allclose(method.loss(bare, batch, {}, CTX)[0], math.log(4), rtol=1e-6)
 
 
-def test_eval_report_by_hand(data_dir):
+def test_evaluator_report_by_hand(data_dir):
   method = _method(data_dir)
+  evaluator = CMVQVAEEvaluator(method.config, method.task, CMVQVAESettings())
   logits = np.eye(3, dtype=np.float32)[[0, 1, 2, 2]]
   predictions = {
       "logits": logits, "label": np.array([0, 1, 1, 2]),
@@ -88,7 +89,7 @@ def test_eval_report_by_hand(data_dir):
       "recon_audio": np.array([1.0, 2.0, 3.0, 6.0]),
       "mask_shared_visual": np.full(4, 3.0), "mask_shared_audio": np.full(4, 1.0),
       "mask_channels": np.full(4, 16.0)}
-  report = method.eval_report(predictions)
+  report = {**method.task.report(predictions), **evaluator.report(predictions)}
   # Histogram [2, 2, 0, 4] / 8: exp(-(2 * 0.25 ln 0.25 + 0.5 ln 0.5)) = 2^1.5.
   np.testing.assert_allclose(report["vq_perplexity_audio"], 2 ** 1.5, rtol=1e-9)
   assert report["recon_mse_audio"] == 3.0

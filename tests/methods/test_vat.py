@@ -128,7 +128,7 @@ def test_mer_score_and_pearson_reports():
            "targets": np.array([[0.1], [0.2], [0.3], [0.4]])}
   regression = np.array([[0.1], [0.2], [0.3], [0.6]])
   preds.update(regression=regression, regression_audio=regression, regression_visual=regression)
-  report = method.eval_report(preds)
+  report = method.task.report(preds)
   # F1: class 0 = 2/3, class 1 = 4/5, support 2 / 2 -> 0.7333; MSE(valence) = 0.2^2 / 4 = 0.01.
   assert report["weighted_f1"] == pytest.approx((2 / 3 + 4 / 5) / 2)
   assert report["mse_valence"] == pytest.approx(0.01)
@@ -136,8 +136,8 @@ def test_mer_score_and_pearson_reports():
   muse = _finetune(task="regression", target_indices=(0, 1), target_names=("a", "b"))
   t = np.array([[0.1, 0.9], [0.5, 0.2], [0.9, 0.4]])
   p = np.array([[0.2, 0.8], [0.4, 0.1], [0.6, 0.7]])
-  report = muse.eval_report({"targets": t, "regression": p, "regression_audio": p,
-                             "regression_visual": t})
+  # Regression alone: the model's logits are its regression outputs.
+  report = muse.task.report({"targets": t, "logits": p, "logits_audio": p, "logits_visual": t})
   r = [np.corrcoef(t[:, i], p[:, i])[0, 1] for i in range(2)]
   assert report["pearson"] == pytest.approx(np.mean(r), rel=1e-6)
   assert report["pearson_visual"] == pytest.approx(1.0)

@@ -119,8 +119,9 @@ def test_ema_and_alpha_ramp_hand_values():
 def test_temperature_clamp_and_decay_mask():
   params = {"temp": jnp.float32(0.9), "enc": {"bias": jnp.ones(2), "kernel": jnp.ones((2, 2)),
                                               "scale": jnp.ones((3, 2))}}
-  assert float(L.clamp_temperature(params)["temp"]) == 0.5
-  assert float(L.clamp_temperature({**params, "temp": jnp.float32(1e-5)})["temp"]) == pytest.approx(
+  assert float(L.clamp_temperature(params, ("temp",))["temp"]) == 0.5
+  assert float(L.clamp_temperature({**params, "temp": jnp.float32(1e-5)},
+                                   ("temp",))["temp"]) == pytest.approx(
       0.001)
   assert L.decay_mask(params) == {"temp": True, "enc": {"bias": False, "kernel": True,
                                                         "scale": False}}

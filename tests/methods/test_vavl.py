@@ -16,8 +16,8 @@ import pytest
 
 from avjax import data, metrics, tasks
 from avjax.config import base_config, validate
-from avjax.methods import emotion
-from avjax.methods.base import EvalContext
+from avjax.evaluators import EvalContext
+from avjax.evaluators.standard import PredictionSettings, Predictions
 from avjax.methods.vavl import STEP_GROUPS
 
 # The VAVL model's top-level parameter paths, and those each step trains (through its groups).
@@ -30,7 +30,7 @@ from avjax.registry import ConfigError
 from avjax.steps import setup
 from avjax.state import ModelFns
 from avjax.tasks import make_task
-from tests.helpers import restore_final_state
+from tests.helpers import evaluation, restore_final_state
 from tests.xla_env import subprocess_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -164,16 +164,15 @@ def test_categorical_targets_are_the_argmax_of_soft_labels():
 def test_modality_reports_read_their_own_heads(vavl):
   """Eval-mode predictions: `_audio` / `_visual` results come from head_audio / head_visual."""
   exp, _ = vavl
-  from avjax.steps import make_eval_step  # pylint: disable=import-outside-toplevel
-  eval_step = jax.jit(make_eval_step(exp.graphs, exp.method))
+  eval_step, _, report_of = evaluation(exp.method.config, exp.graphs)
   preds = jax.tree.map(np.asarray, eval_step(exp.state, _batch(8)))
   for key in ("logits", "logits_audio", "logits_visual", "targets"):
     assert preds[key].shape == (8, 3), key
-  report = exp.method.eval_report(preds)
+  report = report_of(preds)
   for suffix, key in (("", "logits"), ("_audio", "logits_audio"), ("_visual", "logits_visual")):
     expected = metrics.ccc(preds["targets"][:, 0], preds[key][:, 0])
     assert report[f"ccc_arousal{suffix}"] == pytest.approx(expected)
-    total = sum(report[f"ccc_{n}{suffix}"] for n in emotion.ATTRIBUTES)
+    total = sum(report[f"ccc_{n}{suffix}"] for n in ("arousal", "valence", "dominance"))
     assert report[f"ccc_loss{suffix}"] == pytest.approx(3 - total)
   assert report["ccc_loss_audio"] != report["ccc_loss"] != report["ccc_loss_visual"]
 
@@ -187,9 +186,10 @@ def test_categorical_report_and_prediction_csvs(tmp_path):
   assert report["accuracy"] == pytest.approx(0.75) and report["micro_f1"] == pytest.approx(0.75)
   assert report["macro_f1"] == pytest.approx((1 / 1.5 + 2 / 3 + 1) / 3)
   assert report["accuracy_audio"] == pytest.approx(0.25)
-  method = emotion.EmotionMethod(tiny_vavl_config("categorical"))
-  method.eval_artifacts(EvalContext(split="test", epoch=1, step=7, predictions=preds, sample={},
-                                    apply=None, workdir=str(tmp_path), is_chief=True))
+  config = tiny_vavl_config("categorical")
+  writer = Predictions(config, make_task(config), PredictionSettings())  # splits=('test',)
+  writer.write(EvalContext(split="test", epoch=1, step=7, predictions=preds, sample={},
+                           apply=None, workdir=str(tmp_path), is_chief=True))
   root = tmp_path / "predictions" / "test"
   assert json.loads((root / "checkpoint.json").read_text())["step"] == 7
   rows = list(csv.reader(open(root / "acoustic" / "y_pred.csv")))
@@ -200,9 +200,8 @@ def test_categorical_report_and_prediction_csvs(tmp_path):
   rows = list(csv.reader(open(root / "audiovisual" / "confusion.csv")))
   confusion = np.array([r[1:] for r in rows[1:]], int)
   np.testing.assert_array_equal(confusion, [[1, 0, 0], [1, 1, 0], [0, 0, 1]])
-  method.eval_artifacts(EvalContext(split="validation", epoch=1, step=7, predictions=preds,
-                                    sample={}, apply=None, workdir=str(tmp_path / "v"),
-                                    is_chief=True))
+  writer.write(EvalContext(split="validation", epoch=1, step=7, predictions=preds,
+                           sample={}, apply=None, workdir=str(tmp_path / "v"), is_chief=True))
   assert not (tmp_path / "v").exists()  # Only the test split is written.
 
 
