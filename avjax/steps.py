@@ -19,6 +19,7 @@ from avjax import evaluators as evaluators_lib
 from avjax.data import device_augment
 from avjax.methods.base import METHODS, Method, StepContext
 from avjax.models import build_model, info_of
+from avjax.optim import schedule_step
 from avjax.state import INPUT_KEYS, Graphs, ModelFns, TrainState, cast_floats, model_inputs
 from avjax.tasks import make_task
 
@@ -34,6 +35,7 @@ class Setup:
   graphs: Graphs
   tx: optax.GradientTransformation
   state: TrainState
+  steps_per_epoch: int = 1  # The plain epoch's steps the learning-rate schedule is built for.
 
 
 def setup(config: ml_collections.ConfigDict, num_classes: int, steps_per_epoch: int = 1) -> Setup:
@@ -47,7 +49,7 @@ def setup(config: ml_collections.ConfigDict, num_classes: int, steps_per_epoch: 
   method = method_cls(config, info_of(config, model, overrides.get("num_classes", num_classes)))
   tx = method.optimizer(steps_per_epoch)
   graphs, state = init_state(model, tx, method, config.seed)
-  return Setup(method=method, graphs=graphs, tx=tx, state=state)
+  return Setup(method=method, graphs=graphs, tx=tx, state=state, steps_per_epoch=steps_per_epoch)
 
 
 def init_state(model: nnx.Module, tx: optax.GradientTransformation, method: Method,
@@ -103,19 +105,31 @@ def _all_finite(tree: Any) -> jax.Array:
   return jnp.all(jnp.isfinite(jnp.concatenate(leaves))) if leaves else jnp.bool_(True)
 
 
-def make_train_step(graphs: Graphs, tx: optax.GradientTransformation,
-                    method: Method) -> Callable[[TrainState, dict, jax.Array], tuple]:
-  """(state, global batch, epoch) -> (state, metrics): the method's update of one batch.
+def make_train_step(graphs: Graphs, tx: optax.GradientTransformation, method: Method,
+                    steps_per_epoch: int) -> Callable[[TrainState, dict, jax.Array], tuple]:
+  """(state, global batch, position) -> (state, metrics): the method's update of one batch.
+
+  `position` is int32 (epoch, global step at the epoch's start, steps in this epoch): the learning
+  rate follows the schedule at the step's fractional epoch (`avjax.optim.schedule_step`, with
+  `steps_per_epoch` the plain epoch's steps). A scalar epoch instead means plain epochs: the
+  schedule step is the global step.
 
   A non-finite loss or a non-finite updated parameter / optimizer state leaves the state unchanged
   (the update is skipped and counted); the host decides from the `nonfinite` metric whether to stop.
   """
   model = ModelFns(graphs, method.config.train.compute_dtype)
 
-  def train_step(state: TrainState, batch: dict[str, jax.Array], epoch: jax.Array):
+  def train_step(state: TrainState, batch: dict[str, jax.Array], position: jax.Array):
     batch = normalize_inputs(batch, method.config.input)
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-    ctx = StepContext(step=state.step, epoch=epoch, rng=rng, model=method.model)
+    if position.ndim == 0:
+      epoch, count = position, state.step
+    else:
+      epoch = position[0]
+      count = schedule_step(epoch, state.step - position[1], position[2], steps_per_epoch)
+    learning_rate = jnp.asarray(method.learning_rate(count, steps_per_epoch), jnp.float32)
+    ctx = StepContext(step=state.step, epoch=epoch, rng=rng, learning_rate=learning_rate,
+                      model=method.model)
     updated, output, metrics = method.update(model, tx, state, batch, ctx)
     finite = (jnp.isfinite(metrics["loss"]) & _all_finite(updated.params)
               & _all_finite(updated.opt_state))
@@ -125,7 +139,7 @@ def make_train_step(graphs: Graphs, tx: optax.GradientTransformation,
         step=state.step + 1, rng=state.rng,
         skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32))
     metrics = {**metrics, **method.train_metrics(output, batch),
-               "nonfinite": (~finite).astype(jnp.float32)}
+               "nonfinite": (~finite).astype(jnp.float32), "learning_rate": learning_rate}
     return new_state, metrics
 
   return train_step

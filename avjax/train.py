@@ -135,7 +135,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     log.info("Initialised from %s: %s.", config.init_from, counts)
   state = jax.device_put(state, sharding.replicated(mesh))
   state_sharding = jax.tree.map(lambda x: x.sharding, state)
-  train_step = jax.jit(make_train_step(graphs, exp.tx, method), donate_argnums=0,
+  train_step = jax.jit(make_train_step(graphs, exp.tx, method, steps_per_epoch), donate_argnums=0,
                        out_shardings=(state_sharding, None))
   evaluators = evaluators_lib.build(config, method.task)
   eval_step = jax.jit(make_eval_step(graphs, config, evaluators))
@@ -214,10 +214,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       bar = writers.progress_bar(epoch_steps, desc=f"epoch {epoch + 1}/{tc.num_epochs}",
                                  disable=not (tc.progress and is_chief), initial=start_step)
       history, window, tic = [], [], time.perf_counter()
-      epoch_arg = jnp.int32(epoch)
+      # (epoch, global step at the epoch's start, its steps): the schedule's fractional epoch.
+      position = jnp.asarray([epoch, host_step - start_step, epoch_steps], jnp.int32)
       step_in_epoch, preempted = start_step, False
       for batch in batches:
-        state, step_metrics = train_step(state, sharding.to_global(batch, mesh), epoch_arg)
+        state, step_metrics = train_step(state, sharding.to_global(batch, mesh), position)
         window.append(step_metrics)
         host_step += 1
         step_in_epoch += 1
@@ -250,7 +251,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       step = host_step
       train_metrics = _mean_metrics(history) if history else {}
       train_metrics["examples_per_sec"] = len(history) * tc.batch_size / elapsed
-      train_metrics["learning_rate"] = method.learning_rate(step, epoch, steps_per_epoch)
       train_metrics["skipped_steps"] = int(state.skipped_steps)
       writer.write(step, epoch, "train", train_metrics)
       val_metrics = None

@@ -109,7 +109,7 @@ def run_benchmark(config: Any, *, steps: int, warmup: int, pipeline_batches: int
 
   # Compile, exactly as the trainer jits the steps.
   state_sharding = jax.tree.map(lambda x: x.sharding, state)
-  train_jit = jax.jit(make_train_step(graphs, tx, method), donate_argnums=0,
+  train_jit = jax.jit(make_train_step(graphs, tx, method, steps_per_epoch), donate_argnums=0,
                       out_shardings=(state_sharding, None))
   lowered, r["train_lower_s"] = _timed(train_jit.lower, state, batch, epoch)
   train_step, r["train_compile_s"] = _timed(lowered.compile)

@@ -1,5 +1,6 @@
 """Optimizers match PyTorch's update rules; schedules step per epoch like torch StepLR."""
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -7,7 +8,7 @@ import optax
 import pytest
 
 from avjax.config import base_config
-from avjax.optim import make_optimizer, make_schedule
+from avjax.optim import make_optimizer, make_schedule, schedule_step
 
 
 def _cfg(**kw) -> ml_collections.ConfigDict:
@@ -59,3 +60,25 @@ def test_cosine_schedule_with_warmup():
   assert float(schedule(0)) == 0.0
   np.testing.assert_allclose(float(schedule(10)), 1.0, rtol=1e-6)
   assert float(schedule(30)) < 1e-6
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+def test_unit_rate_optimizer_scaled_by_the_schedule_is_bit_identical(name):
+  """The trainer's form (unit-rate optimizer, updates times the schedule's rate at schedule_step)
+  gives the very same bits as the optimizer with its schedule inside, on plain epochs."""
+  cfg = _cfg(name=name, learning_rate=0.1, momentum=0.9, weight_decay=0.01, schedule="step",
+             step_epochs=2, gamma=0.5)
+  inside = make_optimizer(cfg, 3, 10)
+  unit = make_optimizer(cfg, 3, 10, unit_rate=True)
+  schedule = make_schedule(cfg, 3, 10)
+  params = {"w": jnp.array([1.0, -2.0, 3.0])}
+  a_state, b_state = inside.init(params), unit.init(params)
+  assert jax.tree.structure(a_state) == jax.tree.structure(b_state)  # Checkpoints stay readable.
+  for step in range(8):
+    grads = {"w": jnp.array([0.3, 0.1, -0.2]) * (step + 1)}
+    a, a_state = jax.jit(inside.update)(grads, a_state, params)
+    b, b_state = jax.jit(unit.update)(grads, b_state, params)
+    count = schedule_step(jnp.int32(step // 3), jnp.int32(step % 3), jnp.int32(3), 3)
+    assert int(count) == step
+    lr = jnp.asarray(schedule(count), jnp.float32)
+    np.testing.assert_array_equal(a["w"], b["w"] * lr)

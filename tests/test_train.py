@@ -35,7 +35,7 @@ def _steps(config, dataset, batch, num_devices, steps):
   tx = method.optimizer(10)
   graphs, state = init_state(model, tx, method, config.seed)
   state = jax.device_put(state, sharding.replicated(mesh))
-  step = jax.jit(make_train_step(graphs, tx, method))
+  step = jax.jit(make_train_step(graphs, tx, method, 10))
   out = []
   for _ in range(steps):
     state, metrics = step(state, sharding.to_global(batch, mesh), jnp.int32(0))

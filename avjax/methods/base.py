@@ -54,12 +54,15 @@ class StepContext:
     step: global step (int32 scalar).
     epoch: 0-indexed epoch (int32 scalar).
     rng: a key for this step, already folded with the step number.
+    learning_rate: the schedule's rate for this step (float32 scalar; `apply_gradients` applies it
+      to the method's unit-rate optimizer); None: the optimizer's own (unit) rate.
     model: the model's capabilities and parameter groups (static).
   """
 
   step: jax.Array
   epoch: jax.Array
   rng: jax.Array
+  learning_rate: jax.Array | None = None
   model: ModelInfo | None = flax.struct.field(pytree_node=False, default=None)
 
 
@@ -139,12 +142,22 @@ def parse_settings(settings_cls: type, config: ml_collections.ConfigDict) -> Any
   return settings_cls(**given)
 
 
+def scale_updates(updates: Any, learning_rate: jax.Array | None) -> Any:
+  """A unit-rate optimizer's updates times the step's learning rate (None: unchanged)."""
+  if learning_rate is None:
+    return updates
+  return jax.tree.map(lambda u: u * learning_rate.astype(u.dtype), updates)
+
+
 def apply_gradients(tx: optax.GradientTransformation, state: TrainState, grads: Any,
-                    params: Any = None, **fields: Any) -> TrainState:
+                    params: Any = None, learning_rate: jax.Array | None = None,
+                    **fields: Any) -> TrainState:
   """One optimizer step: `state` with params updated from `grads` (taken at `params`, default
-  state.params), the new optimizer state, and any other `fields` replaced."""
+  state.params) by the unit-rate optimizer `tx` scaled by `learning_rate` (the step's
+  `ctx.learning_rate`), the new optimizer state, and any other `fields` replaced."""
   params = state.params if params is None else params
   updates, opt_state = tx.update(grads, state.opt_state, params)
+  updates = scale_updates(updates, learning_rate)
   return state.replace(params=optax.apply_updates(params, updates), opt_state=opt_state, **fields)
 
 
@@ -188,10 +201,22 @@ class Method:
 
   # ------------------------------------------------------------------------------ training
   def optimizer(self, steps_per_epoch: int) -> optax.GradientTransformation:
-    """The optimizer over all params (`config.optimizer`, schedule and gradient accumulation)."""
+    """The optimizer over all params (`config.optimizer`, gradient accumulation) at unit rate:
+    `apply_gradients` scales its updates by the step's rate from `schedule`."""
     tc = self.config.train
     return make_optimizer(self.config.optimizer, steps_per_epoch, tc.num_epochs,
-                          tc.grad_accum_steps)
+                          tc.grad_accum_steps, unit_rate=True)
+
+  def schedule(self, updates_per_epoch: int) -> optax.Schedule:
+    """The learning rate per update (default: config.optimizer's schedule)."""
+    return make_schedule(self.config.optimizer, updates_per_epoch, self.config.train.num_epochs)
+
+  def learning_rate(self, schedule_step: Any, steps_per_epoch: int) -> Any:
+    """The rate at a schedule step (`avjax.optim.schedule_step`: the global step when epochs have
+    their plain length), counted in updates under gradient accumulation; traced or on the host."""
+    k = self.config.train.grad_accum_steps
+    updates_per_epoch = max(steps_per_epoch // k, 1) if k > 1 else steps_per_epoch
+    return self.schedule(updates_per_epoch)(schedule_step // k)
 
   def init_state(self, params: nnx.State) -> Any:
     """The method's own state pytree, carried through the step and checkpointed."""
@@ -215,19 +240,9 @@ class Method:
         loss_fn, has_aux=True)(state.params)
     grads, method_state, grad_metrics = self.transform_grads(
         grads, output, batch, state.method_state, ctx)
-    new_state = apply_gradients(tx, state, grads, model_state=model_state,
-                                method_state=method_state)
+    new_state = apply_gradients(tx, state, grads, learning_rate=ctx.learning_rate,
+                                model_state=model_state, method_state=method_state)
     return new_state, output, {**metrics, **grad_metrics}
-
-  def learning_rate(self, step: int, epoch: int, steps_per_epoch: int) -> float:
-    """The learning rate of the update after `step` train steps, in `epoch` (what the trainer
-    logs). Default: config.optimizer's schedule, counted in updates under gradient accumulation.
-    Methods whose optimizer() follows another schedule override this with theirs."""
-    k = self.config.train.grad_accum_steps
-    updates_per_epoch = max(steps_per_epoch // k, 1) if k > 1 else steps_per_epoch
-    schedule = make_schedule(self.config.optimizer, updates_per_epoch,
-                             self.config.train.num_epochs)
-    return float(schedule(step // k))
 
   def loss(self, output: ModelOutput, batch: dict[str, jax.Array], state: Any,
            ctx: StepContext) -> tuple[jax.Array, Metrics]:

@@ -27,9 +27,9 @@ modality with the largest gap (ties: the later one, as the reference's `else` br
 
 Plans are shuffled (originals and copies together) and deterministic in (seed, epoch, model state);
 the trainer saves them, so a resumed epoch replays its plan. The learning-rate schedule counts
-EPOCHS, as the reference's StepLR stepped once per epoch: re-sampled epochs are longer than the
-`steps_per_epoch` the trainer's step-based schedules assume, so the method builds its optimizer with
-unit learning rate and scales each update by the schedule at the current epoch.
+EPOCHS, as the reference's StepLR stepped once per epoch: the trainer evaluates schedules at each
+step's fractional epoch (avjax.optim.schedule_step), so a re-sampled (longer) epoch keeps the plain
+epoch's rate boundaries.
 
 Per-sample training-set contributions are written to `<workdir>/valuation/train_epoch_<e>_...csv`
 (with the copies made), their means to valuation/summary.jsonl and the plot.
@@ -57,7 +57,6 @@ from avjax.methods import base
 from avjax.methods.base import METHODS, EpochContext, EpochUpdate, Method, Metrics, StepContext
 from avjax.models.contract import ModelInfo
 from avjax.models.outputs import MODALITIES, ModelOutput
-from avjax.optim import make_optimizer, make_schedule
 from avjax.registry import ConfigError
 from avjax.state import ModelFns, TrainState
 
@@ -186,18 +185,8 @@ def valuation_subset(num_examples: int, part_ratio: float, seed: int, epoch: int
   return np.sort(rng.choice(num_examples, size=size, replace=False))
 
 
-def _scaled(tx: optax.GradientTransformation, factor: jax.Array) -> optax.GradientTransformation:
-  """tx with every update multiplied by `factor` (same state structure)."""
-
-  def update(grads, opt_state, params=None):
-    updates, new_state = tx.update(grads, opt_state, params)
-    return jax.tree.map(lambda u: u * factor.astype(u.dtype), updates), new_state
-
-  return optax.GradientTransformation(tx.init, update)
-
-
 class ValuationResampling(Method):
-  """Shared by both levels: warm-up, valuation passes, epoch-counted learning rate."""
+  """Shared by both levels: warm-up, valuation passes."""
 
   Settings = SampleLevelSettings
   requires = frozenset({"encode_fuse"})
@@ -209,29 +198,13 @@ class ValuationResampling(Method):
     self.valuation_fn = valuation.make_valuation_fn(self.value_fn)  # One object: one compile.
 
   # ------------------------------------------------------------------------------ training
-  def epoch_learning_rate(self, epoch: jax.Array) -> jax.Array:
-    """The configured schedule evaluated per epoch (StepLR stepped once per epoch)."""
-    schedule = make_schedule(self.config.optimizer, 1, self.config.train.num_epochs)
-    return jnp.asarray(schedule(epoch), jnp.float32)
-
-  def learning_rate(self, step: int, epoch: int, steps_per_epoch: int) -> float:
-    return float(self.epoch_learning_rate(jnp.int32(epoch)))
-
-  def optimizer(self, steps_per_epoch: int) -> optax.GradientTransformation:
-    """The configured optimizer at unit learning rate; `update` applies the epoch's rate."""
-    unit = ml_collections.ConfigDict(self.config.optimizer.to_dict())
-    unit.learning_rate, unit.schedule = 1.0, "constant"
-    tc = self.config.train
-    return make_optimizer(unit, steps_per_epoch, tc.num_epochs, tc.grad_accum_steps)
-
   def update(self, model: ModelFns, tx: optax.GradientTransformation, state: TrainState,
              batch: dict[str, jax.Array], ctx: StepContext
              ) -> tuple[TrainState, ModelOutput, Metrics]:
-    lr = self.epoch_learning_rate(ctx.epoch)
-    new_state, output, metrics = super().update(model, _scaled(tx, lr), state, batch, ctx)
+    new_state, output, metrics = super().update(model, tx, state, batch, ctx)
     copies = jnp.mean(jnp.any(batch["modality_mask"] < 1, axis=-1).astype(jnp.float32)) \
         if "modality_mask" in batch else jnp.zeros((), jnp.float32)
-    return new_state, output, {**metrics, "learning_rate_epoch": lr, "single_modality_frac": copies}
+    return new_state, output, {**metrics, "single_modality_frac": copies}
 
   # ------------------------------------------------------------------------------ planning
   def on_epoch_start(self, ctx: EpochContext) -> EpochUpdate:

@@ -73,17 +73,17 @@ def momentum_copy(tree: Any) -> Any:
 
 
 class VATSchedule(Method):
-  """Base of both VAT methods: AdamW with VAT's cosine to `min_learning_rate` (set by the
-  subclass), and that rate logged."""
+  """Base of both VAT methods: AdamW (unit rate) with VAT's cosine to `min_learning_rate` (set by
+  the subclass) as the schedule."""
 
   min_learning_rate: float
 
   def optimizer(self, steps_per_epoch: int) -> optax.GradientTransformation:
     self.steps_per_epoch = steps_per_epoch
-    return L.vat_optimizer(self.config, steps_per_epoch, self.min_learning_rate)
+    return L.vat_optimizer(self.config, steps_per_epoch, self.min_learning_rate, unit_rate=True)
 
-  def learning_rate(self, step: int, epoch: int, steps_per_epoch: int) -> float:
-    return L.vat_learning_rate(self.config, step, steps_per_epoch, self.min_learning_rate)
+  def schedule(self, updates_per_epoch: int) -> optax.Schedule:
+    return L.vat_schedule(self.config, updates_per_epoch, self.min_learning_rate)
 
 
 class VATPretrain(VATSchedule):
@@ -171,7 +171,7 @@ class VATPretrain(VATSchedule):
     queue_audio, ptr = L.enqueue(ms["queue_audio"], feats_m["audio"], ms["queue_ptr"])
     queue_visual, _ = L.enqueue(ms["queue_visual"], feats_m["visual"], ms["queue_ptr"])
     new_state = apply_gradients(
-        tx, state, grads, params, model_state=model_state,
+        tx, state, grads, params, learning_rate=ctx.learning_rate, model_state=model_state,
         method_state={"momentum": momentum, "queue_audio": queue_audio,
                       "queue_visual": queue_visual, "queue_ptr": ptr})
     b = batch["audio"].shape[0]

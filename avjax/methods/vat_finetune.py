@@ -126,8 +126,8 @@ class VATFinetune(VATSchedule):
 
     (_, (output, model_state, metrics)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(state.params)
-    new_state = apply_gradients(tx, state, grads, model_state=model_state,
-                                method_state=method_state)
+    new_state = apply_gradients(tx, state, grads, learning_rate=ctx.learning_rate,
+                                model_state=model_state, method_state=method_state)
     return new_state, output, {**metrics, "alpha": alpha}
 
   def finetune_loss(self, output: ModelOutput, teacher: ModelOutput | None,

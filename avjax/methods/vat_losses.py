@@ -19,7 +19,7 @@ import ml_collections
 import optax
 
 from avjax.models.contract import top_key
-from avjax.optim import make_optimizer, make_schedule
+from avjax.optim import make_optimizer, make_schedule, unit_schedule
 
 TEMPERATURE_RANGE = (0.001, 0.5)  # ALBEF clamps the learnable temperature to this range.
 
@@ -169,12 +169,13 @@ def vat_schedule(config: ml_collections.ConfigDict, updates_per_epoch: int,
       max(total, warmup + 1), end_value=min_learning_rate)
 
 
-def _single(config: ml_collections.ConfigDict, steps_per_epoch: int,
-            min_learning_rate: float) -> optax.GradientTransformation:
+def _single(config: ml_collections.ConfigDict, steps_per_epoch: int, min_learning_rate: float,
+            unit_rate: bool) -> optax.GradientTransformation:
   oc, epochs = config.optimizer, config.train.num_epochs
   if oc.name != "adamw":
-    return make_optimizer(oc, steps_per_epoch, epochs)
-  schedule = vat_schedule(config, steps_per_epoch, min_learning_rate)
+    return make_optimizer(oc, steps_per_epoch, epochs, unit_rate=unit_rate)
+  schedule = unit_schedule if unit_rate else vat_schedule(config, steps_per_epoch,
+                                                          min_learning_rate)
   opt = optax.adamw(schedule, b1=oc.b1, b2=oc.b2, eps=oc.eps, weight_decay=oc.weight_decay,
                     mask=decay_mask)
   if oc.grad_clip_norm:
@@ -182,20 +183,14 @@ def _single(config: ml_collections.ConfigDict, steps_per_epoch: int,
   return opt
 
 
-def vat_learning_rate(config: ml_collections.ConfigDict, step: int, steps_per_epoch: int,
-                      min_learning_rate: float) -> float:
-  """vat_optimizer's learning rate after `step` train steps (updates under accumulation)."""
-  k = config.train.grad_accum_steps
-  updates_per_epoch = max(steps_per_epoch // k, 1) if k > 1 else steps_per_epoch
-  return float(vat_schedule(config, updates_per_epoch, min_learning_rate)(step // k))
-
-
 def vat_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
-                  min_learning_rate: float) -> optax.GradientTransformation:
+                  min_learning_rate: float, unit_rate: bool = False
+                  ) -> optax.GradientTransformation:
   """AdamW (decoupled decay, 1-D parameters excluded) with cosine decay to `min_learning_rate`;
-  other optimizer names fall back to avjax.optim. Gradient accumulation as avjax.optim."""
+  other optimizer names fall back to avjax.optim. Gradient accumulation as avjax.optim.
+  `unit_rate`: learning rate 1 (the trainer scales the updates by `vat_schedule`'s rate)."""
   k = config.train.grad_accum_steps
   if k > 1:
-    inner = _single(config, max(steps_per_epoch // k, 1), min_learning_rate)
+    inner = _single(config, max(steps_per_epoch // k, 1), min_learning_rate, unit_rate)
     return optax.MultiSteps(inner, every_k_schedule=k)
-  return _single(config, steps_per_epoch, min_learning_rate)
+  return _single(config, steps_per_epoch, min_learning_rate, unit_rate)

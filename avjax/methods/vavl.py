@@ -14,7 +14,8 @@ task = CE (classification; w_rec = 2) or sum_k (1 - CCC_k) (regression; w_rec = 
 avjax/tasks.py. Each step sees the parameters the previous one produced. Every module has its
 own optimizer state (the reference's separate torch Adam per module: Adam(lr, betas (0.95, 0.999),
 weight_decay 5e-7 as L2 = `config.optimizer` adam with weight_decay), so `shared` is stepped twice
-per batch with one state, as there. Schedules count each module's own updates.
+per batch with one state, as there. The learning rate follows the run's schedule at the step's
+position (the reference uses a constant rate).
 
 Missing modalities: the batch's modality_mask (B, 2) weights each example's loss in the uni-modal
 steps (an example without visual frames does not train the visual branch) and zeroes the missing
@@ -38,7 +39,7 @@ from flax import nnx
 
 from avjax import tasks
 from avjax.methods import base
-from avjax.methods.base import METHODS, Method, Metrics, StepContext
+from avjax.methods.base import METHODS, Method, Metrics, StepContext, scale_updates
 from avjax.models.contract import ModelInfo, replace, set_mode
 from avjax.models.outputs import MODALITIES, ModelOutput
 from avjax.optim import make_optimizer
@@ -126,14 +127,17 @@ class VAVLMethod(Method):
     check_inputs(config, "vavl")
 
   def optimizer(self, steps_per_epoch: int) -> ModuleOptimizer:
-    tx = make_optimizer(self.config.optimizer, steps_per_epoch, self.config.train.num_epochs)
+    tx = make_optimizer(self.config.optimizer, steps_per_epoch, self.config.train.num_epochs,
+                        unit_rate=True)
     return per_module_optimizer(tx)
 
   # --------------------------------------------------------------------------------- the steps
   def _step(self, model: ModelFns, tx: ModuleOptimizer, params: nnx.State, model_state: nnx.State,
             opt_state: dict[str, Any], group: tuple[str, ...],
-            loss_fn: Callable[[Any], tuple[jax.Array, Any]], *, train: bool = True) -> StepResult:
-    """Gradients of loss_fn(model) w.r.t. the `group` modules only; one update per module."""
+            loss_fn: Callable[[Any], tuple[jax.Array, Any]], *, train: bool = True,
+            learning_rate: jax.Array | None = None) -> StepResult:
+    """Gradients of loss_fn(model) w.r.t. the `group` modules only; one update per module, scaled
+    by the step's `learning_rate` (the optimizer runs at unit rate)."""
 
     def objective(sub):
       full = replace(params, sub)
@@ -146,12 +150,13 @@ class VAVLMethod(Method):
     updated = {}
     for m in group:
       updates, new_opt[m] = tx.module_tx.update(grads[m], opt_state[m], params[m])
-      updated[m] = optax.apply_updates(params[m], updates)
+      updated[m] = optax.apply_updates(params[m], scale_updates(updates, learning_rate))
     return StepResult(replace(params, updated), new_model_state, new_opt, loss, aux)
 
   def unimodal_step(self, modality: str, model: ModelFns, tx: ModuleOptimizer, params: nnx.State,
                     model_state: nnx.State, opt_state: dict[str, Any],
-                    batch: dict[str, jax.Array]) -> StepResult:
+                    batch: dict[str, jax.Array],
+                    learning_rate: jax.Array | None = None) -> StepResult:
     """VAVL's 'visual' / 'acoustic' step (train mode)."""
     inputs = model_inputs(batch)
     weights = _presence(batch, modality)
@@ -163,11 +168,13 @@ class VAVLMethod(Method):
       return task + self.recon_weight * recon, {"task": task, "recon": recon, **metrics}
 
     return self._step(model, tx, params, model_state, opt_state,
-                      self.model.paths(*STEP_GROUPS[modality]), loss_fn)
+                      self.model.paths(*STEP_GROUPS[modality]), loss_fn,
+                      learning_rate=learning_rate)
 
   def fusion_step(self, model: ModelFns, tx: ModuleOptimizer, params: nnx.State,
                   model_state: nnx.State, opt_state: dict[str, Any],
-                  batch: dict[str, jax.Array]) -> StepResult:
+                  batch: dict[str, jax.Array],
+                  learning_rate: jax.Array | None = None) -> StepResult:
     """VAVL's 'weights' step: encoders / shared / uni-modal heads in eval mode, fusion trains."""
     inputs = model_inputs(batch)
     mask = batch.get("modality_mask")
@@ -179,7 +186,8 @@ class VAVLMethod(Method):
       return loss, (out, metrics)
 
     return self._step(model, tx, params, model_state, opt_state,
-                      self.model.paths(*STEP_GROUPS["fusion"]), loss_fn)
+                      self.model.paths(*STEP_GROUPS["fusion"]), loss_fn,
+                      learning_rate=learning_rate)
 
   def update(self, model: ModelFns, tx: ModuleOptimizer, state: TrainState,
              batch: dict[str, jax.Array], ctx: StepContext
@@ -187,11 +195,12 @@ class VAVLMethod(Method):
     params, model_state, opt_state = state.params, state.model_state, state.opt_state
     metrics: Metrics = {}
     for modality in ("visual", "audio"):  # The reference's order: visual, acoustic, fusion.
-      r = self.unimodal_step(modality, model, tx, params, model_state, opt_state, batch)
+      r = self.unimodal_step(modality, model, tx, params, model_state, opt_state, batch,
+                             ctx.learning_rate)
       params, model_state, opt_state = r.params, r.model_state, r.opt_state
       metrics[f"loss_{modality}"] = r.aux["task"]
       metrics[f"recon_{modality}"] = r.aux["recon"]
-    r = self.fusion_step(model, tx, params, model_state, opt_state, batch)
+    r = self.fusion_step(model, tx, params, model_state, opt_state, batch, ctx.learning_rate)
     output, fusion_metrics = r.aux
     metrics.update({"loss": r.loss, **fusion_metrics})
     new_state = state.replace(params=r.params, model_state=r.model_state, opt_state=r.opt_state)

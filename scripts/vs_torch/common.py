@@ -53,7 +53,8 @@ def avjax_train_step(config: Any, num_classes: int, data: dict[str, np.ndarray],
   data.setdefault("modality_mask", np.ones((batch, 2), np.float32))
   exp = setup(config, num_classes, steps_per_epoch=steps_per_epoch)
   data = jax.device_put(data)
-  step_fn = jax.jit(make_train_step(exp.graphs, exp.tx, exp.method), donate_argnums=0)
+  step_fn = jax.jit(make_train_step(exp.graphs, exp.tx, exp.method, steps_per_epoch),
+                    donate_argnums=0)
   holder = {"state": jax.device_put(exp.state)}
   epoch = jnp.int32(0)
 

@@ -197,7 +197,8 @@ def test_train_step_matches_with_fixed_negatives(monkeypatch):
                       lambda rng, a2v, v2a: (jnp.asarray(NEG_VIDEO), jnp.asarray(NEG_AUDIO)))
   inputs, (audio, visual) = _inputs(4)
   batch = {**inputs, "modality_mask": np.ones((B, 2), np.float32)}
-  step = jax.jit(make_train_step(exp.graphs, exp.tx, exp.method), compiler_options=FAST_COMPILE)
+  step = jax.jit(make_train_step(exp.graphs, exp.tx, exp.method, exp.steps_per_epoch),
+                 compiler_options=FAST_COMPILE)
   new_state, metrics = step(state, batch, jnp.int32(0))
   assert float(metrics["nonfinite"]) == 0 and float(metrics["alpha"]) == pytest.approx(0.2)
 

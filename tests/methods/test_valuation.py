@@ -24,7 +24,8 @@ from avjax.data.pipeline import shuffled_plan
 from avjax.methods import METHODS
 
 from avjax.methods import valuation as vm
-from avjax.methods.base import EpochContext
+from avjax.methods.base import EpochContext, scale_updates
+from avjax.optim import schedule_step
 from avjax.preemption import Preempted
 from avjax.registry import ConfigError
 from tests.helpers import restore_final_state, tiny_config
@@ -176,23 +177,27 @@ def test_validate_errors(name, key, value, needle):
 
 
 def test_learning_rate_counts_epochs_not_steps():
+  """Re-sampled epochs are longer (7 steps here, 3 plain): the schedule still steps per epoch."""
   config = _config("valuation_sample")
   config.optimizer.update(dict(name="adam", learning_rate=0.01, schedule="step", step_epochs=2,
                                gamma=0.5, weight_decay=1e-4))
   method = METHODS.get("valuation_sample")(config)
-  assert [float(method.epoch_learning_rate(jnp.int32(e))) for e in range(5)] == pytest.approx(
-      [0.01, 0.01, 0.005, 0.005, 0.0025])
-  assert method.learning_rate(step=7, epoch=2, steps_per_epoch=3) == pytest.approx(0.005)
-  # Unit-rate optimizer scaled by the epoch's rate == the optimizer at that rate (Adam + L2).
+  rate = lambda epoch, i: float(method.learning_rate(
+      schedule_step(jnp.int32(epoch), jnp.int32(i), jnp.int32(7), 3), 3))
+  assert [rate(e, 0) for e in range(5)] == pytest.approx([0.01, 0.01, 0.005, 0.005, 0.0025])
+  assert [rate(1, i) for i in range(7)] == pytest.approx([0.01] * 7)  # All of epoch 1.
+  assert rate(2, 6) == pytest.approx(0.005)
+  # Unit-rate optimizer scaled by the step's rate == the optimizer at that rate (Adam + L2).
   params = {"w": jnp.array([1.0, -2.0, 3.0])}
   grads = {"w": jnp.array([0.3, 0.1, -0.2])}
   tx = method.optimizer(steps_per_epoch=1)
   reference = optax.chain(optax.add_decayed_weights(1e-4), optax.adam(0.005))
   state, ref_state = tx.init(params), reference.init(params)
   for _ in range(2):
-    ours, state = vm._scaled(tx, jnp.float32(0.005)).update(grads, state, params)  # pylint: disable=protected-access
+    ours, state = tx.update(grads, state, params)
     theirs, ref_state = reference.update(grads, ref_state, params)
-    np.testing.assert_allclose(ours["w"], theirs["w"], rtol=1e-6)
+    np.testing.assert_allclose(scale_updates(ours, jnp.float32(0.005))["w"], theirs["w"],
+                               rtol=1e-6)
 
 
 def test_every_run_reports_contributions_by_default():
@@ -352,8 +357,7 @@ def test_smoke_run_resamples_and_recovers_the_informative_modality(smoke_run):
   assert any(r["split"] == "test" and "shapley_audio" in r for r in rows)
   train = [r for r in rows if r["split"] == "train"]
   assert train[0]["single_modality_frac"] == 0.0 < train[1]["single_modality_frac"]
-  assert train[1]["learning_rate_epoch"] == pytest.approx(2e-3)
-  assert train[1]["learning_rate"] == pytest.approx(train[1]["learning_rate_epoch"])
+  assert train[1]["learning_rate"] == pytest.approx(2e-3)  # The rate the epoch trained with.
   # Epoch 1's plan: the 384 originals plus the copies recorded with the training-set valuation.
   files = sorted(os.listdir(os.path.join(workdir, "valuation")))
   assert "contributions.png" in files

@@ -50,9 +50,9 @@ def test_logged_learning_rate_is_the_optimizers_own_cosine_to_the_floor():
   c.train.num_epochs = 4
   method = VATFinetune(c)
   floor = method.min_learning_rate = 1e-5
-  assert method.learning_rate(0, 0, 10) == pytest.approx(1e-4)
-  assert method.learning_rate(20, 2, 10) == pytest.approx(floor + (1e-4 - floor) / 2)
-  assert method.learning_rate(40, 3, 10) == pytest.approx(floor)
+  assert method.learning_rate(0, 10) == pytest.approx(1e-4)
+  assert method.learning_rate(20, 10) == pytest.approx(floor + (1e-4 - floor) / 2)
+  assert method.learning_rate(40, 10) == pytest.approx(floor)
   # The optimizer applies exactly that rate: AdamW's first update is -lr * sign(g) (+ decay).
   tx = L.vat_optimizer(c, 10, floor)
   params = {"kernel": jnp.zeros((2,))}
@@ -60,7 +60,15 @@ def test_logged_learning_rate_is_the_optimizers_own_cosine_to_the_floor():
   for _ in range(20):
     _, state = tx.update({"kernel": jnp.ones((2,))}, state, params)
   updates, _ = tx.update({"kernel": jnp.ones((2,))}, state, params)
-  np.testing.assert_allclose(updates["kernel"], -method.learning_rate(20, 2, 10), rtol=1e-3)
+  np.testing.assert_allclose(updates["kernel"], -method.learning_rate(20, 10), rtol=1e-3)
+  # The trainer's unit-rate form, scaled by that rate, is the same update.
+  unit = method.optimizer(10)
+  state = unit.init(params)
+  for _ in range(20):
+    _, state = unit.update({"kernel": jnp.ones((2,))}, state, params)
+  scaled, _ = unit.update({"kernel": jnp.ones((2,))}, state, params)
+  np.testing.assert_allclose(scaled["kernel"] * method.learning_rate(20, 10), updates["kernel"],
+                             rtol=1e-6)
 
 
 # -------------------------------------------------------------------------- fine-tuning loss

@@ -54,7 +54,7 @@ def test_trainer_step_recomputes_only_with_model_remat(remat):
   exp = setup(c, num_classes=3)
   batch = {"audio": jnp.zeros((2, 16, 16, 1)), "visual": jnp.zeros((2, 1, 16, 16, 3), jnp.uint8),
            "label": jnp.zeros((2,), jnp.int32), "modality_mask": jnp.ones((2, 2))}
-  jaxpr = str(jax.make_jaxpr(make_train_step(exp.graphs, exp.tx, exp.method))(
+  jaxpr = str(jax.make_jaxpr(make_train_step(exp.graphs, exp.tx, exp.method, 1))(
       exp.state, batch, jnp.int32(0)))
   assert ("checkpoint" in jaxpr or "remat" in jaxpr) == remat
 
