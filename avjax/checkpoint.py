@@ -17,6 +17,8 @@ from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
+from avjax import workdir
+
 
 class _QuietReadOnly(logging.Filter):
   """Drops Orbax's warning that a read-only manager's directory is read only (asked for)."""
@@ -176,7 +178,7 @@ def _resolve_step_dir(source: str) -> str:
   source = os.path.abspath(source)
   if os.path.isdir(os.path.join(source, "state")):
     return source
-  ckpt_dir = os.path.join(source, "checkpoints")
+  ckpt_dir = workdir.checkpoints(source)
   ckpt_dir = ckpt_dir if os.path.isdir(ckpt_dir) else source
   steps = sorted(int(n) for n in os.listdir(ckpt_dir) if n.isdigit()) if os.path.isdir(
       ckpt_dir) else []
@@ -194,11 +196,10 @@ def _resolve_step_dir(source: str) -> str:
 
 def _best_ranked(checkpointer: Checkpointer) -> int | None:
   """The step the source run's own best_metric ranks best (read from its config.json)."""
-  from avjax import writers  # pylint: disable=import-outside-toplevel
-  config_path = os.path.join(os.path.dirname(checkpointer.directory), "config.json")
+  config_path = workdir.config_file(os.path.dirname(checkpointer.directory))
   if not os.path.exists(config_path):
     return None
-  train = writers.read_config_json(config_path).get("train", {})
+  train = workdir.read_config_json(config_path).get("train", {})
   checkpointer.best_metric = train.get("best_metric", "")
   checkpointer.best_mode = train.get("best_mode", "max")
   return checkpointer.best_step() if checkpointer.best_metric else None

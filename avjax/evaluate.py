@@ -62,18 +62,8 @@ def _cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
 
 def load_workdir_config(workdir: str) -> Any:
   """The ml_collections.ConfigDict a workdir was written with (`<workdir>/config.json`)."""
-  import os  # pylint: disable=import-outside-toplevel
-
-  import ml_collections  # pylint: disable=import-outside-toplevel
-
-  from avjax import writers  # pylint: disable=import-outside-toplevel
-  from avjax.registry import ConfigError  # pylint: disable=import-outside-toplevel
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
-    raise ConfigError(f"{path} does not exist; --workdir must be a directory written by "
-                      "`python -m avjax.main` or `python -m avjax.convert`.")
-  from avjax.config import upgrade_saved  # pylint: disable=import-outside-toplevel
-  return ml_collections.ConfigDict(upgrade_saved(writers.read_config_json(path)))
+  from avjax import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
+  return workdir_lib.read_config(workdir)
 
 
 def evaluate_workdir(workdir: str, *, split: str | None = None, step: int | None = None,
@@ -86,6 +76,7 @@ def evaluate_workdir(workdir: str, *, split: str | None = None, step: int | None
 
   from avjax import data  # pylint: disable=import-outside-toplevel
   from avjax import evaluators as evaluators_lib  # pylint: disable=import-outside-toplevel
+  from avjax import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
   from avjax.checkpoint import Checkpointer, abstract_like  # pylint: disable=import-outside-toplevel
   from avjax.registry import ConfigError  # pylint: disable=import-outside-toplevel
   from avjax.steps import make_eval_step, setup  # pylint: disable=import-outside-toplevel
@@ -96,7 +87,7 @@ def evaluate_workdir(workdir: str, *, split: str | None = None, step: int | None
   split = split or config.dataset.test_split or config.dataset.val_split
   if not split:
     raise ConfigError("The workdir's config names no test or validation split; pass --split.")
-  ckpt_dir = os.path.join(workdir, "checkpoints")
+  ckpt_dir = workdir_lib.checkpoints(workdir)
   if not os.path.isdir(ckpt_dir):
     raise ConfigError(f"{workdir} has no checkpoints/ directory.")
   tc = config.train

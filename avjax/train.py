@@ -6,9 +6,7 @@ Every method and model goes through `train_and_evaluate`; methods change the los
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from typing import Any
 
@@ -21,10 +19,10 @@ from flax import nnx
 from avjax import config as config_lib
 from avjax import data, sharding
 from avjax import evaluators as evaluators_lib
+from avjax import workdir as workdir_lib
 from avjax import writers
 from avjax.checkpoint import Checkpointer, abstract_like, init_params_from
 from avjax.evaluate import predict
-from avjax.methods import METHODS
 from avjax.methods.base import EpochContext
 from avjax.preemption import Preempted, PreemptionWatcher
 from avjax.registry import ConfigError
@@ -37,59 +35,6 @@ log = logging.getLogger(__name__)
 
 class NonFiniteLossError(RuntimeError):
   """Training produced a non-finite loss or gradient and the policy is to stop."""
-
-
-# Keys that may change between a run and its resumption (they do not change the computation);
-# config.evals.* too (evaluation only).
-_RESUMABLE_CHANGES = ("train.num_epochs", "train.progress", "train.log_every_steps",
-                      "train.eval_every_epochs", "train.checkpoint_every_steps",
-                      "train.checkpoint_every_epochs", "train.keep_checkpoints",
-                      "train.best_metric", "train.best_mode",
-                      "input.num_workers", "mesh.distributed", "mesh.coordinator_address",
-                      "mesh.num_processes", "mesh.process_id", "dataset.data_dir", "name")
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-  flat = {}
-  for k, v in tree.items():
-    if isinstance(v, dict):
-      flat.update(_flatten(v, f"{prefix}{k}."))
-    else:
-      flat[f"{prefix}{k}"] = v
-  return flat
-
-
-def _run_method_settings_only(flat: dict[str, Any]) -> dict[str, Any]:
-  """A saved flat config without config.method keys its method does not take: workdirs written
-  before `validate` resolved the method (avjax.config.with_method) stored every method's settings."""
-  name = flat.get("method.name")
-  if name not in METHODS:
-    return flat
-  takes = METHODS.get(name).settings_keys()
-  return {k: v for k, v in flat.items()
-          if not k.startswith("method.") or k == "method.name" or k[len("method."):] in takes}
-
-
-def _check_workdir_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Refuses to resume a workdir written by a different experiment (nothing is overwritten)."""
-  path = os.path.join(workdir, "config.json")
-  current = json.loads(config.to_json())
-  if os.path.exists(path):
-    saved = _run_method_settings_only(_flatten(config_lib.upgrade_saved(
-        writers.read_config_json(path))))
-    now = _flatten(current)
-    diff = sorted(k for k in set(saved) | set(now)
-                  if k not in _RESUMABLE_CHANGES and not k.startswith("evals.")
-                  and saved.get(k) != now.get(k))
-    if diff:
-      details = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in diff[:8])
-      raise ConfigError(f"{workdir} holds a run of a different configuration ({details}). "
-                        "Resuming would mix the two; pass a new --workdir (or delete that one "
-                        "yourself if you no longer need it).")
-  if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    with open(path, "w") as f:
-      json.dump(current, f, indent=2, sort_keys=True)
 
 
 def _mean_metrics(history: list[dict[str, jax.Array]]) -> dict[str, float]:
@@ -124,7 +69,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   dataset = data.open_dataset(config.dataset, splits)
   train_source = dataset.sources[config.dataset.train_split]
   steps_per_epoch, eval_batch_size = batch_plan(config, len(train_source), mesh)
-  _check_workdir_config(config, workdir)
+  workdir_lib.check_resume(config, workdir, write=jax.process_index() == 0)
 
   exp = setup(config, dataset.num_classes, steps_per_epoch)
   method, graphs, state = exp.method, exp.graphs, exp.state
@@ -140,7 +85,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   evaluators = evaluators_lib.build(config, method.task)
   eval_step = jax.jit(make_eval_step(graphs, config, evaluators))
 
-  checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=tc.keep_checkpoints,
+  checkpointer = Checkpointer(workdir_lib.checkpoints(workdir), keep=tc.keep_checkpoints,
                               best_metric=tc.best_metric, best_mode=tc.best_mode)
   start_epoch, start_step = 0, 0
   restored = checkpointer.restore_latest(abstract_like(state))
@@ -192,7 +137,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                         state=state, model=method.model, run=run, workdir=workdir,
                         is_chief=is_chief)
 
-  plans = data.PlanStore(os.path.join(workdir, "plans"), enabled=is_chief)
+  plans = data.PlanStore(workdir_lib.plans(workdir), enabled=is_chief)
 
   host_step = int(state.step)  # Counted on the host from here on: no device sync per step.
   with PreemptionWatcher() as watcher:

@@ -36,11 +36,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from avjax import workdir as workdir_lib
 from avjax.models.outputs import MODALITIES
 from avjax.state import model_inputs
 
 VALUE_FNS = ("size", "correct")
-VALUATION_DIR = "valuation"
 SUMMARY_FILE = "summary.jsonl"
 PLOT_FILE = "contributions.png"
 # The diagnostics redraw contributions.png every this many epochs and at the last one.
@@ -222,16 +222,15 @@ def write_table(path: str, columns: Mapping[str, np.ndarray]) -> None:
 
 def append_summary(workdir: str, row: Mapping[str, Any]) -> None:
   """Appends one JSON row (split, epoch, step, num_examples, shapley_<m>) to summary.jsonl."""
-  directory = os.path.join(workdir, VALUATION_DIR)
-  os.makedirs(directory, exist_ok=True)
-  with open(os.path.join(directory, SUMMARY_FILE), "a") as f:
+  with open(os.path.join(workdir_lib.folder(workdir_lib.valuation(workdir)), SUMMARY_FILE),
+            "a") as f:
     f.write(json.dumps(dict(row)) + "\n")
 
 
 def read_summary(workdir: str) -> list[dict[str, Any]]:
   """summary.jsonl rows, keeping per (split, epoch) the row of the latest step (a final evaluation of
   the best checkpoint never hides the last epoch's own row), sorted by split and epoch."""
-  path = os.path.join(workdir, VALUATION_DIR, SUMMARY_FILE)
+  path = workdir_lib.valuation(workdir, SUMMARY_FILE)
   if not os.path.exists(path):
     return []
   latest: dict[tuple[str, int], dict[str, Any]] = {}
@@ -273,7 +272,7 @@ def plot_summary(workdir: str) -> str:
   ax.grid(True, alpha=0.3)
   if ax.get_lines():
     ax.legend(fontsize="small")
-  path = os.path.join(workdir, VALUATION_DIR, PLOT_FILE)
+  path = workdir_lib.valuation(workdir, PLOT_FILE)
   fig.savefig(path, dpi=100)
   return path
 
@@ -288,8 +287,7 @@ def write_artifacts(workdir: str, split: str, epoch: int, step: int,
   values = per_sample(predictions)
   if not values:
     return None
-  directory = os.path.join(workdir, VALUATION_DIR)
-  os.makedirs(directory, exist_ok=True)
+  directory = workdir_lib.folder(workdir_lib.valuation(workdir))
   columns: dict[str, np.ndarray] = {}
   for key in ("index", "label"):
     if key in predictions:

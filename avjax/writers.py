@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import tqdm
 
-METRICS_FILE = "metrics.jsonl"
-TENSORBOARD_DIR = "tensorboard"
+from avjax import workdir as workdir_lib
+
 _RESERVED = ("step", "epoch", "split")
 _SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}
 
@@ -55,7 +55,7 @@ class MetricWriter:
   def __init__(self, workdir: str | os.PathLike, *, enabled: bool = True):
     self.workdir = os.fspath(workdir)
     self.enabled = enabled
-    self.path = os.path.join(self.workdir, METRICS_FILE)
+    self.path = workdir_lib.metrics_file(self.workdir)
     self._file = None
     self._tb: dict[str, Any] = {}
     if not enabled:
@@ -98,7 +98,7 @@ class MetricWriter:
     if split not in self._tb:
       from tensorboardX import SummaryWriter  # imported lazily: only process 0 needs it
 
-      self._tb[split] = SummaryWriter(logdir=os.path.join(self.workdir, TENSORBOARD_DIR, split))
+      self._tb[split] = SummaryWriter(logdir=workdir_lib.tensorboard(self.workdir, split))
     return self._tb[split]
 
   def close(self) -> None:
@@ -117,25 +117,13 @@ class MetricWriter:
     self.close()
 
 
-def read_config_json(path: str | os.PathLike) -> dict[str, Any]:
-  """A workdir's `config.json` as a dict; a damaged file is a ConfigError that says so."""
-  from avjax.registry import ConfigError  # pylint: disable=import-outside-toplevel
-  try:
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)
-  except ValueError as e:  # JSONDecodeError, UnicodeDecodeError.
-    raise ConfigError(f"{path} is not valid JSON ({type(e).__name__}: {e}): the workdir's record "
-                      "of its config is damaged. Restore it (the run's config file and "
-                      "overrides), or use a new workdir.") from e
-
-
 def read_metrics(workdir: str | os.PathLike) -> list[dict[str, Any]]:
   """All rows of `<workdir>/metrics.jsonl` in file order (non-finite values read back as None).
 
   Returns [] when the file does not exist. A line that is not valid JSON (e.g. cut short by a crash) is
   skipped with a warning.
   """
-  path = os.path.join(os.fspath(workdir), METRICS_FILE)
+  path = workdir_lib.metrics_file(os.fspath(workdir))
   if not os.path.exists(path):
     return []
   rows = []
@@ -214,7 +202,8 @@ def _default_plot_keys(rows: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def plot_metrics(
-    workdir: str | os.PathLike, keys: Sequence[str] | None = None, out: str = "metrics.png"
+    workdir: str | os.PathLike, keys: Sequence[str] | None = None,
+    out: str = workdir_lib.PLOT_FILE
 ) -> str:
   """Plots metrics over epochs (one subplot per key, one line per split) and saves a PNG.
 

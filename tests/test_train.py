@@ -1,5 +1,7 @@
 """The trainer end to end: sharding equivalence, bit-exact resume, non-finite policy."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,6 +9,8 @@ import pytest
 
 from avjax import data, sharding, writers
 from avjax import train as train_lib
+from avjax import workdir as workdir_lib
+from avjax.config import upgrade_saved, validate
 from avjax.methods import METHODS, Method
 from avjax.registry import ConfigError
 from avjax.models import build_model
@@ -193,13 +197,30 @@ def test_workdirs_from_before_method_resolution_still_resume():
   # Older config.json files stored every config.method key (compare_balancing: all methods').
   saved = {"method.name": "ogm_ge", "method.alpha": 0.8, "method.scaling": 5.0,
            "method.value_fn": "size", "train.batch_size": 32}
-  assert train_lib._run_method_settings_only(saved) == {  # pylint: disable=protected-access
+  assert workdir_lib.run_method_settings_only(saved) == {
       "method.name": "ogm_ge", "method.alpha": 0.8, "train.batch_size": 32}
+
+
+def test_workdirs_from_before_task_and_evals_resume(data_dir, tmp_path):
+  """A config.json written before config.task / config.evals existed (VAVL, dimensional) is read
+  as today's config: the same run resumes, and evaluate sees its task and evaluators."""
+  config = validate(tiny_config(data_dir))
+  saved = json.loads(config.to_json())
+  del saved["task"], saved["evals"]
+  saved["method"].update(name="vavl", task="dimensional")
+  upgraded = upgrade_saved(saved)
+  assert upgraded["task"]["name"] == "regression" and "task" not in upgraded["method"]
+  assert upgraded["task"]["targets"] == ["arousal", "valence", "dominance"]
+  assert set(upgraded["evals"]) == {"report", "contributions", "predictions"}
+  old = json.loads(config.to_json())
+  del old["task"], old["evals"]  # A baseline run from before: resumes under today's config.
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  workdir_lib.check_resume(config, str(tmp_path), write=False)
+  assert workdir_lib.read_config(str(tmp_path)).task.name == "classification"
 
 
 def test_damaged_workdir_config_is_a_config_error(tmp_path):
   (tmp_path / "config.json").write_text('{"train": {"batch_')
   with pytest.raises(ConfigError, match="config.json is not valid JSON"):
-    check = train_lib._check_workdir_config  # pylint: disable=protected-access
-    check(tiny_config(str(tmp_path)), str(tmp_path))
+    workdir_lib.check_resume(tiny_config(str(tmp_path)), str(tmp_path), write=True)
   assert (tmp_path / "config.json").read_text() == '{"train": {"batch_'  # Left as it was.

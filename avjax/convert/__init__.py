@@ -14,7 +14,6 @@ AVClassifier) and `avjax.convert.cmvqvae` (CM-VQVAE's model.py, chosen when conf
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 import os
 import shutil
@@ -23,6 +22,7 @@ import ml_collections
 
 from avjax.convert.resnet_av import (Architecture, ConversionError, describe, infer_architecture,
                                      load_state_dict, nnx_to_state_dict, state_dict_to_nnx)
+from avjax import workdir as workdir_lib
 from avjax.convert import cmvqvae
 
 log = logging.getLogger(__name__)
@@ -139,11 +139,9 @@ def convert_checkpoint(checkpoint: str, config: ml_collections.ConfigDict, workd
 
   created = not os.path.exists(workdir)
   try:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:  # As avjax.train writes it.
-      json.dump(json.loads(config.to_json()), f, indent=2, sort_keys=True)
+    workdir_lib.write_config(workdir, config)  # As avjax.train writes it.
     tc = config.train
-    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), keep=tc.keep_checkpoints,
+    checkpointer = Checkpointer(workdir_lib.checkpoints(workdir), keep=tc.keep_checkpoints,
                                 best_metric=tc.best_metric, best_mode=tc.best_mode)
     checkpointer.save(0, state, {"epoch": 0, "step_in_epoch": 0,
                                  "converted_from": os.path.abspath(checkpoint)}, None)

@@ -26,6 +26,7 @@ import numpy as np
 from flax import nnx
 
 from avjax import metrics as metrics_lib
+from avjax import workdir as workdir_lib
 from avjax.evaluators.base import EVALUATORS, EvalContext, Evaluator
 from avjax.models.cmvqvae import model_kwargs, reconstruction_errors, visual_target
 from avjax.models.outputs import MODALITIES
@@ -109,8 +110,7 @@ class CMVQVAEEvaluator(Evaluator):
     result = ctx.apply(pictures)  # On every process: the model's arrays may span hosts.
     if not ctx.is_chief or not result:
       return
-    folder = os.path.join(ctx.workdir, "pictures")
-    os.makedirs(folder, exist_ok=True)
+    folder = workdir_lib.folder(workdir_lib.pictures(ctx.workdir))
     stem = os.path.join(folder, f"{ctx.split}_epoch{ctx.epoch + 1:03d}")
     threshold = float(model_kwargs(self.config).get("threshold", 5e-3))
     if "mask" in result:

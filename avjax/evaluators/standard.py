@@ -27,6 +27,7 @@ import numpy as np
 
 from avjax import metrics as metrics_lib
 from avjax import valuation
+from avjax import workdir as workdir_lib
 from avjax.evaluators.base import EVALUATORS, EvalContext, Evaluator
 from avjax.models.outputs import MODALITIES
 from avjax.registry import ConfigError
@@ -167,7 +168,7 @@ class Predictions(Evaluator):
     if not ctx.is_chief or ctx.split not in tuple(self.settings.splits):
       return
     regress = self.config.task.name == "regression"
-    write_predictions(os.path.join(ctx.workdir, "predictions", ctx.split),
+    write_predictions(workdir_lib.predictions(ctx.workdir, ctx.split),
                       tuple(self.config.task.targets) if regress else None, ctx.predictions,
                       LOGIT_MODES, {"step": ctx.step, "split": ctx.split,
                                     "task": self.config.task.name})
