@@ -203,7 +203,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       if config.dataset.val_split and ((epoch + 1) % tc.eval_every_epochs == 0 or last):
         val_metrics = evaluate(config.dataset.val_split, epoch)
         writer.write(step, epoch, "val", val_metrics)
-        log.info("epoch %d val: %s", epoch + 1, _brief(val_metrics))
+        log.info("epoch %d val: %s", epoch + 1, _brief(val_metrics, method.task.columns()))
       # A best_metric no validation metric has would never rank a checkpoint: stop at the first.
       misnamed = val_metrics is not None and tc.best_metric not in val_metrics
       if (((epoch + 1) % tc.checkpoint_every_epochs == 0 or last or preempted or misnamed)
@@ -236,10 +236,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   writer.close()
   if is_chief:
     rows = writers.read_metrics(workdir)
-    keys = [k for k in ("loss", "accuracy", "accuracy_audio", "accuracy_visual", "macro_f1")
-            if any(k in r for r in rows)]
+    present = lambda names: [k for k in names if any(k in r for r in rows)]
+    keys = present(method.task.columns())  # The task's headline metrics.
     print(writers.summary_table(rows, keys=keys))
-    print(f"Plot: {writers.plot_metrics(workdir)}")
+    plotted = keys + present(method.diagnostics)  # And the method's own, e.g. OGM's coefficients.
+    print(f"Plot: {writers.plot_metrics(workdir, keys=plotted or None)}")
   return final
 
 
@@ -269,5 +270,6 @@ def _sample(source: Any, transform: Any, count: int = 8) -> dict[str, np.ndarray
   return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
 
 
-def _brief(metrics: dict[str, float]) -> str:
-  return ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith(("acc", "loss")))
+def _brief(metrics: dict[str, float], columns: tuple[str, ...]) -> str:
+  """The task's headline metrics (the rest are in metrics.jsonl)."""
+  return ", ".join(f"{k}={metrics[k]:.4f}" for k in columns if k in metrics)

@@ -173,6 +173,8 @@ class Method:
   requires: ClassVar[frozenset[str]] = frozenset()
   # The tasks (avjax/tasks.py, config.task.name) the method can train.
   tasks: ClassVar[frozenset[str]] = frozenset({"classification"})
+  # The method's own logged metrics worth a plot next to the task's (e.g. its coefficients).
+  diagnostics: ClassVar[tuple[str, ...]] = ()
 
   def __init__(self, config: ml_collections.ConfigDict, model: ModelInfo | None = None):
     self.config = config

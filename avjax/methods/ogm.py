@@ -139,6 +139,7 @@ class OGM(Method):
 
   Settings = OGMSettings
   requires = frozenset({"modality_logits", "modality_encoders"})
+  diagnostics = ("ogm_coeff_audio", "ogm_coeff_visual", "ogm_ratio_visual")
 
   noise = False
 

@@ -190,6 +190,7 @@ class ValuationResampling(Method):
 
   Settings = SampleLevelSettings
   requires = frozenset({"encode_fuse"})
+  diagnostics = ("single_modality_frac", "shapley_audio", "shapley_visual")
 
   def __init__(self, config: ml_collections.ConfigDict, model: ModelInfo | None = None):
     super().__init__(config, model)
