@@ -170,11 +170,6 @@ _ONE_OF = {
 }
 
 
-# Where each model takes recomputation in the backward pass (activation memory for compute).
-REMAT_KEYS = {"av_resnet": "model.remat", "vavl": "model.vavl.remat", "vat": "model.vat.remat",
-              "vat_classifier": "model.vat.remat"}
-
-
 def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Checks what can be checked before any data is read or anything compiled; returns the config
   to run: `with_method(c)`, i.e. config.method with the chosen method's settings only."""
@@ -212,7 +207,7 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   from avjax import methods, models  # Late import: registries fill on import.
   models.MODELS.get(c.model.name)
   if c.model.remat and c.model.name != "av_resnet":
-    key = REMAT_KEYS.get(c.model.name)
+    key = models.MODELS.get(c.model.name).remat_key
     raise ConfigError("config.model.remat is for the av_resnet model; "
                       + (f"{c.model.name!r} takes recomputation as config.{key}."
                          if key else f"{c.model.name!r} has no recomputation option."))

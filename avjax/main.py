@@ -51,9 +51,9 @@ def main(argv: list[str]) -> None:
   except jax.errors.JaxRuntimeError as e:
     if "RESOURCE_EXHAUSTED" not in str(e) and "out of memory" not in str(e).lower():
       raise
-    from avjax.config import REMAT_KEYS
+    from avjax.models import MODELS
     bs, k = config.train.batch_size, config.train.grad_accum_steps
-    remat = REMAT_KEYS.get(config.model.name)
+    remat = MODELS.get(config.model.name).remat_key if config.model.name in MODELS else None
     accumulate = config.method.name != "vavl"  # VAVL's three updates per batch do not accumulate.
     fail(f"Out of memory on the device with batch size {bs} ({jax.device_count()} devices). Try "
           f"--config.train.batch_size={max(bs // 2, 1)}"

@@ -115,3 +115,18 @@ def evaluation(config: ml_collections.ConfigDict, graphs):
   evaluators = evaluators_lib.build(config, make_task(config))
   step = jax.jit(make_eval_step(graphs, config, evaluators))
   return step, evaluators, lambda predictions: evaluators_lib.report(evaluators, predictions)
+
+
+def preempt_at(step: int):
+  """A PreemptionWatcher that reports a preemption request from the `step`-th check on (as if
+  SIGTERM arrived during that step); monkeypatch it over avjax.train.PreemptionWatcher."""
+  from avjax.preemption import PreemptionWatcher  # pylint: disable=import-outside-toplevel
+
+  class SignalAtStep(PreemptionWatcher):
+    calls = 0
+
+    def requested(self):
+      SignalAtStep.calls += 1
+      return SignalAtStep.calls >= step
+
+  return SignalAtStep

@@ -17,7 +17,7 @@ from avjax.models import build_model
 from avjax.preemption import Preempted, PreemptionWatcher
 from avjax.steps import init_state, make_train_step
 from avjax.train import NonFiniteLossError, train_and_evaluate
-from tests.helpers import restore_final_state, tiny_config
+from tests.helpers import preempt_at, restore_final_state, tiny_config
 
 
 def _first_batch(config):
@@ -171,15 +171,8 @@ def test_misspelt_best_metric_stops_at_the_first_evaluation_and_resumes(data_dir
 
 def test_preemption_at_an_epochs_last_step_evaluates_and_checkpoints_that_epoch(
     data_dir, tmp_path, monkeypatch):
-  class SignalAtStep(PreemptionWatcher):
-    """As if SIGTERM arrived during the 6th step: the last of epoch 1 (96 clips / 16)."""
-    calls = 0
-
-    def requested(self):
-      SignalAtStep.calls += 1
-      return SignalAtStep.calls >= 6
-
-  monkeypatch.setattr(train_lib, "PreemptionWatcher", SignalAtStep)
+  # As if SIGTERM arrived during the 6th step: the last of epoch 1 (96 clips / 16).
+  monkeypatch.setattr(train_lib, "PreemptionWatcher", preempt_at(6))
   config = tiny_config(data_dir, **{"train.num_epochs": 2})
   workdir = str(tmp_path / "run")
   with pytest.raises(Preempted, match="at the end of epoch 1"):

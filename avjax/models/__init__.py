@@ -23,13 +23,15 @@ MODELS: Registry[ModelSpec] = Registry("model")
 
 
 def register_model(name: str, capabilities: Callable[[ml_collections.ConfigDict], Iterable[str]],
-                   hints: dict[str, str] | None = None) -> Callable[[ModelFactory], ModelFactory]:
-  """Registers a model factory with its capabilities (a function of the config) and hints."""
+                   hints: dict[str, str] | None = None,
+                   remat_key: str = "") -> Callable[[ModelFactory], ModelFactory]:
+  """Registers a model factory with its capabilities (a function of the config), hints and the
+  config key of its backward-pass recomputation."""
 
   def decorator(factory: ModelFactory) -> ModelFactory:
     MODELS.register(name)(ModelSpec(build=factory,
                                     capabilities=lambda c: frozenset(capabilities(c)),
-                                    hints=dict(hints or {})))
+                                    hints=dict(hints or {}), remat_key=remat_key))
     return factory
 
   return decorator
@@ -50,7 +52,8 @@ def _av_resnet_capabilities(config: ml_collections.ConfigDict) -> set[str]:
 
 @register_model("av_resnet", _av_resnet_capabilities, hints={
     "cosine_head": "fusions 'film' / 'gated' have a per-modality slice of the final weight only "
-                   "in their symmetric form: set config.model.fusion_kwargs.form='mmcosine'"})
+                   "in their symmetric form: set config.model.fusion_kwargs.form='mmcosine'"},
+                remat_key="model.remat")
 def av_resnet(config: ml_collections.ConfigDict, num_classes: int, overrides: dict[str, Any],
               rngs: nnx.Rngs) -> AVClassifier:
   """Two ResNet-18 encoders (audio spectrogram or flow frames, visual frames) and a late-fusion

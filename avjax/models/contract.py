@@ -48,11 +48,13 @@ class ModelSpec:
     build: (config, num_classes, overrides, rngs) -> nnx.Module.
     capabilities: config -> the model's capabilities with these settings.
     hints: capability -> how to get it when these settings lack it (a config fix).
+    remat_key: the config key that turns on recomputation in the backward pass ('' if none).
   """
 
   build: Callable[..., nnx.Module]
   capabilities: Callable[[Any], frozenset[str]]
   hints: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  remat_key: str = ""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -344,7 +344,7 @@ class VATClassifier(VATBase):
     return self.fuse(mask_tokens(self.encode(inputs), modality_mask))
 
 
-@register_model("vat", lambda c: {"embeddings", "tokens"})
+@register_model("vat", lambda c: {"embeddings", "tokens"}, remat_key="model.vat.remat")
 def vat(config: ml_collections.ConfigDict, num_classes: int, overrides: dict[str, Any],
         rngs: nnx.Rngs) -> VATPretrain:
   """VAT pre-training model; `overrides` may set the initial 'temperature' (vat_pretrain does)."""
@@ -353,7 +353,8 @@ def vat(config: ml_collections.ConfigDict, num_classes: int, overrides: dict[str
 
 
 @register_model("vat_classifier",
-                lambda c: {"modality_logits", "encode_fuse", "tokens", "regression"})
+                lambda c: {"modality_logits", "encode_fuse", "tokens", "regression"},
+                remat_key="model.vat.remat")
 def vat_classifier(config: ml_collections.ConfigDict, num_classes: int,
                    overrides: dict[str, Any], rngs: nnx.Rngs) -> VATClassifier:
   """VAT fine-tuning model; method vat_finetune passes num_targets / target_range /

@@ -24,7 +24,7 @@ from avjax import train as train_lib
 from avjax.methods.base import METHODS, EpochContext
 from avjax.preemption import Preempted, PreemptionWatcher
 from avjax.train import train_and_evaluate
-from tests.helpers import restore_final_state, tiny_config
+from tests.helpers import preempt_at, restore_final_state, tiny_config
 
 DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                    "docs", "adding_a_method.md")
@@ -54,15 +54,8 @@ def test_epoch_start_state_is_checkpointed_and_resumes_bit_exactly(data_dir, tmp
   straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
   train_and_evaluate(config, straight)
 
-  class SignalAtStep(PreemptionWatcher):
-    """As if SIGTERM arrived during step 8: the middle of epoch 2 (6 steps per epoch)."""
-    calls = 0
-
-    def requested(self):
-      SignalAtStep.calls += 1
-      return SignalAtStep.calls >= 8
-
-  monkeypatch.setattr(train_lib, "PreemptionWatcher", SignalAtStep)
+  # As if SIGTERM arrived during step 8: the middle of epoch 2 (6 steps per epoch).
+  monkeypatch.setattr(train_lib, "PreemptionWatcher", preempt_at(8))
   with pytest.raises(Preempted, match="batch 2"):
     train_and_evaluate(config, resumed)
   mid, meta = restore_final_state(resumed, config)
