@@ -129,7 +129,7 @@ def make_train_step(graphs: Graphs, tx: optax.GradientTransformation, method: Me
       count = schedule_step(epoch, state.step - position[1], position[2], steps_per_epoch)
     learning_rate = jnp.asarray(method.learning_rate(count, steps_per_epoch), jnp.float32)
     ctx = StepContext(step=state.step, epoch=epoch, rng=rng, learning_rate=learning_rate,
-                      model=method.model)
+                      model=method.model, steps_per_epoch=steps_per_epoch)
     updated, output, metrics = method.update(model, tx, state, batch, ctx)
     finite = (jnp.isfinite(metrics["loss"]) & _all_finite(updated.params)
               & _all_finite(updated.opt_state))

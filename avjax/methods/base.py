@@ -57,6 +57,7 @@ class StepContext:
     learning_rate: the schedule's rate for this step (float32 scalar; `apply_gradients` applies it
       to the method's unit-rate optimizer); None: the optimizer's own (unit) rate.
     model: the model's capabilities and parameter groups (static).
+    steps_per_epoch: the plain epoch's steps (static; e.g. for ramps over the first epoch).
   """
 
   step: jax.Array
@@ -64,6 +65,7 @@ class StepContext:
   rng: jax.Array
   learning_rate: jax.Array | None = None
   model: ModelInfo | None = flax.struct.field(pytree_node=False, default=None)
+  steps_per_epoch: int = flax.struct.field(pytree_node=False, default=1)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -79,7 +79,6 @@ class VATSchedule(Method):
   min_learning_rate: float
 
   def optimizer(self, steps_per_epoch: int) -> optax.GradientTransformation:
-    self.steps_per_epoch = steps_per_epoch
     return L.vat_optimizer(self.config, steps_per_epoch, self.min_learning_rate, unit_rate=True)
 
   def schedule(self, updates_per_epoch: int) -> optax.Schedule:
@@ -98,7 +97,6 @@ class VATPretrain(VATSchedule):
     self.momentum, self.alpha = float(s.momentum), float(s.alpha)
     self.queue_size, self.temperature = int(s.queue_size), float(s.temperature)
     self.min_learning_rate = float(s.min_learning_rate)
-    self.steps_per_epoch = 1  # Set by optimizer(), which setup() calls before any step.
 
   @classmethod
   def validate(cls, config: ml_collections.ConfigDict) -> None:
@@ -137,7 +135,7 @@ class VATPretrain(VATSchedule):
              batch: dict[str, jax.Array], ctx: StepContext
              ) -> tuple[TrainState, ModelOutput, Metrics]:
     ms = state.method_state
-    alpha = L.ramped_alpha(self.alpha, ctx.step, self.steps_per_epoch)
+    alpha = L.ramped_alpha(self.alpha, ctx.step, ctx.steps_per_epoch)
     params = L.clamp_temperature(state.params, self.model.paths("temperature"))
     momentum = L.ema(ms["momentum"], select(params, self.model.paths("momentum")), self.momentum)
     inputs = model_inputs(batch)

@@ -67,7 +67,6 @@ class VATFinetune(VATSchedule):
     self.min_learning_rate = float(get("min_learning_rate"))
     self.classify = t.name in ("classification", "classification_regression")
     self.regress = t.name in ("regression", "classification_regression")
-    self.steps_per_epoch = 1
 
   @classmethod
   def report_keys(cls, config: ml_collections.ConfigDict) -> set[str]:
@@ -111,7 +110,7 @@ class VATFinetune(VATSchedule):
   def update(self, model: ModelFns, tx: optax.GradientTransformation, state: TrainState,
              batch: dict[str, jax.Array], ctx: StepContext
              ) -> tuple[TrainState, ModelOutput, Metrics]:
-    alpha = L.ramped_alpha(self.alpha, ctx.step, self.steps_per_epoch)
+    alpha = L.ramped_alpha(self.alpha, ctx.step, ctx.steps_per_epoch)
     method_state, teacher = state.method_state, None
     if self.alpha > 0:
       momentum = L.ema(method_state["momentum"], state.params, self.momentum)

@@ -220,7 +220,8 @@ def pretrain():
 
   def step(state, batch):
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-    ctx = StepContext(step=state.step, epoch=jnp.int32(0), rng=rng, model=exp.method.model)
+    ctx = StepContext(step=state.step, epoch=jnp.int32(0), rng=rng, model=exp.method.model,
+                      steps_per_epoch=exp.steps_per_epoch)
     new, _, metrics = exp.method.update(model, exp.tx, state, batch, ctx)
     return new.replace(step=state.step + 1), metrics
 
