@@ -9,7 +9,6 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from avjax import metrics as metrics_lib
 from avjax import sharding
 from avjax.data import eval_batches
 from avjax.data.transforms import ExampleTransform
@@ -34,25 +33,6 @@ def predict(eval_step: Callable, state: Any, source: Any, transform: ExampleTran
   result = {k: np.concatenate(v) for k, v in parts.items()}
   keep = result.pop("valid") > 0
   return {k: v[keep] for k, v in result.items()}
-
-
-def classification_report(predictions: dict[str, np.ndarray]) -> dict[str, float]:
-  """loss (fused CE), accuracy, macro/weighted F1, and the same per modality (`_audio`, ...)."""
-  labels = predictions["label"]
-  logits = {"": predictions["logits"]}
-  logits.update({k[len("logits_"):]: v for k, v in predictions.items() if k.startswith("logits_")})
-  report = metrics_lib.classification_metrics(labels, logits)
-  for name, value in logits.items():
-    suffix = f"_{name}" if name else ""
-    report[f"loss{suffix}"] = _cross_entropy(value, labels)
-  return report
-
-
-def _cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
-  logits = logits.astype(np.float64)
-  logits = logits - logits.max(-1, keepdims=True)
-  log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
-  return float(-np.mean(log_probs[np.arange(len(labels)), labels]))
 
 
 # ------------------------------------------------------------------------------------ command line

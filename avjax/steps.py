@@ -183,7 +183,7 @@ def make_eval_step(graphs: Graphs, config: ml_collections.ConfigDict,
 def make_per_example_fn(graphs: Graphs, fn: Callable, input_config: ml_collections.ConfigDict
                         ) -> Callable[[TrainState, dict], dict]:
   """(state, global batch) -> fn(model in eval mode, batch) plus `valid` / `index`: the jittable
-  pass behind `EpochContext.run_over_train`."""
+  pass behind `EpochContext.run`."""
 
   def per_example(state: TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
     batch = normalize_inputs(batch, input_config)

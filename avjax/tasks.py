@@ -67,6 +67,12 @@ def ccc_per_output(preds: jax.Array, targets: jax.Array,
   return jnp.where(ok, 2.0 * cov / jnp.where(ok, denom, 1.0), 1.0)
 
 
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Mean softmax cross-entropy over the (global) batch; logits (B, C), integer labels (B,)."""
+  return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32),
+                                                                  labels))
+
+
 def mse(preds: jax.Array, targets: jax.Array, weights: jax.Array | None = None) -> jax.Array:
   """Mean squared error over all elements (torch MSELoss), examples weighted by (B,) weights."""
   err = jnp.mean(jnp.square(preds.astype(jnp.float32) - targets.astype(jnp.float32)), axis=-1)
@@ -141,9 +147,11 @@ class Classification(Task):
                         f"{LABEL_SOURCES}.")
 
   def loss(self, preds, batch, weights=None):
-    ce = optax.softmax_cross_entropy_with_integer_labels(preds.astype(jnp.float32),
-                                                         self.class_targets(batch))
-    return (jnp.mean(ce) if weights is None else weighted_mean(ce, weights)), {}
+    targets = self.class_targets(batch)
+    if weights is None:
+      return cross_entropy(preds, targets), {}
+    ce = optax.softmax_cross_entropy_with_integer_labels(preds.astype(jnp.float32), targets)
+    return weighted_mean(ce, weights), {}
 
   def step_metrics(self, output, batch):
     if output.logits.ndim != 2 or "label" not in batch:

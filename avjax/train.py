@@ -23,7 +23,7 @@ from avjax import workdir as workdir_lib
 from avjax import writers
 from avjax.checkpoint import Checkpointer, abstract_like, init_params_from
 from avjax.evaluate import predict
-from avjax.methods.base import EpochContext
+from avjax.methods.base import EpochContext, heldout_fold
 from avjax.preemption import Preempted, PreemptionWatcher
 from avjax.registry import ConfigError
 from avjax.steps import (make_eval_step, make_per_example_fn, make_train_step, normalize_inputs,
@@ -116,7 +116,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     """EpochContext.run: a per-example function over a split (or some of its examples)."""
     source = val_source() if split == "validation" else train_source
     if indices is None:
-      indices = (epoch_context(0).heldout()[1] if split == "heldout"
+      indices = (heldout_fold(config.seed, len(source))[1] if split == "heldout"
                  else np.arange(len(source)))
     if fn not in per_example_fns:
       per_example_fns[fn] = jax.jit(make_per_example_fn(graphs, fn, config.input))

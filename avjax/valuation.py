@@ -150,8 +150,8 @@ def contributions(model: Any, features: Mapping[str, jax.Array], labels: jax.Arr
 
 def make_valuation_fn(value_fn: str = "size") -> Callable[[Any, dict], dict[str, jax.Array]]:
   """A PerExampleFn (model, batch) -> `contributions` from one `model.encode` pass, plus 'label'
-  and any ground-truth `<modality>_informative` flags; for `EpochContext.run_over_train`. Make it once and reuse it: the trainer caches its compiled pass
-  by the function object."""
+  and any ground-truth `<modality>_informative` flags; for `EpochContext.run`. Make it once and
+  reuse it: the trainer caches its compiled pass by the function object."""
   check_value_fn(value_fn)
 
   def valuation_fn(model: Any, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:

@@ -70,31 +70,29 @@ def restore_final_state(workdir: str, config: ml_collections.ConfigDict):
   return jax.device_get(restored), meta
 
 
+# ModelOutput's per-modality optional fields -> the key each modality's value has in tests.
+_PER_MODALITY_NAMES = {"head_inputs": "head_inputs_{m}", "reconstructions": "recon_{m}",
+                       "embeddings": "{m}_embed", "tokens": "{m}_tokens",
+                       "modality_regression": "regression_{m}"}
+
+
 def output_fields(out) -> dict:
   """A ModelOutput's optional typed fields flattened under the names tests assert on
   (recon_<m>, vq_loss_<m>, perplexity_<m>, codes_<m>, mask, mask_thresholded, mask_sum,
   mask_shared_<m>, head_inputs_<m>, main_logits, <m>_embed, <m>_tokens, regression[_<m>])."""
   flat = {}
-  for m, v in (out.head_inputs or {}).items():
-    flat[f"head_inputs_{m}"] = v
+  for field, name in _PER_MODALITY_NAMES.items():
+    flat.update({name.format(m=m): v for m, v in (getattr(out, field) or {}).items()})
   if out.joint_logits is not None:
     flat["main_logits"] = out.joint_logits
-  for m, v in (out.reconstructions or {}).items():
-    flat[f"recon_{m}"] = v
   for m, q in (out.quantization or {}).items():
     flat.update({f"vq_loss_{m}": q.loss, f"perplexity_{m}": q.perplexity, f"codes_{m}": q.codes})
   if out.fusion_mask is not None:
     flat.update(mask=out.fusion_mask.values, mask_thresholded=out.fusion_mask.thresholded,
                 mask_sum=getattr(out.fusion_mask.values, "sum", lambda: None)())
     flat.update({f"mask_shared_{m}": v for m, v in out.fusion_mask.shared.items()})
-  for m, v in (out.embeddings or {}).items():
-    flat[f"{m}_embed"] = v
-  for m, v in (out.tokens or {}).items():
-    flat[f"{m}_tokens"] = v
   if out.regression is not None:
     flat["regression"] = out.regression
-  for m, v in (out.modality_regression or {}).items():
-    flat[f"regression_{m}"] = v
   return flat
 
 

@@ -25,7 +25,6 @@ from typing import Any, Callable, ClassVar
 
 import flax.struct
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
@@ -38,11 +37,11 @@ from avjax.optim import make_optimizer, make_schedule
 from avjax.registry import ConfigError, Registry
 from avjax.state import ModelFns, TrainState
 from avjax.tasks import Task, make_task
+from avjax.tasks import cross_entropy  # noqa: F401  (re-exported: methods import it from here)
 
 Metrics = dict[str, jax.Array]
 # fn(model, batch) -> per-example arrays (leading axis B), traced inside a jitted eval-mode pass.
 PerExampleFn = Callable[[nnx.Module, dict[str, jax.Array]], dict[str, jax.Array]]
-SPLITS = ("train", "heldout", "validation")
 
 
 @flax.struct.dataclass
@@ -72,7 +71,8 @@ class StepContext:
 class EpochUpdate:
   """What `on_epoch_start` returns: the epoch's plan (None: a shuffled pass over the training
   split) and the method's new state (None: unchanged). The trainer saves the plan with the run
-  and writes the state into TrainState, so both are checkpointed and a resumed epoch replays them."""
+  and writes the state into TrainState, so both are checkpointed and a resumed epoch replays
+  them."""
 
   plan: EpochPlan | None = None
   method_state: Any = None
@@ -109,16 +109,17 @@ class EpochContext:
   heldout_fraction: float = 0.2
 
   def heldout(self) -> tuple[np.ndarray, np.ndarray]:
-    """(fit, held-out) indices of the training split: a fold fixed by the seed (not the epoch),
-    held-out = `heldout_fraction` of the examples, both sorted."""
-    rng = np.random.default_rng([self.seed, 0x4E1D])
-    order = rng.permutation(self.num_examples)
-    cut = int(round(self.num_examples * self.heldout_fraction))
-    return np.sort(order[cut:]), np.sort(order[:cut])
+    """(fit, held-out) indices of the training split (`heldout_fold`)."""
+    return heldout_fold(self.seed, self.num_examples, self.heldout_fraction)
 
-  def run_over_train(self, fn: PerExampleFn, indices: np.ndarray) -> dict[str, np.ndarray]:
-    """`run(fn, 'train', indices)`."""
-    return self.run(fn, "train", indices)
+
+def heldout_fold(seed: int, num_examples: int, fraction: float = 0.2
+                 ) -> tuple[np.ndarray, np.ndarray]:
+  """(fit, held-out) indices of a split of `num_examples`: a fold fixed by the seed (not the
+  epoch), held-out = `fraction` of the examples, both sorted."""
+  order = np.random.default_rng([seed, 0x4E1D]).permutation(num_examples)
+  cut = int(round(num_examples * fraction))
+  return np.sort(order[cut:]), np.sort(order[:cut])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -274,9 +275,3 @@ class Method:
 
 
 METHODS: Registry[type[Method]] = Registry("method")
-
-
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """Mean softmax cross-entropy over the (global) batch; logits (B, C), integer labels (B,)."""
-  return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32),
-                                                                  labels))

@@ -11,8 +11,8 @@ true labels than the other one (OGM-GE main.py at HEAD 343dc1d, lines 80-153):
 
 Inside the inclusive window `modulation_starts <= epoch <= modulation_ends` (0-indexed epochs) every
 4-D gradient (conv kernels, including the 1x1 downsample convs) in the model's parameter groups
-'encoder/audio' / 'encoder/visual' is multiplied by its modality's k; BatchNorm parameters and the fusion head are never touched. OGM-GE
-also adds N(0, sigma^2) noise to each of those tensors, sigma = unbiased std of the unmodulated gradient
+'encoder/audio' / 'encoder/visual' is multiplied by its modality's k; BatchNorm parameters and
+the fusion head are never touched. OGM-GE also adds N(0, sigma^2) noise to each of those tensors, sigma = unbiased std of the unmodulated gradient
 tensor + 1e-8, for BOTH modalities (the one with k = 1 too). Outside the window the gradients pass
 unchanged. Weight decay and momentum act afterwards, in the optimizer chain, unscaled by k.
 

@@ -4,8 +4,8 @@
   L = (1 - alpha) MSE(r, t) + alpha * MSE(r, r_m)                                (regression)
   with p_m, r_m from the momentum copy of the whole model (EMA updated before the forward), alpha
   ramped as in pre-training; config.task 'classification_regression' adds both (regression
-  weighted by config.task.regression_weight; targets, their columns and range from config.task). Per-modality heads get their own CE / MSE (weight `modality_weight`; at 0
-  they are linear probes on stop-gradient [CLS] features that leave the encoders untouched).
+  weighted by config.task.regression_weight; targets, their columns and range from config.task).
+  Per-modality heads get their own CE / MSE (weight `modality_weight`; at 0 they are linear probes on stop-gradient [CLS] features that leave the encoders untouched).
 
 Config keys: see FinetuneSettings (config.method.<key>, defaults when absent).
 """

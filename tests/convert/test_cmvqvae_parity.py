@@ -79,13 +79,14 @@ def test_converted_model_matches_pytorch_in_eval_mode(pair):
   ours.eval()
   out = ours(inputs)
   _close(out.logits, logits, "logits")
-  _close(output_fields(out)["recon_visual"], rec_i.permute(0, 2, 3, 1), "visual reconstruction")
-  _close(output_fields(out)["recon_audio"], rec_a.permute(0, 2, 3, 1), "audio reconstruction")
+  fields = output_fields(out)
+  _close(fields["recon_visual"], rec_i.permute(0, 2, 3, 1), "visual reconstruction")
+  _close(fields["recon_audio"], rec_a.permute(0, 2, 3, 1), "audio reconstruction")
   for key, value in (("vq_loss_visual", vq_i), ("vq_loss_audio", vq_a), ("mask_sum", mask_sum),
                      ("perplexity_visual", perp_i), ("perplexity_audio", perp_a)):
-    _close(output_fields(out)[key], value, key)
-  np.testing.assert_array_equal(output_fields(out)["mask_thresholded"], np.asarray(MASK) > 5e-3)
-  assert float(output_fields(out)["mask_shared_visual"]) == 2 and float(output_fields(out)["mask_shared_audio"]) == 2
+    _close(fields[key], value, key)
+  np.testing.assert_array_equal(fields["mask_thresholded"], np.asarray(MASK) > 5e-3)
+  assert float(fields["mask_shared_visual"]) == 2 and float(fields["mask_shared_audio"]) == 2
 
 
 def test_ema_quantizer_training_steps_match_pytorch(pair):

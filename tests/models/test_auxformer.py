@@ -8,7 +8,6 @@ import numpy as np
 from flax import nnx
 
 from avjax.models import auxformer
-from tests.helpers import output_fields
 
 TINY = dict(inputs="features", audio_dim=6, visual_dim=4, dim=4, heads=2, layers=1,
             aux_hidden=(4, 4), attn_dropout=0.0, relu_dropout=0.0, res_dropout=0.0,
@@ -65,10 +64,10 @@ def test_prediction_is_the_mean_of_main_and_auxiliary_logits():
   out = run(model, inputs, None)
   # Visual features with dim channels skip the Conv1d (the reference's 50-d EMOCA features).
   assert model.visual_frontend.projection is None and model.audio_frontend.projection is not None
-  mean = (output_fields(out)["main_logits"] + out.modality_logits["audio"] + out.modality_logits["visual"])
+  mean = out.joint_logits + out.modality_logits["audio"] + out.modality_logits["visual"]
   np.testing.assert_allclose(out.logits, mean / 3.0, rtol=1e-5, atol=1e-6)
   no_audio = run(model, inputs, jnp.array([[0.0, 1.0]] * 2))
   # The visual auxiliary network never sees audio; the main network does.
   np.testing.assert_allclose(no_audio.modality_logits["visual"], out.modality_logits["visual"],
                              rtol=1e-5, atol=1e-6)
-  assert np.abs(np.asarray(output_fields(no_audio)["main_logits"] - output_fields(out)["main_logits"])).max() > 1e-5
+  assert np.abs(np.asarray(no_audio.joint_logits - out.joint_logits)).max() > 1e-5
