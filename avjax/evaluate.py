@@ -101,9 +101,9 @@ def evaluate_workdir(workdir: str, *, split: str | None = None, step: int | None
     checkpointer.close()
   transform = data.make_transform(config.input, train=False, metadata=dataset.info.metadata)
   evaluators = evaluators_lib.build(config, method.task)
-  predictions = predict(jax.jit(make_eval_step(graphs, config, evaluators)), state,
-                        dataset.sources[split], transform, batch_size=batch_size, mesh=mesh,
-                        num_workers=config.input.num_workers)
+  eval_step = jax.jit(make_eval_step(graphs, config, evaluators, method.predict))
+  predictions = predict(eval_step, state, dataset.sources[split], transform,
+                        batch_size=batch_size, mesh=mesh, num_workers=config.input.num_workers)
   return step, split, predictions, evaluators_lib.report(evaluators, predictions)
 
 

@@ -146,11 +146,13 @@ def make_train_step(graphs: Graphs, tx: optax.GradientTransformation, method: Me
 
 
 def make_eval_step(graphs: Graphs, config: ml_collections.ConfigDict,
-                   evaluators: list[evaluators_lib.Evaluator]
+                   evaluators: list[evaluators_lib.Evaluator],
+                   predict: Callable[[Any, Any], Any] | None = None
                    ) -> Callable[[TrainState, dict], dict]:
   """(state, global batch) -> per-example outputs (fused and per-modality logits, regression
   outputs, labels, valid, the evaluators' `outputs`), gathered on the host so split-level metrics
-  are exact."""
+  are exact. `predict(output, method_state)` is the method's inference rule (`Method.predict`),
+  applied before the evaluators see the output (None: the model's output as it is)."""
 
   model_fns = ModelFns(graphs, config.train.compute_dtype)
 
@@ -162,6 +164,8 @@ def make_eval_step(graphs: Graphs, config: ml_collections.ConfigDict,
 
     def run(model):
       output = model(inputs, modality_mask=batch.get("modality_mask"))
+      if predict is not None:
+        output = predict(output, state.method_state)
       return output, evaluators_lib.outputs(evaluators, model, batch, output)
 
     (output, extra), _ = model_fns.apply(state.params, state.model_state, run, train=False)

@@ -83,7 +83,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   train_step = jax.jit(make_train_step(graphs, exp.tx, method, steps_per_epoch), donate_argnums=0,
                        out_shardings=(state_sharding, None))
   evaluators = evaluators_lib.build(config, method.task)
-  eval_step = jax.jit(make_eval_step(graphs, config, evaluators))
+  eval_step = jax.jit(make_eval_step(graphs, config, evaluators, method.predict))
 
   checkpointer = Checkpointer(workdir_lib.checkpoints(workdir), keep=tc.keep_checkpoints,
                               best_metric=tc.best_metric, best_mode=tc.best_mode)

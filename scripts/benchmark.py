@@ -116,7 +116,7 @@ def run_benchmark(config: Any, *, steps: int, warmup: int, pipeline_batches: int
   stats = compiled_stats(train_step)
   r["train_flops"], r["train_memory_mib"] = stats.get("flops"), stats.get("memory_mib")
   evaluators = evaluators_lib.build(config, method.task)
-  eval_jit = jax.jit(make_eval_step(graphs, config, evaluators))
+  eval_jit = jax.jit(make_eval_step(graphs, config, evaluators, method.predict))
   eval_lowered, r["eval_lower_s"] = _timed(eval_jit.lower, state, eval_batch)
   _, r["eval_compile_s"] = _timed(eval_lowered.compile)
 

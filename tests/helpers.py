@@ -105,13 +105,15 @@ def run_cli(module: str, *args: str) -> subprocess.CompletedProcess:
   return result
 
 
-def evaluation(config: ml_collections.ConfigDict, graphs):
-  """(jitted eval step, evaluators, report fn) for `config.evals`, as the trainer builds them."""
+def evaluation(config: ml_collections.ConfigDict, graphs, method=None):
+  """(jitted eval step, evaluators, report fn) for `config.evals`, as the trainer builds them
+  (with `method`'s inference rule when given)."""
   from avjax import evaluators as evaluators_lib  # pylint: disable=import-outside-toplevel
   from avjax.steps import make_eval_step  # pylint: disable=import-outside-toplevel
   from avjax.tasks import make_task  # pylint: disable=import-outside-toplevel
   evaluators = evaluators_lib.build(config, make_task(config))
-  step = jax.jit(make_eval_step(graphs, config, evaluators))
+  step = jax.jit(make_eval_step(graphs, config, evaluators,
+                                method.predict if method is not None else None))
   return step, evaluators, lambda predictions: evaluators_lib.report(evaluators, predictions)
 
 

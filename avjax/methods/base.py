@@ -10,6 +10,7 @@ model's before compiling). Its hooks:
   update(model, tx, state, batch, ctx)       -> (state, output, metrics)  traced; the default is
                                   forward, `loss`, gradients, `transform_grads`, `apply_gradients`
   on_epoch_start(ctx)           -> EpochUpdate(plan, method_state)   on the host, between epochs
+  predict(output, state)        -> ModelOutput   traced, in evaluation: the inference rule
 
 Methods train; they never evaluate or write files (evaluators do: avjax/evaluators, config.evals).
 
@@ -265,6 +266,14 @@ class Method:
     """Extra training metrics from the step's forward output (the task's: fused and per-modality
     accuracy for classification)."""
     return self.task.step_metrics(output, batch)
+
+  def predict(self, output: ModelOutput, state: Any) -> ModelOutput:
+    """The method's inference rule, traced inside the eval step (eval mode): `output` with
+    `logits` (B, C) replaced by what the method predicts with, e.g. MLA's entropy-weighted
+    uni-modal logits; `state` is the method's state. Evaluation and every evaluator see the
+    result. Default: the model's fused logits, unchanged."""
+    del state
+    return output
 
   def on_epoch_start(self, ctx: EpochContext) -> EpochUpdate:
     """Between epochs, on the host: the epoch's plan (which training examples, in order, with

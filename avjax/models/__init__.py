@@ -43,7 +43,7 @@ def capabilities(config: ml_collections.ConfigDict) -> frozenset[str]:
 
 
 def _av_resnet_capabilities(config: ml_collections.ConfigDict) -> set[str]:
-  caps = {"modality_logits", "encode_fuse", "head_inputs", "modality_encoders"}
+  caps = {"modality_logits", "encode_fuse", "head_inputs", "modality_encoders", "modality_heads"}
   formed = config.model.fusion in ("film", "gated")
   if not formed or config.model.fusion_kwargs.get("form", "ogm_ge") == "mmcosine":
     caps.add("cosine_head")  # A per-modality slice of the final weight.
@@ -59,7 +59,9 @@ def av_resnet(config: ml_collections.ConfigDict, num_classes: int, overrides: di
   """Two ResNet-18 encoders (audio spectrogram or flow frames, visual frames) and a late-fusion
   head."""
   m = config.model
-  return AVClassifier(num_classes=num_classes, fusion=m.fusion,
+  overrides = dict(overrides)
+  heads = overrides.pop("modality_heads", "slices")
+  return AVClassifier(num_classes=num_classes, fusion=m.fusion, modality_heads=heads,
                       fusion_kwargs={**fusion_kwargs(m), **overrides},
                       widths=tuple(m.widths), audio_encoder=m.audio_encoder,
                       audio_channels=m.audio_channels, visual_channels=m.visual_channels,

@@ -7,9 +7,12 @@ from typing import Any, Sequence
 import jax
 from flax import nnx
 
-from avjax.models.fusion import FUSIONS
+from avjax.models.fusion import FUSIONS, dense
 from avjax.models.outputs import MODALITIES, ModelOutput, apply_modality_mask
 from avjax.models.resnet import AudioEncoder, VisualEncoder
+
+
+MODALITY_HEADS = ("slices", "separate")
 
 
 class AVClassifier(nnx.Module):
@@ -19,7 +22,12 @@ class AVClassifier(nnx.Module):
   `audio_encoder='frames'` the audio slot holds frames too, (B,T,H,W,audio_channels) (UCF101's
   optical flow), encoded as the visual frames are.
   Parameter groups: 'encoder/audio', 'encoder/visual' (modality-specific parameters, e.g. for
-  OGM-GE's gradient modulation) and 'fusion' (a module from `avjax.models.fusion.FUSIONS`).
+  OGM-GE's gradient modulation) and 'fusion' (a module from `avjax.models.fusion.FUSIONS`);
+  with `modality_heads='separate'` also 'head/audio', 'head/visual'.
+  Uni-modal logits: `modality_heads='slices'` (default) scores each modality through its part of
+  the fusion head (see avjax.models.fusion); 'separate' gives each modality its own linear head
+  on its pooled features (MMPareto, G-Blending, ... as their authors' code does), trained only
+  through the losses a method puts on them.
   Train / eval: `model.train()` / `model.eval()` (BatchNorm batch vs running statistics).
   """
 
@@ -35,6 +43,7 @@ class AVClassifier(nnx.Module):
       visual_channels: int = 3,
       init: str = "ogm_ge",
       remat: bool = False,
+      modality_heads: str = "slices",
       rngs: nnx.Rngs,
   ):
     self.num_classes = num_classes
@@ -49,10 +58,20 @@ class AVClassifier(nnx.Module):
     fusion_cls = FUSIONS.get(fusion)
     self.fusion = fusion_cls(
         self.audio_encoder.out_features, num_classes, init=init, rngs=rngs, **(fusion_kwargs or {}))
+    if modality_heads not in MODALITY_HEADS:
+      raise ValueError(f"modality_heads={modality_heads!r} is not one of {MODALITY_HEADS}.")
+    self.modality_heads = modality_heads
+    if modality_heads == "separate":
+      dim = self.audio_encoder.out_features
+      self.audio_head = dense(dim, num_classes, init=init, rngs=rngs)
+      self.visual_head = dense(dim, num_classes, init=init, rngs=rngs)
 
   def param_groups(self) -> dict[str, tuple[str, ...]]:
-    return {"encoder/audio": ("audio_encoder",), "encoder/visual": ("visual_encoder",),
-            "fusion": ("fusion",)}
+    groups = {"encoder/audio": ("audio_encoder",), "encoder/visual": ("visual_encoder",),
+              "fusion": ("fusion",)}
+    if self.modality_heads == "separate":
+      groups.update({"head/audio": ("audio_head",), "head/visual": ("visual_head",)})
+    return groups
 
   @property
   def feature_dim(self) -> int:
@@ -68,8 +87,12 @@ class AVClassifier(nnx.Module):
   def fuse(self, features: dict[str, jax.Array]) -> ModelOutput:
     """Fusion head on pooled features {'audio': (B,D), 'visual': (B,D)} -> ModelOutput."""
     out = self.fusion(features)
+    modality_logits = dict(out.modality_logits)
+    if self.modality_heads == "separate":
+      modality_logits = {"audio": self.audio_head(features["audio"]),
+                         "visual": self.visual_head(features["visual"])}
     return ModelOutput(
-        logits=out.logits, modality_logits=dict(out.modality_logits),
+        logits=out.logits, modality_logits=modality_logits,
         features={m: features[m] for m in MODALITIES},
         head_inputs={m: out.head_inputs[m] for m in MODALITIES})
 

@@ -28,6 +28,9 @@ CAPABILITIES = {
     "cosine_head": "a fusion head that scores cosine logits when built with cosine_scale",
     "head_inputs": "the vectors its final classifier scores (ModelOutput.head_inputs)",
     "modality_encoders": "convolutional per-modality encoders as groups 'encoder/<modality>'",
+    "modality_heads": "separate linear heads per modality on request (a method's model override "
+                      "modality_heads='separate'): modality_logits then come from groups "
+                      "'head/<modality>' instead of slices of the fusion head",
     "unimodal_branches": "unimodal(inputs, modality) branches with their own heads and "
                          "reconstructions (groups encoder / shared / head / recon / fusion)",
     "joint_logits": "a joint network's logits next to auxiliary uni-modal heads",

@@ -108,3 +108,19 @@ def test_jit_forward_updates_batch_stats(model):
   model.eval()
   np.testing.assert_allclose(forward(model, _inputs(3), None).logits, model(_inputs(3)).logits,
                              rtol=1e-4, atol=1e-5)
+
+
+def test_separate_modality_heads_score_each_modality_alone():
+  model = AVClassifier(num_classes=3, widths=(4, 8, 8, 8), modality_heads="separate",
+                       rngs=nnx.Rngs(0))
+  assert model.param_groups()["head/audio"] == ("audio_head",)
+  features = {"audio": jnp.ones((2, 8)), "visual": jnp.zeros((2, 8))}
+  out = model.fuse(features)
+  expected_audio = features["audio"] @ model.audio_head.kernel.value + model.audio_head.bias.value
+  np.testing.assert_allclose(out.modality_logits["audio"], expected_audio, rtol=1e-6)
+  # Visual features of zero leave only the visual head's bias; the fused logits are the fusion's.
+  np.testing.assert_allclose(out.modality_logits["visual"],
+                             jnp.broadcast_to(model.visual_head.bias.value, (2, 3)), rtol=1e-6)
+  np.testing.assert_allclose(out.logits, model.fusion(features).logits, rtol=1e-6)
+  with pytest.raises(ValueError, match="modality_heads"):
+    AVClassifier(num_classes=3, widths=(4, 8, 8, 8), modality_heads="shared", rngs=nnx.Rngs(0))
