@@ -56,6 +56,8 @@ def media_features(cfg: ClipConfig) -> dict[str, tfds.features.FeatureConnector]
     out['audio'] = tfds.features.Tensor(shape=shape, dtype=np.dtype(cfg.audio_dtype),
                                         encoding=tfds.features.Encoding.BYTES)
     out['audio_seconds'] = scalar
+    if getattr(cfg, 'missing_audio', '') == 'silence':  # Containers without a track kept (ssw60).
+      out['audio_present'] = tfds.features.Tensor(shape=(), dtype=np.int32)
   if cfg.frame_mode:
     h, w = cfg.frame_size
     out['frames'] = tfds.features.Sequence(

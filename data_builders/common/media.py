@@ -97,6 +97,16 @@ def audio_frontend(wave: np.ndarray, rate: int, spec: dict[str, Any]) -> np.ndar
   raise ValueError(f'unknown audio front end {name!r}')
 
 
+def has_audio_stream(path: str) -> bool:
+  """Whether a container has an audio stream (True when it cannot be opened: decoding then
+  reports the damage)."""
+  try:
+    with av.open(path) as container:
+      return bool(container.streams.audio)
+  except Exception:  # pylint: disable=broad-except
+    return True
+
+
 def load_wave(path: str, spec: dict[str, Any]) -> tuple[np.ndarray, int]:
   """Mono float32 waveform of a wav or of a video container's audio track, resampled."""
   _check_file(path, 'audio')
@@ -249,9 +259,20 @@ def process_clip(job: dict[str, str | None], spec: dict[str, Any]) -> dict[str, 
   if spec['frame_mode']:  # Video first: its truncation check names a cut file best.
     frames, span = decode_video(job.get('video'), spec)
     out['video_seconds'] = np.float32(span)
+  silent = False
   if spec['audio_frontend']:
-    wave, rate = load_wave(job.get(spec['audio_source']), spec)
-    out['audio_seconds'] = np.float32(len(wave) / rate)
+    source = job.get(spec['audio_source'])
+    # A container without an audio track, kept as silence where the config says so (ssw60).
+    silent = (spec.get('missing_audio') == 'silence' and bool(source) and
+              os.path.isfile(source) and not has_audio_stream(source))
+    if silent:
+      out['audio'] = np.zeros(spec['audio_shape'], spec.get('audio_dtype', 'float32'))
+      out['audio_seconds'] = np.float32(0.0)
+    else:
+      wave, rate = load_wave(source, spec)
+      out['audio_seconds'] = np.float32(len(wave) / rate)
+  if spec.get('missing_audio') == 'silence':
+    out['audio_present'] = np.int32(not silent)
   tol = spec['max_av_mismatch_s']
   if wave is not None and frames is not None and tol is not None:
     gap = float(out['audio_seconds']) - float(out['video_seconds'])
