@@ -88,8 +88,9 @@ class BasicBlock(nnx.Module):
 class ResNet18(nnx.Module):
   """torchvision ResNet-18 trunk (no final pool, no fc). (N,H,W,C) -> (N,h,w,widths[-1]).
 
-  Attributes: `conv1`, `bn1` (stem) and `layer1` .. `layer4` (two `BasicBlock`s each; the first block
-  of layers 2-4 has stride 2 and a 1x1 conv-BN downsample shortcut). `remat`: recompute each block's
+  Attributes: `conv1`, `bn1` (stem) and `layer1` .. `layer4` (`blocks[i]` `BasicBlock`s each: two
+  for ResNet-18, (3, 4, 6, 3) for ResNet-34; the first block of layers 2-4 has stride 2 and a 1x1
+  conv-BN downsample shortcut). `remat`: recompute each block's
   activations in the backward pass instead of keeping them (less memory, ~1/3 more compute).
   """
 
@@ -98,14 +99,16 @@ class ResNet18(nnx.Module):
       in_channels: int,
       *,
       widths: Sequence[int] = (64, 128, 256, 512),
+      blocks: Sequence[int] = (2, 2, 2, 2),
       init: str = "ogm_ge",
       remat: bool = False,
       rngs: nnx.Rngs,
   ):
     check_init(init)
     self.remat = remat
-    if len(widths) != 4:
-      raise ValueError(f"ResNet18 needs 4 stage widths, got {tuple(widths)}.")
+    if len(widths) != 4 or len(blocks) != 4:
+      raise ValueError(f"ResNet18 needs 4 stage widths and block counts, got {tuple(widths)}, "
+                       f"{tuple(blocks)}.")
     self.widths = tuple(int(w) for w in widths)
     self.conv1 = _conv(in_channels, self.widths[0], 7, 2, 3, rngs=rngs)
     self.bn1 = _bn(self.widths[0], init, rngs=rngs)
@@ -113,11 +116,10 @@ class ResNet18(nnx.Module):
     stages = []
     for i, width in enumerate(self.widths):
       stride = 1 if i == 0 else 2
-      blocks = nnx.List([
-          BasicBlock(in_ch, width, stride, init=init, rngs=rngs),
-          BasicBlock(width, width, 1, init=init, rngs=rngs),
-      ])
-      stages.append(blocks)
+      stages.append(nnx.List([
+          BasicBlock(in_ch if j == 0 else width, width, stride if j == 0 else 1, init=init,
+                     rngs=rngs)
+          for j in range(int(blocks[i]))]))
       in_ch = width
     self.layer1, self.layer2, self.layer3, self.layer4 = stages
 
@@ -171,7 +173,7 @@ class AudioEncoder(nnx.Module):
 class VisualEncoder(nnx.Module):
   """Frame encoder: frames folded into the batch, ResNet-18, mean over (T,h,w). (B,T,H,W,C) -> (B,D).
 
-  `in_channels` is 3 for RGB frames, 2 for optical flow.
+  `in_channels` is 3 for RGB frames, 2 for optical flow; `blocks` (3, 4, 6, 3) makes it a ResNet-34.
   """
 
   def __init__(
@@ -179,11 +181,13 @@ class VisualEncoder(nnx.Module):
       in_channels: int = 3,
       *,
       widths: Sequence[int] = (64, 128, 256, 512),
+      blocks: Sequence[int] = (2, 2, 2, 2),
       init: str = "ogm_ge",
       remat: bool = False,
       rngs: nnx.Rngs,
   ):
-    self.backbone = ResNet18(in_channels, widths=widths, init=init, remat=remat, rngs=rngs)
+    self.backbone = ResNet18(in_channels, widths=widths, blocks=blocks, init=init, remat=remat,
+                             rngs=rngs)
 
   @property
   def out_features(self) -> int:
