@@ -38,6 +38,9 @@ def base_config() -> ml_collections.ConfigDict:
   # Which stored frames: 'segment' | 'ks' | 'ks_no_short' | 'ave' | 'random' (data/transforms.py).
   c.input.frame_sampling = "segment"
   c.input.audio_crop_seconds = 0.0  # > 0: a window of the stored spectrogram (VGGSound: 5 s).
+  # > 0: evaluation's window instead, from the clip's start (MMCosine's VoxCeleb: the first 4.015 s);
+  # 0: evaluation takes the training window's length, centred.
+  c.input.eval_audio_crop_seconds = 0.0
   c.input.random_resized_crop = True  # Training frames: RandomResizedCrop(scale) + flip.
   c.input.crop_scale = (0.08, 1.0)
   # Training crops: the host draws each crop box and flip, the jitted step resamples whole frames
@@ -162,7 +165,7 @@ _ONE_OF = {
     "optimizer.schedule": ("constant", "step", "cosine"),
     "train.nonfinite": ("stop", "skip"),
     "train.compute_dtype": ("float32", "bfloat16"),
-    "input.frame_sampling": ("segment", "ks", "ks_no_short", "ave", "random"),
+    "input.frame_sampling": ("segment", "ks", "ks_no_short", "ave", "random", "mmcosine_vox"),
     "input.audio_source": ("audio", "flow"),
     "model.audio_encoder": ("spectrogram", "frames"),
     "train.best_mode": ("max", "min"),
@@ -191,7 +194,7 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     raise ConfigError("config.train.checkpoint_every_steps must be >= 0 (0: at epoch ends only).")
   counts = ("num_frames", "image_size", "freq_masks", "freq_mask_width", "time_masks",
             "time_mask_width", "max_audio_frames", "max_visual_frames", "num_workers",
-            "audio_crop_seconds")
+            "audio_crop_seconds", "eval_audio_crop_seconds")
   negative = [f"input.{k}={c.input[k]!r}" for k in counts if c.input[k] < 0]
   if negative:
     raise ConfigError(f"config.{', config.'.join(negative)} must be >= 0 (0: the documented "
@@ -360,7 +363,8 @@ def _check_audio_source(c: ml_collections.ConfigDict) -> None:
   if c.model.audio_channels != 2:
     raise ConfigError(f"config.model.audio_channels={c.model.audio_channels}, but optical flow has "
                       "2 channels (u, v): set config.model.audio_channels=2.")
-  spectrogram_only = [k for k in ("spec_augment", "audio_crop_seconds") if c.input[k]]
+  spectrogram_only = [k for k in ("spec_augment", "audio_crop_seconds", "eval_audio_crop_seconds")
+                      if c.input[k]]
   if c.input.crop_on_device:  # None (automatic) resolves to off for flow.
     spectrogram_only.append("crop_on_device")
   if spectrogram_only:

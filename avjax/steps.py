@@ -72,7 +72,8 @@ def normalize_inputs(batch: dict[str, jax.Array], input_config: ml_collections.C
   """uint8 frames from the pipeline -> float32 (x / 255 - mean) / std (config.input.mean / std),
   inside the jitted steps; float frames (already normalised) pass unchanged. uint8 optical flow in
   the audio slot (input.audio_source='flow') -> (x - 127.5) / 127.5, the flow over its bound.
-  float16 spectrograms / feature sequences (float16 storage, shipped as stored) -> float32.
+  float16 spectrograms / feature sequences (float16 storage, shipped as stored) -> float32; int16
+  waveforms (16-bit PCM) -> float32 / 32768.
 
   A batch with 'visual_crop' (input.crop_on_device) holds whole frames: each is first cropped,
   resized to input.image_size and flipped as its row says (avjax.data.device_augment), and the
@@ -81,6 +82,8 @@ def normalize_inputs(batch: dict[str, jax.Array], input_config: ml_collections.C
   batch = {k: v.astype(jnp.float32) if k in ("audio", "visual") and v.dtype == jnp.float16 else v
            for k, v in batch.items()}
   flow = batch.get("audio")
+  if flow is not None and flow.dtype == jnp.int16:  # 16-bit PCM waveforms -> [-1, 1).
+    batch = {**batch, "audio": flow.astype(jnp.float32) / 32768.0}
   if flow is not None and flow.dtype == jnp.uint8:
     batch = {**batch, "audio": (flow.astype(jnp.float32) - 127.5) / 127.5}
   visual = batch.get("visual")

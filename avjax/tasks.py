@@ -167,10 +167,12 @@ class Classification(Task):
 
   def report(self, predictions, modes=None):
     """accuracy / macro_f1 / micro_f1 / weighted_f1 / loss per mode; examples with a negative
-    target (no class) are left out."""
+    target (no class) are left out, and a split of such examples only gets no metrics."""
     targets = np.asarray(predictions.get("target", predictions.get("label"))).astype(np.int64)
     keep = targets >= 0
     report: dict[str, float] = {}
+    if not keep.any():  # A split of examples outside the classes (voxceleb's trial utterances).
+      return report
     for mode, key in (modes or LOGIT_MODES).items():
       if key not in predictions:
         continue

@@ -58,6 +58,20 @@ def ave_frame_indices(n: int, num: int = 3) -> np.ndarray:
   return np.minimum(np.arange(num, dtype=np.int64) * (n // num), n - 1)
 
 
+# MMCosine's VoxCeleb training faces by stored 2 fps frame count n (dataset/vox2_dataset.py).
+_VOX_TRAIN_FRAMES = {5: (1, 3), 6: (2, 4), 7: (2, 5)}
+
+
+def vox_face_indices(n: int, *, train: bool) -> np.ndarray:
+  """MMCosine's VoxCeleb faces, int64: training two frames by count n (n >= 8: 2 and 6; 7: 2, 5;
+  6: 2, 4; 5: 1, 3; n <= 4: 0, 2), evaluation frame 2 alone; clipped to n - 1 (the reference's
+  n <= 2 reads a missing file)."""
+  if n <= 0:
+    raise ValueError(f'need n > 0 frames, got n={n}')
+  picked = ((2, 6) if n >= 8 else _VOX_TRAIN_FRAMES.get(n, (0, 2))) if train else (2,)
+  return np.minimum(np.asarray(picked, np.int64), n - 1)
+
+
 def random_frame_indices(n: int, num: int, *, train: bool,
                          rng: np.random.Generator | None = None) -> np.ndarray:
   """OGM-GE's VGGSound frames as intended, int64 (num,), increasing.
@@ -76,8 +90,9 @@ def random_frame_indices(n: int, num: int, *, train: bool,
 
 
 def crop_time(x: np.ndarray, length: int, *, train: bool, rng: np.random.Generator | None = None,
-              axis: int = -1) -> np.ndarray:
-  """A window of `length` steps along `axis`: random start in training, centred in evaluation.
+              axis: int = -1, from_start: bool = False) -> np.ndarray:
+  """A window of `length` steps along `axis`: random start in training, centred in evaluation
+  (or the first `length` steps with `from_start`, as MMCosine's VoxCeleb evaluation).
 
   Training start ~ U{0 .. T - length} (OGM-GE's VGGSound: a random 5 s of the 10 s clip, here on
   the stored spectrogram: start frame j is start sample 128 j). Evaluation takes the centred window
@@ -92,21 +107,25 @@ def crop_time(x: np.ndarray, length: int, *, train: bool, rng: np.random.Generat
     reps = [1] * x.ndim
     reps[axis] = -(-length // t)
     x, t = np.tile(x, reps), t * reps[axis]
-  start = (int(_need_rng(rng, 'crop_time').integers(0, t - length + 1)) if train
-           else (t - length) // 2)
+  if train:
+    start = int(_need_rng(rng, 'crop_time').integers(0, t - length + 1))
+  else:
+    start = 0 if from_start else (t - length) // 2
   return np.ascontiguousarray(np.take(x, np.arange(start, start + length), axis=axis))
 
 
 def audio_crop(seconds: float, config: Mapping[str, Any]) -> tuple[int, int]:
   """(length, axis) of a `seconds` crop of a stored spectrogram, from the dataset's builder config
   (`info.metadata['config']`): STFT / PSD / log-mel are (F, T) with T = 1 + samples // hop (centred
-  frames), Kaldi fbank is (T, F) with T = 1 + (samples - win) // hop.
+  frames), Kaldi fbank is (T, F) with T = 1 + (samples - win) // hop, a waveform (N,) samples.
 
   VGGSound 'ogm_ge' (16 kHz, hop 128): audio_crop(5.0, cfg) == (626, 1).
   """
   samples = int(round(seconds * config['sample_rate']))
   hop = int(config['hop_length'])
   frontend = config['audio_frontend']
+  if frontend == 'waveform':  # (N,) samples.
+    return samples, 0
   if frontend in ('ogm_ge_log_stft', 'log_mel'):
     return 1 + samples // hop, 1
   if frontend == 'mmcosine_log_psd':

@@ -133,17 +133,21 @@ def make_transform(icfg: ml_collections.ConfigDict, train: bool,
                    metadata: Any = None) -> ExampleTransform:
   """The configured ExampleTransform. `metadata` (the dataset's info.metadata) supplies the stored
   spectrogram's front-end parameters when `input.audio_crop_seconds` is set."""
-  crop = None
-  if icfg.audio_crop_seconds:
+  crops = {}
+  for key in ("audio_crop_seconds", "eval_audio_crop_seconds"):
+    if not icfg.get(key):
+      continue
     stored = (metadata or {}).get("config") if hasattr(metadata or {}, "get") else None
     if not stored:
-      raise ConfigError("config.input.audio_crop_seconds needs a dataset whose metadata records its "
+      raise ConfigError(f"config.input.{key} needs a dataset whose metadata records its "
                         "audio front end (the avjax builders' 'config' metadata); this one has "
-                        "none. Set config.input.audio_crop_seconds = 0.")
-    crop = audio_crop(icfg.audio_crop_seconds, stored)
+                        f"none. Set config.input.{key} = 0.")
+    crops[key] = audio_crop(icfg[key], stored)
+  crop = crops.get("audio_crop_seconds")
   return ExampleTransform(
       train=train, num_frames=icfg.num_frames, image_size=icfg.image_size,
       frame_sampling=icfg.frame_sampling, audio_crop=crop,
+      eval_audio_crop=crops.get("eval_audio_crop_seconds"),
       random_resized_crop=icfg.random_resized_crop, crop_scale=tuple(icfg.crop_scale),
       flip=icfg.flip, mean=tuple(icfg.mean), std=tuple(icfg.std), spec_augment=icfg.spec_augment,
       freq_masks=icfg.freq_masks, freq_mask_width=icfg.freq_mask_width,

@@ -105,8 +105,17 @@ def open_dataset(dcfg: ml_collections.ConfigDict, splits: list[str]) -> Dataset:
              for s in splits}
   # Regression-only datasets (muse_mimic) have no label: 0 classes, targets in 'attributes'.
   label = builder.info.features["label"] if "label" in builder.info.features else None
-  num_classes = getattr(label, "num_classes", 0)
+  # Integer labels without a ClassLabel (voxceleb: -1 for evaluation-only speakers) give the class
+  # count in the metadata.
+  num_classes = getattr(label, "num_classes", 0) or int(builder.info.metadata.get("num_classes", 0))
   return Dataset(name=full_name, sources=sources, num_classes=num_classes, info=builder.info)
+
+
+def dataset_metadata(dcfg: ml_collections.ConfigDict) -> Any:
+  """The built dataset's info.metadata (its dataset_info files only; no records are opened)."""
+  _import_builder(dcfg.name)
+  data_dir = os.path.expanduser(dcfg.data_dir or tfds.core.constants.DATA_DIR)
+  return tfds.builder(f"{dcfg.name}/{dcfg.config}", data_dir=data_dir).info.metadata or {}
 
 
 class EncodedImages(tfds.decode.Decoder):

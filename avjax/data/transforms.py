@@ -31,11 +31,12 @@ from PIL import Image
 
 from avjax.data import sequences
 from avjax.data.clips import (ave_frame_indices, crop_time, ks_frame_indices,
-                              random_frame_indices)
+                              random_frame_indices, vox_face_indices)
 from avjax.media.video import sample_segment_indices
 from avjax.registry import ConfigError
 
-_PASSTHROUGH = ("attributes", "soft_label", "audio_informative", "visual_informative")
+_PASSTHROUGH = ("attributes", "soft_label", "audio_informative", "visual_informative",
+                "utterance")  # utterance: an index into the dataset's trial lists (voxceleb).
 
 # input.frame_sampling -> (stored frames n, wanted t, train, rng) -> indices (t,).
 FRAME_SAMPLING = {
@@ -49,6 +50,8 @@ FRAME_SAMPLING = {
     "ave": lambda n, t, train, rng: ave_frame_indices(n, t),
     # OGM-GE's VGGSound frames: sorted random choice (training), segment centres (evaluation).
     "random": lambda n, t, train, rng: random_frame_indices(n, t, train=train, rng=rng),
+    # MMCosine's VoxCeleb faces: two frames by count (training), frame 2 (evaluation); t unused.
+    "mmcosine_vox": lambda n, t, train, rng: vox_face_indices(n, train=train),
 }
 
 
@@ -65,6 +68,7 @@ class ExampleTransform:
   image_size: int = 0
   frame_sampling: str = "segment"  # See FRAME_SAMPLING.
   audio_crop: tuple[int, int] | None = None  # (length, axis) window of the stored spectrogram.
+  eval_audio_crop: tuple[int, int] | None = None  # Evaluation's window, from the clip's start.
   random_resized_crop: bool = True
   crop_scale: tuple[float, float] = (0.08, 1.0)
   flip: bool = True
@@ -151,7 +155,10 @@ class ExampleTransform:
     to float32 on the device: half the host copies): cropped in time, SpecAugmented, written
     into rows['audio'] when the batch has that row, else into example['audio']."""
     audio = np.asarray(stored)  # float16 / float32 storage; float16 stays so until the device.
-    if self.audio_crop is not None:
+    if not self.train and self.eval_audio_crop is not None:
+      length, axis = self.eval_audio_crop
+      audio = crop_time(audio, length, train=False, axis=axis, from_start=True)
+    elif self.audio_crop is not None:
       length, axis = self.audio_crop
       audio = crop_time(audio, length, train=self.train, rng=rng, axis=axis)
     if self.train and self.spec_augment:

@@ -16,8 +16,10 @@ from typing import Any
 
 import tensorflow_datasets as tfds
 
-AUDIO_FRONTENDS = ('', 'ogm_ge_log_stft', 'mmcosine_log_psd', 'log_mel', 'kaldi_fbank')
+AUDIO_FRONTENDS = ('', 'ogm_ge_log_stft', 'mmcosine_log_psd', 'log_mel', 'kaldi_fbank',
+                   'waveform')
 AUDIO_DTYPES = ('float32', 'float16')  # Storage of spectrograms / feature sequences.
+WAVEFORM_DTYPE = 'int16'  # Storage of 'waveform' audio: 16-bit PCM, as distributed.
 FRAME_MODES = ('', 'fps', 'centre', 'centre_window', 'uniform')
 _BASE_FIELDS = {f.name for f in dataclasses.fields(tfds.core.BuilderConfig)}
 
@@ -35,7 +37,9 @@ class ClipConfig(tfds.core.BuilderConfig):
     pad with pad_value to num_audio_frames when > 0);
     'kaldi_fbank' (Kaldi / torchaudio fbank of the mean-removed wave: n_mels bins, win_length /
     hop_length samples, zero-padded / cropped to num_audio_frames, then (x - fbank_mean) /
-    (2 * fbank_std)); stored TIME-major (num_audio_frames, n_mels), as the references feed it.
+    (2 * fbank_std)); stored TIME-major (num_audio_frames, n_mels), as the references feed it;
+    'waveform' (the whole mono wave as 16-bit PCM, variable length (N,); models with their own
+    front end, e.g. MMCosine's VoxCeleb speaker encoder).
   Frames: frame_mode 'fps' (first frame of every 1/frame_fps s, at most max_frames if > 0),
     'centre' (one frame, index n // 2), 'centre_window' (n // 2 +- frame_window, edges repeated),
     'uniform' (num_frames segment centres); frame_crop '' / 'square' (centred) / (top, bottom,
@@ -95,9 +99,12 @@ class ClipConfig(tfds.core.BuilderConfig):
   def uses_features(self) -> bool:
     return bool(self.audio_features_dir or self.visual_features_dir)
 
-  def audio_shape(self) -> tuple[int, int] | None:
-    """(F, T) of the stored spectrogram, None without an audio front end."""
+  def audio_shape(self) -> tuple[int | None, ...] | None:
+    """(F, T) of the stored spectrogram ((None,) for a variable-length waveform), None without an
+    audio front end."""
     fe = self.audio_frontend
+    if fe == 'waveform':
+      return (None,)
     if fe == 'ogm_ge_log_stft':
       return 1 + self.n_fft // 2, 1 + self.num_samples // self.hop_length
     if fe == 'mmcosine_log_psd':
@@ -119,8 +126,10 @@ class ClipConfig(tfds.core.BuilderConfig):
       raise ValueError(f'{self.name}: audio_frontend must be one of {AUDIO_FRONTENDS}.')
     if self.frame_mode not in FRAME_MODES:
       raise ValueError(f'{self.name}: frame_mode must be one of {FRAME_MODES}.')
-    if self.audio_dtype not in AUDIO_DTYPES:
-      raise ValueError(f'{self.name}: audio_dtype must be one of {AUDIO_DTYPES}.')
+    if self.audio_dtype not in AUDIO_DTYPES and not (
+        self.audio_frontend == 'waveform' and self.audio_dtype == WAVEFORM_DTYPE):
+      raise ValueError(f'{self.name}: audio_dtype must be one of {AUDIO_DTYPES} ({WAVEFORM_DTYPE!r} '
+                       "for the 'waveform' front end).")
     if self.features_dtype not in AUDIO_DTYPES:
       raise ValueError(f'{self.name}: features_dtype must be one of {AUDIO_DTYPES}.')
     if self.audio_frontend and self.audio_source not in ('audio', 'video'):

@@ -70,6 +70,8 @@ def _check_file(path: str | None, what: str) -> str:
 def audio_frontend(wave: np.ndarray, rate: int, spec: dict[str, Any]) -> np.ndarray:
   """The config's audio front end on a mono waveform at spec['sample_rate'], float32 (F, T)."""
   name = spec['audio_frontend']
+  if name == 'waveform':  # 16-bit PCM of the whole wave (the model computes its own features).
+    return np.round(np.clip(wave, -1.0, 1.0) * 32767.0).astype(np.int16)
   if name == 'ogm_ge_log_stft':
     return audio_lib.ogm_ge_log_stft(wave, n_fft=spec['n_fft'], hop_length=spec['hop_length'],
                                      num_samples=spec['num_samples'])
@@ -266,7 +268,7 @@ def process_clip(job: dict[str, str | None], spec: dict[str, Any]) -> dict[str, 
     silent = (spec.get('missing_audio') == 'silence' and bool(source) and
               os.path.isfile(source) and not has_audio_stream(source))
     if silent:
-      out['audio'] = np.zeros(spec['audio_shape'], spec.get('audio_dtype', 'float32'))
+      out['audio'] = np.zeros([d or 0 for d in spec['audio_shape']], spec.get('audio_dtype', 'float32'))
       out['audio_seconds'] = np.float32(0.0)
     else:
       wave, rate = load_wave(source, spec)
@@ -283,7 +285,10 @@ def process_clip(job: dict[str, str | None], spec: dict[str, Any]) -> dict[str, 
                       [job.get(spec['audio_source']) or '', job.get('video') or ''])
   if wave is not None:
     spec_out = audio_frontend(wave, rate, spec).astype(spec.get('audio_dtype', 'float32'))
-    if spec_out.shape != tuple(spec['audio_shape']) or not np.all(np.isfinite(spec_out)):
+    shape = tuple(spec['audio_shape'])
+    if (spec_out.ndim != len(shape) or any(d is not None and d != n
+                                           for d, n in zip(shape, spec_out.shape))
+        or not np.all(np.isfinite(spec_out))):
       raise ClipError('error', f'audio front end gave shape {spec_out.shape} (expected '
                       f'{tuple(spec["audio_shape"])}) or non-finite values')
     out['audio'] = spec_out

@@ -1,0 +1,211 @@
+"""voxceleb: VoxCeleb2 speaker identification for training, VoxCeleb1 / VoxCeleb2 verification
+trials for evaluation, audio with face frames (MMCosine's VoxCeleb task, main_vox2.py).
+
+Manual download (see README.md), any subset of, below one folder:
+  VoxCeleb2 dev and test: aac/<idX>/<ytid>/<NNNNN>.m4a and mp4/<idX>/<ytid>/<NNNNN>.mp4 (the
+    official face-centred 224x224 tracks, which carry the audio too);
+  VoxCeleb1 test: wav/<idX>/<ytid>/<NNNNN>.wav and that utterance's video as an mp4 of the same
+    <idX>/<ytid>/<NNNNN> (VoxCeleb1 publishes no videos today; see README.md);
+  trial lists: MMCosine's data/vox/veri_test.csv (VC1, label,idA/yt/N.wav,idB/yt/N.wav) and
+    test_pairs.csv (VC2), else the official veri_test2.txt / veri_test.txt (label a b) for VC1.
+An utterance is keyed <idX>/<ytid>/<NNNNN>. Utterances named by a trial list go to that list's split
+('vc1_test', 'vc2_test'); the others of speakers not in any trial list are the training pool, of
+which `validation_per_speaker` per speaker (seeded) form 'validation' (speaker identification
+accuracy). Trials whose utterances could not be built are dropped and counted.
+
+Records: 'label' (the speaker's index among the sorted training speakers; -1 for evaluation-only
+speakers), 'speaker' (idX), 'utterance' (the key's index in metadata['utterances'], the sorted
+keys of the trial splits; -1 in training), 'audio' (16 kHz 16-bit PCM, the whole utterance),
+'frames' (faces at 2 fps: the centre `face_crop` share of each official face-centred frame,
+resized to 224x224 JPEG; MMCosine re-detected and aligned faces with RetinaFace, which is not
+available offline: see README.md and docs/deviations.md). Metadata 'trials': list name ->
+{'label', 'first', 'second'} (utterance indices), 'trials_dropped'.
+
+No TensorFlow: Tensor / ClassLabel-free int labels / Text / Sequence(Image), ArrayRecord files.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+try:
+  import data_builders.common  # noqa: F401
+except ImportError:  # `tfds build data_builders/voxceleb` from a source checkout.
+  sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from data_builders.common.builder import Clip, ClipBuilder, Plan
+from data_builders.common.config import ClipConfig, described
+from data_builders.common import files as files_lib
+from data_builders.common.report import BuildReport
+
+KEY = re.compile(r'(id\d+)/([^/]+)/(\d+)$')
+# (trial list name, split, file names in order of preference).
+TRIAL_LISTS = (('vc1', 'vc1_test', ('veri_test.csv', 'veri_test2.txt', 'veri_test.txt')),
+               ('vc2', 'vc2_test', ('test_pairs.csv',)))
+
+
+@dataclasses.dataclass(eq=False)
+class VoxCelebConfig(ClipConfig):
+  """Front end (see ClipConfig) plus the face crop, the trial lists and the validation share.
+
+  The face is the frame_crop (top, bottom, width) of each official face-centred 224x224 frame
+  (MMCosine's faces are detector crops; see the module docstring).
+  validation_per_speaker: training-pool utterances per speaker held out as 'validation' (speakers
+    with at least two), drawn with validation_seed.
+  """
+
+  validation_per_speaker: int = 1
+  validation_seed: int = 0
+  audio_exts: tuple[str, ...] = ('.m4a', '.wav')
+  video_exts: tuple[str, ...] = ('.mp4',)
+
+
+def _face_crop(share: float, size: int = 224) -> tuple[int, int, int]:
+  """ClipConfig.frame_crop (top, bottom, width) of the centre `share` of a size x size frame."""
+  side = int(round(share * size))
+  top = (size - side) // 2
+  return top, top + side, side
+
+
+BUILDER_CONFIGS = [
+    described(
+        VoxCelebConfig, 'mmcosine',
+        'MMCosine VoxCeleb: 16 kHz mono 16-bit PCM of the whole utterance (m4a / wav, else the '
+        'mp4 track); faces at 2 fps: the centre 60% of each official 224x224 face track frame, '
+        'resized to 224x224 JPEG.',
+        audio_source='audio', sample_rate=16000, audio_frontend='waveform', audio_dtype='int16',
+        frame_mode='fps', frame_fps=2.0, max_frames=0, frame_crop=_face_crop(0.6),
+        frame_size=(224, 224), max_av_mismatch_s=0.0),
+]
+
+
+def utterance_key(path: str) -> str | None:
+  """'idX/ytid/NNNNN' of a path ending in idX/ytid/NNNNN[.ext] (leading '/' and extension off)."""
+  stem = re.sub(r'\.[A-Za-z0-9]+$', '', path.strip().lstrip('/'))
+  match = KEY.search(stem)
+  return '/'.join(match.groups()) if match else None
+
+
+def read_trials(path: Path) -> list[tuple[int, str, str]]:
+  """(label, key, key) of each `label a b` line (comma or whitespace separated)."""
+  out = []
+  for line in path.read_text(errors='replace').splitlines():
+    parts = [p for p in re.split(r'[,\s]+', line.strip()) if p]
+    if len(parts) >= 3 and parts[0] in ('0', '1'):
+      a, b = utterance_key(parts[1]), utterance_key(parts[2])
+      if a and b:
+        out.append((int(parts[0]), a, b))
+  return out
+
+
+def media_index(manual: Path, exts: tuple[str, ...]) -> dict[str, Path]:
+  """{utterance key: path} of the media files with `exts` laid out as idX/ytid/NNNNN.ext."""
+  index: dict[str, Path] = {}
+  for path in files_lib.walk_files(manual):
+    if path.suffix.lower() in exts:
+      key = utterance_key(path.relative_to(manual).as_posix())
+      if key and key not in index:
+        index[key] = path
+  return index
+
+
+class Builder(ClipBuilder):
+  """DatasetBuilder for VoxCeleb (registered with TFDS as 'voxceleb')."""
+
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'Initial release: mmcosine.'}
+  BUILDER_CONFIGS = BUILDER_CONFIGS
+  DEFAULT_BUILDER_CONFIG_NAME = 'mmcosine'
+  MANUAL_DOWNLOAD_INSTRUCTIONS = (
+      'Download VoxCeleb2 dev / test (aac + mp4) and VoxCeleb1 test (wav) from '
+      'https://www.robots.ox.ac.uk/~vgg/data/voxceleb/ (registration required), unpack them into '
+      'one folder with the trial lists (MMCosine data/vox/veri_test.csv and test_pairs.csv, or the '
+      'official veri_test2.txt) and pass it as --manual_dir. See data_builders/voxceleb/README.md.')
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return self._make_info(
+        __doc__ or '', homepage='https://www.robots.ox.ac.uk/~vgg/data/voxceleb/',
+        citation='Chung, Nagrani, Zisserman, VoxCeleb2: Deep Speaker Recognition, Interspeech '
+                 '2018; Nagrani, Chung, Zisserman, VoxCeleb, Interspeech 2017.')
+
+  def _label_features(self) -> dict[str, tfds.features.FeatureConnector]:
+    scalar = lambda: tfds.features.Tensor(shape=(), dtype=np.int64)
+    return {'label': scalar(), 'speaker': tfds.features.Text(), 'utterance': scalar()}
+
+  def _plan(self, manual: Path, report: BuildReport) -> Plan:
+    cfg = self.builder_config
+    audio, video = media_index(manual, cfg.audio_exts), media_index(manual, cfg.video_exts)
+    trial_lists, used_files = {}, {}
+    for name, split, candidates in TRIAL_LISTS:
+      found = next((p for c in candidates for p in files_lib.find_named(manual, [c])), None)
+      if found is None:
+        report.note(f'no {" / ".join(candidates)} under {manual}: no {split} split')
+        continue
+      trial_lists[name] = (split, read_trials(found))
+      used_files[name] = files_lib.relative(found, manual)
+    evaluation: dict[str, str] = {}  # key -> split
+    for name, (split, trials) in trial_lists.items():
+      for _, a, b in trials:
+        evaluation.setdefault(a, split)
+        evaluation.setdefault(b, split)
+    eval_speakers = {k.split('/')[0] for k in evaluation}
+    pool = sorted(k for k in set(audio) | set(video)
+                  if k not in evaluation and k.split('/')[0] not in eval_speakers)
+    speakers = sorted({k.split('/')[0] for k in pool})
+    if not speakers:
+      raise FileNotFoundError(f'{self.name}: no training utterance (idX/ytid/NNNNN.m4a / .wav / '
+                              f'.mp4 of a speaker outside the trial lists) under {manual}.\n'
+                              f'{self.MANUAL_DOWNLOAD_INSTRUCTIONS}')
+    held = self._validation(pool)
+    utterances = sorted(evaluation)
+    utterance_index = {k: i for i, k in enumerate(utterances)}
+    speaker_index = {s: i for i, s in enumerate(speakers)}
+    clips = []
+    for key in pool + utterances:
+      if key not in video:
+        report.add(key, 'missing_counterpart', f'no {key}.mp4 (the faces) under {manual}')
+        continue
+      speaker = key.split('/')[0]
+      split = evaluation.get(key) or ('validation' if key in held else 'train')
+      labels = {'label': np.int64(speaker_index.get(speaker, -1)), 'speaker': speaker,
+                'utterance': np.int64(utterance_index.get(key, -1))}
+      clips.append(Clip(key, split, {'audio': str(audio.get(key, video[key])),
+                                     'video': str(video[key])}, labels))
+    built = {c.key for c in clips}
+    trials, dropped = {}, {}
+    for name, (_, rows) in trial_lists.items():
+      kept = [(y, a, b) for y, a, b in rows if a in built and b in built]
+      dropped[name] = len(rows) - len(kept)
+      trials[name] = {'label': [y for y, _, _ in kept],
+                      'first': [utterance_index[a] for _, a, _ in kept],
+                      'second': [utterance_index[b] for _, _, b in kept]}
+    return Plan(clips, {'speakers': speakers, 'num_classes': len(speakers),
+                        'utterances': utterances, 'trials': trials, 'trials_dropped': dropped,
+                        'trial_files': used_files,
+                        'split_scheme': f'train / validation ({cfg.validation_per_speaker} per '
+                                        f'speaker, seed {cfg.validation_seed}) from the speakers '
+                                        'outside the trial lists; vc1_test / vc2_test: the trial '
+                                        'lists\' utterances'})
+
+  def _validation(self, pool: list[str]) -> set[str]:
+    """validation_per_speaker keys of each speaker with two or more, by a seeded permutation."""
+    cfg = self.builder_config
+    by_speaker: dict[str, list[str]] = collections.defaultdict(list)
+    for key in pool:
+      by_speaker[key.split('/')[0]].append(key)
+    held: set[str] = set()
+    for i, (_, keys) in enumerate(sorted(by_speaker.items())):
+      if len(keys) >= 2:
+        order = np.random.default_rng([cfg.validation_seed, i]).permutation(len(keys))
+        held.update(keys[j] for j in order[:min(cfg.validation_per_speaker, len(keys) - 1)])
+    return held
+
+
+VoxCeleb = Builder  # Descriptive alias (same class; registered once).
