@@ -88,3 +88,20 @@ def test_audio_crop_lengths():
   assert clips.audio_crop(3.0, psd) == (299, 1)  # MMCosine CREMA-D (257, 299).
   with pytest.raises(ValueError, match='no audio crop'):
     clips.audio_crop(1.0, {'sample_rate': 1, 'hop_length': 1, 'audio_frontend': ''})
+
+
+def test_vox_face_indices_follow_mmcosine_table():
+  from avjax.data.clips import vox_face_indices  # pylint: disable=import-outside-toplevel
+  table = {9: [2, 6], 8: [2, 6], 7: [2, 5], 6: [2, 4], 5: [1, 3], 4: [0, 2], 3: [0, 2], 2: [0, 1]}
+  for n, expected in table.items():
+    assert vox_face_indices(n, train=True).tolist() == expected, n
+  assert vox_face_indices(8, train=False).tolist() == [2]
+  assert vox_face_indices(1, train=False).tolist() == [0]  # Clipped: the reference reads a gap.
+
+
+def test_crop_from_start_in_evaluation():
+  from avjax.data.clips import crop_time  # pylint: disable=import-outside-toplevel
+  x = np.arange(10)
+  assert crop_time(x, 4, train=False, axis=0, from_start=True).tolist() == [0, 1, 2, 3]
+  assert crop_time(x, 4, train=False, axis=0).tolist() == [3, 4, 5, 6]
+  assert crop_time(np.arange(3), 5, train=False, axis=0, from_start=True).tolist() == [0, 1, 2, 0, 1]
