@@ -51,6 +51,13 @@ def get_config(arg: str | None = None):
   c.method.mmcosine = ml_collections.ConfigDict(dict(scaling=5.0, nce_weight=0.0,
                                                      nce_temperature=0.1))
 
+  # AGM (authors' CREMA-D alpha, cap 10, clip 1 / 1), OPM (BML's values, no warm-up: 20 short
+  # epochs) and PMR (alpha 2, no EMA, every epoch), as their configs.
+  c.method.agm = ml_collections.ConfigDict(dict(alpha=1.5, variant="original"))
+  c.method.opm = ml_collections.ConfigDict(dict(q_base=0.5, lam=0.5, p_exe=0.7,
+                                                modulation_starts=0))
+  c.method.pmr = ml_collections.ConfigDict(dict(alpha=2.0, momentum=0.0, modulation_ends=1_000_000))
+
   # SGD (OGM's coefficient rescales the gradient; an adaptive optimiser would largely undo that).
   c.optimizer.name = "sgd"
   c.optimizer.learning_rate = 0.05
