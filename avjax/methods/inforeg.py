@@ -160,7 +160,8 @@ class InfoReg(Method):
             "k": jnp.ones((), jnp.float32), "window_open": jnp.ones((), jnp.bool_)}
 
   def on_epoch_start(self, ctx: EpochContext) -> EpochUpdate:
-    state = jax.device_get(ctx.state.method_state)
+    ms = ctx.state.method_state
+    state = jax.device_get({k: ms[k] for k in ("fisher", "trace", "history")})  # Not the anchor.
     s = self.settings
     history, trace = state["history"], state["trace"]
     if ctx.epoch > 0:  # The finished epoch's accumulated traces join the history.

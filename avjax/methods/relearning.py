@@ -210,26 +210,26 @@ class Relearning(Method):
     s = self.settings
     if not reinit_due(ctx.epoch - 1, s.reinit_epoch, s.reinit_num):
       return EpochUpdate(plan=plan)
-    state = jax.device_get(ctx.state.method_state)
     train, held = ctx.run(features_and_labels, "train", fit), ctx.run(features_and_labels,
                                                                       "heldout")
     classes = self.model.num_outputs
     if min(len(train["label"]), len(held["label"])) < classes:
       raise ConfigError(f"method 'relearning' clusters into {classes} classes but the held-out "
                         f"fold has {len(held['label'])} examples; use a larger training split.")
-    new = {k: dict(state[k]) for k in ("weight", "keep", "purity_train", "purity_heldout", "gap")}
+    new = {k: {} for k in ("weight", "keep", "purity_train", "purity_heldout", "gap")}
     for m in self.modalities:
-      p = [purity(d["label"], kmeans(minmax_scale(d[m]), classes, n_init=s.kmeans_init,
-                                     seed=s.kmeans_seed)) for d in (train, held)]
-      w = reinit_weight(p[0], p[1], s.move_lambda)
-      f32 = lambda v: np.float32(v)
-      new["purity_train"][m], new["purity_heldout"][m] = f32(p[0]), f32(p[1])
-      new["gap"][m], new["weight"][m], new["keep"][m] = f32(abs(p[0] - p[1])), f32(w), f32(1 - w)
+      p_train, p_held = (purity(d["label"], kmeans(minmax_scale(d[m]), classes,
+                                                   n_init=s.kmeans_init, seed=s.kmeans_seed))
+                         for d in (train, held))
+      w = reinit_weight(p_train, p_held, s.move_lambda)  # float64, as DR's; rounded once below.
+      for key, value in (("purity_train", p_train), ("purity_heldout", p_held),
+                         ("gap", abs(p_train - p_held)), ("weight", w), ("keep", 1.0 - w)):
+        new[key][m] = jnp.float32(value)
       log.info("relearning: epoch %d, %s purity train %.4f held-out %.4f -> weight %.4f",
-               ctx.epoch, m, p[0], p[1], w)
-    method_state = {**ctx.state.method_state, **jax.tree.map(jnp.asarray, new),
+               ctx.epoch, m, p_train, p_held, w)
+    method_state = {**ctx.state.method_state, **new,
                     "pending": jnp.ones((), jnp.bool_),
-                    "reinits": jnp.asarray(state["reinits"] + 1, jnp.int32)}
+                    "reinits": ctx.state.method_state["reinits"] + 1}
     return EpochUpdate(plan=plan, method_state=method_state)
 
   def relearn(self, params: nnx.State, state: dict[str, Any]) -> nnx.State:

@@ -121,9 +121,10 @@ def test_step_against_torch_restatement():
 
 
 # ------------------------------------------------------------------------ the step on a model
-def test_update_adds_the_proximal_term_to_the_leading_encoder_only(data_dir):
+@pytest.mark.parametrize("fusion", ["concat", "gated"])
+def test_update_adds_the_proximal_term_to_the_leading_encoder_only(data_dir, fusion):
   config = tiny_config(data_dir, **{"method.name": "inforeg", "optimizer.weight_decay": 0.0,
-                                    "optimizer.momentum": 0.0})
+                                    "optimizer.momentum": 0.0, "model.fusion": fusion})
   exp = setup(config, num_classes=6)
   method, state = exp.method, exp.state
   anchor = jax.tree.map(lambda x: x - 0.5, state.method_state["anchor"])  # theta - theta_e = 0.5.
@@ -187,9 +188,9 @@ def test_bad_settings_and_models_are_refused():
     validate(c)
 
 
-def test_smoke_config_trains_from_the_command_line(tmp_path):
+def test_smoke_config_trains_from_the_command_line(data_dir, tmp_path):
   run_cli("avjax.main", "--config", "configs/inforeg_cremad.py:smoke",
-          f"--workdir={tmp_path / 'w'}", f"--config.dataset.data_dir={tmp_path / 'data'}")
+          f"--workdir={tmp_path / 'w'}", f"--config.dataset.data_dir={data_dir}")
   rows = [json.loads(l) for l in open(tmp_path / "w" / "metrics.jsonl")]
   train = [r for r in rows if r["split"] == "train"]
   assert [r["inforeg_k"] for r in train] == [1.0, 1.0]  # k_0 = 1, k_1 = t/10 / (t/10) = 1.

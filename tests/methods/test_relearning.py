@@ -138,6 +138,13 @@ def test_configs_validate(name):
   assert _load_config(name, "smoke").dataset.name == "synthetic_av"
 
 
+@pytest.mark.parametrize("fusion", ["sum", "concat", "film", "gated"])
+def test_every_av_resnet_fusion_validates(fusion):
+  c = base_config()
+  c.method.name, c.model.fusion = "relearning", fusion
+  validate(c)
+
+
 def test_bad_settings_and_models_are_refused():
   c = base_config()
   c.method.name = "relearning"
@@ -150,9 +157,9 @@ def test_bad_settings_and_models_are_refused():
     validate(c)
 
 
-def test_smoke_config_trains_from_the_command_line(tmp_path):
+def test_smoke_config_trains_from_the_command_line(data_dir, tmp_path):
   run_cli("avjax.main", "--config", "configs/relearning_cremad.py:smoke",
-          f"--workdir={tmp_path / 'w'}", f"--config.dataset.data_dir={tmp_path / 'data'}")
+          f"--workdir={tmp_path / 'w'}", f"--config.dataset.data_dir={data_dir}")
   rows = [json.loads(l) for l in open(tmp_path / "w" / "metrics.jsonl")]
   train = [r for r in rows if r["split"] == "train"]
   assert [r["relearning_reinits"] for r in train] == [0.0, 0.0, 1.0]
