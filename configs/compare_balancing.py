@@ -58,6 +58,13 @@ def get_config(arg: str | None = None):
                                                 modulation_starts=0))
   c.method.pmr = ml_collections.ConfigDict(dict(alpha=2.0, momentum=0.0, modulation_ends=1_000_000))
 
+  # Diagnosing & Re-learning: re-initialise after epochs 5, 10 and 15 (the original's 20 / 3 scaled
+  # from its 90 epochs to these 20); it trains on the 80 % fit fold and diagnoses the 20 % held out.
+  c.method.relearning = ml_collections.ConfigDict(dict(move_lambda=3.0, reinit_epoch=5,
+                                                       reinit_num=3))
+  # InfoReg: the original's constants (threshold 0.05, 0.95 / 0.1, a 10-epoch window on audio).
+  c.method.inforeg = ml_collections.ConfigDict(dict(threshold=0.05, strength_audio=0.95,
+                                                    strength_visual=0.1))
   # SGD (OGM's coefficient rescales the gradient; an adaptive optimiser would largely undo that).
   c.optimizer.name = "sgd"
   c.optimizer.learning_rate = 0.05
