@@ -116,6 +116,7 @@ def info_of(config: ml_collections.ConfigDict, model: nnx.Module,
 
 __all__ = ["MODELS", "MODALITIES", "ModelInfo", "ModelOutput", "build_model", "capabilities",
            "check_fusion", "info_of", "register_model", "section_kwargs"]
+from avjax.models import fusion_shared  # noqa: E402,F401  (registers the fusion)
 from avjax.models import vat  # noqa: E402,F401  (registers)
 from avjax.models import cmvqvae  # noqa: E402,F401  (registers)
 from avjax.models import vavl  # noqa: E402,F401  (registers)
