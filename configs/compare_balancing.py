@@ -51,6 +51,11 @@ def get_config(arg: str | None = None):
   c.method.mmcosine = ml_collections.ConfigDict(dict(scaling=5.0, nce_weight=0.0,
                                                      nce_temperature=0.1))
 
+  # MMPareto: gamma 1.5 (code/MMPareto.py:178), the authors' form (separate uni-modal heads).
+  c.method.mmpareto = ml_collections.ConfigDict(dict(gamma=1.5, variant="original"))
+  # AMCo (BalanceBenchmark's constants): sigma 0.5, eps 0.3, always inside the window.
+  c.method.amco = ml_collections.ConfigDict(dict(sigma=0.5, eps=0.3, modulation_starts=0,
+                                                 modulation_ends=1_000_000))
   # SGD (OGM's coefficient rescales the gradient; an adaptive optimiser would largely undo that).
   c.optimizer.name = "sgd"
   c.optimizer.learning_rate = 0.05
