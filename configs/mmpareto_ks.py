@@ -4,8 +4,8 @@ r"""MMPareto on Kinetics-Sounds (Wei & Hu, ICML 2024), concatenation fusion, sep
   python -m avjax.main --config configs/mmpareto_ks.py:smoke   # tiny synthetic stand-in
 
 GeWu-Lab/MMPareto_ICML2024 (a339db3) ships a CREMA-D script only; its README lists
-Kinetics-Sounds and says the preprocessing follows OGM-GE. So the data side is configs/ogm_ge_ks.py's
-(kinetics_sounds 'ogm_ge': Kaldi fbank (1024, 128), 3 frames at 1 fps) and the method and
+Kinetics-Sounds and says the preprocessing follows OGM-GE. So the data side is
+configs/ogm_ge_ks.py's (kinetics_sounds 'ogm_ge': Kaldi fbank (1024, 128), 3 frames at 1 fps) and the method and
 optimiser are the CREMA-D script's (code/MMPareto.py), as noted next to each value.
 """
 

@@ -1,5 +1,6 @@
 """MLA: the projector and gradient rules by hand, per-example entropy fusion, a PyTorch
-restatement of BalanceBenchmark's GS update and gating, alternation on av_resnet, configs, resume."""
+restatement of BalanceBenchmark's GS update and gating, alternation on av_resnet, configs,
+resume."""
 
 from __future__ import annotations
 
@@ -42,8 +43,8 @@ def test_projector_updates_by_hand():
 def test_gradient_rules_on_the_kernel_layout():
   p = jnp.diag(jnp.array([0.0905357, 0.9958932]))
   g_kernel = jnp.array([[1.0], [1.0]])  # (D, C): g_W = [[1, 1]].
-  np.testing.assert_allclose(modify_kernel_grad(g_kernel, p, "project")[:, 0], [0.0905357, 0.9958932],
-                             rtol=1e-6)
+  np.testing.assert_allclose(modify_kernel_grad(g_kernel, p, "project")[:, 0],
+                             [0.0905357, 0.9958932], rtol=1e-6)
   np.testing.assert_allclose(modify_kernel_grad(g_kernel, p, "add")[:, 0], [1.0905357, 1.9958932],
                              rtol=1e-6)
   np.testing.assert_array_equal(modify_kernel_grad(g_kernel, p, "none"), g_kernel)
