@@ -5,8 +5,9 @@ r"""MMPareto on Kinetics-Sounds (Wei & Hu, ICML 2024), concatenation fusion, sep
 
 GeWu-Lab/MMPareto_ICML2024 (a339db3) ships a CREMA-D script only; its README lists
 Kinetics-Sounds and says the preprocessing follows OGM-GE. So the data side is
-configs/ogm_ge_ks.py's (kinetics_sounds 'ogm_ge': Kaldi fbank (1024, 128), 3 frames at 1 fps) and the method and
-optimiser are the CREMA-D script's (code/MMPareto.py), as noted next to each value.
+configs/ogm_ge_ks.py's (kinetics_sounds 'ogm_ge': Kaldi fbank (1024, 128), 3 frames at 1 fps)
+and the method and optimiser are the CREMA-D script's (code/MMPareto.py), as noted next to each
+value.
 """
 
 from avjax.config import apply_smoke, base_config
