@@ -65,6 +65,11 @@ def get_config(arg: str | None = None):
   # InfoReg: the original's constants (threshold 0.05, 0.95 / 0.1, a 10-epoch window on audio).
   c.method.inforeg = ml_collections.ConfigDict(dict(threshold=0.05, strength_audio=0.95,
                                                     strength_visual=0.1))
+  # MMPareto: gamma 1.5 (code/MMPareto.py:178), the authors' form (separate uni-modal heads).
+  c.method.mmpareto = ml_collections.ConfigDict(dict(gamma=1.5, variant="original"))
+  # AMCo (BalanceBenchmark's constants): sigma 0.5, eps 0.3, always inside the window.
+  c.method.amco = ml_collections.ConfigDict(dict(sigma=0.5, eps=0.3, modulation_starts=0,
+                                                 modulation_ends=1_000_000))
   # SGD (OGM's coefficient rescales the gradient; an adaptive optimiser would largely undo that).
   c.optimizer.name = "sgd"
   c.optimizer.learning_rate = 0.05

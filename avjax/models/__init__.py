@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterable
 import ml_collections
 from flax import nnx
 
+from avjax.models.class_mask import ClassMaskClassifier, is_additive
 from avjax.models.classifier import AVClassifier
 from avjax.models.contract import ModelInfo, ModelSpec, model_info
 from avjax.models.fusion import FUSIONS
@@ -47,12 +48,17 @@ def _av_resnet_capabilities(config: ml_collections.ConfigDict) -> set[str]:
   formed = config.model.fusion in ("film", "gated")
   if not formed or config.model.fusion_kwargs.get("form", "ogm_ge") == "mmcosine":
     caps.add("cosine_head")  # A per-modality slice of the final weight.
+  if is_additive(config.model.fusion, config.model.fusion_kwargs.get("form", "ogm_ge")):
+    caps.add("class_mask")  # The fused logits are the sum of the modality logits.
   return caps
 
 
 @register_model("av_resnet", _av_resnet_capabilities, hints={
     "cosine_head": "fusions 'film' / 'gated' have a per-modality slice of the final weight only "
-                   "in their symmetric form: set config.model.fusion_kwargs.form='mmcosine'"},
+                   "in their symmetric form: set config.model.fusion_kwargs.form='mmcosine'",
+    "class_mask": "the fused logits must be the sum of the modality logits: set "
+                  "config.model.fusion to 'concat' or 'sum' (film / gated: "
+                  "config.model.fusion_kwargs.form='mmcosine')"},
                 remat_key="model.remat")
 def av_resnet(config: ml_collections.ConfigDict, num_classes: int, overrides: dict[str, Any],
               rngs: nnx.Rngs) -> AVClassifier:
@@ -61,11 +67,12 @@ def av_resnet(config: ml_collections.ConfigDict, num_classes: int, overrides: di
   m = config.model
   overrides = dict(overrides)
   heads = overrides.pop("modality_heads", "slices")
-  return AVClassifier(num_classes=num_classes, fusion=m.fusion, modality_heads=heads,
-                      fusion_kwargs={**fusion_kwargs(m), **overrides},
-                      widths=tuple(m.widths), audio_encoder=m.audio_encoder,
-                      audio_channels=m.audio_channels, visual_channels=m.visual_channels,
-                      init=m.init, remat=m.remat, rngs=rngs)
+  model_cls = ClassMaskClassifier if overrides.pop("logit_map", False) else AVClassifier
+  return model_cls(num_classes=num_classes, fusion=m.fusion, modality_heads=heads,
+                   fusion_kwargs={**fusion_kwargs(m), **overrides},
+                   widths=tuple(m.widths), audio_encoder=m.audio_encoder,
+                   audio_channels=m.audio_channels, visual_channels=m.visual_channels,
+                   init=m.init, remat=m.remat, rngs=rngs)
 
 
 def fusion_kwargs(model_config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -116,6 +123,7 @@ def info_of(config: ml_collections.ConfigDict, model: nnx.Module,
 
 __all__ = ["MODELS", "MODALITIES", "ModelInfo", "ModelOutput", "build_model", "capabilities",
            "check_fusion", "info_of", "register_model", "section_kwargs"]
+from avjax.models import fusion_shared  # noqa: E402,F401  (registers the fusion)
 from avjax.models import vat  # noqa: E402,F401  (registers)
 from avjax.models import cmvqvae  # noqa: E402,F401  (registers)
 from avjax.models import vavl  # noqa: E402,F401  (registers)

@@ -31,6 +31,9 @@ CAPABILITIES = {
     "modality_heads": "separate linear heads per modality on request (a method's model override "
                       "modality_heads='separate'): modality_logits then come from groups "
                       "'head/<modality>' instead of slices of the fusion head",
+    "class_mask": "on request (a method's model override logit_map=True) a learned C x C map on "
+                  "the sum of the modality logits, each masked by a class_mask row (AMCo; "
+                  "call(inputs, modality_mask, class_mask); group 'logit_map')",
     "unimodal_branches": "unimodal(inputs, modality) branches with their own heads and "
                          "reconstructions (groups encoder / shared / head / recon / fusion)",
     "joint_logits": "a joint network's logits next to auxiliary uni-modal heads",

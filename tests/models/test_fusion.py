@@ -49,7 +49,7 @@ def _check(out: FusionOutput, logits, out_a, out_v, h_a, h_v):
 
 
 def test_registry_names():
-  assert FUSIONS.names() == ["concat", "film", "gated", "sum"]
+  assert FUSIONS.names() == ["concat", "film", "gated", "shared_head", "sum"]
   assert FUSIONS.get("film") is FiLMFusion
 
 
