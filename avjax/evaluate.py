@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import jax
@@ -46,27 +47,45 @@ def load_workdir_config(workdir: str) -> Any:
   return workdir_lib.read_config(workdir)
 
 
-def evaluate_workdir(workdir: str, *, split: str | None = None, step: int | None = None,
-                     data_dir: str | None = None
-                     ) -> tuple[int, str, dict[str, np.ndarray], dict[str, float]]:
-  """Restores a workdir's checkpoint (`step`; default the best ranked one, else the latest) and
-  predicts a split (default the test split, else validation). Returns (step, split, predictions,
-  the method's report of them)."""
+@dataclasses.dataclass(frozen=True)
+class OpenedRun:
+  """A finished (or running) run's checkpoint restored read-only with what built it.
+
+  Attributes:
+    config: the workdir's config (config.json, in today's keys).
+    step: the restored checkpoint's step.
+    dataset: the opened dataset (the splits asked for).
+    exp: the method, model graphs and optimizer the config builds (avjax.steps.Setup).
+    state: the restored TrainState (replicated over `mesh`).
+    mesh: the device mesh.
+    batch_size: the evaluation batch size.
+  """
+
+  config: Any
+  step: int
+  dataset: Any
+  exp: Any
+  state: Any
+  mesh: Mesh
+  batch_size: int
+
+
+def open_run(workdir: str, splits: list[str], *, step: int | None = None,
+             data_dir: str | None = None) -> OpenedRun:
+  """Restores a workdir's checkpoint (`step`; default the best ranked one, else the latest)
+  read-only and opens `splits` of its dataset; ConfigError (one line) for a workdir without
+  config.json, checkpoints, or a checkpoint its config's model does not fit."""
   import os  # pylint: disable=import-outside-toplevel
 
   from avjax import data  # pylint: disable=import-outside-toplevel
-  from avjax import evaluators as evaluators_lib  # pylint: disable=import-outside-toplevel
   from avjax import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
   from avjax.checkpoint import Checkpointer, abstract_like  # pylint: disable=import-outside-toplevel
   from avjax.registry import ConfigError  # pylint: disable=import-outside-toplevel
-  from avjax.steps import make_eval_step, setup  # pylint: disable=import-outside-toplevel
+  from avjax.steps import setup  # pylint: disable=import-outside-toplevel
 
   config = load_workdir_config(workdir)
   if data_dir:
     config.dataset.data_dir = data_dir
-  split = split or config.dataset.test_split or config.dataset.val_split
-  if not split:
-    raise ConfigError("The workdir's config names no test or validation split; pass --split.")
   ckpt_dir = workdir_lib.checkpoints(workdir)
   if not os.path.isdir(ckpt_dir):
     raise ConfigError(f"{workdir} has no checkpoints/ directory.")
@@ -86,9 +105,8 @@ def evaluate_workdir(workdir: str, *, split: str | None = None, step: int | None
     mesh = sharding.make_mesh(config.mesh)
     batch_size = tc.eval_batch_size or tc.batch_size
     sharding.local_batch_size(batch_size, mesh)
-    dataset = data.open_dataset(config.dataset, [split])
+    dataset = data.open_dataset(config.dataset, list(dict.fromkeys(splits)))
     exp = setup(config, dataset.num_classes)
-    method, graphs = exp.method, exp.graphs
     state = jax.device_put(exp.state, sharding.replicated(mesh))
     try:
       state, _ = checkpointer.restore(step, abstract_like(state))
@@ -99,12 +117,34 @@ def evaluate_workdir(workdir: str, *, split: str | None = None, step: int | None
                         f"{type(e).__name__}: {first[:300]}") from e
   finally:
     checkpointer.close()
-  transform = data.make_transform(config.input, train=False, metadata=dataset.info.metadata)
+  return OpenedRun(config=config, step=step, dataset=dataset, exp=exp, state=state, mesh=mesh,
+                   batch_size=batch_size)
+
+
+def evaluate_workdir(workdir: str, *, split: str | None = None, step: int | None = None,
+                     data_dir: str | None = None
+                     ) -> tuple[int, str, dict[str, np.ndarray], dict[str, float]]:
+  """Restores a workdir's checkpoint (`step`; default the best ranked one, else the latest) and
+  predicts a split (default the test split, else validation). Returns (step, split, predictions,
+  the method's report of them)."""
+  from avjax import data  # pylint: disable=import-outside-toplevel
+  from avjax import evaluators as evaluators_lib  # pylint: disable=import-outside-toplevel
+  from avjax.registry import ConfigError  # pylint: disable=import-outside-toplevel
+  from avjax.steps import make_eval_step  # pylint: disable=import-outside-toplevel
+
+  saved = load_workdir_config(workdir)
+  split = split or saved.dataset.test_split or saved.dataset.val_split
+  if not split:
+    raise ConfigError("The workdir's config names no test or validation split; pass --split.")
+  run = open_run(workdir, [split], step=step, data_dir=data_dir)
+  config, method = run.config, run.exp.method
+  transform = data.make_transform(config.input, train=False, metadata=run.dataset.info.metadata)
   evaluators = evaluators_lib.build(config, method.task)
-  eval_step = jax.jit(make_eval_step(graphs, config, evaluators, method.predict))
-  predictions = predict(eval_step, state, dataset.sources[split], transform,
-                        batch_size=batch_size, mesh=mesh, num_workers=config.input.num_workers)
-  return step, split, predictions, evaluators_lib.report(evaluators, predictions)
+  eval_step = jax.jit(make_eval_step(run.exp.graphs, config, evaluators, method.predict))
+  predictions = predict(eval_step, run.state, run.dataset.sources[split], transform,
+                        batch_size=run.batch_size, mesh=run.mesh,
+                        num_workers=config.input.num_workers)
+  return run.step, split, predictions, evaluators_lib.report(evaluators, predictions)
 
 
 def format_report(report: dict[str, float]) -> str:

@@ -9,6 +9,7 @@
   <workdir>/valuation/           Shapley contributions: tables, summary.jsonl, contributions.png
   <workdir>/pictures/            evaluators' pictures (CM-VQVAE masks and reconstructions)
   <workdir>/predictions/<split>/ per-example prediction files
+  <workdir>/probe.json           linear-probe accuracies (python -m avjax.probe; probe_<n>.json next)
 
 Every module asks this one for its paths; nothing else joins names onto a workdir.
 """
@@ -32,6 +33,7 @@ PLOT_FILE = "metrics.png"
 VALUATION = "valuation"
 PICTURES = "pictures"
 PREDICTIONS = "predictions"
+PROBE_FILE = "probe.json"
 
 # Keys that may change between a run and its resumption (they do not change the computation);
 # config.evals.* too (evaluation only).
@@ -79,6 +81,15 @@ def pictures(workdir: str) -> str:
 
 def predictions(workdir: str, split: str) -> str:
   return os.path.join(workdir, PREDICTIONS, split)
+
+
+def new_probe_file(workdir: str) -> str:
+  """<workdir>/probe.json, or probe_<n>.json with the smallest n not taken (never overwritten)."""
+  path, n = os.path.join(workdir, PROBE_FILE), 0
+  while os.path.exists(path):
+    n += 1
+    path = os.path.join(workdir, PROBE_FILE.replace(".json", f"_{n}.json"))
+  return path
 
 
 def folder(path: str) -> str:
