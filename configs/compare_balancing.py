@@ -51,6 +51,9 @@ def get_config(arg: str | None = None):
   c.method.mmcosine = ml_collections.ConfigDict(dict(scaling=5.0, nce_weight=0.0,
                                                      nce_temperature=0.1))
 
+  # Greedy (run with --config.model.name=av_resnet_mmtm): GRD's threshold, window and warm-up.
+  c.method.greedy = ml_collections.ConfigDict(dict(variant="original", threshold=0.01, window=5,
+                                                   warmup_epochs=1))
   # SGD (OGM's coefficient rescales the gradient; an adaptive optimiser would largely undo that).
   c.optimizer.name = "sgd"
   c.optimizer.learning_rate = 0.05

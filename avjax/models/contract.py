@@ -31,6 +31,13 @@ CAPABILITIES = {
     "modality_heads": "separate linear heads per modality on request (a method's model override "
                       "modality_heads='separate'): modality_logits then come from groups "
                       "'head/<modality>' instead of slices of the fusion head",
+    "shared_head": "a linear head shared by the modalities on request (a method's model override "
+                   "shared_head=True): shared_logits(features) -> {modality: logits}, group "
+                   "'head/shared'",
+    "residual_classifiers": "per-modality classifiers sharing a last layer, with K pre-allocated "
+                            "residual classifiers each (ModelOutput.residual_logits); "
+                            "features(inputs, m) / classify(z, m) per modality; groups "
+                            "'head/<m>', 'residual/<m>', 'shared'",
     "unimodal_branches": "unimodal(inputs, modality) branches with their own heads and "
                          "reconstructions (groups encoder / shared / head / recon / fusion)",
     "joint_logits": "a joint network's logits next to auxiliary uni-modal heads",
@@ -40,6 +47,9 @@ CAPABILITIES = {
     "embeddings": "contrastive embeddings per modality and a pair-matching head",
     "tokens": "the per-modality token sequences its fusion reads",
     "regression": "regression outputs next to (or instead of) class logits",
+    "mmtm": "MMTM blocks between the encoders' stages: __call__(..., curation=c) freezes "
+            "modality c's gates to their running means, squeeze_means= gives each gate the other "
+            "modality's mean squeeze, mmtm_squeezes(inputs); groups 'mmtm/shared', 'mmtm/<m>'",
 }
 
 
