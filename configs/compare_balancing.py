@@ -70,6 +70,9 @@ def get_config(arg: str | None = None):
   # AMCo (BalanceBenchmark's constants): sigma 0.5, eps 0.3, always inside the window.
   c.method.amco = ml_collections.ConfigDict(dict(sigma=0.5, eps=0.3, modulation_starts=0,
                                                  modulation_ends=1_000_000))
+  # Greedy (run with --config.model.name=av_resnet_mmtm): GRD's threshold, window and warm-up.
+  c.method.greedy = ml_collections.ConfigDict(dict(variant="original", threshold=0.01, window=5,
+                                                   warmup_epochs=1))
   # SGD (OGM's coefficient rescales the gradient; an adaptive optimiser would largely undo that).
   c.optimizer.name = "sgd"
   c.optimizer.learning_rate = 0.05

@@ -44,7 +44,8 @@ def capabilities(config: ml_collections.ConfigDict) -> frozenset[str]:
 
 
 def _av_resnet_capabilities(config: ml_collections.ConfigDict) -> set[str]:
-  caps = {"modality_logits", "encode_fuse", "head_inputs", "modality_encoders", "modality_heads"}
+  caps = {"modality_logits", "encode_fuse", "head_inputs", "modality_encoders", "modality_heads",
+          "shared_head"}
   formed = config.model.fusion in ("film", "gated")
   if not formed or config.model.fusion_kwargs.get("form", "ogm_ge") == "mmcosine":
     caps.add("cosine_head")  # A per-modality slice of the final weight.
@@ -67,9 +68,10 @@ def av_resnet(config: ml_collections.ConfigDict, num_classes: int, overrides: di
   m = config.model
   overrides = dict(overrides)
   heads = overrides.pop("modality_heads", "slices")
+  shared = overrides.pop("shared_head", False)
   model_cls = ClassMaskClassifier if overrides.pop("logit_map", False) else AVClassifier
   return model_cls(num_classes=num_classes, fusion=m.fusion, modality_heads=heads,
-                   fusion_kwargs={**fusion_kwargs(m), **overrides},
+                   shared_head=shared, fusion_kwargs={**fusion_kwargs(m), **overrides},
                    widths=tuple(m.widths), audio_encoder=m.audio_encoder,
                    audio_channels=m.audio_channels, visual_channels=m.visual_channels,
                    init=m.init, remat=m.remat, rngs=rngs)
@@ -129,3 +131,5 @@ from avjax.models import cmvqvae  # noqa: E402,F401  (registers)
 from avjax.models import vavl  # noqa: E402,F401  (registers)
 from avjax.models import auxformer  # noqa: E402,F401  (registers)
 from avjax.models import speaker  # noqa: E402,F401  (registers)
+from avjax.models import mmtm  # noqa: E402,F401  (registers)
+from avjax.models import aug  # noqa: E402,F401  (registers)

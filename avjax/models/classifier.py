@@ -23,7 +23,9 @@ class AVClassifier(nnx.Module):
   optical flow), encoded as the visual frames are.
   Parameter groups: 'encoder/audio', 'encoder/visual' (modality-specific parameters, e.g. for
   OGM-GE's gradient modulation) and 'fusion' (a module from `avjax.models.fusion.FUSIONS`);
-  with `modality_heads='separate'` also 'head/audio', 'head/visual'.
+  with `modality_heads='separate'` also 'head/audio', 'head/visual'; with `shared_head=True`
+  also 'head/shared', one linear head every modality's pooled features go through
+  (`shared_logits`; DI-MML's shared classifier).
   Uni-modal logits: `modality_heads='slices'` (default) scores each modality through its part of
   the fusion head (see avjax.models.fusion); 'separate' gives each modality its own linear head
   on its pooled features (MMPareto, G-Blending, ... as their authors' code does), trained only
@@ -44,6 +46,7 @@ class AVClassifier(nnx.Module):
       init: str = "ogm_ge",
       remat: bool = False,
       modality_heads: str = "slices",
+      shared_head: bool = False,
       rngs: nnx.Rngs,
   ):
     self.num_classes = num_classes
@@ -65,13 +68,22 @@ class AVClassifier(nnx.Module):
       dim = self.audio_encoder.out_features
       self.audio_head = dense(dim, num_classes, init=init, rngs=rngs)
       self.visual_head = dense(dim, num_classes, init=init, rngs=rngs)
+    self.has_shared_head = shared_head
+    if shared_head:
+      self.shared_head = dense(self.audio_encoder.out_features, num_classes, init=init, rngs=rngs)
 
   def param_groups(self) -> dict[str, tuple[str, ...]]:
     groups = {"encoder/audio": ("audio_encoder",), "encoder/visual": ("visual_encoder",),
               "fusion": ("fusion",)}
     if self.modality_heads == "separate":
       groups.update({"head/audio": ("audio_head",), "head/visual": ("visual_head",)})
+    if self.has_shared_head:
+      groups["head/shared"] = ("shared_head",)
     return groups
+
+  def shared_logits(self, features: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """The shared head on each modality's pooled features: {m: (B, C)} (needs shared_head)."""
+    return {m: self.shared_head(features[m]) for m in MODALITIES}
 
   @property
   def feature_dim(self) -> int:

@@ -34,6 +34,13 @@ CAPABILITIES = {
     "class_mask": "on request (a method's model override logit_map=True) a learned C x C map on "
                   "the sum of the modality logits, each masked by a class_mask row (AMCo; "
                   "call(inputs, modality_mask, class_mask); group 'logit_map')",
+    "shared_head": "a linear head shared by the modalities on request (a method's model override "
+                   "shared_head=True): shared_logits(features) -> {modality: logits}, group "
+                   "'head/shared'",
+    "residual_classifiers": "per-modality classifiers sharing a last layer, with K pre-allocated "
+                            "residual classifiers each (ModelOutput.residual_logits); "
+                            "features(inputs, m) / classify(z, m) per modality; groups "
+                            "'head/<m>', 'residual/<m>', 'shared'",
     "unimodal_branches": "unimodal(inputs, modality) branches with their own heads and "
                          "reconstructions (groups encoder / shared / head / recon / fusion)",
     "joint_logits": "a joint network's logits next to auxiliary uni-modal heads",
@@ -43,6 +50,9 @@ CAPABILITIES = {
     "embeddings": "contrastive embeddings per modality and a pair-matching head",
     "tokens": "the per-modality token sequences its fusion reads",
     "regression": "regression outputs next to (or instead of) class logits",
+    "mmtm": "MMTM blocks between the encoders' stages: __call__(..., curation=c) freezes "
+            "modality c's gates to their running means, squeeze_means= gives each gate the other "
+            "modality's mean squeeze, mmtm_squeezes(inputs); groups 'mmtm/shared', 'mmtm/<m>'",
 }
 
 

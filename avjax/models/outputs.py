@@ -65,6 +65,8 @@ class ModelOutput:
     tokens: modality -> (B, N, D) token sequences the fusion reads ('tokens').
     regression: (B, R) fused regression outputs; modality_regression: modality -> (B, R)
       ('regression').
+    residual_logits: modality -> (B, K, C) logits of K pre-allocated residual classifiers,
+      of which a method uses the active ones ('residual_classifiers'; AUG).
   """
 
   logits: jax.Array
@@ -79,6 +81,7 @@ class ModelOutput:
   tokens: dict[str, jax.Array] | None = None
   regression: jax.Array | None = None
   modality_regression: dict[str, jax.Array] | None = None
+  residual_logits: dict[str, jax.Array] | None = None
 
 
 def apply_modality_mask(features: dict[str, jax.Array], modality_mask: jax.Array | None

@@ -127,13 +127,21 @@ class ResNet18(nnx.Module):
   def out_features(self) -> int:
     return self.widths[-1]
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    x = nnx.relu(self.bn1(self.conv1(x)))
-    x = max_pool_3x3_s2(x)
+  def stem(self, x: jax.Array) -> jax.Array:
+    """conv1, BN, ReLU, 3x3 max-pool: (N,H,W,C) -> (N,h,w,widths[0])."""
+    return max_pool_3x3_s2(nnx.relu(self.bn1(self.conv1(x))))
+
+  def stage(self, index: int, x: jax.Array) -> jax.Array:
+    """`layer<index>` (1-based, both BasicBlocks): lets a model act between stages (MMTM)."""
     run = nnx.remat(_run_block) if self.remat else _run_block
-    for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
-      for block in stage:
-        x = run(block, x)
+    for block in (self.layer1, self.layer2, self.layer3, self.layer4)[index - 1]:
+      x = run(block, x)
+    return x
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = self.stem(x)
+    for index in range(1, 5):
+      x = self.stage(index, x)
     return x
 
 
