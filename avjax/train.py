@@ -112,8 +112,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   per_example_fns: dict[Any, Any] = {}
 
-  def run(fn, split: str = "train", indices: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """EpochContext.run: a per-example function over a split (or some of its examples)."""
+  def run(fn, split: str = "train", indices: np.ndarray | None = None,
+          variables: tuple[Any, Any] | None = None) -> dict[str, np.ndarray]:
+    """EpochContext.run: a per-example function over a split (or some of its examples), on the
+    state's model or on `variables` = (params, model_state) of the same structure."""
     source = val_source() if split == "validation" else train_source
     if indices is None:
       indices = (heldout_fold(config.seed, len(source))[1] if split == "heldout"
@@ -121,7 +123,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if fn not in per_example_fns:
       per_example_fns[fn] = jax.jit(make_per_example_fn(graphs, fn, config.input))
     subset = data.Subset(source, np.asarray(indices))
-    out = predict(per_example_fns[fn], state, subset, eval_transform,
+    evaluated = state if variables is None else state.replace(params=variables[0],
+                                                               model_state=variables[1])
+    out = predict(per_example_fns[fn], evaluated, subset, eval_transform,
                   batch_size=eval_batch_size, mesh=mesh, num_workers=config.input.num_workers)
     out["index"] = np.asarray(indices)[out["index"]]
     return out

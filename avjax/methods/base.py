@@ -93,7 +93,8 @@ class EpochContext:
       jitted and sharded like evaluation) to examples of 'train', 'heldout' (see `heldout`) or
       'validation' (all of the split when `indices` is None) and returns the per-example outputs
       as numpy arrays, in `indices` order, with 'index' (positions in the training split for
-      'train' / 'heldout'), on every host.
+      'train' / 'heldout'), on every host. run(..., variables=(params, model_state)) runs the
+      model with those variables instead of the state's (e.g. a method's throw-away copies).
     heldout_fraction: the share of the training split in the seeded held-out fold.
     workdir: the run's directory (write only when `is_chief`).
     is_chief: whether this process writes files.
