@@ -163,10 +163,10 @@ def test_misspelt_best_metric_stops_at_the_first_evaluation_and_resumes(data_dir
   with pytest.raises(ConfigError, match=r"best_metric='acuracy' is not a validation metric.*"
                                         r"'accuracy'.*resumes from epoch 2"):
     train_and_evaluate(config, workdir)
-  assert [r["epoch"] for r in _rows(workdir, "val")] == [0]  # It stopped after epoch 1's eval ...
+  assert [r["epoch"] for r in _rows(workdir, "val")] == [1]  # It stopped after epoch 1's eval ...
   config.train.best_metric = "accuracy"  # ... and the same workdir takes the corrected name,
   train_and_evaluate(config, workdir)
-  assert [r["epoch"] for r in _rows(workdir, "train")] == [0, 1]  # without training epoch 1 again.
+  assert [r["epoch"] for r in _rows(workdir, "train")] == [1, 2]  # without training epoch 1 again.
 
 
 def test_preemption_at_an_epochs_last_step_evaluates_and_checkpoints_that_epoch(
@@ -177,13 +177,13 @@ def test_preemption_at_an_epochs_last_step_evaluates_and_checkpoints_that_epoch(
   workdir = str(tmp_path / "run")
   with pytest.raises(Preempted, match="at the end of epoch 1"):
     train_and_evaluate(config, workdir)
-  assert [r["epoch"] for r in _rows(workdir, "val")] == [0]
+  assert [r["epoch"] for r in _rows(workdir, "val")] == [1]
   state, meta = restore_final_state(workdir, config)  # Epoch 1 done, ranked by its val metrics.
   assert (meta["epoch"], meta["step_in_epoch"], int(state.step)) == (1, 0, 6)
   assert "accuracy" in meta["metrics"]
   monkeypatch.setattr(train_lib, "PreemptionWatcher", PreemptionWatcher)
   train_and_evaluate(config, workdir)
-  assert [r["epoch"] for r in _rows(workdir, "train")] == [0, 1]
+  assert [r["epoch"] for r in _rows(workdir, "train")] == [1, 2]
 
 
 def test_workdirs_from_before_method_resolution_still_resume():
