@@ -31,6 +31,19 @@ class _QuietReadOnly(logging.Filter):
 logging.getLogger("absl").addFilter(_QuietReadOnly())
 
 
+class _QuietClosedLoop(logging.Filter):
+  """Drops asyncio's 'Event loop is closed' reports: after a damaged checkpoint fails to restore,
+  the reads of its other arrays still pending complete on the finished restore's closed loop, one
+  traceback each (hundreds), burying the one line that matters (restore_latest's warning)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    error = record.exc_info[1] if record.exc_info else None
+    return not (isinstance(error, RuntimeError) and "Event loop is closed" in str(error))
+
+
+logging.getLogger("asyncio").addFilter(_QuietClosedLoop())
+
+
 class Checkpointer:
   """`<workdir>/checkpoints/<step>/{state,meta}` with latest-N + best-by-metric retention."""
 
