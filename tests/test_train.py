@@ -1,6 +1,7 @@
 """The trainer end to end: sharding equivalence, bit-exact resume, non-finite policy."""
 
 import json
+import logging
 
 import jax
 import jax.numpy as jnp
@@ -217,3 +218,34 @@ def test_damaged_workdir_config_is_a_config_error(tmp_path):
   with pytest.raises(ConfigError, match="config.json is not valid JSON"):
     workdir_lib.check_resume(tiny_config(str(tmp_path)), str(tmp_path), write=True)
   assert (tmp_path / "config.json").read_text() == '{"train": {"batch_'  # Left as it was.
+
+
+def test_finished_run_has_nothing_to_do_and_test_rows_carry_their_checkpoint(
+    data_dir, tmp_path, caplog, monkeypatch):
+  config = tiny_config(data_dir)
+  workdir = str(tmp_path / "run")
+  train_and_evaluate(config, workdir)
+  rows = writers.read_metrics(workdir)
+  with caplog.at_level(logging.INFO):
+    again = train_and_evaluate(config, workdir)
+  assert "Run complete (2/2 epochs, best checkpoint " in caplog.text
+  assert "nothing to do" in caplog.text
+  assert writers.read_metrics(workdir) == rows  # No evaluation or row again.
+  assert again == pytest.approx({k: v for k, v in rows[-1].items()
+                                 if k not in ("step", "epoch", "split", "checkpoint_step")})
+
+  # Another best checkpoint (as a changed best_metric may pick): its evaluation is asked for.
+  other = ({6, 12} - {rows[-1]["step"]}).pop()
+  monkeypatch.setattr(train_lib.Checkpointer, "best_step", lambda self: other)
+  train_and_evaluate(config, workdir)
+  val = {r["step"]: r["epoch"] for r in _rows(workdir, "val")}
+  tests = _rows(workdir, "test")
+  assert len(tests) == 2 and tests[0]["step"] != tests[1]["step"]
+  for row in tests:  # Each test row has its checkpoint's step and epoch, not the last epoch's.
+    assert row["checkpoint_step"] == row["step"] and row["epoch"] == val[row["step"]]
+  assert _rows(workdir, "val") == [r for r in _rows_of(rows, "val")]
+
+
+def _rows_of(rows, split):
+  return [{k: v for k, v in r.items() if k != "examples_per_sec"} for r in rows
+          if r["split"] == split]
