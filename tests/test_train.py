@@ -249,3 +249,21 @@ def test_finished_run_has_nothing_to_do_and_test_rows_carry_their_checkpoint(
 def _rows_of(rows, split):
   return [{k: v for k, v in r.items() if k != "examples_per_sec"} for r in rows
           if r["split"] == split]
+
+
+def test_progress_rate_starts_after_the_compiled_first_step(data_dir, tmp_path, monkeypatch,
+                                                            caplog):
+  bars = []
+
+  def progress_bar(total, desc="", disable=False, *, initial=0, **kw):
+    bars.append((desc, initial))
+    return writers.progress_bar.__wrapped__(total, desc, True, initial=initial, **kw)
+
+  progress_bar.__wrapped__ = writers.progress_bar
+  monkeypatch.setattr(train_lib.writers, "progress_bar", progress_bar)
+  config = tiny_config(data_dir, **{"train.progress": True})
+  with caplog.at_level(logging.INFO):
+    train_and_evaluate(config, str(tmp_path / "run"))
+  assert "epoch 1/2: compiling the train step..." in caplog.text
+  # Epoch 1's bar opens once its first (compiling) step is done; epoch 2's at once.
+  assert bars == [("epoch 1/2", 1), ("epoch 2/2", 0)]
