@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from typing import Any
 
 import jax
@@ -28,6 +29,19 @@ class _QuietReadOnly(logging.Filter):
 
 
 logging.getLogger("absl").addFilter(_QuietReadOnly())
+
+
+class _QuietClosedLoop(logging.Filter):
+  """Drops asyncio's 'Event loop is closed' reports: after a damaged checkpoint fails to restore,
+  the reads of its other arrays still pending complete on the finished restore's closed loop, one
+  traceback each (hundreds), burying the one line that matters (restore_latest's warning)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    error = record.exc_info[1] if record.exc_info else None
+    return not (isinstance(error, RuntimeError) and "Event loop is closed" in str(error))
+
+
+logging.getLogger("asyncio").addFilter(_QuietClosedLoop())
 
 
 class Checkpointer:
@@ -70,6 +84,10 @@ class Checkpointer:
                                       meta=ocp.args.JsonRestore()))
     return restored["state"], restored["meta"]
 
+  def meta(self, step: int) -> dict:
+    """A checkpoint's `meta` item alone (epoch, batch in epoch, validation metrics)."""
+    return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
   def restore_latest(self, abstract_state: Any) -> tuple[Any, dict] | None:
     """The newest checkpoint that restores.
 
@@ -84,9 +102,8 @@ class Checkpointer:
       except Exception as e:  # pylint: disable=broad-except
         target = self._set_aside(step)
         moved = True
-        logging.warning("Checkpoint %s/%d cannot be restored (%s: %s). It was moved to %s and the "
-                        "previous checkpoint is tried.", self.directory, step, type(e).__name__,
-                        str(e).splitlines()[0][:300], target)
+        logging.warning("Checkpoint %s/%d is damaged or does not fit this model (%s); moved to %s, "
+                        "trying the previous one.", self.directory, step, _reason(e), target)
         continue
       if moved:
         self._manager.reload()
@@ -128,6 +145,16 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.close()
+
+
+def _reason(error: BaseException) -> str:
+  """An Orbax / TensorStore error in one short line (without bound-method reprs and the 'full
+  details' dumps TensorStore appends)."""
+  text = " ".join(str(error).split())
+  text = re.sub(r"<bound method [^>]*>", "", text)
+  text = re.split(r"\s*See full TensorStore details", text)[0]
+  text = re.sub(r"\s*\(?\s*$", "", text)
+  return f"{type(error).__name__}: {text[:200]}" if text else type(error).__name__
 
 
 def abstract_like(tree: Any) -> Any:

@@ -41,7 +41,7 @@ def main(argv: list[str]) -> None:
   compile_cache.enable(_CACHE.value)
   from avjax.data.sources import DatasetNotBuiltError
   from avjax.registry import ConfigError
-  from avjax.preemption import Preempted
+  from avjax.preemption import CTRL_C_EXIT, Preempted
   from avjax.train import NonFiniteLossError, train_and_evaluate
   workdir = _WORKDIR.value or os.path.join("runs", config.name)
   try:
@@ -65,6 +65,12 @@ def main(argv: list[str]) -> None:
           f"XLA said: {str(e).splitlines()[0][:300]}")
   except Preempted as e:  # A clean stop: exit 0 so the scheduler treats it as such; rerun resumes.
     print(f"avjax: {e}", file=sys.stderr)
+    if e.by_user:  # Ctrl-C: the shell's status for an interrupted command.
+      sys.exit(CTRL_C_EXIT)
+  except KeyboardInterrupt:  # Ctrl-C outside the train steps (start-up, final evaluation).
+    print("\navjax: interrupted by Ctrl-C outside the train steps; the same command resumes from "
+          "the last checkpoint.", file=sys.stderr)
+    sys.exit(CTRL_C_EXIT)
 
 
 if __name__ == "__main__":

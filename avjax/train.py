@@ -6,15 +6,18 @@ Every method and model goes through `train_and_evaluate`; methods change the los
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from avjax import config as config_lib
 from avjax import data, sharding
@@ -37,11 +40,6 @@ class NonFiniteLossError(RuntimeError):
   """Training produced a non-finite loss or gradient and the policy is to stop."""
 
 
-def _mean_metrics(history: list[dict[str, jax.Array]]) -> dict[str, float]:
-  fetched = jax.device_get(history)
-  return {k: float(np.mean([h[k] for h in fetched])) for k in fetched[0]}
-
-
 def batch_plan(config: ml_collections.ConfigDict, train_examples: int,
                mesh: jax.sharding.Mesh) -> tuple[int, int]:
   """(steps per epoch, eval batch size), after checking both batch sizes fit the data and mesh."""
@@ -58,9 +56,37 @@ def batch_plan(config: ml_collections.ConfigDict, train_examples: int,
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains (or resumes) the configured experiment in `workdir`; returns the final test metrics
-  (validation metrics when there is no test split)."""
+  (validation metrics when there is no test split). One run at a time holds the workdir."""
   config = config_lib.validate(config)
   sharding.maybe_initialize_distributed(config.mesh)
+  with _workdir_lock(workdir):
+    return _train_and_evaluate(config, workdir)
+
+
+@contextlib.contextmanager
+def _workdir_lock(workdir: str) -> Iterator[None]:
+  """The workdir's lock, taken by process 0 for every process (which agree on the outcome)."""
+  if jax.process_count() == 1:
+    with workdir_lib.lock(workdir):
+      yield
+    return
+  with contextlib.ExitStack() as stack:
+    error = None
+    if jax.process_index() == 0:
+      try:
+        stack.enter_context(workdir_lib.lock(workdir))
+      except ConfigError as e:
+        error = e
+    locked = bool(multihost_utils.broadcast_one_to_all(np.int32(error is None)))
+    if error is not None:
+      raise error
+    if not locked:
+      raise workdir_lib.WorkdirBusyError(f"process 0 could not lock {workdir}; its log names the "
+                                         "run that holds it.")
+    yield
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   mesh = sharding.make_mesh(config.mesh)
   is_chief = jax.process_index() == 0
   tc = config.train
@@ -87,27 +113,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   checkpointer = Checkpointer(workdir_lib.checkpoints(workdir), keep=tc.keep_checkpoints,
                               best_metric=tc.best_metric, best_mode=tc.best_mode)
-  start_epoch, start_step = 0, 0
+  start_epoch, start_step, sums = 0, 0, {}
   restored = checkpointer.restore_latest(abstract_like(state))
   if restored is not None:
     state, meta = restored
     start_epoch, start_step = meta["epoch"], meta["step_in_epoch"]
-    log.info("Resuming from step %d (epoch %d, batch %d).", int(state.step), start_epoch,
-                 start_step)
-  writer = writers.MetricWriter(workdir, enabled=is_chief)
+    sums = meta.get("train_sums", {})  # The resumed epoch's train means cover all its steps.
+    log.info("Resuming from step %d (%s).", int(state.step),
+             _position(start_epoch, start_step, tc.num_epochs))
+  writer = writers.MetricWriter(workdir, enabled=is_chief, resume_step=int(
+      state.step) if start_epoch < tc.num_epochs else None)
+  if start_epoch < tc.num_epochs:
+    writer.text("config", config.to_json(indent=2), int(state.step))
   train_transform = data.make_transform(config.input, train=True, metadata=dataset.info.metadata)
   eval_transform = data.make_transform(config.input, train=False, metadata=dataset.info.metadata)
-  def evaluate(split: str, epoch: int) -> dict[str, float]:
-    predictions = predict(eval_step, state, dataset.sources[split], eval_transform,
+  def evaluate(split: str, epoch: int, at: Any = None, final: bool = False) -> dict[str, float]:
+    """The evaluators over a split at `at` (default: the training state); `epoch`: 0-indexed,
+    the epoch just finished (EvalContext.epoch); `final`: the run's final evaluation."""
+    at = state if at is None else at
+    predictions = predict(eval_step, at, dataset.sources[split], eval_transform,
                           batch_size=eval_batch_size, mesh=mesh,
                           num_workers=config.input.num_workers)
     report = evaluators_lib.report(evaluators, predictions)
     sample = jax.device_get(normalize_inputs(_sample(dataset.sources[split], eval_transform),
                                              config.input))
     evaluators_lib.write(evaluators, evaluators_lib.EvalContext(
-        split=split, epoch=epoch, step=int(state.step), predictions=predictions, sample=sample,
-        apply=lambda fn: fn(nnx.merge(graphs.eval, state.params, state.model_state), sample),
-        workdir=workdir, is_chief=is_chief, last_epoch=epoch + 1 >= tc.num_epochs))
+        split=split, epoch=epoch, step=int(at.step), predictions=predictions, sample=sample,
+        apply=lambda fn: fn(nnx.merge(graphs.eval, at.params, at.model_state), sample),
+        workdir=workdir, is_chief=is_chief, last_epoch=final or epoch + 1 >= tc.num_epochs))
     return report
 
   per_example_fns: dict[Any, Any] = {}
@@ -144,6 +177,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   plans = data.PlanStore(workdir_lib.plans(workdir), enabled=is_chief)
 
   host_step = int(state.step)  # Counted on the host from here on: no device sync per step.
+  compiled = False
   with PreemptionWatcher() as watcher:
     for epoch in range(start_epoch, tc.num_epochs):
       plan = plans.load(epoch)  # Saved at the epoch's start: a resumed epoch replays it.
@@ -160,9 +194,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       batches = data.train_batches(train_source, plan, train_transform, seed=config.seed,
                                    epoch=epoch, global_batch_size=tc.batch_size,
                                    start_step=start_step, num_workers=config.input.num_workers)
-      bar = writers.progress_bar(epoch_steps, desc=f"epoch {epoch + 1}/{tc.num_epochs}",
-                                 disable=not (tc.progress and is_chief), initial=start_step)
-      history, window, tic = [], [], time.perf_counter()
+      desc = f"epoch {epoch + 1}/{tc.num_epochs}"
+      show = tc.progress and is_chief
+      if not compiled:  # The first step's time is compilation: the bar's rate starts after it.
+        log.info("%s: compiling the train step...", desc)
+      bar = None if not compiled else writers.progress_bar(epoch_steps, desc=desc,
+                                                           disable=not show, initial=start_step)
+      window, ran, timed_from, tic = [], 0, 0, time.perf_counter()
       # (epoch, global step at the epoch's start, its steps): the schedule's fractional epoch.
       position = jnp.asarray([epoch, host_step - start_step, epoch_steps], jnp.int32)
       step_in_epoch, preempted = start_step, False
@@ -171,11 +209,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         window.append(step_metrics)
         host_step += 1
         step_in_epoch += 1
-        bar.update(1)
+        ran += 1
+        if bar is None:  # Compiled now (the call returns once the step is dispatched).
+          compiled, timed_from, tic = True, ran, time.perf_counter()
+          bar = writers.progress_bar(epoch_steps, desc=desc, disable=not show,
+                                     initial=step_in_epoch)
+        else:
+          bar.update(1)
         at_log = len(window) == tc.log_every_steps
         if at_log:
-          history.extend(_check_finite(window, config, epoch, checkpointer))
-          bar.set_postfix(loss=f"{_mean_metrics(window)['loss']:.4f}")
+          logged = _accumulate(sums, _check_finite(window, config, epoch, checkpointer))
+          if logged:
+            writer.write(host_step, epoch + 1, writers.STEP_SPLIT, logged)
+            bar.set_postfix(loss=f"{logged['loss']:.4f}")
           window = []
         # Processes agree on stopping (a collective) at log intervals and epoch ends; alone: always.
         agreed = at_log or step_in_epoch == epoch_steps or jax.process_count() == 1
@@ -185,28 +231,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         periodic = (tc.checkpoint_every_steps and host_step % tc.checkpoint_every_steps == 0
                     and step_in_epoch < epoch_steps)  # The epoch end saves its own.
         if preempted or periodic:
-          history.extend(_check_finite(window, config, epoch, checkpointer))  # Save only good state.
+          # Save only good state.
+          _accumulate(sums, _check_finite(window, config, epoch, checkpointer))
           window = []
-          checkpointer.save(host_step, state, {"epoch": epoch, "step_in_epoch": step_in_epoch}, None)
+          checkpointer.save(host_step, state, {"epoch": epoch, "step_in_epoch": step_in_epoch,
+                                               "train_sums": sums}, None)
         if preempted:
           checkpointer.wait()
           bar.close()
-          raise Preempted(f"Stopped by a preemption signal at step {host_step} (epoch {epoch + 1}, "
-                          f"batch {step_in_epoch}); checkpoint saved in {checkpointer.directory}. "
-                          "Run the same command again to resume.")
-      history.extend(_check_finite(window, config, epoch, checkpointer))
-      bar.close()
+          raise Preempted(f"Stopped by {watcher.reason()} at step {host_step} (epoch {epoch + 1}, "
+                          f"batch {step_in_epoch} of {epoch_steps}); checkpoint saved in "
+                          f"{checkpointer.directory}. Run the same command again to resume.",
+                          by_user=watcher.by_user)
+      _accumulate(sums, _check_finite(window, config, epoch, checkpointer))
+      if bar is not None:
+        bar.close()
       elapsed = time.perf_counter() - tic
       step = host_step
-      train_metrics = _mean_metrics(history) if history else {}
-      train_metrics["examples_per_sec"] = len(history) * tc.batch_size / elapsed
+      count = sums.pop("_count", 0)
+      train_metrics = {k: v / count for k, v in sums.items()} if count else {}
+      sums = {}
+      train_metrics["examples_per_sec"] = (ran - timed_from) * tc.batch_size / max(elapsed, 1e-9)
       train_metrics["skipped_steps"] = int(state.skipped_steps)
-      writer.write(step, epoch, "train", train_metrics)
+      writer.write(step, epoch + 1, "train", train_metrics)
       val_metrics = None
       last = epoch + 1 == tc.num_epochs
       if config.dataset.val_split and ((epoch + 1) % tc.eval_every_epochs == 0 or last):
         val_metrics = evaluate(config.dataset.val_split, epoch)
-        writer.write(step, epoch, "val", val_metrics)
+        writer.write(step, epoch + 1, "val", val_metrics)
         log.info("epoch %d val: %s", epoch + 1, _brief(val_metrics, method.task.columns()))
       # A best_metric no validation metric has would never rank a checkpoint: stop at the first.
       misnamed = val_metrics is not None and tc.best_metric not in val_metrics
@@ -220,22 +272,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                           f"epoch {epoch + 2} with the corrected name).")
       if preempted:
         checkpointer.wait()
-        raise Preempted(f"Stopped by a preemption signal at the end of epoch {epoch + 1} (step "
+        raise Preempted(f"Stopped by {watcher.reason()} at the end of epoch {epoch + 1} (step "
                         f"{step}); checkpoint saved in {checkpointer.directory}. Run the same "
-                        "command again to resume.")
+                        "command again to resume.", by_user=watcher.by_user)
       start_step = 0
   checkpointer.wait()
 
-  final = {}
-  final_split = config.dataset.test_split or config.dataset.val_split
-  if final_split:
-    best = checkpointer.best_step()
-    if best is not None and best != int(state.step):
-      state, _ = checkpointer.restore(best, abstract_like(state))
-    final = evaluate(final_split, tc.num_epochs - 1)
-    split_name = "test" if config.dataset.test_split else "val"
-    writer.write(int(state.step), tc.num_epochs - 1, split_name, dict(final, checkpoint_step=int(
-        state.step)))
+  final = _final_evaluation(config, workdir, checkpointer, writer, evaluate, state,
+                            done_before=start_epoch >= tc.num_epochs)
   checkpointer.close()
   writer.close()
   if is_chief:
@@ -246,6 +290,68 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     plotted = keys + present(method.diagnostics)  # And the method's own, e.g. OGM's coefficients.
     print(f"Plot: {writers.plot_metrics(workdir, keys=plotted or None)}")
   return final
+
+
+def _final_evaluation(config, workdir, checkpointer, writer, evaluate, state, *,
+                      done_before: bool) -> dict[str, float]:
+  """Evaluates the best checkpoint (else the latest) on the test split (else validation), once:
+  a finished run started again has nothing to do unless config.evals changed."""
+  tc = config.train
+  final_split = config.dataset.test_split or config.dataset.val_split
+  best = checkpointer.best_step()
+  step = best if best is not None else int(state.step)
+  epochs_done = f"{min(tc.num_epochs, _epochs_done(checkpointer, int(state.step)))}"
+  record = workdir_lib.read_final(workdir)
+  evals = json.loads(config.evals.to_json())
+  if done_before and (not final_split or (record and record.get("split") == final_split and
+                                          record.get("checkpoint_step") == step and
+                                          record.get("evals") == evals)):
+    log.info("Run complete (%s/%d epochs, best checkpoint %d); nothing to do.", epochs_done,
+             tc.num_epochs, step)
+    return dict(record["metrics"]) if record else {}
+  if not final_split:
+    return {}
+  if done_before:
+    log.info("Training is complete (%s/%d epochs); evaluating checkpoint %d on %r%s.",
+             epochs_done, tc.num_epochs, step, final_split,
+             " again: config.evals changed" if record and record.get("evals") != evals else "")
+  meta_epoch = _epochs_done(checkpointer, step)
+  if step != int(state.step):
+    state, _ = checkpointer.restore(step, abstract_like(state))
+  final = evaluate(final_split, meta_epoch - 1, state, final=True)
+  split_name = "test" if config.dataset.test_split else "val"
+  writer.write(step, meta_epoch, split_name, dict(final, checkpoint_step=step))
+  if jax.process_index() == 0:
+    workdir_lib.write_final(workdir, {"split": final_split, "checkpoint_step": step,
+                                      "epoch": meta_epoch, "evals": evals,
+                                      "metrics": {k: float(v) for k, v in final.items()}})
+  return final
+
+
+def _epochs_done(checkpointer: Checkpointer, step: int) -> int:
+  """The completed epochs a checkpoint records (its `meta['epoch']` at an epoch's end)."""
+  return int(checkpointer.meta(step)["epoch"])
+
+
+def _position(epoch: int, step_in_epoch: int, num_epochs: int) -> str:
+  """Where a checkpoint stands, 1-based as the console counts: 'epoch 2/4, batch 5 done' or
+  '2/4 epochs done'."""
+  if step_in_epoch == 0:
+    return f"{epoch}/{num_epochs} epochs done"
+  return f"epoch {epoch + 1}/{num_epochs}, batch {step_in_epoch} done"
+
+
+def _accumulate(sums: dict[str, float], fetched: list[dict]) -> dict[str, float]:
+  """Adds fetched step metrics to the epoch's running sums (`_count`: the steps); returns the
+  means of `fetched` (what the step-level rows log)."""
+  if not fetched:
+    return {}
+  keys = list(fetched[0])
+  for m in fetched:
+    for k in keys:
+      sums[k] = sums.get(k, 0.0) + float(m[k])
+  sums["_count"] = sums.get("_count", 0) + len(fetched)
+  return {k: float(np.mean([float(m[k]) for m in fetched])) for k in keys}
 
 
 def _check_finite(window: list[dict], config: ml_collections.ConfigDict, epoch: int,

@@ -1,9 +1,12 @@
 """A run's directory: every path in it, and the rules for what may change when a run resumes.
 
   <workdir>/config.json          the configuration that wrote the run (checked on resume)
+  <workdir>/lock.json            the running process (host, pid, start time); one run at a time
+  <workdir>/final.json           the final evaluation of a finished run (a re-run has nothing to do)
   <workdir>/checkpoints/<step>/  Orbax checkpoints (avjax.checkpoint)
   <workdir>/plans/               each epoch's plan, saved at its start (avjax.data.PlanStore)
   <workdir>/metrics.jsonl        one JSON row per split evaluation / training epoch (avjax.writers)
+  <workdir>/metrics_superseded.jsonl  rows a resumption dropped (written after the restored step)
   <workdir>/tensorboard/<split>/ TensorBoard events
   <workdir>/metrics.png          the metrics plot
   <workdir>/valuation/           Shapley contributions: tables, summary.jsonl, contributions.png
@@ -16,15 +19,25 @@ Every module asks this one for its paths; nothing else joins names onto a workdi
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import fcntl
 import json
+import logging
 import os
-from typing import Any
+import socket
+from typing import Any, Iterator
 
 import ml_collections
 
 from avjax.registry import ConfigError
 
+log = logging.getLogger(__name__)
+
 CONFIG_FILE = "config.json"
+LOCK_FILE = "lock.json"
+FINAL_FILE = "final.json"
+SUPERSEDED_FILE = "metrics_superseded.jsonl"
 CHECKPOINTS = "checkpoints"
 PLANS = "plans"
 METRICS_FILE = "metrics.jsonl"
@@ -48,6 +61,14 @@ RESUMABLE_PREFIXES = ("evals.",)
 
 def config_file(workdir: str) -> str:
   return os.path.join(workdir, CONFIG_FILE)
+
+
+def final_file(workdir: str) -> str:
+  return os.path.join(workdir, FINAL_FILE)
+
+
+def superseded_file(workdir: str) -> str:
+  return os.path.join(workdir, SUPERSEDED_FILE)
 
 
 def checkpoints(workdir: str) -> str:
@@ -169,3 +190,89 @@ def check_resume(config: ml_collections.ConfigDict, workdir: str, *, write: bool
                         "yourself if you no longer need it).")
   if write:
     write_config(workdir, config)
+
+
+class WorkdirBusyError(ConfigError):
+  """Another live run holds the workdir's lock."""
+
+
+def _describe(holder: dict[str, Any]) -> str:
+  return (f"pid {holder.get('pid')} on host {holder.get('host')!r}, started "
+          f"{holder.get('started', '?')}")
+
+
+@contextlib.contextmanager
+def lock(workdir: str) -> Iterator[None]:
+  """Holds `<workdir>/lock.json` for one run: a second run on the same workdir (a double-submitted
+  job, a second terminal) stops with one line naming the holder instead of mixing its checkpoints
+  and metrics into the first run's.
+
+  The lock is an OS file lock (released by the kernel when its process dies, however it dies) plus
+  the holder's host, pid and start time written in the file and cleared on a clean exit. A file
+  still naming a process of this host that holds no lock is a stale lock of a killed run: taken
+  over with a warning. One naming another host cannot be checked from here; delete it if that run
+  no longer runs. Multi-host runs call this on process 0 only.
+  """
+  path = os.path.join(folder(workdir), LOCK_FILE)
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      raise WorkdirBusyError(
+          f"{workdir} is in use by another run ({_describe(_read_holder(fd))}); wait for it to "
+          "end, or pass another --workdir.") from None
+    holder = _read_holder(fd)
+    host = socket.gethostname()
+    if holder and holder.get("host") not in (host, None):
+      raise WorkdirBusyError(
+          f"{workdir} is locked by a run on another host ({_describe(holder)}); if that run no "
+          f"longer runs, delete {path} and run again, else pass another --workdir.")
+    if holder:
+      log.warning("Took over the lock of %s: a run that ended without releasing it (%s).",
+                  workdir, _describe(holder))
+    me = {"host": host, "pid": os.getpid(),
+          "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
+    _write_holder(fd, json.dumps(me))
+    try:
+      yield
+    finally:
+      _write_holder(fd, "")  # A clean exit leaves no holder to take over.
+  finally:
+    os.close(fd)  # Releases the OS lock.
+
+
+def _read_holder(fd: int) -> dict[str, Any]:
+  os.lseek(fd, 0, os.SEEK_SET)
+  text = os.read(fd, 4096).decode("utf-8", "replace").strip()
+  try:
+    holder = json.loads(text) if text else {}
+  except ValueError:
+    holder = {"host": None, "pid": "?", "started": f"? (unreadable {LOCK_FILE})"}
+  return holder if isinstance(holder, dict) else {}
+
+
+def _write_holder(fd: int, text: str) -> None:
+  os.ftruncate(fd, 0)
+  os.lseek(fd, 0, os.SEEK_SET)
+  os.write(fd, text.encode("utf-8"))
+  os.fsync(fd)
+
+
+def read_final(workdir: str) -> dict[str, Any] | None:
+  """The final evaluation record of a finished run, or None."""
+  path = final_file(workdir)
+  if not os.path.exists(path):
+    return None
+  try:
+    return read_config_json(path)
+  except ConfigError:
+    return None  # Damaged: the evaluation is simply run again.
+
+
+def write_final(workdir: str, record: dict[str, Any]) -> None:
+  """<workdir>/final.json, written whole or not at all."""
+  path = final_file(folder(workdir))
+  with open(path + ".tmp", "w") as f:
+    json.dump(record, f, indent=2, sort_keys=True)
+  os.replace(path + ".tmp", path)

@@ -1,14 +1,19 @@
 """The output side of metrics: `metrics.jsonl`, TensorBoard scalars, end-of-run tables, plots, progress bars.
 
 `<workdir>/metrics.jsonl` holds one JSON object per line with `step`, `epoch`, `split` and the metric
-values. Non-finite values (NaN, inf) are written as `null`, so every line is strict JSON. The file is only
-ever appended to, so a resumed run continues the same file. TensorBoard event files go to
-`<workdir>/tensorboard/<split>/`, one tag per metric name.
+values. Non-finite values (NaN, inf) are written as `null`, so every line is strict JSON. A resumed run
+continues the same file: rows written after the step it resumes from (by a run killed before its next
+checkpoint, or one whose latest checkpoint was unreadable) are moved to `metrics_superseded.jsonl`,
+so every (step, split) has one row, and TensorBoard is purged from that step. TensorBoard event files
+go to `<workdir>/tensorboard/<split>/`, one tag per metric name.
+
+Epochs in rows are counts of completed epochs (1 after the first epoch; docs/architecture.md).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import numbers
 import os
@@ -21,7 +26,10 @@ import tqdm
 
 from avjax import workdir as workdir_lib
 
+log = logging.getLogger(__name__)
+
 _RESERVED = ("step", "epoch", "split")
+STEP_SPLIT = "train_step"  # Rows of train metrics every train.log_every_steps steps.
 _SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}
 
 
@@ -52,15 +60,21 @@ class MetricWriter:
   With `enabled=False` (every process but process 0) all methods are no-ops and nothing is created.
   """
 
-  def __init__(self, workdir: str | os.PathLike, *, enabled: bool = True):
+  def __init__(self, workdir: str | os.PathLike, *, enabled: bool = True,
+               resume_step: int | None = None):
+    """`resume_step`: the step a run starts from (0 for a fresh start); rows after it are
+    superseded (moved out of metrics.jsonl) and TensorBoard purges its events after it."""
     self.workdir = os.fspath(workdir)
     self.enabled = enabled
     self.path = workdir_lib.metrics_file(self.workdir)
     self._file = None
     self._tb: dict[str, Any] = {}
+    self._purge_step = None if resume_step is None else int(resume_step) + 1
     if not enabled:
       return
     os.makedirs(self.workdir, exist_ok=True)
+    if resume_step is not None:
+      _supersede_after(self.workdir, int(resume_step))
     broken_tail = False
     if os.path.exists(self.path) and os.path.getsize(self.path) > 0:
       with open(self.path, "rb") as f:
@@ -94,11 +108,20 @@ class MetricWriter:
         tb.add_scalar(str(key), float(v), global_step=row["step"])
     tb.flush()
 
+  def text(self, tag: str, text: str, step: int) -> None:
+    """A text summary in TensorBoard (e.g. the run's config), under the 'run' folder."""
+    if not self.enabled:
+      return
+    tb = self._tensorboard("run")
+    tb.add_text(tag, f"```\n{text}\n```", global_step=int(step))
+    tb.flush()
+
   def _tensorboard(self, split: str):
     if split not in self._tb:
       from tensorboardX import SummaryWriter  # imported lazily: only process 0 needs it
 
-      self._tb[split] = SummaryWriter(logdir=workdir_lib.tensorboard(self.workdir, split))
+      self._tb[split] = SummaryWriter(logdir=workdir_lib.tensorboard(self.workdir, split),
+                                      purge_step=self._purge_step)
     return self._tb[split]
 
   def close(self) -> None:
@@ -115,6 +138,27 @@ class MetricWriter:
 
   def __exit__(self, *exc) -> None:
     self.close()
+
+
+def _supersede_after(workdir: str, step: int) -> int:
+  """Moves metrics.jsonl rows of steps after `step` to metrics_superseded.jsonl (marked with the
+  step resumed from); returns how many."""
+  rows = read_metrics(workdir)
+  stale = [r for r in rows if r.get("step", 0) > step]
+  if not stale:
+    return 0
+  with open(workdir_lib.superseded_file(workdir), "a", encoding="utf-8") as f:
+    for row in stale:
+      f.write(json.dumps(dict(row, superseded_at=step), allow_nan=False) + "\n")
+  path = workdir_lib.metrics_file(workdir)
+  with open(path + ".tmp", "w", encoding="utf-8") as f:
+    for row in rows:
+      if row.get("step", 0) <= step:
+        f.write(json.dumps(row, allow_nan=False) + "\n")
+  os.replace(path + ".tmp", path)
+  log.info("Moved %d metric row(s) written after step %d (superseded by this resumption) to %s.",
+           len(stale), step, workdir_lib.superseded_file(workdir))
+  return len(stale)
 
 
 def read_metrics(workdir: str | os.PathLike) -> list[dict[str, Any]]:
@@ -218,7 +262,7 @@ def plot_metrics(
   workdir = os.fspath(workdir)
   rows = read_metrics(workdir)
   keys = list(keys) if keys is not None else _default_plot_keys(rows)
-  splits = sorted({r["split"] for r in rows if "split" in r}, key=lambda s: (_SPLIT_ORDER.get(s, 99), s))
+  splits = sorted({r["split"] for r in rows if r.get("split") not in (None, STEP_SPLIT)}, key=lambda s: (_SPLIT_ORDER.get(s, 99), s))
   picked = _latest_per_epoch(rows, splits)
   n = max(len(keys), 1)
   ncols = min(n, 3)

@@ -1,5 +1,6 @@
 """Crash safety: corrupt checkpoints fall back to the previous one; SIGKILL at any moment resumes."""
 
+import json
 import logging
 import os
 import signal
@@ -10,6 +11,7 @@ import time
 import jax
 import numpy as np
 
+from avjax import writers
 from avjax.train import train_and_evaluate
 from tests.helpers import demo_smoke_config, restore_final_state, tiny_config
 from tests.xla_env import subprocess_env
@@ -17,11 +19,31 @@ from tests.xla_env import subprocess_env
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _truncate_largest_file(directory):
-  files = [os.path.join(root, f) for root, _, names in os.walk(directory) for f in names]
+def _truncate_largest_array_file(directory):
+  files = [os.path.join(root, f) for root, _, names in os.walk(directory) for f in names
+           if f"{os.sep}d{os.sep}" in os.path.join(root, f)]  # TensorStore's data files.
   largest = max(files, key=os.path.getsize)
   with open(largest, "r+b") as f:
     f.truncate(os.path.getsize(largest) // 3)
+
+
+def _event_steps(directory):
+  """(kind, step) of every event in a TensorBoard folder: ('purge', s) for a purge marker."""
+  from tensorboardX.proto import event_pb2  # pylint: disable=import-outside-toplevel
+  events = []
+  for name in sorted(os.listdir(directory)):
+    with open(os.path.join(directory, name), "rb") as f:
+      data = f.read()
+    offset = 0
+    while offset < len(data):
+      length = int.from_bytes(data[offset:offset + 8], "little")
+      event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+      offset += 12 + length + 4
+      if event.HasField("session_log"):
+        events.append(("purge", event.step))
+      elif event.HasField("summary"):
+        events.extend((v.tag, event.step) for v in event.summary.value)
+  return events
 
 
 def test_corrupt_latest_checkpoint_falls_back_to_previous(data_dir, tmp_path, caplog):
@@ -31,23 +53,58 @@ def test_corrupt_latest_checkpoint_falls_back_to_previous(data_dir, tmp_path, ca
   checkpoints = os.path.join(workdir, "checkpoints")
   steps = sorted(int(s) for s in os.listdir(checkpoints) if s.isdigit())
   assert len(steps) == 2
-  _truncate_largest_file(os.path.join(checkpoints, str(steps[-1]), "state"))
+  _truncate_largest_array_file(os.path.join(checkpoints, str(steps[-1]), "state"))
+  before = writers.read_metrics(workdir)
 
   config.train.num_epochs = 3
+  caplog.clear()
   with caplog.at_level(logging.WARNING):
     train_and_evaluate(config, workdir)
-  assert "cannot be restored" in caplog.text
+  damaged = [r.getMessage() for r in caplog.records if "is damaged" in r.getMessage()]
+  assert len(damaged) == 1, caplog.text
+  assert "<bound method" not in damaged[0] and "TensorStore details" not in damaged[0]
+  assert "trying the previous one" in damaged[0] and len(damaged[0]) < 600
   kept = os.path.join(workdir, "checkpoints_unreadable", str(steps[-1]))
   assert os.path.isdir(kept)  # Set aside for inspection, not deleted.
   # Resumed from the previous (epoch 1) checkpoint and trained epochs 2 and 3 again.
   state, meta = restore_final_state(workdir, config)
   assert meta["epoch"] == 3 and int(state.step) == 3 * steps[0]
 
+  # The rows the lost checkpoint's run wrote after step 6 are superseded: one row per step.
+  rows = writers.read_metrics(workdir)
+  for split in ("train", "val"):
+    assert [(r["epoch"], r["step"]) for r in rows if r["split"] == split] == [
+        (1, 6), (2, 12), (3, 18)]
+  superseded = [json.loads(line) for line in open(os.path.join(workdir,
+                                                               "metrics_superseded.jsonl"))]
+  assert {(r["step"], r["split"]) for r in superseded} == {
+      (r["step"], r["split"]) for r in before if r["step"] > steps[0]}
+  assert all(r["superseded_at"] == steps[0] for r in superseded)
+  # TensorBoard hides the old epoch-2 values: the resumed writer marks a purge from step 7.
+  events = _event_steps(os.path.join(workdir, "tensorboard", "val"))
+  assert ("purge", steps[0] + 1) in events
+  assert [s for tag, s in events if tag == "accuracy"] == [6, 12, 12, 18]
+  assert events.index(("accuracy", 12)) < events.index(("purge", steps[0] + 1))  # Old, then purge.
+
   reference = str(tmp_path / "reference")
   train_and_evaluate(config, reference)
   expected, _ = restore_final_state(reference, config)
   for x, y in zip(jax.tree.leaves(state), jax.tree.leaves(expected)):
     np.testing.assert_array_equal(x, y)
+
+
+def test_closed_event_loop_reports_are_dropped():
+  from avjax import checkpoint  # pylint: disable=import-outside-toplevel
+  quiet = checkpoint._QuietClosedLoop()  # pylint: disable=protected-access
+  try:
+    raise RuntimeError("Event loop is closed")
+  except RuntimeError:
+    closed = logging.LogRecord("asyncio", logging.ERROR, __file__, 1, "Exception in callback",
+                               None, sys.exc_info())
+  other = logging.LogRecord("asyncio", logging.ERROR, __file__, 1, "Task failed", None, None)
+  assert not quiet.filter(closed) and quiet.filter(other)
+  assert any(isinstance(f, checkpoint._QuietClosedLoop)  # pylint: disable=protected-access
+             for f in logging.getLogger("asyncio").filters)
 
 
 def _command(workdir, data_dir):

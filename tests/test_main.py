@@ -69,17 +69,17 @@ def test_demo_smoke_end_to_end_and_resume(tmp_path, data_dir):
   assert (workdir / "metrics.png").exists()
   assert os.listdir(workdir / "tensorboard")
 
-  again = _main(*args)  # Same command, same workdir: resumes a finished run, trains nothing.
+  again = _main(*args)  # Same command, same workdir: a finished run, nothing to train or evaluate.
   assert again.returncode == 0, again.stderr[-3000:]
-  assert "Resuming from step" in again.stderr
-  rows_again = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
-  assert [r for r in rows_again if r["split"] in ("train", "val")] == [
-      r for r in rows if r["split"] in ("train", "val")]
+  assert "Resuming from step 16 (2/2 epochs done)" in again.stderr, again.stderr[-3000:]
+  assert "Run complete (2/2 epochs, best checkpoint " in again.stderr, again.stderr[-3000:]
+  assert "nothing to do" in again.stderr
+  assert [json.loads(line) for line in open(workdir / "metrics.jsonl")] == rows  # No new rows.
 
   longer = _main(*args, "--config.train.num_epochs=3")  # A longer run continues.
   assert longer.returncode == 0, longer.stderr[-3000:]
   rows_longer = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
-  assert [r["epoch"] for r in rows_longer if r["split"] == "val"] == [0, 1, 2]
+  assert [r["epoch"] for r in rows_longer if r["split"] == "val"] == [1, 2, 3]
 
 
 def test_workdir_of_a_different_experiment_is_refused(tmp_path, data_dir):

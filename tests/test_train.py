@@ -1,6 +1,7 @@
 """The trainer end to end: sharding equivalence, bit-exact resume, non-finite policy."""
 
 import json
+import logging
 
 import jax
 import jax.numpy as jnp
@@ -163,10 +164,10 @@ def test_misspelt_best_metric_stops_at_the_first_evaluation_and_resumes(data_dir
   with pytest.raises(ConfigError, match=r"best_metric='acuracy' is not a validation metric.*"
                                         r"'accuracy'.*resumes from epoch 2"):
     train_and_evaluate(config, workdir)
-  assert [r["epoch"] for r in _rows(workdir, "val")] == [0]  # It stopped after epoch 1's eval ...
+  assert [r["epoch"] for r in _rows(workdir, "val")] == [1]  # It stopped after epoch 1's eval ...
   config.train.best_metric = "accuracy"  # ... and the same workdir takes the corrected name,
   train_and_evaluate(config, workdir)
-  assert [r["epoch"] for r in _rows(workdir, "train")] == [0, 1]  # without training epoch 1 again.
+  assert [r["epoch"] for r in _rows(workdir, "train")] == [1, 2]  # without training epoch 1 again.
 
 
 def test_preemption_at_an_epochs_last_step_evaluates_and_checkpoints_that_epoch(
@@ -177,13 +178,13 @@ def test_preemption_at_an_epochs_last_step_evaluates_and_checkpoints_that_epoch(
   workdir = str(tmp_path / "run")
   with pytest.raises(Preempted, match="at the end of epoch 1"):
     train_and_evaluate(config, workdir)
-  assert [r["epoch"] for r in _rows(workdir, "val")] == [0]
+  assert [r["epoch"] for r in _rows(workdir, "val")] == [1]
   state, meta = restore_final_state(workdir, config)  # Epoch 1 done, ranked by its val metrics.
   assert (meta["epoch"], meta["step_in_epoch"], int(state.step)) == (1, 0, 6)
   assert "accuracy" in meta["metrics"]
   monkeypatch.setattr(train_lib, "PreemptionWatcher", PreemptionWatcher)
   train_and_evaluate(config, workdir)
-  assert [r["epoch"] for r in _rows(workdir, "train")] == [0, 1]
+  assert [r["epoch"] for r in _rows(workdir, "train")] == [1, 2]
 
 
 def test_workdirs_from_before_method_resolution_still_resume():
@@ -217,3 +218,52 @@ def test_damaged_workdir_config_is_a_config_error(tmp_path):
   with pytest.raises(ConfigError, match="config.json is not valid JSON"):
     workdir_lib.check_resume(tiny_config(str(tmp_path)), str(tmp_path), write=True)
   assert (tmp_path / "config.json").read_text() == '{"train": {"batch_'  # Left as it was.
+
+
+def test_finished_run_has_nothing_to_do_and_test_rows_carry_their_checkpoint(
+    data_dir, tmp_path, caplog, monkeypatch):
+  config = tiny_config(data_dir)
+  workdir = str(tmp_path / "run")
+  train_and_evaluate(config, workdir)
+  rows = writers.read_metrics(workdir)
+  with caplog.at_level(logging.INFO):
+    again = train_and_evaluate(config, workdir)
+  assert "Run complete (2/2 epochs, best checkpoint " in caplog.text
+  assert "nothing to do" in caplog.text
+  assert writers.read_metrics(workdir) == rows  # No evaluation or row again.
+  assert again == pytest.approx({k: v for k, v in rows[-1].items()
+                                 if k not in ("step", "epoch", "split", "checkpoint_step")})
+
+  # Another best checkpoint (as a changed best_metric may pick): its evaluation is asked for.
+  other = ({6, 12} - {rows[-1]["step"]}).pop()
+  monkeypatch.setattr(train_lib.Checkpointer, "best_step", lambda self: other)
+  train_and_evaluate(config, workdir)
+  val = {r["step"]: r["epoch"] for r in _rows(workdir, "val")}
+  tests = _rows(workdir, "test")
+  assert len(tests) == 2 and tests[0]["step"] != tests[1]["step"]
+  for row in tests:  # Each test row has its checkpoint's step and epoch, not the last epoch's.
+    assert row["checkpoint_step"] == row["step"] and row["epoch"] == val[row["step"]]
+  assert _rows(workdir, "val") == [r for r in _rows_of(rows, "val")]
+
+
+def _rows_of(rows, split):
+  return [{k: v for k, v in r.items() if k != "examples_per_sec"} for r in rows
+          if r["split"] == split]
+
+
+def test_progress_rate_starts_after_the_compiled_first_step(data_dir, tmp_path, monkeypatch,
+                                                            caplog):
+  bars = []
+
+  def progress_bar(total, desc="", disable=False, *, initial=0, **kw):
+    bars.append((desc, initial))
+    return writers.progress_bar.__wrapped__(total, desc, True, initial=initial, **kw)
+
+  progress_bar.__wrapped__ = writers.progress_bar
+  monkeypatch.setattr(train_lib.writers, "progress_bar", progress_bar)
+  config = tiny_config(data_dir, **{"train.progress": True})
+  with caplog.at_level(logging.INFO):
+    train_and_evaluate(config, str(tmp_path / "run"))
+  assert "epoch 1/2: compiling the train step..." in caplog.text
+  # Epoch 1's bar opens once its first (compiling) step is done; epoch 2's at once.
+  assert bars == [("epoch 1/2", 1), ("epoch 2/2", 0)]

@@ -27,7 +27,8 @@ class EvalContext:
   """What an evaluator may use on the host after a split's evaluation (for pictures, files).
 
   Attributes:
-    split: the evaluated split; epoch: 0-indexed epoch just finished; step: global step.
+    split: the evaluated split; epoch: 0-indexed epoch just finished (ctx.epoch's convention;
+      files and rows a person reads count completed epochs, epoch + 1); step: global step.
     predictions: the split's per-example outputs (numpy), as given to `report`.
     sample: the first few transformed examples of the split (numpy, leading axis <= 8).
     apply: apply(fn) -> fn(model, sample) with the model in eval mode at the current state.

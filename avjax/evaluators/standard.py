@@ -79,11 +79,11 @@ class Contributions(Evaluator):
     return valuation.contribution_report(predictions)
 
   def write(self, ctx: EvalContext) -> None:
-    """<workdir>/valuation/<split>_epoch_<e>_step_<s>.csv, summary.jsonl and contributions.png
+    """<workdir>/valuation/<split>_epoch_<e>_step_<s>.csv (e: epochs completed), summary.jsonl and contributions.png
     (redrawn every valuation.PLOT_EVERY_EPOCHS epochs and at the last; chief only)."""
     if ctx.is_chief:
       plot = (ctx.epoch + 1) % valuation.PLOT_EVERY_EPOCHS == 0 or ctx.last_epoch
-      valuation.write_artifacts(ctx.workdir, ctx.split, ctx.epoch, ctx.step, ctx.predictions,
+      valuation.write_artifacts(ctx.workdir, ctx.split, ctx.epoch + 1, ctx.step, ctx.predictions,
                                 plot=plot)
 
 

@@ -227,12 +227,13 @@ class ValuationResampling(Method):
   def record(self, ctx: EpochContext, out: dict[str, np.ndarray],
              extra: dict[str, np.ndarray] | None = None, summary: dict[str, Any] | None = None
              ) -> None:
-    """Writes the training-set valuation (of the state after epoch ctx.epoch - 1), chief only."""
+    """Writes the training-set valuation of the state after ctx.epoch completed epochs (files and
+    summary rows count epochs from 1, as metrics.jsonl does), chief only."""
     if not ctx.is_chief:
       return
     predictions = {k: v for k, v in out.items() if k not in ("shapley", "subset_correct")}
     predictions.update({f"shapley_{m}": out["shapley"][:, i] for i, m in enumerate(MODALITIES)})
-    valuation.write_artifacts(ctx.workdir, "train", ctx.epoch - 1, int(ctx.state.step),
+    valuation.write_artifacts(ctx.workdir, "train", ctx.epoch, int(ctx.state.step),
                               predictions, extra=extra, summary=summary, plot=False)
 
 

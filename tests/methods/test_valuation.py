@@ -138,13 +138,13 @@ def test_sample_level_epoch_plans(tmp_path):
   np.testing.assert_array_equal(plan.indices, expected.indices)
   np.testing.assert_array_equal(plan.modality_masks, expected.modality_masks)
   assert len(plan.indices) == 8 + sum(sum(c) for _, _, c in TABLE)
-  # The valuation of the training set is recorded (state after epoch 1, step 42).
-  table = np.genfromtxt(tmp_path / "valuation" / "train_epoch_0001_step_0000042.csv",
+  # The valuation of the training set is recorded (state after 2 epochs, step 42).
+  table = np.genfromtxt(tmp_path / "valuation" / "train_epoch_0002_step_0000042.csv",
                         delimiter=",", names=True)
   np.testing.assert_array_equal(table["shapley_visual"], phis[:, 1])
   assert table["copies_audio"].tolist() == [c[0] for _, _, c in TABLE]
   row, = [json.loads(line) for line in open(tmp_path / "valuation" / "summary.jsonl")]
-  assert row["split"] == "train" and row["epoch"] == 1 and row["copies_visual"] == 9
+  assert row["split"] == "train" and row["epoch"] == 2 and row["copies_visual"] == 9
 
 
 def test_modality_level_epoch_plan(tmp_path):
@@ -336,7 +336,7 @@ def test_mid_epoch_resume_replays_the_plan(smoke_run):
     assert f.read() == plan_bytes
   assert os.stat(plan_path).st_mtime_ns == plan_mtime  # Loaded, never saved again.
   summary = [json.loads(line) for line in open(os.path.join(workdir, "valuation", "summary.jsonl"))]
-  assert [(r["epoch"], r["step"]) for r in summary if r["split"] == "train"] == [(0, STEPS_EPOCH0)]
+  assert [(r["epoch"], r["step"]) for r in summary if r["split"] == "train"] == [(1, STEPS_EPOCH0)]
   with np.load(plan_path) as plan:
     length = len(plan["indices"])
   state, meta = restore_final_state(workdir, _config_of(workdir))
@@ -352,7 +352,7 @@ def test_smoke_run_resamples_and_recovers_the_informative_modality(smoke_run):
   workdir = smoke_run[0]
   rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
   val = [r for r in rows if r["split"] == "val"]
-  assert [r["epoch"] for r in val] == [0, 1]
+  assert [r["epoch"] for r in val] == [1, 2]
   assert all("shapley_audio" in r and "shapley_visual" in r for r in val)
   assert any(r["split"] == "test" and "shapley_audio" in r for r in rows)
   train = [r for r in rows if r["split"] == "train"]
