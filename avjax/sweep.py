@@ -14,7 +14,7 @@ varies (`plan` reads these keys):
   method_overrides  {method: nested settings}: that method's own (e.g. another model).
   excluded          {method: reason}: methods a plain sweep cannot run (e.g. needing a teacher run).
   baseline          the method the leaderboard tests the others against.
-  profile           measure each run's parameters, train-step FLOPs, step time and memory.
+  profile           measure parameters, train-step FLOPs, step time and memory (first seed's runs).
   slurm             submitit's executor parameters for --launcher=slurm (timeout_min, nodes, ...).
 
 A run whose config does not validate (a method needing a capability the model lacks, a fusion it
@@ -139,9 +139,12 @@ def plan(sweep: ml_collections.ConfigDict, base_dir: str = ".") -> tuple[list[Ru
           run = Run(dataset, method, fusion, int(seed), experiment,
                     (_plain(sweep.get("overrides", {})), dataset_settings,
                      method_overrides.get(method, {})))
+          config = build_config(run)  # A misspelt sweep setting fails here, for every run.
           try:
-            validate(build_config(run))
+            validate(config)
           except ConfigError as e:
+            if method == sweep.get("baseline", "baseline"):
+              raise ConfigError(f"the sweep's baseline run {run.name} does not validate: {e}") from e
             excluded[f"{dataset}/{fusion}/{method}"] = str(e).splitlines()[0]
             continue
           runs.append(run)
@@ -221,8 +224,10 @@ def launch(sweep: ml_collections.ConfigDict, root: str, launcher: str = "local",
       continue
     os.makedirs(run_dir, exist_ok=True)
     _write_json(os.path.join(run_dir, SPEC_FILE), {
-        "run": dataclasses.asdict(run), "profile": bool(sweep.get("profile", False))})
+        "run": dataclasses.asdict(run),  # Cost is measured once per configuration.
+        "profile": bool(sweep.get("profile", False)) and run.seed == min(sweep.seeds)})
     todo.append((run, run_dir))
+  _prepare_datasets([run for run, _ in todo])
   _export_pythonpath()
   if launcher == "local":
     for run, run_dir in todo:
@@ -248,6 +253,20 @@ def launch(sweep: ml_collections.ConfigDict, root: str, launcher: str = "local",
       results[run.name] = {"state": "failed", "error": f"job {job.job_id}: "
                            f"{str(e).strip().splitlines()[-1] if str(e) else type(e).__name__}"}
   return results
+
+
+def _prepare_datasets(runs: list[Run]) -> None:
+  """Opens each dataset the runs read once, before any run starts: datasets built on first use
+  (synthetic_av) are built here rather than by concurrent jobs racing to, and a dataset that is not
+  built fails the launch with its build command instead of failing every run."""
+  from avjax import data, protocol  # pylint: disable=import-outside-toplevel
+  seen = set()
+  for run in runs:
+    config = build_config(run)
+    key = config.dataset.to_json()
+    if key not in seen:
+      seen.add(key)
+      data.open_dataset(config.dataset, protocol.dataset_splits(config))
 
 
 def _export_pythonpath() -> None:
