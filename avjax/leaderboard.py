@@ -200,8 +200,8 @@ def _reported_cell(entry: dict[str, Any]) -> str:
 def to_markdown(entries: list[dict[str, Any]], plan: dict[str, Any]) -> str:
   """leaderboard.md: a table per dataset / fusion, then the exclusions and the definitions."""
   lines = [f"# Leaderboard: {plan.get('name', 'sweep')}", "",
-           "Mean ± std over seeds (%, test split at the checkpoint the validation split selected). "
-           "Definitions: avjax/leaderboard.py.", ""]
+           "Mean ± std over seeds (%, the test split at the checkpoint the validation split "
+           "selected). Definitions: avjax/leaderboard.py.", ""]
   header = ["method", "seeds", *COLUMNS, *COST, "reported acc."]
   by_table = collections.defaultdict(list)
   for e in entries:

@@ -54,9 +54,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
   if select_on == "validation" and d.val_split and d.val_split == d.test_split:
     raise ConfigError(
         f"config.dataset.val_split={d.val_split!r} is the test split: checkpoints would be "
-        f"selected on the test set. Use the dataset's validation split or val_split={HELDOUT!r} (a held-out "
-        "fold of the training split); to reproduce a reference that selected on the test split, "
-        "set config.train.select_on='test' explicitly (its results are labelled as such).")
+        f"selected on the test set. Use the dataset's validation split or "
+        f"val_split={HELDOUT!r} (a held-out fold of the training split); to reproduce a "
+        "reference that selected on the test split, set config.train.select_on='test' "
+        "explicitly (its results are labelled as such).")
   if select_on == "test" and not d.test_split:
     raise ConfigError("config.train.select_on='test' needs config.dataset.test_split.")
 

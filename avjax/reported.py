@@ -9,7 +9,8 @@ names map onto avjax's by lower-casing ('Modality-valuation' -> valuation_sample
 variant, as BB's trainer); BB's 'OGM' row is listed under 'ogm'.
 """
 
-_BB = "BalanceBenchmark README results table (GeWu-Lab/BalanceBenchmark @ 4c1482f, images/Results.jpeg)"
+_BB = ("BalanceBenchmark README results table (GeWu-Lab/BalanceBenchmark @ 4c1482f, "
+       "images/Results.jpeg)")
 
 # BB: method -> (KS acc, KS F1, CREMA-D acc, CREMA-D F1, VGGSound acc, VGGSound F1).
 _BB_TABLE = {

@@ -120,6 +120,25 @@ def build_config(run: Run) -> ml_collections.ConfigDict:
   return c
 
 
+def method_settings_from_configs(pattern: str, methods: list[str], base_dir: str = "."
+                                 ) -> dict[str, dict]:
+  """{method: {'method': {method: settings}}}: each method's own settings (config.method) from the
+  config file `pattern.format(method=...)` where one exists (e.g. configs/{method}_cremad.py), as
+  method_overrides: a sweep then runs one common recipe with each method's paper settings."""
+  out = {}
+  for method in methods:
+    path = os.path.join(base_dir, pattern.format(method=method))
+    if not os.path.isfile(path):
+      continue
+    config = load_module_config(path)
+    if config.method.name != method:
+      continue
+    settings = {k: _plain(v) for k, v in config.method.items()
+                if k != "name" and not isinstance(v, ml_collections.ConfigDict)}
+    out[method] = {"method": {method: settings}}
+  return out
+
+
 def plan(sweep: ml_collections.ConfigDict, base_dir: str = ".") -> tuple[list[Run], dict[str, str]]:
   """(runs, {excluded method or run: reason}): every combination whose config validates."""
   from avjax.config import validate  # pylint: disable=import-outside-toplevel
@@ -144,7 +163,8 @@ def plan(sweep: ml_collections.ConfigDict, base_dir: str = ".") -> tuple[list[Ru
             validate(config)
           except ConfigError as e:
             if method == sweep.get("baseline", "baseline"):
-              raise ConfigError(f"the sweep's baseline run {run.name} does not validate: {e}") from e
+              raise ConfigError(f"the sweep's baseline run {run.name} does not validate: "
+                                f"{e}") from e
             excluded[f"{dataset}/{fusion}/{method}"] = str(e).splitlines()[0]
             continue
           runs.append(run)

@@ -34,8 +34,9 @@ def _write_run(root, dataset, method, seed, values, selected_on="validation"):
     json.dump({"run": {"dataset": dataset, "method": method, "fusion": "concat", "seed": seed,
                        "experiment": "x.py", "overrides": []}}, f)
   rows = [{"step": 10, "epoch": 0, "split": "val", "accuracy": 0.99},  # Not the reported row.
-          {"step": 10, "epoch": 0, "split": "test", "checkpoint_step": 10, "selected_on": selected_on,
-           "accuracy": acc, "macro_f1": acc - 0.05, "accuracy_only_audio": only_a,
+          {"step": 10, "epoch": 0, "split": "test", "checkpoint_step": 10,
+           "selected_on": selected_on, "accuracy": acc, "macro_f1": acc - 0.05,
+           "accuracy_only_audio": only_a,
            "accuracy_only_visual": only_v, "shapley_audio": sh_a, "shapley_visual": sh_v,
            "relative_robustness": rel, "robust_accuracy_missing_audio": only_v,
            "gt_accuracy_only_visual": gt_v, "gt_accuracy_only_audio": 0.9}]

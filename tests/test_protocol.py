@@ -3,6 +3,7 @@ by default, and test-split selection only when asked for, labelled and warned ab
 
 import logging
 
+import ml_collections
 import numpy as np
 import pytest
 
@@ -70,11 +71,20 @@ def test_heldout_selection_and_test_selection_runs(data_dir, tmp_path, caplog):
   """val_split='heldout' selects on a fold of train and reports test once; select_on='test' writes
   its per-epoch rows as test rows, warns at each evaluation and marks the final row."""
   held = tiny_config(data_dir, **{"dataset.val_split": "heldout", "dataset.heldout_fraction": 0.25})
+  held.evals.robustness = ml_collections.ConfigDict(dict(levels=(1.0,)))  # And the evaluators
+  held.evals.ground_truth = ml_collections.ConfigDict()  # of avjax.sweep's runs, end to end.
   workdir = str(tmp_path / "heldout")
   train_and_evaluate(held, workdir)
   rows = writers.read_metrics(workdir)
   assert [r["split"] for r in rows if r["split"] != "train"] == ["val", "val", "test"]
   assert rows[-1]["selected_on"] == "heldout"
+  final = rows[-1]
+  for key in ("robust_accuracy_noise_audio_1", "robust_accuracy_missing_visual",
+              "relative_robustness"):
+    assert 0.0 <= final[key] <= 1.0
+  # audio_dominant: the audio always carries the label, the frames in most examples.
+  assert final["gt_count_only_visual"] == 0 and final["gt_count_only_audio"] > 0
+  assert final["gt_count_only_audio"] + final["gt_count_both"] == 32
 
   on_test = tiny_config(data_dir, **{"train.select_on": "test", "train.num_epochs": 1})
   with caplog.at_level(logging.WARNING, logger="avjax.protocol"):

@@ -14,7 +14,8 @@ from tests.helpers import REPO
 
 
 def _sweep(arg: str = "smoke") -> ml_collections.ConfigDict:
-  return sweep_lib.load_module_config(os.path.join(REPO, "configs", "sweeps", f"synthetic.py:{arg}"))
+  path = os.path.join(REPO, "configs", "sweeps", "synthetic.py")
+  return sweep_lib.load_module_config(f"{path}:{arg}" if arg else path)
 
 
 def test_synthetic_sweep_covers_every_registered_method():
@@ -74,3 +75,14 @@ def test_local_launcher_reports_a_failed_run(data_dir, tmp_path):
   results = sweep_lib.launch(sweep, str(tmp_path / "sweep"), "local", base_dir=REPO)
   status = results["broken__concat__baseline__seed0"]
   assert status["state"] == "failed" and "fewer than one batch" in status["error"]
+
+
+@pytest.mark.parametrize("name", ["cremad", "ks"])
+def test_real_data_sweeps_plan_without_data(name):
+  """Their runs validate (no data is read): every registered method runs or is excluded."""
+  sweep = sweep_lib.load_module_config(os.path.join(REPO, "configs", "sweeps", f"{name}.py"))
+  runs, excluded = sweep_lib.plan(sweep, REPO)
+  methods = {r.method for r in runs} | {k.split("/")[-1] for k in excluded}
+  assert methods == set(METHODS.names()) and len({r.seed for r in runs}) == 3
+  config = sweep_lib.build_config(next(r for r in runs if r.method == "baseline"))
+  assert (config.dataset.val_split, config.train.select_on) == ("heldout", "validation")

@@ -2,7 +2,7 @@ r"""Every registered balancing method on two synthetic_av regimes, 3 seeds: the 
 
   python -m avjax.sweep --config configs/sweeps/synthetic.py            # then:
   python -m avjax.leaderboard runs/sweeps/synthetic
-  python -m avjax.sweep --config configs/sweeps/synthetic.py:small      # CPU-sized (docs/leaderboard.md)
+  python -m avjax.sweep --config configs/sweeps/synthetic.py:small  # CPU size: docs/leaderboard.md
 
 Runs start from configs/compare_balancing.py (the same model, optimiser, data order and number of
 steps for every method; each method's settings from its section there) and differ only in the
@@ -25,8 +25,8 @@ from avjax.methods import METHODS
 
 # Methods a plain sweep over av_resnet runs cannot train, and why.
 EXCLUDED = {
-    "vat_pretrain": "self-supervised pre-training (no classifier); vat_finetune needs its checkpoint "
-                    "(chained runs: configs/vat_pretrain.py, then configs/vat_mer.py)",
+    "vat_pretrain": "self-supervised pre-training (no classifier); vat_finetune needs its "
+                    "checkpoint (chained runs: configs/vat_pretrain.py, then configs/vat_mer.py)",
     "vat_finetune": "fine-tunes a vat_pretrain checkpoint of the VAT transformer (chained runs)",
     "auxformer": "trains its own transformer on feature sequences (configs/auxformer_cremad.py)",
     "vavl": "trains its own Conformer model on feature sequences (configs/vavl_cremad.py)",
