@@ -27,7 +27,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.dataset.config = "audio_dominant"  # TFDS builder config.
   c.dataset.data_dir = ml_collections.FieldReference(None, field_type=str)  # None: TFDS default.
   c.dataset.train_split = "train"
-  c.dataset.val_split = "validation"  # '' to skip validation.
+  # Split that selects the checkpoint: the dataset's own, 'heldout' (a seeded, class-stratified
+  # fold of train, disjoint by speaker / video; avjax/protocol.py), or '' (keep the final state).
+  c.dataset.val_split = "validation"
+  c.dataset.heldout_fraction = 0.1  # val_split='heldout': the fold's share of the training split.
+  c.dataset.heldout_seed = 0  # Fixed across seeds: every method and seed trains on the same data.
+  c.dataset.heldout_group = "auto"  # Record feature grouping examples (speaker, video); '' none.
   c.dataset.test_split = "test"  # '' to skip the final test evaluation.
   c.dataset.auto_build = True  # Build datasets that need no download (synthetic_av) when missing.
   c.dataset.build_overrides = ml_collections.ConfigDict()  # synthetic_av size overrides (smoke runs).
@@ -128,6 +133,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.keep_checkpoints = 2  # Latest N kept, plus the best by `best_metric`.
   c.train.best_metric = "accuracy"  # Validation metric that selects the best checkpoint.
   c.train.best_mode = "max"
+  # 'validation' (val_split) or 'test': only to reproduce a reference that selected on the test
+  # split; such runs label their rows as test results and warn at every evaluation.
+  c.train.select_on = "validation"
   c.train.compute_dtype = "float32"  # 'bfloat16': mixed precision (float32 master weights).
   c.train.nonfinite = "stop"  # 'stop' the run, or 'skip' the update and count it.
   c.train.progress = True
@@ -207,6 +215,8 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     raise ConfigError(f"config.input.crop_scale={tuple(c.input.crop_scale)} must satisfy "
                       "0 < low <= high <= 1.")
   _check_audio_source(c)
+  from avjax import protocol  # pylint: disable=import-outside-toplevel
+  protocol.validate(c)
   from avjax import methods, models  # Late import: registries fill on import.
   models.MODELS.get(c.model.name)
   if c.model.remat and c.model.name != "av_resnet":
@@ -286,6 +296,7 @@ def upgrade_saved(saved: dict) -> dict:
   task settings move to config.task; what each method evaluated becomes config.evals (with the
   contributions' value_fn and CM-VQVAE's num_pictures). Newer configs come back unchanged."""
   out = copy.deepcopy(saved)
+  _upgrade_protocol(out)
   method = out.setdefault("method", {})
   if "evals" not in out:  # Before config.evals: what the method evaluated, with its settings.
     evals = copy.deepcopy(_LEGACY_EVALS.get(method.get("name"),
@@ -312,6 +323,18 @@ def upgrade_saved(saved: dict) -> dict:
       task[new] = method.pop(key)
   out["task"] = task
   return out
+
+
+def _upgrade_protocol(out: dict) -> None:
+  """Before config.train.select_on / dataset.heldout_*: the defaults, and select_on='test' where the
+  run selected on its test split (val_split == test_split), so its rows read as what they are."""
+  dataset, train = out.setdefault("dataset", {}), out.setdefault("train", {})
+  defaults = base_config()
+  for key in ("heldout_fraction", "heldout_seed", "heldout_group"):
+    dataset.setdefault(key, defaults.dataset[key])
+  if "select_on" not in train:
+    on_test = bool(dataset.get("test_split")) and dataset.get("val_split") == dataset["test_split"]
+    train["select_on"] = "test" if on_test else "validation"
 
 
 def method_sections(c: ml_collections.ConfigDict) -> dict[str, ml_collections.ConfigDict]:

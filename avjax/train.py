@@ -22,6 +22,7 @@ from jax.experimental import multihost_utils
 from avjax import config as config_lib
 from avjax import data, sharding
 from avjax import evaluators as evaluators_lib
+from avjax import protocol
 from avjax import workdir as workdir_lib
 from avjax import writers
 from avjax.checkpoint import Checkpointer, abstract_like, init_params_from
@@ -90,10 +91,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   mesh = sharding.make_mesh(config.mesh)
   is_chief = jax.process_index() == 0
   tc = config.train
-  splits = [s for s in (config.dataset.train_split, config.dataset.val_split,
-                        config.dataset.test_split) if s]
-  dataset = data.open_dataset(config.dataset, splits)
-  train_source = dataset.sources[config.dataset.train_split]
+  dataset = data.open_dataset(config.dataset, protocol.dataset_splits(config))
+  # The training split (less a held-out validation fold when val_split='heldout') and the splits
+  # evaluated, by name (avjax/protocol.py).
+  sources = protocol.run_sources(config, dataset.sources)
+  train_source = sources.train
   steps_per_epoch, eval_batch_size = batch_plan(config, len(train_source), mesh)
   workdir_lib.check_resume(config, workdir, write=jax.process_index() == 0)
 
@@ -131,11 +133,12 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     """The evaluators over a split at `at` (default: the training state); `epoch`: 0-indexed,
     the epoch just finished (EvalContext.epoch); `final`: the run's final evaluation."""
     at = state if at is None else at
-    predictions = predict(eval_step, at, dataset.sources[split], eval_transform,
+    protocol.warn_if_test_selected(config, f"Evaluation of {split!r} (epoch {epoch + 1})")
+    predictions = predict(eval_step, at, sources.splits[split], eval_transform,
                           batch_size=eval_batch_size, mesh=mesh,
                           num_workers=config.input.num_workers)
     report = evaluators_lib.report(evaluators, predictions)
-    sample = jax.device_get(normalize_inputs(_sample(dataset.sources[split], eval_transform),
+    sample = jax.device_get(normalize_inputs(_sample(sources.splits[split], eval_transform),
                                              config.input))
     evaluators_lib.write(evaluators, evaluators_lib.EvalContext(
         split=split, epoch=epoch, step=int(at.step), predictions=predictions, sample=sample,
@@ -167,7 +170,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     if not config.dataset.val_split:
       raise ConfigError(f"method {config.method.name!r} runs a pass over the validation split, "
                         "but config.dataset.val_split is empty; set it.")
-    return dataset.sources[config.dataset.val_split]
+    return sources.splits[config.dataset.val_split]
 
   def epoch_context(epoch: int) -> EpochContext:
     return EpochContext(epoch=epoch, seed=config.seed, num_examples=len(train_source),
@@ -256,9 +259,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
       writer.write(step, epoch + 1, "train", train_metrics)
       val_metrics = None
       last = epoch + 1 == tc.num_epochs
-      if config.dataset.val_split and ((epoch + 1) % tc.eval_every_epochs == 0 or last):
-        val_metrics = evaluate(config.dataset.val_split, epoch)
-        writer.write(step, epoch + 1, "val", val_metrics)
+      select_split = protocol.selection_split(config)
+      if select_split and ((epoch + 1) % tc.eval_every_epochs == 0 or last):
+        val_metrics = evaluate(select_split, epoch)
+        writer.write(step, epoch + 1, protocol.selection_label(config), val_metrics)
         log.info("epoch %d val: %s", epoch + 1, _brief(val_metrics, method.task.columns()))
       # A best_metric no validation metric has would never rank a checkpoint: stop at the first.
       misnamed = val_metrics is not None and tc.best_metric not in val_metrics
@@ -297,7 +301,7 @@ def _final_evaluation(config, workdir, checkpointer, writer, evaluate, state, *,
   """Evaluates the best checkpoint (else the latest) on the test split (else validation), once:
   a finished run started again has nothing to do unless config.evals changed."""
   tc = config.train
-  final_split = config.dataset.test_split or config.dataset.val_split
+  final_split = config.dataset.test_split or protocol.selection_split(config)
   best = checkpointer.best_step()
   step = best if best is not None else int(state.step)
   epochs_done = f"{min(tc.num_epochs, _epochs_done(checkpointer, int(state.step)))}"
@@ -320,7 +324,8 @@ def _final_evaluation(config, workdir, checkpointer, writer, evaluate, state, *,
     state, _ = checkpointer.restore(step, abstract_like(state))
   final = evaluate(final_split, meta_epoch - 1, state, final=True)
   split_name = "test" if config.dataset.test_split else "val"
-  writer.write(step, meta_epoch, split_name, dict(final, checkpoint_step=step))
+  writer.write(step, meta_epoch, split_name, dict(
+      final, checkpoint_step=step, selected_on=protocol.selected_on(config)))
   if jax.process_index() == 0:
     workdir_lib.write_final(workdir, {"split": final_split, "checkpoint_step": step,
                                       "epoch": meta_epoch, "evals": evals,

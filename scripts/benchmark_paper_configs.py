@@ -40,8 +40,8 @@ PAPER_CONFIGS = ("ogm_ge_cremad", "mmcosine_cremad", "ogm_ge_ks", "ogm_ge_vggsou
 BUILD_VARIANTS = {"cmvqvae_cremad": {"split_order": ("speaker",)}}
 # Overrides for what a fixture download lacks: Kinetics-Sounds' fixture has no validation list (the
 # valuation configs' docstrings: select on test, as the reference does).
-FIXTURE_OVERRIDES = {"valuation_ks": ["--config.dataset.val_split=test"],
-                     "valuation_modality_ks": ["--config.dataset.val_split=test"]}
+FIXTURE_OVERRIDES = {"valuation_ks": ["--config.train.select_on=test"],
+                     "valuation_modality_ks": ["--config.train.select_on=test"]}
 
 _CONFIGS = flags.DEFINE_list("configs", list(PAPER_CONFIGS), "configs/<name>.py to measure.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Fixture downloads and builds (kept for reuse; "

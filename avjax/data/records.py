@@ -109,6 +109,12 @@ class RecordSource:
   def __getitem__(self, index: int) -> dict[str, Any]:
     return self.decode(self._source.data_source[index])
 
+  def read(self, index: int, names: list[str]) -> dict[str, Any]:
+    """Only the features `names` of record `index` (e.g. labels for a stratified fold)."""
+    feature_map = tf_example_pb2.Example.FromString(
+        self._source.data_source[index]).features.feature
+    return {name: decode(feature_map[name]) for name, decode in self._decoders if name in names}
+
   def decode(self, serialized: bytes) -> dict[str, Any]:
     feature_map = tf_example_pb2.Example.FromString(serialized).features.feature
     out = {}

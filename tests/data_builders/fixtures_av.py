@@ -252,5 +252,5 @@ def paper_config(path: str, data_dir: str | None, arg: str | None = None, open_d
   config_lib.validate(c)
   if not open_data:
     return c
-  splits = [s for s in (c.dataset.train_split, c.dataset.val_split, c.dataset.test_split) if s]
-  return c, open_dataset(c.dataset, list(dict.fromkeys(splits)))
+  from avjax import protocol  # pylint: disable=g-import-not-at-top
+  return c, open_dataset(c.dataset, protocol.dataset_splits(c))

@@ -1,0 +1,367 @@
+r"""Sweeps: methods x datasets x fusions x seeds, one run (and workdir) each, under one sweep root.
+
+  python -m avjax.sweep --config configs/sweeps/synthetic.py [--launcher local|slurm|submitit_local]
+      [--root DIR] [--dry_run] [--nowait] [--config.seeds=0,1 ...]
+
+A sweep config (configs/sweeps/*.py) names an experiment config every run starts from and what
+varies (`plan` reads these keys):
+
+  experiment        'configs/<file>.py[:arg]': the base experiment.
+  overrides         nested settings applied to every run (e.g. train.num_epochs, extra evals).
+  datasets          {label: nested settings} (e.g. {'debiased': {'dataset': {'config': ...}}}).
+  fusions, seeds    tuples.
+  methods           method names (e.g. every registered one: avjax.methods.METHODS.names()).
+  method_overrides  {method: nested settings}: that method's own (e.g. another model).
+  excluded          {method: reason}: methods a plain sweep cannot run (e.g. needing a teacher run).
+  baseline          the method the leaderboard tests the others against.
+  profile           measure parameters, train-step FLOPs, step time and memory (first seed's runs).
+  slurm             submitit's executor parameters for --launcher=slurm (timeout_min, nodes, ...).
+
+A run whose config does not validate (a method needing a capability the model lacks, a fusion it
+cannot use) is listed as excluded with the reason; the others run in `<root>/runs/<name>`, with
+`sweep_run.json` (what the run is) and `status.json` (done / failed, with the error) beside the
+run's own files. Re-launching skips finished runs and resumes the others from their checkpoints; a
+failed run is reported and the others go on. Launchers: 'local' (one run after another, each in
+its own process), 'slurm' (one submitit job per run; several nodes per run when the slurm section
+asks for them: avjax initialises jax.distributed from SLURM's variables), 'submitit_local'
+(submitit's local executor: the slurm path without a cluster).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib.util
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+import traceback
+from typing import Any
+
+import ml_collections
+
+from avjax.registry import ConfigError
+
+log = logging.getLogger(__name__)
+
+SPEC_FILE = "sweep_run.json"
+STATUS_FILE = "status.json"
+PROFILE_FILE = "profile.json"
+PLAN_FILE = "sweep.json"
+LAUNCHERS = ("local", "slurm", "submitit_local")
+# Keys under which overrides may add settings the base config lacks (method sections, evaluators).
+_OPEN_SECTIONS = ("method", "evals")
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """One run of a sweep: what it trains, and the settings that make it so."""
+
+  dataset: str
+  method: str
+  fusion: str
+  seed: int
+  experiment: str  # Absolute 'path.py[:arg]'.
+  overrides: tuple  # ((nested settings dict), ...), applied in order.
+
+  @property
+  def name(self) -> str:
+    return f"{self.dataset}__{self.fusion}__{self.method}__seed{self.seed}"
+
+
+def load_module_config(path_arg: str) -> ml_collections.ConfigDict:
+  """`get_config(arg)` of a config file given as 'path.py[:arg]'."""
+  path, _, arg = path_arg.partition(":")
+  if not os.path.isfile(path):
+    raise ConfigError(f"config file {path!r} does not exist.")
+  spec = importlib.util.spec_from_file_location(f"_avjax_cfg_{abs(hash(path))}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()
+
+
+def apply_overrides(c: ml_collections.ConfigDict, settings: dict, where: str = "config") -> None:
+  """Sets nested `settings` on `c`: existing keys only, except under config.method / config.evals
+  (method sections, evaluators); a list given for a tuple setting becomes a tuple."""
+  for key, value in settings.items():
+    path = f"{where}.{key}"
+    open_section = path.split(".")[1] in _OPEN_SECTIONS
+    if key not in c and not open_section:
+      raise ConfigError(f"sweep setting {path} is not a config key; check its spelling against "
+                        "avjax/config.py.")
+    current = c.get(key)
+    if isinstance(value, (dict, ml_collections.ConfigDict)) and (
+        current is None or isinstance(current, ml_collections.ConfigDict)):
+      if current is None:
+        with c.unlocked():
+          c[key] = ml_collections.ConfigDict()
+      apply_overrides(c[key], dict(value), path)
+      continue
+    if isinstance(current, tuple) and isinstance(value, list):
+      value = tuple(value)
+    with c.unlocked():
+      c[key] = value
+
+
+def build_config(run: Run) -> ml_collections.ConfigDict:
+  """The experiment config of `run` (method settings resolved as `avjax.config.with_method`)."""
+  from avjax.config import with_method  # pylint: disable=import-outside-toplevel
+  c = load_module_config(run.experiment)
+  for settings in run.overrides:
+    apply_overrides(c, settings)
+  c = with_method(c, run.method)
+  c.seed = run.seed
+  c.model.fusion = run.fusion
+  c.name = run.name
+  c.train.progress = False
+  return c
+
+
+def method_settings_from_configs(pattern: str, methods: list[str], base_dir: str = "."
+                                 ) -> dict[str, dict]:
+  """{method: {'method': {method: settings}}}: each method's own settings (config.method) from the
+  config file `pattern.format(method=...)` where one exists (e.g. configs/{method}_cremad.py), as
+  method_overrides: a sweep then runs one common recipe with each method's paper settings."""
+  out = {}
+  for method in methods:
+    path = os.path.join(base_dir, pattern.format(method=method))
+    if not os.path.isfile(path):
+      continue
+    config = load_module_config(path)
+    if config.method.name != method:
+      continue
+    settings = {k: _plain(v) for k, v in config.method.items()
+                if k != "name" and not isinstance(v, ml_collections.ConfigDict)}
+    out[method] = {"method": {method: settings}}
+  return out
+
+
+def plan(sweep: ml_collections.ConfigDict, base_dir: str = ".") -> tuple[list[Run], dict[str, str]]:
+  """(runs, {excluded method or run: reason}): every combination whose config validates."""
+  from avjax.config import validate  # pylint: disable=import-outside-toplevel
+  experiment = sweep.experiment
+  path, sep, arg = experiment.partition(":")
+  experiment = os.path.abspath(os.path.join(base_dir, path)) + sep + arg
+  excluded = {m: str(r) for m, r in dict(sweep.get("excluded", {})).items()}
+  runs: list[Run] = []
+  datasets = {k: _plain(v) for k, v in sweep.datasets.items()}
+  method_overrides = {k: _plain(v) for k, v in sweep.get("method_overrides", {}).items()}
+  for seed in sweep.seeds:
+    for dataset, dataset_settings in datasets.items():
+      for fusion in sweep.fusions:
+        for method in sweep.methods:
+          if method in excluded:
+            continue
+          run = Run(dataset, method, fusion, int(seed), experiment,
+                    (_plain(sweep.get("overrides", {})), dataset_settings,
+                     method_overrides.get(method, {})))
+          config = build_config(run)  # A misspelt sweep setting fails here, for every run.
+          try:
+            validate(config)
+          except ConfigError as e:
+            if method == sweep.get("baseline", "baseline"):
+              raise ConfigError(f"the sweep's baseline run {run.name} does not validate: "
+                                f"{e}") from e
+            excluded[f"{dataset}/{fusion}/{method}"] = str(e).splitlines()[0]
+            continue
+          runs.append(run)
+  return runs, excluded
+
+
+def _plain(value: Any) -> Any:
+  """ConfigDicts as nested dicts."""
+  return value.to_dict() if isinstance(value, ml_collections.ConfigDict) else copy.deepcopy(value)
+
+
+def read_json(path: str) -> dict | None:
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
+def _write_json(path: str, value: dict) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump(value, f, indent=2, default=str)
+  os.replace(tmp, path)
+
+
+def is_done(run_dir: str) -> bool:
+  return (read_json(os.path.join(run_dir, STATUS_FILE)) or {}).get("state") == "done"
+
+
+def run_one(run_dir: str) -> dict:
+  """Trains (or resumes) the run described by `<run_dir>/sweep_run.json` in `run_dir`, profiles it
+  when asked, and writes `status.json`; returns the status (an error is caught and reported there,
+  so one run's failure never stops the sweep)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
+  from avjax import compile_cache  # pylint: disable=import-outside-toplevel
+  from avjax.train import train_and_evaluate  # pylint: disable=import-outside-toplevel
+  absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax / grain chatter; avjax logs at INFO.
+  logging.getLogger("avjax").setLevel(logging.INFO)
+  compile_cache.enable(compile_cache.default_dir())  # Seeds and methods share compiled steps.
+  spec = read_json(os.path.join(run_dir, SPEC_FILE))
+  run = Run(**{**spec["run"], "overrides": tuple(spec["run"]["overrides"])})
+  tic = time.time()
+  try:
+    config = build_config(run)
+    final = train_and_evaluate(config, run_dir)
+    if spec.get("profile") and jax.process_count() == 1:
+      from avjax import sweep_profile  # pylint: disable=import-outside-toplevel
+      _write_json(os.path.join(run_dir, PROFILE_FILE), sweep_profile.profile(config))
+    status = {"state": "done", "seconds": time.time() - tic, "final": final}
+  except Exception as e:  # pylint: disable=broad-except  # Reported; the sweep goes on.
+    status = {"state": "failed", "seconds": time.time() - tic,
+              "error": f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e) else ''}",
+              "traceback": traceback.format_exc()}
+  if jax.process_index() == 0:
+    _write_json(os.path.join(run_dir, STATUS_FILE), status)
+  return status
+
+
+def launch(sweep: ml_collections.ConfigDict, root: str, launcher: str = "local", *,
+           wait: bool = True, base_dir: str = ".") -> dict[str, dict]:
+  """Runs the sweep's unfinished runs under `root`; returns {run name: status} ('skipped' for
+  runs finished before, 'submitted' for jobs not waited for)."""
+  if launcher not in LAUNCHERS:
+    raise ConfigError(f"--launcher={launcher!r} is not one of {LAUNCHERS}.")
+  runs, excluded = plan(sweep, base_dir)
+  os.makedirs(os.path.join(root, "runs"), exist_ok=True)
+  _write_json(os.path.join(root, PLAN_FILE), {
+      "name": sweep.name, "baseline": sweep.get("baseline", "baseline"),
+      "runs": [r.name for r in runs], "excluded": excluded})
+  results, todo = {}, []
+  for run in runs:
+    run_dir = os.path.join(root, "runs", run.name)
+    if is_done(run_dir):
+      results[run.name] = {"state": "skipped"}
+      continue
+    os.makedirs(run_dir, exist_ok=True)
+    _write_json(os.path.join(run_dir, SPEC_FILE), {
+        "run": dataclasses.asdict(run),  # Cost is measured once per configuration.
+        "profile": bool(sweep.get("profile", False)) and run.seed == min(sweep.seeds)})
+    todo.append((run, run_dir))
+  _prepare_datasets([run for run, _ in todo])
+  _export_pythonpath()
+  if launcher == "local":
+    for run, run_dir in todo:
+      log.info("Run %s", run.name)
+      results[run.name] = _run_in_process(run_dir)
+    return results
+  import submitit  # pylint: disable=import-outside-toplevel
+  folder = os.path.join(root, "submitit", "%j")
+  if launcher == "slurm":
+    executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
+    executor.update_parameters(**dict(sweep.get("slurm", {})))
+  else:
+    executor = submitit.LocalExecutor(folder=folder)
+    executor.update_parameters(timeout_min=int(dict(sweep.get("slurm", {})).get("timeout_min", 60)))
+  jobs = [(run, executor.submit(run_one, run_dir)) for run, run_dir in todo]
+  for run, job in jobs:
+    if not wait:
+      results[run.name] = {"state": "submitted", "job": job.job_id}
+      continue
+    try:
+      results[run.name] = job.result()
+    except Exception as e:  # pylint: disable=broad-except  # The job died (killed, out of memory).
+      results[run.name] = {"state": "failed", "error": f"job {job.job_id}: "
+                           f"{str(e).strip().splitlines()[-1] if str(e) else type(e).__name__}"}
+  return results
+
+
+def _prepare_datasets(runs: list[Run]) -> None:
+  """Opens each dataset the runs read once, before any run starts: datasets built on first use
+  (synthetic_av) are built here rather than by concurrent jobs racing to, and a dataset that is not
+  built fails the launch with its build command instead of failing every run."""
+  from avjax import data, protocol  # pylint: disable=import-outside-toplevel
+  seen = set()
+  for run in runs:
+    config = build_config(run)
+    key = config.dataset.to_json()
+    if key not in seen:
+      seen.add(key)
+      data.open_dataset(config.dataset, protocol.dataset_splits(config))
+
+
+def _export_pythonpath() -> None:
+  """Run processes import this avjax checkout (sbatch and subprocesses inherit the environment)."""
+  here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+  if here not in paths:
+    os.environ["PYTHONPATH"] = os.pathsep.join([here] + [p for p in paths if p])
+
+
+def _run_in_process(run_dir: str) -> dict:
+  """`run_one` in a child process (a crash stops that run only); output in <run_dir>/log.txt."""
+  with open(os.path.join(run_dir, "log.txt"), "ab") as out:
+    code = subprocess.call([sys.executable, "-m", "avjax.sweep", "--run_dir", run_dir],
+                           stdout=out, stderr=subprocess.STDOUT)
+  status = read_json(os.path.join(run_dir, STATUS_FILE)) or {}
+  if code and status.get("state") != "failed":
+    status = {"state": "failed", "error": f"exit status {code}; see {run_dir}/log.txt"}
+  return status
+
+
+def format_results(results: dict[str, dict], excluded: dict[str, str]) -> str:
+  """One line per run (state, time, error) and per exclusion."""
+  lines = []
+  for name, status in results.items():
+    seconds = f"{status['seconds']:.0f}s" if "seconds" in status else ""
+    lines.append(f"{status['state']:9s} {seconds:>6s}  {name}  {status.get('error', '')}".rstrip())
+  lines += [f"excluded          {name}: {reason}" for name, reason in excluded.items()]
+  return "\n".join(lines)
+
+
+def main(argv: list[str]) -> None:
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from avjax.cli import fail  # pylint: disable=import-outside-toplevel
+  f = flags.FLAGS
+  if len(argv) > 1:
+    fail(f"unexpected arguments {argv[1:]}.")
+  logging.getLogger("avjax").setLevel(logging.INFO)
+  if f.run_dir:  # A launched run's own process.
+    status = run_one(f.run_dir)
+    sys.exit(0 if status["state"] == "done" else 1)
+  if not flags.FLAGS["config"].present:
+    fail("--config is required, e.g. --config configs/sweeps/synthetic.py")
+  sweep = f.config
+  root = f.root or os.path.join("runs", "sweeps", sweep.name)
+  if f.dry_run:
+    runs, excluded = plan(sweep)
+    print(format_results({r.name: {"state": "planned"} for r in runs}, excluded))
+    return
+  try:
+    results = launch(sweep, root, f.launcher, wait=f.wait)
+  except ConfigError as e:
+    fail(str(e))
+  plan_info = read_json(os.path.join(root, PLAN_FILE)) or {}
+  print(format_results(results, plan_info.get("excluded", {})))
+  failed = [n for n, s in results.items() if s["state"] == "failed"]
+  print(f"{len(results)} runs in {root}: {len(failed)} failed. Leaderboard: "
+        f"python -m avjax.leaderboard {root}")
+  if failed:
+    sys.exit(1)
+
+
+def _define_flags() -> None:
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+  config_flags.DEFINE_config_file("config", None, "Sweep config (configs/sweeps/*.py).")
+  flags.DEFINE_string("root", None, "Sweep directory (default runs/sweeps/<name>).")
+  flags.DEFINE_enum("launcher", "local", list(LAUNCHERS), "How runs are started.")
+  flags.DEFINE_bool("wait", True, "Wait for submitted jobs and report them.")
+  flags.DEFINE_bool("dry_run", False, "Only list the runs and exclusions.")
+  flags.DEFINE_string("run_dir", None, "Internal: run the one run described in this directory.")
+
+
+if __name__ == "__main__":
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from avjax.cli import parse_flags  # pylint: disable=g-import-not-at-top
+  _define_flags()
+  app.run(main, flags_parser=parse_flags)

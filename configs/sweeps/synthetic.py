@@ -1,0 +1,80 @@
+r"""Every registered balancing method on two synthetic_av regimes, 3 seeds: the leaderboard's sweep.
+
+  python -m avjax.sweep --config configs/sweeps/synthetic.py            # then:
+  python -m avjax.leaderboard runs/sweeps/synthetic
+  python -m avjax.sweep --config configs/sweeps/synthetic.py:small  # CPU size: docs/leaderboard.md
+
+Runs start from configs/compare_balancing.py (the same model, optimiser, data order and number of
+steps for every method; each method's settings from its section there) and differ only in the
+method, the regime and the seed. Unlike that comparison, every run selects its checkpoint on
+synthetic_av's validation split and evaluates the test split once (avjax/protocol.py).
+
+  audio_dominant  audio easy, frames informative but harder: the visual encoder starves.
+  debiased        per example exactly one modality carries the label: the examples only the weak
+                  modality carries are the ground truth the leaderboard scores separately.
+
+Methods: all of avjax.methods.METHODS, less those listed in EXCLUDED (with why); a method whose
+config does not validate here (e.g. one needing a model capability av_resnet lacks) is excluded by
+the sweep with the ConfigError as the reason. METHOD_OVERRIDES holds the few methods' special
+settings for this sweep.
+"""
+
+import ml_collections
+
+from avjax.methods import METHODS
+
+# Methods a plain sweep over av_resnet runs cannot train, and why.
+EXCLUDED = {
+    "vat_pretrain": "self-supervised pre-training (no classifier); vat_finetune needs its "
+                    "checkpoint (chained runs: configs/vat_pretrain.py, then configs/vat_mer.py)",
+    "vat_finetune": "fine-tunes a vat_pretrain checkpoint of the VAT transformer (chained runs)",
+    "auxformer": "trains its own transformer on feature sequences (configs/auxformer_cremad.py)",
+    "vavl": "trains its own Conformer model on feature sequences (configs/vavl_cremad.py)",
+    "cmvqvae": "trains its own CM-VQVAE model (configs/cmvqvae_cremad.py)",
+}
+# Per-method settings beyond configs/compare_balancing.py's sections ({method: nested settings}).
+METHOD_OVERRIDES = {}
+
+
+def get_config(arg: str | None = None):
+  c = ml_collections.ConfigDict()
+  c.name = "synthetic"
+  c.experiment = "configs/compare_balancing.py"
+  c.baseline = "baseline"
+  c.methods = tuple(m for m in METHODS.names())
+  c.excluded = EXCLUDED
+  c.method_overrides = METHOD_OVERRIDES
+  c.fusions = ("concat",)
+  c.seeds = (0, 1, 2)
+  c.datasets = {
+      "audio_dominant": {"dataset": {"config": "audio_dominant"}},
+      "debiased": {"dataset": {"config": "debiased"}},
+  }
+  c.overrides = {
+      "dataset": {"val_split": "validation", "test_split": "test",
+                  "build_overrides": {"num_train": 600, "num_validation": 200, "num_test": 300,
+                                      "image_size": 32}},
+      "train": {"checkpoint_every_epochs": 1, "keep_checkpoints": 1, "eval_every_epochs": 1},
+      # Uni-modal accuracy (masked input), robustness to noise / a missing modality, and the
+      # accuracy on examples only one modality carries (synthetic_av's ground truth).
+      "evals": {"ablation": {}, "robustness": {}, "ground_truth": {}},
+  }
+  c.profile = True
+  c.slurm = {"timeout_min": 120, "nodes": 1, "tasks_per_node": 1, "gpus_per_node": 1,
+             "cpus_per_task": 8}
+  if arg == "small":  # CPU-sized (2 shared cores): what docs/leaderboard.md was produced with.
+    c.overrides["dataset"]["build_overrides"].update(num_train=192, num_validation=64, num_test=128,
+                                                     image_size=16)
+    c.overrides["train"].update(num_epochs=6, batch_size=16, log_every_steps=4)
+    c.overrides["model"] = {"widths": (4, 8, 8, 8)}
+    c.overrides["input"] = {"image_size": 16}
+  elif arg == "smoke":  # Seconds per run: tests and a first look.
+    c.seeds = (0, 1)
+    c.overrides["dataset"]["build_overrides"].update(num_train=96, num_validation=32, num_test=32,
+                                                     image_size=16)
+    c.overrides["train"].update(num_epochs=1, batch_size=16, log_every_steps=2)
+    c.overrides["model"] = {"widths": (4, 8, 8, 8)}
+    c.overrides["input"] = {"image_size": 16}
+  elif arg:
+    raise ValueError(f"Unknown config argument {arg!r}; use 'small', 'smoke' or nothing.")
+  return c

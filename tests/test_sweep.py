@@ -1,0 +1,88 @@
+"""Sweeps (avjax/sweep.py): the plan covers every registered method, and launched runs are skipped
+when finished, reported when failed, without stopping the others (submitit's local executor and
+the local launcher)."""
+
+import os
+
+import ml_collections
+import pytest
+
+from avjax import sweep as sweep_lib
+from avjax.methods import METHODS
+from avjax.registry import ConfigError
+from tests.helpers import REPO
+
+
+def _sweep(arg: str = "smoke") -> ml_collections.ConfigDict:
+  path = os.path.join(REPO, "configs", "sweeps", "synthetic.py")
+  return sweep_lib.load_module_config(f"{path}:{arg}" if arg else path)
+
+
+def test_synthetic_sweep_covers_every_registered_method():
+  sweep = _sweep("")
+  assert len(sweep.datasets) >= 2 and tuple(sweep.seeds) == (0, 1, 2)
+  runs, excluded = sweep_lib.plan(sweep, REPO)
+  planned = {r.method for r in runs}
+  excluded_methods = {k.split("/")[-1] for k in excluded}
+  assert planned | excluded_methods == set(METHODS.names())
+  assert "baseline" in planned and "vat_pretrain" in excluded
+  for method in planned:  # Every regime and seed of a planned method.
+    assert sum(r.method == method for r in runs) == len(sweep.datasets) * len(sweep.seeds) * len(
+        sweep.fusions)
+  assert len({r.name for r in runs}) == len(runs)
+
+
+def test_overrides_refuse_unknown_keys():
+  sweep = _sweep()
+  sweep.overrides["train"]["num_epoch"] = 3
+  with pytest.raises(ConfigError, match="train.num_epoch"):
+    sweep_lib.plan(sweep, REPO)
+
+
+def _tiny_sweep(data_dir: str) -> ml_collections.ConfigDict:
+  """baseline on one regime that trains, and one whose batch exceeds its training split (fails
+  when the run starts, after validation)."""
+  sweep = _sweep()
+  sweep.methods = ("baseline",)
+  sweep.seeds = (0,)
+  sweep.profile = False
+  sweep.overrides["dataset"]["data_dir"] = data_dir
+  sweep.overrides["evals"] = {}
+  sweep.datasets = {"ok": {"dataset": {"config": "audio_dominant"}},
+                    "broken": {"train": {"batch_size": 256}}}
+  sweep.slurm = {"timeout_min": 10}
+  return sweep
+
+
+def test_submitit_local_skips_finished_and_reports_failed_runs(data_dir, tmp_path):
+  pytest.importorskip("submitit")
+  sweep, root = _tiny_sweep(data_dir), str(tmp_path / "sweep")
+  results = sweep_lib.launch(sweep, root, "submitit_local", base_dir=REPO)
+  ok, broken = "ok__concat__baseline__seed0", "broken__concat__baseline__seed0"
+  assert results[ok]["state"] == "done" and 0 <= results[ok]["final"]["accuracy"] <= 1
+  assert results[broken]["state"] == "failed"
+  assert "fewer than one batch" in results[broken]["error"]
+  assert sweep_lib.is_done(os.path.join(root, "runs", ok))
+
+  again = sweep_lib.launch(sweep, root, "submitit_local", base_dir=REPO)
+  assert again[ok] == {"state": "skipped"}  # Finished: not run again.
+  assert again[broken]["state"] == "failed"  # Retried (it would resume), and reported again.
+
+
+def test_local_launcher_reports_a_failed_run(data_dir, tmp_path):
+  sweep = _tiny_sweep(data_dir)
+  sweep.datasets = {"broken": {"train": {"batch_size": 256}}}
+  results = sweep_lib.launch(sweep, str(tmp_path / "sweep"), "local", base_dir=REPO)
+  status = results["broken__concat__baseline__seed0"]
+  assert status["state"] == "failed" and "fewer than one batch" in status["error"]
+
+
+@pytest.mark.parametrize("name", ["cremad", "ks"])
+def test_real_data_sweeps_plan_without_data(name):
+  """Their runs validate (no data is read): every registered method runs or is excluded."""
+  sweep = sweep_lib.load_module_config(os.path.join(REPO, "configs", "sweeps", f"{name}.py"))
+  runs, excluded = sweep_lib.plan(sweep, REPO)
+  methods = {r.method for r in runs} | {k.split("/")[-1] for k in excluded}
+  assert methods == set(METHODS.names()) and len({r.seed for r in runs}) == 3
+  config = sweep_lib.build_config(next(r for r in runs if r.method == "baseline"))
+  assert (config.dataset.val_split, config.train.select_on) == ("heldout", "validation")
