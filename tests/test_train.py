@@ -232,7 +232,7 @@ def test_finished_run_has_nothing_to_do_and_test_rows_carry_their_checkpoint(
   assert "nothing to do" in caplog.text
   assert writers.read_metrics(workdir) == rows  # No evaluation or row again.
   assert again == pytest.approx({k: v for k, v in rows[-1].items()
-                                 if k not in ("step", "epoch", "split", "checkpoint_step")})
+                                 if k not in ("step", "epoch", "split", "checkpoint_step", "selected_on")})
 
   # Another best checkpoint (as a changed best_metric may pick): its evaluation is asked for.
   other = ({6, 12} - {rows[-1]["step"]}).pop()
