@@ -20,7 +20,7 @@ def get_config(arg: str | None = None):
   c.seed = 0  # main.py --random_seed 0.
   c.dataset.name = "crema_d"
   c.dataset.config = "ogm_ge"  # CramedDataset.py: OGM-GE's log-STFT audio.
-  # The original keeps the epoch with the best TEST accuracy (main.py:863); avjax does the same here.
+  # The original keeps the epoch with the best TEST accuracy (main.py:863); so does avjax here.
   c.dataset.val_split = "test"
   c.dataset.test_split = "test"
   c.input.num_frames = 3  # main.py --use_video_frames 3.

@@ -1,4 +1,4 @@
-r"""Diagnosing & Re-learning on Kinetics-Sounds (Wei, Li, Feng, Hu, ECCV 2024), concatenation fusion.
+r"""Diagnosing & Re-learning on Kinetics-Sounds (Wei, Li, Feng, Hu, ECCV 2024), concat fusion.
 
   python -m avjax.main --config configs/relearning_ks.py
   python -m avjax.main --config configs/relearning_ks.py:smoke   # tiny synthetic stand-in

@@ -142,8 +142,8 @@ class InfoReg(Method):
 
   Settings = InfoRegSettings
   requires = frozenset({"modality_logits", "modality_encoders"})
-  diagnostics = (("inforeg_k", "inforeg_window")
-                 + tuple(f"inforeg_{k}_{m}" for k in ("beta", "score", "trace") for m in MODALITIES))
+  diagnostics = ("inforeg_k", "inforeg_window") + tuple(
+      f"inforeg_{k}_{m}" for k in ("beta", "score", "trace") for m in MODALITIES)
 
   def _paths(self, modality: str) -> tuple[str, ...]:
     return self.model.paths(f"encoder/{modality}")
