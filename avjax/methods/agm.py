@@ -155,10 +155,10 @@ def conditional_clip(grads: Any, model: ModelInfo, threshold: float, max_norm: f
                      ) -> tuple[Any, jax.Array]:
   """Clips all gradients to global norm `max_norm` when an element of a fusion-head kernel
   gradient (group 'fusion', >= 2-D) lies outside [-threshold, threshold]; (grads, fired)."""
-  if max_norm is None:
-    return grads, jnp.zeros((), jnp.bool_)
   leaves, _ = jax.tree_util.tree_flatten_with_path(grads)
   head = [g for path, g in leaves if model.group_of(top_key(path)) == "fusion" and g.ndim >= 2]
+  if max_norm is None or not head:
+    return grads, jnp.zeros((), jnp.bool_)
   fired = jnp.any(jnp.stack([jnp.any(jnp.abs(g) > threshold) for g in head]))
   norm = optax.tree.norm(grads)
   scale = jnp.where(fired, jnp.minimum(max_norm / (norm + CLIP_EPS), 1.0), 1.0)

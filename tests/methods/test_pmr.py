@@ -213,7 +213,7 @@ def test_configs_validate(name):
 def test_smoke_config_trains_from_the_command_line(data_dir, tmp_path):
   run_cli("avjax.main", "--config", "configs/pmr_cremad.py:smoke",
           f"--config.dataset.data_dir={data_dir}", "--config.train.progress=False",
-          f"--workdir={tmp_path}")
+          "--config.train.num_epochs=1", f"--workdir={tmp_path}")
   rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
   train = [r for r in rows if r["split"] == "train"]
   assert train and all(math.isfinite(r["pmr_ratio"]) for r in train)
@@ -238,3 +238,27 @@ def test_mid_epoch_resume_is_bit_exact(data_dir, tmp_path, monkeypatch):
   for m, prototypes in a.method_state["prototypes"].items():
     assert np.all(np.any(prototypes != 0, axis=1)), m  # Every class seen by the pass.
     np.testing.assert_array_equal(mid.method_state["prototypes"][m], prototypes)
+
+
+FUSIONS = [("sum", None), ("concat", None), ("film", "ogm_ge"), ("film", "mmcosine"),
+           ("gated", "ogm_ge"), ("gated", "mmcosine")]
+
+
+@pytest.mark.parametrize("fusion,form", FUSIONS)
+def test_every_fusion_validates(data_dir, fusion, form):
+  config = tiny_config(data_dir, **{"method.name": "pmr", "model.fusion": fusion})
+  if form:
+    config.model.fusion_kwargs.form = form
+  validate(config)
+
+
+def test_trains_one_epoch_with_a_non_concat_fusion(data_dir, tmp_path):
+  config = tiny_config(data_dir, **{"method.name": "pmr", "model.fusion": "gated",
+                                    "train.num_epochs": 1, "dataset.val_split": ""})
+  if "gated" != "sum":
+    config.model.fusion_kwargs.form = "ogm_ge"
+  final = train_and_evaluate(config, str(tmp_path / "run"))
+  assert 0.0 <= final["accuracy"] <= 1.0
+  rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+  train = [r for r in rows if r["split"] == "train"]
+  assert train and all(math.isfinite(r["loss"]) and r.get("skipped_steps", 0) == 0 for r in train)
