@@ -162,8 +162,10 @@ def abstract_like(tree: Any) -> Any:
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
 
 
-def init_params_from(source: str, params: Any) -> tuple[Any, dict[str, int]]:
-  """Copies parameters from another run's checkpoint into `params` where path and shape agree.
+def init_params_from(source: str, params: Any, key: str = "params"
+                     ) -> tuple[Any, dict[str, int]]:
+  """Copies parameters from another run's checkpoint into `params` where path and shape agree
+  (`key='model_state'`: the model state, e.g. BatchNorm statistics, the same way; none may match).
 
   `source` is a workdir (its best-ranked checkpoint, else the latest), its `checkpoints/` folder,
   or one `checkpoints/<step>` folder. Used for fine-tuning from pre-training (`config.init_from`):
@@ -174,7 +176,7 @@ def init_params_from(source: str, params: Any) -> tuple[Any, dict[str, int]]:
   from avjax.registry import ConfigError  # pylint: disable=import-outside-toplevel
   step_dir = _resolve_step_dir(source)
   try:
-    saved = ocp.PyTreeCheckpointer().restore(os.path.join(step_dir, "state"))["params"]
+    saved = ocp.PyTreeCheckpointer().restore(os.path.join(step_dir, "state")).get(key) or {}
   except Exception as e:  # pylint: disable=broad-except
     raise ConfigError(f"config.init_from={source!r}: cannot read parameters from {step_dir} "
                       f"({type(e).__name__}: {str(e).splitlines()[0][:200]}).") from e
@@ -193,7 +195,7 @@ def init_params_from(source: str, params: Any) -> tuple[Any, dict[str, int]]:
 
   new = jax.tree_util.tree_map_with_path(lambda p, x: pick(_path_str(p), x), target)
   counts["unused"] = len(flat_saved)
-  if counts["copied"] == 0:
+  if counts["copied"] == 0 and key == "params":
     raise ConfigError(f"config.init_from={source!r}: no parameter of {step_dir} matches this "
                       "model by name and shape; is it a checkpoint of a related model?")
   nnx.replace_by_pure_dict(params, new)

@@ -103,7 +103,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   method, graphs, state = exp.method, exp.graphs, exp.state
   if config.init_from:
     params, counts = init_params_from(config.init_from, state.params)
-    state = state.replace(params=params, opt_state=exp.tx.init(params),
+    # BatchNorm statistics (and any model state) belong with the parameters they were made by.
+    model_state, _ = init_params_from(config.init_from, state.model_state, key="model_state")
+    state = state.replace(params=params, model_state=model_state, opt_state=exp.tx.init(params),
                           method_state=method.init_state(params))
     log.info("Initialised from %s: %s.", config.init_from, counts)
   state = jax.device_put(state, sharding.replicated(mesh))

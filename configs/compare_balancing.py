@@ -73,6 +73,13 @@ def get_config(arg: str | None = None):
   # Greedy (run with --config.model.name=av_resnet_mmtm): GRD's threshold, window and warm-up.
   c.method.greedy = ml_collections.ConfigDict(dict(variant="original", threshold=0.01, window=5,
                                                    warmup_epochs=1))
+  # DI-MML stage 1 (the run's prediction: certainty-weighted uni-modal heads); the dimension
+  # selection and DUC at epoch 5 of 20 (DIM: 20 of 150); DIM's CREMA-D tau 50, T 1.
+  c.method.dimml = ml_collections.ConfigDict(dict(stage=1, duc_start=5, temperature=50.0,
+                                                  certainty_temperature=1.0))
+  # AUG (run with --config.model.name=av_resnet_aug --config.model.fusion=sum): t_N = epochs / 10.
+  c.method.aug = ml_collections.ConfigDict(dict(confidence="paper", sigma=1.0, tau=0.01,
+                                                assign_every=2, beta=0.4))
   # SGD (OGM's coefficient rescales the gradient; an adaptive optimiser would largely undo that).
   c.optimizer.name = "sgd"
   c.optimizer.learning_rate = 0.05

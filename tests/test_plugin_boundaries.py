@@ -22,7 +22,7 @@ METHOD_FILES = sorted(glob.glob(os.path.join(REPO, "avjax", "methods", "*.py")))
 MODEL_CONFIGS = {"av_resnet": "demo.py", "auxformer": "auxformer_cremad.py",
                  "cmvqvae": "cmvqvae_cremad.py", "vat": "vat_pretrain.py",
                  "vat_classifier": "vat_mer.py", "vavl": "vavl_cremad.py",
-                 "av_resnet_mmtm": "greedy_cremad.py"}
+                 "av_resnet_mmtm": "greedy_cremad.py", "av_resnet_aug": "aug_cremad.py"}
 
 
 def _smoke_config(name: str):
