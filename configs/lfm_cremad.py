@@ -4,8 +4,8 @@ r"""LFM, dynamically learning the modality gap (Yang et al., NeurIPS 2024), on C
   python -m avjax.main --config configs/lfm_cremad.py:smoke   # tiny synthetic stand-in
 
 Values follow njustkmg/NeurIPS24-LFM @ ad44fa0 (data/crema.json, Crema_epoch_learnable.py).
-The original's CREMA-D audio is tiled to 20 s (STFT (257, 1250)); avjax's 'ogm_ge' build is OGM-GE's 3 s
-(257, 188) front end, so numbers are not directly comparable.
+The original's CREMA-D audio is tiled to 20 s (STFT (257, 1250)); avjax's 'ogm_ge' build is
+OGM-GE's 3 s (257, 188) front end, so numbers are not directly comparable.
 Data: OGM-GE's preprocessing of the 'crema_d' builder (config 'ogm_ge').
 """
 

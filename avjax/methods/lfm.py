@@ -12,15 +12,16 @@ KL(p_v || m)]); `alignment='js'` uses the true JS. Prediction: (z_a + z_v) / 2 (
 
 Schedules of alpha, set at each epoch start (0-indexed epoch e):
   'learnable' (default; Crema_epoch_learnable.py:55-97): alpha starts at (0.05, 0.95), lr_alpha at
-    1e-4 (:246-250). Before each epoch, on the same 8 held-out training examples: g_cls = grad L_cls,
-    hvp = H(alpha_cls L_cls + alpha_align A) g_cls (reverse-over-reverse), s = the mean of hvp over
-    the audio encoder's input convolution kernel (the original's first parameter tensor; here the
-    4-D kernel of group 'encoder/audio' whose input channels are the audio channels; the element
-    mean does not depend on the kernel layout); lr_alpha halves when e % 20 == 0, e > 0;
+    1e-4 (:246-250). Before each epoch, on the same 8 held-out training examples: g_cls = grad
+    L_cls, hvp = H(alpha_cls L_cls + alpha_align A) g_cls (reverse-over-reverse), s = the mean of
+    hvp over the audio encoder's input convolution kernel (the original's first parameter tensor;
+    here the 4-D kernel of group 'encoder/audio' whose input channels are the audio channels; the
+    element mean does not depend on the kernel layout); lr_alpha halves when e % 20 == 0, e > 0;
     alpha_align <- clip(alpha_align - lr_alpha s, 0.05, 0.95), alpha_cls = 1 - alpha_align.
     The original holds 16 random training examples out of training and uses the first 8; avjax holds
-    out a seeded fold of 16 (`heldout_fold`), excluded from every epoch's plan, and uses its first 8,
-    in eval mode (the original is in train mode at e = 0 only; BB uses 8 TEST examples in train mode).
+    out a seeded fold of 16 (`heldout_fold`), excluded from every epoch's plan, and uses its first
+    8, in eval mode (the original is in train mode at e = 0 only; BB uses 8 TEST examples in train
+    mode).
   'fitted' (Crema_epoch.py:47-53): alpha_cls(e) the original's degree-5 polynomial fit of learnable
     trajectories, alpha_align = 1 - alpha_cls; all training data is trained on.
   'heuristic' (the original's deleted Crema_batch.py @ 62da84a:68-71): alpha_align(e) =
@@ -214,8 +215,8 @@ class LFM(Method):
     unimodal_heads.check_fusion(config, unimodal_heads.resolve(s.variant, None))
     eval_batch = config.train.eval_batch_size or config.train.batch_size
     if s.schedule == "learnable" and eval_batch < ALPHA_BATCH:
-      raise ConfigError(f"method 'lfm' (schedule 'learnable') reads its {ALPHA_BATCH}-example alpha "
-                        f"batch in one evaluation batch; set config.train.eval_batch_size >= "
+      raise ConfigError(f"method 'lfm' (schedule 'learnable') reads its {ALPHA_BATCH}-example "
+                        f"alpha batch in one evaluation batch; set config.train.eval_batch_size >= "
                         f"{ALPHA_BATCH}.")
 
   def model_overrides(self) -> dict[str, Any]:
