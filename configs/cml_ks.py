@@ -6,9 +6,9 @@ r"""CML, Calibrating Multimodal Learning (Ma et al., ICML 2023), on Kinetics-Sou
 There is no official audio-visual code: the recipe is BalanceBenchmark's (GeWu-Lab/BalanceBenchmark
 @ 4c1482f, configs/global_config.yaml and trainer_config.yaml; one recipe for every dataset). The
 official code (QingyangZhang/CML) covers incomplete multi-view tabular data only. avjax runs the
-intended loss by default (per-example hinge with the authors' trick-1 mask, a random modality removed
-per example); config.method.variant='balancebenchmark' is BB's code as written (batch-sum hinge, one
-modality per epoch, CE on the reduced logits, halved).
+intended loss by default (per-example hinge with the authors' trick-1 mask, a random modality
+removed per example); config.method.variant='balancebenchmark' is BB's code as written (batch-sum
+hinge, one modality per epoch, CE on the reduced logits, halved).
 Data: OGM-GE's preprocessing of the 'kinetics_sounds' builder (config 'ogm_ge').
 """
 

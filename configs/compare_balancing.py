@@ -80,6 +80,14 @@ def get_config(arg: str | None = None):
   # AUG (run with --config.model.name=av_resnet_aug --config.model.fusion=sum): t_N = epochs / 10.
   c.method.aug = ml_collections.ConfigDict(dict(confidence="paper", sigma=1.0, tau=0.01,
                                                 assign_every=2, beta=0.4))
+  # Objective-level methods (intended forms; see docs/deviations.md).
+  c.method.mbsd = ml_collections.ConfigDict(dict(variant="intended"))
+  c.method.cml = ml_collections.ConfigDict(dict(lam=0.1, variant="intended"))  # BB's lam.
+  # Two 2-epoch estimates (epochs 0-1 and 10-11), the model trains 16 of the 20 epochs.
+  c.method.gblending = ml_collections.ConfigDict(dict(super_epoch=8, estimate_epochs=2))
+  c.method.lfm = ml_collections.ConfigDict(dict(schedule="learnable", variant="intended",
+                                                alignment="mixture", lr_alpha=1e-4))
+
   # SGD (OGM's coefficient rescales the gradient; an adaptive optimiser would largely undo that).
   c.optimizer.name = "sgd"
   c.optimizer.learning_rate = 0.05

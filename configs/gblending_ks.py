@@ -8,7 +8,8 @@ BalanceBenchmark's (GeWu-Lab/BalanceBenchmark @ 4c1482f: configs/global_config.y
 trainer_config.yaml:34-39, one recipe for every dataset), with separate uni-modal heads (the paper,
 MultiBench) and the weights estimated on a held-out fold of the training split (BB uses the test
 set). Each super-epoch is 10 estimation epochs (the throw-away copies train) then 10 epochs of the
-model, so BB's 30 model epochs are 60 trainer epochs here (about 4x a baseline run's compute, as BB).
+model, so BB's 30 model epochs are 60 trainer epochs here (about 4x a baseline run's compute, as
+BB).
 Data: OGM-GE's preprocessing of the 'kinetics_sounds' builder (config 'ogm_ge').
 """
 

@@ -9,15 +9,16 @@ Estimation of w (at the start of each super-epoch, from the current model): thro
 model train for `estimate_epochs` epochs on the fit part of the training split (a uni-modal copy on
 CE(z_audio) + CE(z_visual): the two encoder+head pathways are disjoint, so with an element-wise
 optimizer this is two independent uni-modal models in one; a multimodal copy on CE(z_fused)), each
-with a fresh optimizer at the optimizer's initial rate (BB resets its copy's optimizer to the initial
-state). With T / V the per-example mean CE of a head on the fit / held-out fold before (0) and after
-(n) that training (clean eval-mode passes):
+with a fresh optimizer at the optimizer's initial rate (BB resets its copy's optimizer to the
+initial state). With T / V the per-example mean CE of a head on the fit / held-out fold before (0)
+and after (n) that training (clean eval-mode passes):
 
   dG_k = V_0 - V_n,   dO_k = (V_n - T_n) - (V_0 - T_0),   w_k ~ max(dG_k, 0) / max(dO_k^2, 1e-8)
 
-normalised to sum 1 (uniform when every raw weight is 0). The held-out fold is `EpochContext.heldout`
-(a seeded 20 % of the TRAINING split, never validation or test; BB estimates on the test set), and
-its examples are excluded from training: every epoch's plan is a shuffled pass over the fit fold.
+normalised to sum 1 (uniform when every raw weight is 0). The held-out fold is
+`EpochContext.heldout` (a seeded 20 % of the TRAINING split, never validation or test; BB estimates
+on the test set), and its examples are excluded from training: every epoch's plan is a shuffled pass
+over the fit fold.
 
 Trainer epochs: each super-epoch is `estimate_epochs` estimation epochs (the copies train, the model
 is untouched) followed by `super_epoch` epochs training the model with the new weights, so
@@ -26,9 +27,9 @@ model's learning-rate schedule counts only its own epochs (BB steps its StepLR p
 Evaluation after an estimation epoch sees the unchanged model; train metrics of those epochs are the
 copies'.
 
-Config keys (config.method.*): super_epoch (10: BB trainer_config.yaml:34-39), estimate_epochs (None:
-super_epoch, as BB and the paper train the copies n epochs). Logged: loss_audio / loss_visual /
-loss_fused, gb_weight_<head> (the weights in use), gb_gain_<head> / gb_overfit_<head> (the last
+Config keys (config.method.*): super_epoch (10: BB trainer_config.yaml:34-39), estimate_epochs
+(None: super_epoch, as BB and the paper train the copies n epochs). Logged: loss_audio / loss_visual
+/ loss_fused, gb_weight_<head> (the weights in use), gb_gain_<head> / gb_overfit_<head> (the last
 estimate's dG and dO), gb_estimating.
 """
 
@@ -107,7 +108,7 @@ class HeadLossPass:
 
 
 class GBlending(Method):
-  """Blended per-head cross-entropies, weights re-estimated by trial trainings (module docstring)."""
+  """Blended per-head cross-entropies; weights re-estimated by trial trainings (see module)."""
 
   Settings = GBlendingSettings
   requires = frozenset({"modality_logits", "modality_heads"})

@@ -105,7 +105,8 @@ def test_smoke_cli(data_dir, tmp_path):
 
 def test_end_to_end_resumes_bit_exactly_mid_estimate(data_dir, tmp_path, monkeypatch):
   config = tiny_config(data_dir, **{"method.name": "gblending", "train.num_epochs": 3,
-                                    "train.checkpoint_every_steps": 3})
+                                    "train.checkpoint_every_steps": 3,
+                                    "train.keep_checkpoints": 10})
   config.method.super_epoch, config.method.estimate_epochs = 1, 1
   # 77 fit examples: 4 steps per epoch; epochs 0 and 2 estimate, epoch 1 trains with the weights
   # the first estimate gave. Stop during step 10 (epoch 2: the copies are in the checkpoint).
