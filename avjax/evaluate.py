@@ -67,6 +67,8 @@ def evaluate_workdir(workdir: str, *, split: str | None = None, step: int | None
   split = split or config.dataset.test_split or config.dataset.val_split
   if not split:
     raise ConfigError("The workdir's config names no test or validation split; pass --split.")
+  from avjax import protocol  # pylint: disable=import-outside-toplevel
+  protocol.warn_if_test_selected(config, f"Evaluation of {workdir} on {split!r}")
   ckpt_dir = workdir_lib.checkpoints(workdir)
   if not os.path.isdir(ckpt_dir):
     raise ConfigError(f"{workdir} has no checkpoints/ directory.")

@@ -11,6 +11,7 @@ from avjax import config as config_lib
 from avjax import protocol, writers
 from avjax.methods.base import heldout_fold
 from avjax.registry import ConfigError
+from avjax.evaluate import evaluate_workdir
 from avjax.train import train_and_evaluate
 from tests.helpers import tiny_config
 
@@ -94,3 +95,7 @@ def test_heldout_selection_and_test_selection_runs(data_dir, tmp_path, caplog):
   assert rows[-1]["selected_on"] == "test"
   warned = [r for r in caplog.records if "selects its checkpoint on the TEST split" in r.message]
   assert len(warned) == 2  # The epoch's evaluation and the final one.
+  caplog.clear()
+  with caplog.at_level(logging.WARNING, logger="avjax.protocol"):
+    evaluate_workdir(str(tmp_path / "on_test"))  # Evaluating the workdir later warns too.
+  assert any("TEST split" in r.message for r in caplog.records)
