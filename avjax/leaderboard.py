@@ -202,6 +202,8 @@ def to_markdown(entries: list[dict[str, Any]], plan: dict[str, Any]) -> str:
   lines = [f"# Leaderboard: {plan.get('name', 'sweep')}", "",
            "Mean ± std over seeds (%, the test split at the checkpoint the validation split "
            "selected). Definitions: avjax/leaderboard.py.", ""]
+  if plan.get("description"):
+    lines[2:2] = [plan["description"], ""]
   header = ["method", "seeds", *COLUMNS, *COST, "reported acc."]
   by_table = collections.defaultdict(list)
   for e in entries:

@@ -14,6 +14,7 @@ varies (`plan` reads these keys):
   method_overrides  {method: nested settings}: that method's own (e.g. another model).
   excluded          {method: reason}: methods a plain sweep cannot run (e.g. needing a teacher run).
   baseline          the method the leaderboard tests the others against.
+  description       a line the leaderboard prints under its title (sizes, machine).
   profile           measure parameters, train-step FLOPs, step time and memory (first seed's runs).
   slurm             submitit's executor parameters for --launcher=slurm (timeout_min, nodes, ...).
 
@@ -234,7 +235,8 @@ def launch(sweep: ml_collections.ConfigDict, root: str, launcher: str = "local",
   runs, excluded = plan(sweep, base_dir)
   os.makedirs(os.path.join(root, "runs"), exist_ok=True)
   _write_json(os.path.join(root, PLAN_FILE), {
-      "name": sweep.name, "baseline": sweep.get("baseline", "baseline"),
+      "name": sweep.name, "description": sweep.get("description", ""),
+      "baseline": sweep.get("baseline", "baseline"),
       "runs": [r.name for r in runs], "excluded": excluded})
   results, todo = {}, []
   for run in runs:
