@@ -81,7 +81,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   # Evaluators run at every evaluation (avjax/evaluators): name -> settings. Built in: report (the
   # task's metrics), contributions (Shapley per modality), ablation (masked-input uni-modal
-  # metrics), predictions (per-example CSVs), cmvqvae (codebook / mask / pictures), matching (VAT
+  # metrics), predictions (per-example CSVs), robustness (noisy / missing modality), ground_truth
+  # (by which modality carries the label), cmvqvae (codebook / mask / pictures), matching (VAT
   # pre-training's objectives).
   c.evals = ml_collections.ConfigDict()
   c.evals.report = ml_collections.ConfigDict()

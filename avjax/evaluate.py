@@ -136,6 +136,8 @@ def evaluate_workdir(workdir: str, *, split: str | None = None, step: int | None
   split = split or saved.dataset.test_split or saved.dataset.val_split
   if not split:
     raise ConfigError("The workdir's config names no test or validation split; pass --split.")
+  from avjax import protocol  # pylint: disable=import-outside-toplevel
+  protocol.warn_if_test_selected(saved, f"Evaluation of {workdir} on {split!r}")
   run = open_run(workdir, [split], step=step, data_dir=data_dir)
   config, method = run.config, run.exp.method
   transform = data.make_transform(config.input, train=False, metadata=run.dataset.info.metadata)

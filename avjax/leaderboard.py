@@ -202,6 +202,8 @@ def to_markdown(entries: list[dict[str, Any]], plan: dict[str, Any]) -> str:
   lines = [f"# Leaderboard: {plan.get('name', 'sweep')}", "",
            "Mean ± std over seeds (%, the test split at the checkpoint the validation split "
            "selected). Definitions: avjax/leaderboard.py.", ""]
+  if plan.get("description"):
+    lines[2:2] = [plan["description"], ""]
   header = ["method", "seeds", *COLUMNS, *COST, "reported acc."]
   by_table = collections.defaultdict(list)
   for e in entries:
@@ -219,6 +221,7 @@ def to_markdown(entries: list[dict[str, Any]], plan: dict[str, Any]) -> str:
   if any(e["test_selected"] for e in entries):
     lines += ["† selected its checkpoint on the TEST split (config.train.select_on='test', a "
               "reference's protocol): optimistic, not comparable with the other rows.", ""]
+  lines += ["![fused and uni-modal test accuracy per method](leaderboard.png)", ""]
   excluded = plan.get("excluded", {})
   if excluded:
     lines += ["## Not in this sweep", ""] + [f"- {k}: {v}" for k, v in excluded.items()] + [""]

@@ -14,6 +14,7 @@ varies (`plan` reads these keys):
   method_overrides  {method: nested settings}: that method's own (e.g. another model).
   excluded          {method: reason}: methods a plain sweep cannot run (e.g. needing a teacher run).
   baseline          the method the leaderboard tests the others against.
+  description       a line the leaderboard prints under its title (sizes, machine).
   profile           measure parameters, train-step FLOPs, step time and memory (first seed's runs).
   slurm             submitit's executor parameters for --launcher=slurm (timeout_min, nodes, ...).
 
@@ -144,7 +145,9 @@ def plan(sweep: ml_collections.ConfigDict, base_dir: str = ".") -> tuple[list[Ru
   from avjax.config import validate  # pylint: disable=import-outside-toplevel
   experiment = sweep.experiment
   path, sep, arg = experiment.partition(":")
-  experiment = os.path.abspath(os.path.join(base_dir, path)) + sep + arg
+  candidates = [os.path.join(base_dir, path), os.path.join(_checkout(), path)]
+  path = next((p for p in candidates if os.path.isfile(p)), candidates[0])
+  experiment = os.path.abspath(path) + sep + arg
   excluded = {m: str(r) for m, r in dict(sweep.get("excluded", {})).items()}
   runs: list[Run] = []
   datasets = {k: _plain(v) for k, v in sweep.datasets.items()}
@@ -234,7 +237,8 @@ def launch(sweep: ml_collections.ConfigDict, root: str, launcher: str = "local",
   runs, excluded = plan(sweep, base_dir)
   os.makedirs(os.path.join(root, "runs"), exist_ok=True)
   _write_json(os.path.join(root, PLAN_FILE), {
-      "name": sweep.name, "baseline": sweep.get("baseline", "baseline"),
+      "name": sweep.name, "description": sweep.get("description", ""),
+      "baseline": sweep.get("baseline", "baseline"),
       "runs": [r.name for r in runs], "excluded": excluded})
   results, todo = {}, []
   for run in runs:
@@ -289,9 +293,14 @@ def _prepare_datasets(runs: list[Run]) -> None:
       data.open_dataset(config.dataset, protocol.dataset_splits(config))
 
 
+def _checkout() -> str:
+  """The folder holding this avjax package (a checkout's root: configs/ lives there)."""
+  return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 def _export_pythonpath() -> None:
   """Run processes import this avjax checkout (sbatch and subprocesses inherit the environment)."""
-  here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  here = _checkout()
   paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
   if here not in paths:
     os.environ["PYTHONPATH"] = os.pathsep.join([here] + [p for p in paths if p])

@@ -265,7 +265,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
       if select_split and ((epoch + 1) % tc.eval_every_epochs == 0 or last):
         val_metrics = evaluate(select_split, epoch)
         writer.write(step, epoch + 1, protocol.selection_label(config), val_metrics)
-        log.info("epoch %d val: %s", epoch + 1, _brief(val_metrics, method.task.columns()))
+        log.info("epoch %d %s: %s", epoch + 1, protocol.selection_label(config),
+                 _brief(val_metrics, method.task.columns()))
       # A best_metric no validation metric has would never rank a checkpoint: stop at the first.
       misnamed = val_metrics is not None and tc.best_metric not in val_metrics
       if (((epoch + 1) % tc.checkpoint_every_epochs == 0 or last or preempted or misnamed)

@@ -1,6 +1,7 @@
 """The evaluation protocol (avjax/protocol.py): held-out validation folds, selection on validation
 by default, and test-split selection only when asked for, labelled and warned about."""
 
+import json
 import logging
 
 import ml_collections
@@ -9,8 +10,10 @@ import pytest
 
 from avjax import config as config_lib
 from avjax import protocol, writers
+from avjax import workdir as workdir_lib
 from avjax.methods.base import heldout_fold
 from avjax.registry import ConfigError
+from avjax.evaluate import evaluate_workdir
 from avjax.train import train_and_evaluate
 from tests.helpers import tiny_config
 
@@ -67,6 +70,14 @@ def test_old_workdir_that_selected_on_test_reads_as_such():
   assert upgraded["dataset"]["heldout_fraction"] == 0.1
 
 
+def test_workdir_from_before_the_protocol_keys_resumes(tmp_path):
+  config = config_lib.validate(tiny_config(str(tmp_path)))
+  old = json.loads(config.to_json())
+  del old["train"]["select_on"], old["dataset"]["heldout_seed"], old["dataset"]["heldout_group"]
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  workdir_lib.check_resume(config, str(tmp_path), write=False)  # Nothing differs.
+
+
 def test_heldout_selection_and_test_selection_runs(data_dir, tmp_path, caplog):
   """val_split='heldout' selects on a fold of train and reports test once; select_on='test' writes
   its per-epoch rows as test rows, warns at each evaluation and marks the final row."""
@@ -94,3 +105,7 @@ def test_heldout_selection_and_test_selection_runs(data_dir, tmp_path, caplog):
   assert rows[-1]["selected_on"] == "test"
   warned = [r for r in caplog.records if "selects its checkpoint on the TEST split" in r.message]
   assert len(warned) == 2  # The epoch's evaluation and the final one.
+  caplog.clear()
+  with caplog.at_level(logging.WARNING, logger="avjax.protocol"):
+    evaluate_workdir(str(tmp_path / "on_test"))  # Evaluating the workdir later warns too.
+  assert any("TEST split" in r.message for r in caplog.records)

@@ -86,3 +86,15 @@ def test_real_data_sweeps_plan_without_data(name):
   assert methods == set(METHODS.names()) and len({r.seed for r in runs}) == 3
   config = sweep_lib.build_config(next(r for r in runs if r.method == "baseline"))
   assert (config.dataset.val_split, config.train.select_on) == ("heldout", "validation")
+
+
+def test_overrides_and_method_settings_from_paper_configs():
+  from avjax.config import base_config
+  c = base_config()
+  sweep_lib.apply_overrides(c, {"input": {"crop_scale": [0.5, 1.0]},
+                                "method": {"ogm_ge": {"alpha": 0.3}}})
+  assert c.input.crop_scale == (0.5, 1.0) and c.method.ogm_ge.alpha == 0.3
+  settings = sweep_lib.method_settings_from_configs("configs/{method}_cremad.py",
+                                                     ["ogm_ge", "baseline"], REPO)
+  assert settings == {"ogm_ge": {"method": {"ogm_ge": {
+      "alpha": 0.8, "modulation_starts": 0, "modulation_ends": 50}}}}

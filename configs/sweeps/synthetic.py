@@ -39,6 +39,8 @@ METHOD_OVERRIDES = {}
 def get_config(arg: str | None = None):
   c = ml_collections.ConfigDict()
   c.name = "synthetic"
+  c.description = ("synthetic_av (600 training clips, 32x32 frames), ResNet widths 8-64, 20 epochs; "
+                   "regimes audio_dominant and debiased.")
   c.experiment = "configs/compare_balancing.py"
   c.baseline = "baseline"
   c.methods = tuple(m for m in METHODS.names())
@@ -63,12 +65,20 @@ def get_config(arg: str | None = None):
   c.slurm = {"timeout_min": 120, "nodes": 1, "tasks_per_node": 1, "gpus_per_node": 1,
              "cpus_per_task": 8}
   if arg == "small":  # CPU-sized (2 shared cores): what docs/leaderboard.md was produced with.
+    c.description = ("Reduced size for a shared 2-core CPU: synthetic_av with 192 training / 64 "
+                     "validation / 128 test clips, 16x16 frames, ResNet widths 4-8, 6 epochs of "
+                     "batch 16: small-sample numbers, for the protocol more than the ranking. "
+                     "Made with `python -m avjax.sweep --config configs/sweeps/synthetic.py:small` "
+                     "(36 runs, 1 hour on the loaded CPU) and `python -m avjax.leaderboard "
+                     "runs/sweeps/synthetic --out docs`; step_ms is one seed's, measured under "
+                     "varying load.")
     c.overrides["dataset"]["build_overrides"].update(num_train=192, num_validation=64, num_test=128,
                                                      image_size=16)
     c.overrides["train"].update(num_epochs=6, batch_size=16, log_every_steps=4)
     c.overrides["model"] = {"widths": (4, 8, 8, 8)}
     c.overrides["input"] = {"image_size": 16}
   elif arg == "smoke":  # Seconds per run: tests and a first look.
+    c.description = "Smoke size (1 epoch of 96 clips): checks the machinery, not the methods."
     c.seeds = (0, 1)
     c.overrides["dataset"]["build_overrides"].update(num_train=96, num_validation=32, num_test=32,
                                                      image_size=16)
