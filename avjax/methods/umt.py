@@ -1,4 +1,4 @@
-"""`umt`: Uni-Modal Teacher (Du et al., ICML 2023, "On Uni-Modal Feature Learning in Supervised
+r"""`umt`: Uni-Modal Teacher (Du et al., ICML 2023, "On Uni-Modal Feature Learning in Supervised
 Multi-Modal Learning"), as BalanceBenchmark's UMT_trainer.py implements it (no official code).
 
 Uni-modal teachers are trained first, one `unimodal` run per modality; the multi-modal student
@@ -14,8 +14,10 @@ BB does (batch statistics, running statistics updated under no_grad), the update
 carried in the method state.
 
 The chain (one command each; configs/umt_cremad.py):
-  python -m avjax.main --config configs/unimodal_cremad.py:audio --workdir runs/unimodal_cremad_audio
-  python -m avjax.main --config configs/unimodal_cremad.py:visual --workdir runs/unimodal_cremad_visual
+  python -m avjax.main --config configs/unimodal_cremad.py:audio \
+      --workdir runs/unimodal_cremad_audio
+  python -m avjax.main --config configs/unimodal_cremad.py:visual \
+      --workdir runs/unimodal_cremad_visual
   python -m avjax.main --config configs/umt_cremad.py --workdir runs/umt_cremad
 
 Teachers: at the start of a fresh run (epoch 0) the teacher runs' checkpoints are restored
