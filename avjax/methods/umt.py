@@ -36,7 +36,6 @@ Logged: loss, loss_ce, distill_audio, distill_visual (the MSE terms, unweighted)
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any
 
@@ -45,6 +44,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from avjax import workdir as workdir_lib
 from avjax.methods import base
 from avjax.methods.base import METHODS, EpochContext, EpochUpdate, Method, Metrics, StepContext
 from avjax.models.contract import replace, select
@@ -123,11 +123,10 @@ class UMT(Method):
     workdir = getattr(self.settings, f"teacher_{modality}")
     fix = f"train it first: {train_command(self.config, modality, workdir)}"
     where = f"config.method.teacher_{modality}={workdir!r}"
-    path = os.path.join(workdir, "config.json")
+    path = workdir_lib.config_file(workdir)
     if not os.path.isfile(path):
       raise ConfigError(f"{where} is not a finished run (no config.json); {fix}")
-    with open(path, encoding="utf-8") as f:
-      saved = json.load(f)
+    saved = workdir_lib.read_config_json(path)
     method, model = saved.get("method", {}), saved.get("model", {})
     if method.get("name") != "unimodal" or method.get("modality") != modality:
       raise ConfigError(f"{where} is a {method.get('name')!r} run (modality "
