@@ -87,6 +87,15 @@ def get_config(arg: str | None = None):
   c.method.gblending = ml_collections.ConfigDict(dict(super_epoch=8, estimate_epochs=2))
   c.method.lfm = ml_collections.ConfigDict(dict(schedule="learnable", variant="intended",
                                                 alignment="mixture", lr_alpha=1e-4))
+  # unimodal: the frames alone (the "visual-only reference"); its audio twin and the chained
+  # methods: see docs/comparison.md (teachers / init_from are other runs' workdirs).
+  c.method.unimodal = ml_collections.ConfigDict(dict(modality="visual"))
+  c.method.umt = ml_collections.ConfigDict(dict(
+      teacher_audio="runs/compare_balancing_audio/unimodal",  # --methods unimodal, modality audio.
+      teacher_visual="runs/compare_balancing/unimodal", scaling=10.0, variant="intended"))
+  # ReconBoost with one epoch per phase (20 epochs = 10 phases, 5 stages); SGD as below.
+  c.method.reconboost = ml_collections.ConfigDict(dict(
+      variant="original", epochs_per_stage=1, correct_epochs=1))
 
   # SGD (OGM's coefficient rescales the gradient; an adaptive optimiser would largely undo that).
   c.optimizer.name = "sgd"

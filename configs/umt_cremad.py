@@ -1,0 +1,56 @@
+r"""UMT (Uni-Modal Teacher; Du et al., ICML 2023) on CREMA-D, as BalanceBenchmark runs it
+(balancemm/trainer/UMT_trainer.py; no official code exists). The chain, one command each:
+
+  python -m avjax.main --config configs/unimodal_cremad.py:audio \
+      --workdir runs/unimodal_cremad_audio
+  python -m avjax.main --config configs/unimodal_cremad.py:visual \
+      --workdir runs/unimodal_cremad_visual
+  python -m avjax.main --config configs/umt_cremad.py --workdir runs/umt_cremad
+
+The teachers are read from config.method.teacher_audio / teacher_visual (defaults: the workdirs
+above; `--config.method.teacher_audio=DIR` points elsewhere). A missing teacher run stops the
+student at its start with the command that trains it. `:smoke` is the tiny synthetic stand-in;
+its teachers are the same commands with `:audio_smoke` / `:visual_smoke` and
+`--config.method.teacher_audio=... --config.method.teacher_visual=...`.
+Training settings are BB's (configs/global_config.yaml, trainer_config.yaml at 4c1482f). Needs
+crema_d built with its 'ogm_ge' config.
+"""
+
+from avjax.config import apply_smoke, base_config
+
+
+def get_config(arg: str | None = None):
+  c = base_config()
+  c.name = "umt_cremad"
+  c.seed = 42  # global_config.yaml:1.
+  c.dataset.name = "crema_d"
+  c.dataset.config = "ogm_ge"
+  c.dataset.val_split = "test"  # BB: validation: false, so the test set selects the checkpoint.
+  c.dataset.test_split = "test"
+  c.input.num_frames = 1  # OGM-GE's CREMA-D loader: one frame.
+  c.input.image_size = 224
+  c.model.name = "av_resnet"
+  c.model.fusion = "concat"  # BB's BaseClassifier: concat head.
+  c.model.widths = (64, 128, 256, 512)  # ResNet-18, the teachers' encoders too.
+
+  c.method.name = "umt"
+  c.method.teacher_audio = "runs/unimodal_cremad_audio"  # The chain's first run.
+  c.method.teacher_visual = "runs/unimodal_cremad_visual"  # Its second.
+  c.method.scaling = 10.0  # trainer_config.yaml:62-66 (alpha there is unused).
+  c.method.variant = "intended"  # Eval-mode teachers; 'balancebenchmark': train-mode BN.
+
+  c.optimizer.name = "adamw"  # global_config.yaml:29,42-44: AdamW lr 1e-3, weight decay 0.01.
+  c.optimizer.learning_rate = 1e-3
+  c.optimizer.weight_decay = 0.01
+  c.optimizer.schedule = "step"  # StepLR(10, 0.1), stepped once per epoch (:45-48).
+  c.optimizer.step_epochs = 10
+  c.optimizer.gamma = 0.1
+  c.train.batch_size = 32  # global_config.yaml:4.
+  c.train.num_epochs = 30  # trainer_config.yaml:4.
+  if arg == "smoke":
+    apply_smoke(c)
+    c.method.teacher_audio = "runs/unimodal_cremad_audio_smoke"  # configs/unimodal_cremad.py's
+    c.method.teacher_visual = "runs/unimodal_cremad_visual_smoke"  # smoke runs' default workdirs.
+  elif arg:
+    raise ValueError(f"Unknown config argument {arg!r}; use 'smoke' or nothing.")
+  return c
