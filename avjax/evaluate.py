@@ -138,12 +138,16 @@ def evaluate_workdir(workdir: str, *, split: str | None = None, step: int | None
     raise ConfigError("The workdir's config names no test or validation split; pass --split.")
   from avjax import protocol  # pylint: disable=import-outside-toplevel
   protocol.warn_if_test_selected(saved, f"Evaluation of {workdir} on {split!r}")
-  run = open_run(workdir, [split], step=step, data_dir=data_dir)
+  heldout = split == protocol.HELDOUT  # The seeded validation fold of the training split.
+  run = open_run(workdir, [saved.dataset.train_split if heldout else split], step=step,
+                 data_dir=data_dir)
   config, method = run.config, run.exp.method
+  source = (protocol.run_sources(config, run.dataset.sources).splits[split] if heldout
+            else run.dataset.sources[split])
   transform = data.make_transform(config.input, train=False, metadata=run.dataset.info.metadata)
   evaluators = evaluators_lib.build(config, method.task)
   eval_step = jax.jit(make_eval_step(run.exp.graphs, config, evaluators, method.predict))
-  predictions = predict(eval_step, run.state, run.dataset.sources[split], transform,
+  predictions = predict(eval_step, run.state, source, transform,
                         batch_size=run.batch_size, mesh=run.mesh,
                         num_workers=config.input.num_workers)
   return run.step, split, predictions, evaluators_lib.report(evaluators, predictions)
