@@ -235,10 +235,13 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if unknown:
       raise ConfigError(f"{where} has key(s) {unknown} that method {name!r} does not take; its "
                         f"settings are {sorted(takes)} (defaults where unset).")
-  for name in blocks:  # Checked now, not when a later run of several methods reaches them.
+  # Other methods' settings are checked now, not when a later run of several methods reaches
+  # them; their needs of the model are checked when they run (a comparison may run a method with
+  # another model or fusion: AUG's summed classifiers, Greedy's MMTM blocks).
+  for name in blocks:
     if name != c.method.name:
       try:
-        methods.METHODS.get(name).validate(with_method(c, name))
+        methods.base.parse_settings(methods.METHODS.get(name).Settings, with_method(c, name))
       except ConfigError as e:
         raise ConfigError(f"config.method.{name} (used when method {name!r} runs): {e}") from e
   run = with_method(c)
