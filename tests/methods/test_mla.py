@@ -109,6 +109,17 @@ def test_matches_a_pytorch_restatement():
                              fused.numpy(), rtol=1e-5, atol=1e-6)
 
 
+def test_predict_is_the_configured_inference_rule():
+  from avjax.methods.mla import MLA  # pylint: disable=import-outside-toplevel
+  from avjax.models.outputs import ModelOutput  # pylint: disable=import-outside-toplevel
+  logits = {"audio": jnp.array([[0.0, 0.0]]), "visual": jnp.array([[10.0, 0.0]])}
+  output = ModelOutput(logits=jnp.zeros((1, 2)), modality_logits=logits, features={})
+  c = _load_config("mla_cremad")
+  np.testing.assert_allclose(MLA(c).predict(output, {}).logits, entropy_fusion(logits), rtol=1e-6)
+  c.method.inference = "fixed"
+  np.testing.assert_allclose(MLA(c).predict(output, {}).logits, [[4.5, 0.0]], rtol=1e-6)
+
+
 # --- On av_resnet. ------------------------------------------------------------------------------
 
 
