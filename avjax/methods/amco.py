@@ -144,7 +144,8 @@ class AMCo(Method):
              ctx: StepContext) -> tuple[TrainState, ModelOutput, Metrics]:
     s = self.settings
     c = self.num_classes
-    batch_index = ctx.step - ctx.epoch * ctx.steps_per_epoch
+    # The batch's index in its epoch (plain epochs: AMCo keeps the shuffled plan).
+    batch_index = jnp.maximum(ctx.step - ctx.epoch * ctx.steps_per_epoch, 0)
     active = (ctx.epoch >= s.modulation_starts) & (ctx.epoch <= s.modulation_ends)
     q = batch_index * ctx.epoch
     num_masked = jnp.where(active, masked_count(q, s.eps, c), 0)

@@ -12,8 +12,7 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
-from avjax.models.fusion import (FUSIONS, FusionOutput, _check_features, _check_scale,
-                                 cosine_logits, dense)
+from avjax.models.fusion import FUSIONS, FusionOutput, cosine_logits, dense
 
 
 @FUSIONS.register("shared_head")
@@ -22,8 +21,10 @@ class SharedHead(nnx.Module):
 
   def __init__(self, dim: int, num_classes: int, *, init: str = "ogm_ge", rngs: nnx.Rngs,
                cosine_scale: float | None = None):
+    if cosine_scale is not None and not cosine_scale > 0:
+      raise ValueError(f"cosine_scale must be positive or None, got {cosine_scale}.")
     self.dim = dim
-    self.cosine_scale = _check_scale(cosine_scale)
+    self.cosine_scale = None if cosine_scale is None else float(cosine_scale)
     self.fc_out = dense(dim, num_classes, init=init, rngs=rngs)
 
   def score(self, h: jax.Array) -> jax.Array:
@@ -33,7 +34,10 @@ class SharedHead(nnx.Module):
     return self.fc_out(h)
 
   def __call__(self, features: dict[str, jax.Array]) -> FusionOutput:
-    a, v = _check_features(features, self.dim)
+    a, v = features["audio"], features["visual"]
+    if a.shape[-1] != self.dim or v.shape[-1] != self.dim:
+      raise ValueError(f"SharedHead expects (B, {self.dim}) features, got audio {a.shape}, "
+                       f"visual {v.shape}.")
     modality_logits = {"audio": self.score(a), "visual": self.score(v)}
     logits = (modality_logits["audio"] + modality_logits["visual"]) / 2
     return FusionOutput(logits=logits, modality_logits=modality_logits,

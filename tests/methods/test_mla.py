@@ -109,6 +109,32 @@ def test_matches_a_pytorch_restatement():
                              fused.numpy(), rtol=1e-5, atol=1e-6)
 
 
+def test_shared_head_scores_every_modality_with_one_layer():
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+  from avjax.models.fusion import FUSIONS  # pylint: disable=import-outside-toplevel
+  head = FUSIONS.get("shared_head")(3, 2, rngs=nnx.Rngs(0))
+  kernel = jnp.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+  head.fc_out.kernel[...] = kernel
+  head.fc_out.bias[...] = jnp.array([0.5, -0.5])
+  a, v = jnp.array([[1.0, 2.0, 3.0]]), jnp.array([[0.0, 1.0, 0.0]])
+  out = head({"audio": a, "visual": v})
+  np.testing.assert_allclose(out.modality_logits["audio"], [[4.5, 6.5]], rtol=1e-6)
+  np.testing.assert_allclose(out.modality_logits["visual"], [[0.5, 1.5]], rtol=1e-6)
+  np.testing.assert_allclose(out.logits, [[2.5, 4.0]], rtol=1e-6)  # Their mean.
+  assert len(jax.tree.leaves(nnx.state(head, nnx.Param))) == 2  # One kernel, one bias.
+
+
+def test_predict_is_the_configured_inference_rule():
+  from avjax.methods.mla import MLA  # pylint: disable=import-outside-toplevel
+  from avjax.models.outputs import ModelOutput  # pylint: disable=import-outside-toplevel
+  logits = {"audio": jnp.array([[0.0, 0.0]]), "visual": jnp.array([[10.0, 0.0]])}
+  output = ModelOutput(logits=jnp.zeros((1, 2)), modality_logits=logits, features={})
+  c = _load_config("mla_cremad")
+  np.testing.assert_allclose(MLA(c).predict(output, {}).logits, entropy_fusion(logits), rtol=1e-6)
+  c.method.inference = "fixed"
+  np.testing.assert_allclose(MLA(c).predict(output, {}).logits, [[4.5, 0.0]], rtol=1e-6)
+
+
 # --- On av_resnet. ------------------------------------------------------------------------------
 
 

@@ -230,6 +230,10 @@ def test_configs_validate_and_bad_settings_name_the_fix():
       run = validate(_load_config(name, arg))
       assert run.method.name == "mmpareto"
     assert _load_config(name, "smoke").dataset.name == "synthetic_av"
+  for fusion, form in (("sum", "ogm_ge"), ("film", "ogm_ge"), ("gated", "mmcosine")):
+    c = _load_config("mmpareto_cremad")  # Defined for every fusion: a head per modality.
+    c.model.fusion, c.model.fusion_kwargs.form = fusion, form
+    validate(c)
   c = _load_config("mmpareto_cremad")
   c.method.variant = "bb"
   with pytest.raises(ConfigError, match="variant"):
