@@ -6,7 +6,7 @@ import importlib.util
 import sys
 from typing import Any, NoReturn
 
-from absl import flags
+from absl import app, flags
 from ml_collections import config_flags
 
 from avjax.config import method_sections, with_method
@@ -19,10 +19,18 @@ def fail(message: str) -> NoReturn:
   sys.exit(2)
 
 
+HELP_FLAGS = ("-h", "-?", "--help", "--helpshort", "--helpfull")
+
+
 def parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing (as `app.run(..., flags_parser=parse_flags)`) that reports a bad flag or
   config override in one line; ml_collections raises AttributeError / KeyError for unknown config
-  keys (with a "Did you mean" hint) and embeds a config file's own exception in a traceback text."""
+  keys (with a "Did you mean" hint) and embeds a config file's own exception in a traceback text.
+  Help (`--help`, `-h`, `--helpfull`) prints the command's docstring and flags and exits 0 (absl's
+  own help flag exits 1)."""
+  asked = next((a for a in argv[1:] if a in HELP_FLAGS), None)
+  if asked:
+    app.usage(shorthelp=asked != "--helpfull", writeto_stdout=True, exitcode=0)
   try:
     return flags.FLAGS(argv)
   except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:

@@ -1,7 +1,16 @@
-"""Evaluation over whole splits: fused and per-modality metrics from gathered predictions."""
+"""Evaluation over whole splits: fused and per-modality metrics from gathered predictions.
+
+As a command line, the metrics of a workdir's checkpoint on a split:
+
+  python -m avjax.evaluate --workdir runs/demo                    # best checkpoint, test split
+  python -m avjax.evaluate --workdir runs/demo --split validation --checkpoint 64
+  python -m avjax.evaluate --workdir runs/demo --predictions /tmp/demo_test.npz
+  python -m avjax.evaluate --workdir runs/demo --data_dir /data/tfds   # data moved since
+"""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable
 
 import jax
@@ -35,6 +44,23 @@ def predict(eval_step: Callable, state: Any, source: Any, transform: ExampleTran
   return {k: v[keep] for k, v in result.items()}
 
 
+def metric_names(eval_step: Callable, report: Callable, state: Any, source: Any,
+                 transform: ExampleTransform, *, batch_size: int, mesh: Mesh) -> list[str] | None:
+  """The names `report` gives a split's predictions, known before anything compiles: the eval
+  step's output shapes (jax.eval_shape: traced, not compiled) filled with zeros. None when the
+  report cannot be made from such stand-ins."""
+  batch = next(iter(eval_batches(source, transform, global_batch_size=batch_size)))
+  shapes = jax.eval_shape(eval_step, state, sharding.to_global(batch, mesh))
+  stand_in = {k: np.zeros(v.shape, v.dtype) for k, v in shapes.items()}
+  stand_in.pop("valid")  # Every stand-in example counts.
+  try:
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+      warnings.simplefilter("ignore")
+      return sorted(report(stand_in))
+  except Exception:  # pylint: disable=broad-except
+    return None
+
+
 # ------------------------------------------------------------------------------------ command line
 # python -m avjax.evaluate --workdir DIR [--split test] [--checkpoint STEP] [--data_dir D]
 #                          [--predictions out.npz]
@@ -58,7 +84,7 @@ def evaluate_workdir(workdir: str, *, split: str | None = None, step: int | None
   from avjax import evaluators as evaluators_lib  # pylint: disable=import-outside-toplevel
   from avjax import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
   from avjax.checkpoint import Checkpointer, abstract_like  # pylint: disable=import-outside-toplevel
-  from avjax.registry import ConfigError  # pylint: disable=import-outside-toplevel
+  from avjax.registry import ConfigError, did_you_mean  # pylint: disable=import-outside-toplevel
   from avjax.steps import make_eval_step, setup  # pylint: disable=import-outside-toplevel
 
   config = load_workdir_config(workdir)
@@ -86,6 +112,11 @@ def evaluate_workdir(workdir: str, *, split: str | None = None, step: int | None
     mesh = sharding.make_mesh(config.mesh)
     batch_size = tc.eval_batch_size or tc.batch_size
     sharding.local_batch_size(batch_size, mesh)
+    dataset = data.open_dataset(config.dataset, [])
+    if split not in dataset.info.splits:
+      known = sorted(dataset.info.splits)
+      raise ConfigError(f"--split {split!r}: {dataset.name} has no such split."
+                        f"{did_you_mean(split, known)} Its splits: {known}.")
     dataset = data.open_dataset(config.dataset, [split])
     exp = setup(config, dataset.num_classes)
     method, graphs = exp.method, exp.graphs

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 
 import jax
 import jax.numpy as jnp
@@ -158,16 +159,22 @@ def test_gradient_accumulation_updates_every_k_steps(data_dir, tmp_path):
   assert int(state.opt_state.gradient_step) == 3  # One optimizer update per 2 steps.
 
 
-def test_misspelt_best_metric_stops_at_the_first_evaluation_and_resumes(data_dir, tmp_path):
-  config = tiny_config(data_dir, **{"train.best_metric": "acuracy", "train.num_epochs": 2})
+def test_misspelt_or_misdirected_best_metric_is_refused_before_training(data_dir, tmp_path):
+  config = tiny_config(data_dir, **{"train.best_metric": "acuracy", "train.num_epochs": 1})
   workdir = str(tmp_path / "run")
-  with pytest.raises(ConfigError, match=r"best_metric='acuracy' is not a validation metric.*"
-                                        r"'accuracy'.*resumes from epoch 2"):
+  with pytest.raises(ConfigError, match=r"best_metric='acuracy' is not a validation metric of this "
+                                        r"run. Did you mean 'accuracy'\? .*'macro_f1'"):
     train_and_evaluate(config, workdir)
-  assert [r["epoch"] for r in _rows(workdir, "val")] == [1]  # It stopped after epoch 1's eval ...
-  config.train.best_metric = "accuracy"  # ... and the same workdir takes the corrected name,
+  config.train.best_metric = "macro_f1"
+  config.train.best_mode = "min"
+  with pytest.raises(ConfigError, match=r"'macro_f1' is better when higher.*best_mode='min'.*"
+                                        r"--config.train.best_mode=max"):
+    train_and_evaluate(config, workdir)
+  assert not os.path.exists(os.path.join(workdir, "metrics.jsonl"))  # Nothing trained.
+  assert not os.path.exists(os.path.join(workdir, "checkpoints"))
+  config.train.best_mode = "max"  # The same workdir takes the corrected settings.
   train_and_evaluate(config, workdir)
-  assert [r["epoch"] for r in _rows(workdir, "train")] == [1, 2]  # without training epoch 1 again.
+  assert [r["epoch"] for r in _rows(workdir, "val")] == [1]
 
 
 def test_preemption_at_an_epochs_last_step_evaluates_and_checkpoints_that_epoch(
