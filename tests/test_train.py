@@ -274,3 +274,22 @@ def test_progress_rate_starts_after_the_compiled_first_step(data_dir, tmp_path, 
   assert "epoch 1/2: compiling the train step..." in caplog.text
   # Epoch 1's bar opens once its first (compiling) step is done; epoch 2's at once.
   assert bars == [("epoch 1/2", 1), ("epoch 2/2", 0)]
+
+
+def test_step_rows_and_whole_epoch_means_across_a_mid_epoch_resume(data_dir, tmp_path,
+                                                                   monkeypatch):
+  config = tiny_config(data_dir, **{"train.num_epochs": 1, "train.log_every_steps": 2})
+  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+  train_and_evaluate(config, straight)
+  assert [(r["step"], r["epoch"]) for r in _rows(straight, writers.STEP_SPLIT)] == [
+      (2, 1), (4, 1), (6, 1)]
+  monkeypatch.setattr(train_lib, "PreemptionWatcher", preempt_at(4))  # Stops after step 4 of 6.
+  with pytest.raises(Preempted, match="at step 4 "):
+    train_and_evaluate(config, resumed)
+  monkeypatch.setattr(train_lib, "PreemptionWatcher", PreemptionWatcher)
+  train_and_evaluate(config, resumed)
+  # The resumed epoch's train row averages all 6 steps (the first 4 came in the checkpoint).
+  assert _rows(resumed, "train") == _rows(straight, "train")
+  assert _rows(resumed, writers.STEP_SPLIT) == _rows(straight, writers.STEP_SPLIT)
+  assert os.listdir(os.path.join(resumed, "tensorboard", writers.STEP_SPLIT))
+  assert os.listdir(os.path.join(resumed, "tensorboard", "run"))  # The config, as text.
