@@ -21,6 +21,7 @@ from jax.sharding import Mesh
 from avjax import sharding
 from avjax.data import eval_batches
 from avjax.data.transforms import ExampleTransform
+from avjax.registry import ConfigError, did_you_mean
 
 
 def gather(tree: Any) -> Any:
@@ -61,6 +62,28 @@ def metric_names(eval_step: Callable, report: Callable, state: Any, source: Any,
     return None
 
 
+# Metric name parts that say which way is better (lower first: 'ccc_loss' is a loss).
+_LOWER_BETTER = ("loss", "mse", "mae", "error")
+_HIGHER_BETTER = ("accuracy", "f1", "ccc", "pearson", "score", "recall", "precision", "auc")
+
+
+def check_best_metric(tc: Any, names: list[str] | None) -> None:
+  """config.train.best_metric must be a validation metric of this run (`names`; None: unknown),
+  and best_mode its better direction when the name says which that is."""
+  if names is not None and tc.best_metric not in names:
+    raise ConfigError(f"config.train.best_metric={tc.best_metric!r} is not a validation metric of "
+                      f"this run.{did_you_mean(tc.best_metric, names)} Its validation metrics: "
+                      f"{names}.")
+  name = tc.best_metric.lower()
+  better = ("min" if any(p in name for p in _LOWER_BETTER) else
+            "max" if any(p in name for p in _HIGHER_BETTER) else None)
+  if better and tc.best_mode != better:
+    raise ConfigError(f"config.train.best_metric={tc.best_metric!r} is better when "
+                      f"{'lower' if better == 'min' else 'higher'}, but config.train.best_mode="
+                      f"{tc.best_mode!r} keeps the opposite; set "
+                      f"--config.train.best_mode={better}.")
+
+
 # ------------------------------------------------------------------------------------ command line
 # python -m avjax.evaluate --workdir DIR [--split test] [--checkpoint STEP] [--data_dir D]
 #                          [--predictions out.npz]
@@ -84,7 +107,6 @@ def evaluate_workdir(workdir: str, *, split: str | None = None, step: int | None
   from avjax import evaluators as evaluators_lib  # pylint: disable=import-outside-toplevel
   from avjax import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
   from avjax.checkpoint import Checkpointer, abstract_like  # pylint: disable=import-outside-toplevel
-  from avjax.registry import ConfigError, did_you_mean  # pylint: disable=import-outside-toplevel
   from avjax.steps import make_eval_step, setup  # pylint: disable=import-outside-toplevel
 
   config = load_workdir_config(workdir)

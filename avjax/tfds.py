@@ -95,7 +95,8 @@ def _help() -> str:
     if builder is None:
       continue
     configs = ", ".join(c.name for c in getattr(builder, "BUILDER_CONFIGS", ()))
-    manual = " (needs --manual_dir)" if getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None) else ""
+    manual = (" (needs --manual_dir)" if getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None)
+              else "")
     lines.append(f"  {name}{manual}: --config= {configs}")
   lines += ["", "Environment variables:"]
   lines += [f"  {k}: {v}" for k, v in _ENVIRONMENT]

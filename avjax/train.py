@@ -25,10 +25,10 @@ from avjax import evaluators as evaluators_lib
 from avjax import workdir as workdir_lib
 from avjax import writers
 from avjax.checkpoint import Checkpointer, abstract_like, init_params_from
-from avjax.evaluate import metric_names, predict
+from avjax.evaluate import check_best_metric, metric_names, predict
 from avjax.methods.base import EpochContext, heldout_fold
 from avjax.preemption import Preempted, PreemptionWatcher
-from avjax.registry import ConfigError, did_you_mean
+from avjax.registry import ConfigError
 from avjax.steps import (make_eval_step, make_per_example_fn, make_train_step, normalize_inputs,
                          setup)
 
@@ -112,7 +112,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   eval_step = jax.jit(make_eval_step(graphs, config, evaluators, method.predict))
 
   if config.dataset.val_split:  # A misnamed or misdirected best_metric, before anything compiles.
-    _check_best_metric(tc, metric_names(
+    check_best_metric(tc, metric_names(
         eval_step, lambda p: evaluators_lib.report(evaluators, p), state,
         dataset.sources[config.dataset.val_split], data.make_transform(
             config.input, train=False, metadata=dataset.info.metadata),
@@ -354,26 +354,6 @@ def _accumulate(sums: dict[str, float], fetched: list[dict]) -> dict[str, float]
       sums[k] = sums.get(k, 0.0) + float(m[k])
   sums["_count"] = sums.get("_count", 0) + len(fetched)
   return {k: float(np.mean([float(m[k]) for m in fetched])) for k in keys}
-
-
-# Metric name parts that say which way is better (lower first: 'ccc_loss' is a loss).
-_LOWER_BETTER = ("loss", "mse", "mae", "error")
-_HIGHER_BETTER = ("accuracy", "f1", "ccc", "pearson", "score", "recall", "precision", "auc")
-
-
-def _check_best_metric(tc: ml_collections.ConfigDict, names: list[str] | None) -> None:
-  """config.train.best_metric must be a validation metric of this run (`names`; None: unknown),
-  and best_mode its better direction when the name says which that is."""
-  if names is not None and tc.best_metric not in names:
-    raise ConfigError(f"config.train.best_metric={tc.best_metric!r} is not a validation metric of "
-                      f"this run.{did_you_mean(tc.best_metric, names)} Its validation metrics: {names}.")
-  name = tc.best_metric.lower()
-  better = ("min" if any(p in name for p in _LOWER_BETTER) else
-            "max" if any(p in name for p in _HIGHER_BETTER) else None)
-  if better and tc.best_mode != better:
-    raise ConfigError(f"config.train.best_metric={tc.best_metric!r} is better when "
-                      f"{'lower' if better == 'min' else 'higher'}, but config.train.best_mode="
-                      f"{tc.best_mode!r} keeps the opposite; set --config.train.best_mode={better}.")
 
 
 def _check_finite(window: list[dict], config: ml_collections.ConfigDict, epoch: int,

@@ -63,8 +63,8 @@ def test_unknown_split_names_the_flag_and_the_splits(data_dir, tmp_path):
   workdir = str(tmp_path / "run")
   train_and_evaluate(tiny_config(data_dir, **{"train.num_epochs": 1}), workdir)
   with pytest.raises(ConfigError, match=r"^--split 'tests': synthetic_av/audio_dominant has no "
-                                        r"such split. Did you mean 'test'\? Its splits: \['test', 'train', "
-                                        r"'validation'\].$"):
+                                        r"such split. Did you mean 'test'\? Its splits: "
+                                        r"\['test', 'train', 'validation'\].$"):
     evaluate_workdir(workdir, split="tests")
 
 
