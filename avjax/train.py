@@ -129,6 +129,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
              _position(start_epoch, start_step, tc.num_epochs))
   writer = writers.MetricWriter(workdir, enabled=is_chief, resume_step=int(
       state.step) if start_epoch < tc.num_epochs else None)
+  picture_folders = [workdir_lib.pictures(workdir), workdir_lib.valuation(workdir)]
+  writer.pictures(picture_folders, int(state.step), record=False)  # Those already shown.
   if start_epoch < tc.num_epochs:
     writer.text("config", config.to_json(indent=2), int(state.step))
   train_transform = data.make_transform(config.input, train=True, metadata=dataset.info.metadata)
@@ -147,6 +149,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
         split=split, epoch=epoch, step=int(at.step), predictions=predictions, sample=sample,
         apply=lambda fn: fn(nnx.merge(graphs.eval, at.params, at.model_state), sample),
         workdir=workdir, is_chief=is_chief, last_epoch=final or epoch + 1 >= tc.num_epochs))
+    writer.pictures(picture_folders, int(at.step))
     return report
 
   per_example_fns: dict[Any, Any] = {}

@@ -293,3 +293,8 @@ def test_step_rows_and_whole_epoch_means_across_a_mid_epoch_resume(data_dir, tmp
   assert _rows(resumed, writers.STEP_SPLIT) == _rows(straight, writers.STEP_SPLIT)
   assert os.listdir(os.path.join(resumed, "tensorboard", writers.STEP_SPLIT))
   assert os.listdir(os.path.join(resumed, "tensorboard", "run"))  # The config, as text.
+  # The pictures evaluators draw (here the contributions plot of the last epoch's and the final
+  # evaluation), as TensorBoard images.
+  from tests.test_fault_tolerance import _event_steps  # pylint: disable=import-outside-toplevel
+  events = _event_steps(os.path.join(straight, "tensorboard", "pictures"))
+  assert [e for e in events if e[0] != "purge"] == [("contributions", 6), ("contributions", 6)]
