@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import sys
 from typing import Any, NoReturn
 
@@ -11,6 +12,17 @@ from ml_collections import config_flags
 
 from avjax.config import method_sections, with_method
 from avjax.registry import ConfigError
+
+
+class QuietFirstBuild(logging.Filter):
+  """Drops TFDS's warning that a dataset folder has no dataset_info.json: it scans the data
+  directory for built variants before the first build writes one (nothing is wrong)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not record.getMessage().endswith("has no dataset_info.json")
+
+
+logging.getLogger("absl").addFilter(QuietFirstBuild())
 
 
 def fail(message: str) -> NoReturn:

@@ -127,6 +127,7 @@ def _check_manual_build(argv: list[str]) -> None:
 
 
 def launch() -> None:
+  import avjax.cli  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import  (its filter)
   argv = sys.argv[1:]
   if any(a in ("-h", "--help", "--helpfull") for a in argv):
     print(_help(), flush=True)
