@@ -246,7 +246,8 @@ def summary_table(
   Floats are shown with 4 decimals; missing or non-finite values as '-'. When a resumed run logged the
   same (epoch, split) twice, the later row wins.
   """
-  picked = _latest_per_epoch(rows, splits)
+  # The final test row (of the best checkpoint, maybe an earlier epoch) comes last.
+  picked = sorted(_latest_per_epoch(rows, splits), key=lambda r: r["split"] == "test")
   if not picked:
     return f"(no {'/'.join(splits)} metrics)"
   if keys is None:
