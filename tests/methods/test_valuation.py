@@ -374,7 +374,7 @@ def test_smoke_run_resamples_and_recovers_the_informative_modality(smoke_run):
   # After two epochs, clips whose label only the audio carries get more from audio than from the
   # frames, and vice versa (the ground-truth flags of synthetic_av 'debiased').
   last = _table(os.path.join(workdir, "valuation",
-                             max(f for f in files if f.startswith("validation_epoch_0001"))))
+                             max(f for f in files if f.startswith("validation_epoch_0002"))))
   audio = last["audio_informative"] > 0
   assert 0 < audio.sum() < len(audio)
   assert last["shapley_audio"][audio].mean() > last["shapley_visual"][audio].mean()
