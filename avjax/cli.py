@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import sys
 from typing import Any, NoReturn
 
-from absl import flags
+from absl import app, flags
 from ml_collections import config_flags
 
 from avjax.config import method_sections, with_method
 from avjax.registry import ConfigError
+
+
+class QuietFirstBuild(logging.Filter):
+  """Drops TFDS's warning that a dataset folder has no dataset_info.json: it scans the data
+  directory for built variants before the first build writes one (nothing is wrong)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not record.getMessage().endswith("has no dataset_info.json")
+
+
+logging.getLogger("absl").addFilter(QuietFirstBuild())
 
 
 def fail(message: str) -> NoReturn:
@@ -19,10 +31,18 @@ def fail(message: str) -> NoReturn:
   sys.exit(2)
 
 
+HELP_FLAGS = ("-h", "-?", "--help", "--helpshort", "--helpfull")
+
+
 def parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing (as `app.run(..., flags_parser=parse_flags)`) that reports a bad flag or
   config override in one line; ml_collections raises AttributeError / KeyError for unknown config
-  keys (with a "Did you mean" hint) and embeds a config file's own exception in a traceback text."""
+  keys (with a "Did you mean" hint) and embeds a config file's own exception in a traceback text.
+  Help (`--help`, `-h`, `--helpfull`) prints the command's docstring and flags and exits 0 (absl's
+  own help flag exits 1)."""
+  asked = next((a for a in argv[1:] if a in HELP_FLAGS), None)
+  if asked:
+    app.usage(shorthelp=asked != "--helpfull", writeto_stdout=True, exitcode=0)
   try:
     return flags.FLAGS(argv)
   except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:

@@ -1,8 +1,17 @@
-"""Evaluation over whole splits: fused and per-modality metrics from gathered predictions."""
+"""Evaluation over whole splits: fused and per-modality metrics from gathered predictions.
+
+As a command line, the metrics of a workdir's checkpoint on a split:
+
+  python -m avjax.evaluate --workdir runs/demo                    # best checkpoint, test split
+  python -m avjax.evaluate --workdir runs/demo --split validation --checkpoint 64
+  python -m avjax.evaluate --workdir runs/demo --predictions /tmp/demo_test.npz
+  python -m avjax.evaluate --workdir runs/demo --data_dir /data/tfds   # data moved since
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any, Callable
 
 import jax
@@ -13,6 +22,7 @@ from jax.sharding import Mesh
 from avjax import sharding
 from avjax.data import eval_batches
 from avjax.data.transforms import ExampleTransform
+from avjax.registry import ConfigError, did_you_mean
 
 
 def gather(tree: Any) -> Any:
@@ -34,6 +44,45 @@ def predict(eval_step: Callable, state: Any, source: Any, transform: ExampleTran
   result = {k: np.concatenate(v) for k, v in parts.items()}
   keep = result.pop("valid") > 0
   return {k: v[keep] for k, v in result.items()}
+
+
+def metric_names(eval_step: Callable, report: Callable, state: Any, source: Any,
+                 transform: ExampleTransform, *, batch_size: int, mesh: Mesh) -> list[str] | None:
+  """The names `report` gives a split's predictions, known before anything compiles: the eval
+  step's output shapes (jax.eval_shape: traced, not compiled) filled with zeros. None when the
+  report cannot be made from such stand-ins."""
+  batch = next(iter(eval_batches(source, transform, global_batch_size=batch_size)))
+  shapes = jax.eval_shape(eval_step, state, sharding.to_global(batch, mesh))
+  stand_in = {k: np.zeros(v.shape, v.dtype) for k, v in shapes.items()}
+  stand_in.pop("valid")  # Every stand-in example counts.
+  try:
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+      warnings.simplefilter("ignore")
+      return sorted(report(stand_in))
+  except Exception:  # pylint: disable=broad-except
+    return None
+
+
+# Metric name parts that say which way is better (lower first: 'ccc_loss' is a loss).
+_LOWER_BETTER = ("loss", "mse", "mae", "error")
+_HIGHER_BETTER = ("accuracy", "f1", "ccc", "pearson", "score", "recall", "precision", "auc")
+
+
+def check_best_metric(tc: Any, names: list[str] | None) -> None:
+  """config.train.best_metric must be a validation metric of this run (`names`; None: unknown),
+  and best_mode its better direction when the name says which that is."""
+  if names is not None and tc.best_metric not in names:
+    raise ConfigError(f"config.train.best_metric={tc.best_metric!r} is not a validation metric of "
+                      f"this run.{did_you_mean(tc.best_metric, names)} Its validation metrics: "
+                      f"{names}.")
+  name = tc.best_metric.lower()
+  better = ("min" if any(p in name for p in _LOWER_BETTER) else
+            "max" if any(p in name for p in _HIGHER_BETTER) else None)
+  if better and tc.best_mode != better:
+    raise ConfigError(f"config.train.best_metric={tc.best_metric!r} is better when "
+                      f"{'lower' if better == 'min' else 'higher'}, but config.train.best_mode="
+                      f"{tc.best_mode!r} keeps the opposite; set "
+                      f"--config.train.best_mode={better}.")
 
 
 # ------------------------------------------------------------------------------------ command line
@@ -80,7 +129,6 @@ def open_run(workdir: str, splits: list[str], *, step: int | None = None,
   from avjax import data  # pylint: disable=import-outside-toplevel
   from avjax import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
   from avjax.checkpoint import Checkpointer, abstract_like  # pylint: disable=import-outside-toplevel
-  from avjax.registry import ConfigError  # pylint: disable=import-outside-toplevel
   from avjax.steps import setup  # pylint: disable=import-outside-toplevel
 
   config = load_workdir_config(workdir)
@@ -105,6 +153,12 @@ def open_run(workdir: str, splits: list[str], *, step: int | None = None,
     mesh = sharding.make_mesh(config.mesh)
     batch_size = tc.eval_batch_size or tc.batch_size
     sharding.local_batch_size(batch_size, mesh)
+    dataset = data.open_dataset(config.dataset, [])
+    missing = [s for s in splits if s not in dataset.info.splits]
+    if missing:
+      known = sorted(dataset.info.splits)
+      raise ConfigError(f"--split {missing[0]!r}: {dataset.name} has no such split."
+                        f"{did_you_mean(missing[0], known)} Its splits: {known}.")
     dataset = data.open_dataset(config.dataset, list(dict.fromkeys(splits)))
     exp = setup(config, dataset.num_classes)
     state = jax.device_put(exp.state, sharding.replicated(mesh))

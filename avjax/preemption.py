@@ -3,10 +3,10 @@ preemption) and Ctrl-C (SIGINT).
 
 The handler only sets a flag; the loop finishes the current step, writes a checkpoint at that exact
 position and exits cleanly with one line saying how to resume. A second Ctrl-C aborts at once (the
-run then resumes from its last checkpoint). With several processes, all of them must stop at the same
-step: `requested()` agrees across processes (any one signalled counts) and is cheap to call every step
-on one host; on several it synchronises, so the loop asks at its logging interval and epoch ends. A
-stop at an epoch's last step comes after that epoch's evaluation and checkpoint.
+run then resumes from its last checkpoint). With several processes, all of them must stop at the
+same step: `requested()` agrees across processes (any one signalled counts) and is cheap to call
+every step on one host; on several it synchronises, so the loop asks at its logging interval and
+epoch ends. A stop at an epoch's last step comes after that epoch's evaluation and checkpoint.
 """
 
 from __future__ import annotations

@@ -6,13 +6,20 @@ by the config's name, and an unknown name fails with the list of known ones.
 
 from __future__ import annotations
 
-from typing import Callable, Generic, TypeVar
+import difflib
+from typing import Callable, Generic, Iterable, TypeVar
 
 T = TypeVar("T")
 
 
 class ConfigError(ValueError):
   """A configuration that cannot run; the message names the problem and the fix."""
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+  """' Did you mean 'x'?' for the closest known name, or ''."""
+  close = difflib.get_close_matches(str(name), list(known), n=1, cutoff=0.6)
+  return f" Did you mean {close[0]!r}?" if close else ""
 
 
 class Registry(Generic[T]):
@@ -33,7 +40,8 @@ class Registry(Generic[T]):
   def get(self, name: str) -> T:
     if name not in self._entries:
       known = ", ".join(sorted(self._entries)) or "(none)"
-      raise ConfigError(f"Unknown {self.kind} {name!r}. Known {self.kind}s: {known}.")
+      raise ConfigError(f"Unknown {self.kind} {name!r}.{did_you_mean(name, self._entries)} "
+                        f"Known {self.kind}s: {known}.")
     return self._entries[name]
 
   def names(self) -> list[str]:

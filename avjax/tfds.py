@@ -7,7 +7,10 @@ replaces those two subcommands with stand-ins that say what they need, then runs
 `build` and `new` behave exactly as `tfds build` / `tfds new` (same flags), except that a
 `--manual_dir` that is not a folder with files, and errors raised by avjax's builder code (no usable
 clip, a strict build's first problem, a list file missing from the download), end with their
-message and where they were raised instead of a traceback (AVJAX_TRACEBACK=1 keeps it).
+message and where they were raised instead of a traceback (AVJAX_TRACEBACK=1 keeps it). A
+manual-download builder built without --manual_dir (and nothing in TFDS's default manual folder)
+stops before anything is created. `--help` starts with avjax's builders, their configs and the
+environment variables the builds read.
 """
 
 from __future__ import annotations
@@ -59,8 +62,77 @@ def _check_manual_dir(argv: list[str]) -> None:
         _fail(f"--manual_dir {value!r} is empty; point it at the unpacked download.")
 
 
+_ENVIRONMENT = (("AVJAX_BUILD_WORKERS", "decoding processes of a build (default: the usable CPUs; "
+                                        "0 decodes in this process)"),
+                ("AVJAX_BUILD_STRICT", "1: stop at a build's first problem clip instead of "
+                                       "skipping it and counting it in the summary"),
+                ("AVJAX_TRACEBACK", "1: show the traceback of a builder's input error"),
+                ("TFDS_DATA_DIR", "default --data_dir (else ~/tensorflow_datasets)"))
+
+
+def _builders_root() -> str:
+  return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data_builders")
+
+
+def _builder_class(name: str):
+  """data_builders.<name>.Builder, or None."""
+  import importlib  # pylint: disable=import-outside-toplevel
+  try:
+    return getattr(importlib.import_module(f"data_builders.{name}"), "Builder", None)
+  except ImportError:
+    return None
+
+
+def _help() -> str:
+  """avjax's part of `--help`: its builders, their configs and the environment variables."""
+  root = _builders_root()
+  lines = ["avjax: `python -m avjax.tfds build data_builders/<name> --config=<config> "
+           "[--manual_dir=DOWNLOAD] [--data_dir=DIR]` builds avjax's datasets without TensorFlow.",
+           "", "Builders (data_builders/<name>/README.md: what to download, the layout expected):"]
+  for name in sorted(os.listdir(root)):
+    builder = _builder_class(name) if os.path.isfile(os.path.join(root, name, "__init__.py")) \
+        and name != "common" else None
+    if builder is None:
+      continue
+    configs = ", ".join(c.name for c in getattr(builder, "BUILDER_CONFIGS", ()))
+    manual = (" (needs --manual_dir)" if getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None)
+              else "")
+    lines.append(f"  {name}{manual}: --config= {configs}")
+  lines += ["", "Environment variables:"]
+  lines += [f"  {k}: {v}" for k, v in _ENVIRONMENT]
+  return "\n".join(lines + ["", "The tfds command line's own help follows.", ""])
+
+
+def _check_manual_build(argv: list[str]) -> None:
+  """`build data_builders/<name>` of a manual-download builder without --manual_dir (and nothing in
+  TFDS's default <data_dir>/downloads/manual) would fail deep inside TFDS after creating folders."""
+  if "build" not in argv or any(a.startswith("--manual_dir") for a in argv):
+    return
+  target = next((a for a in argv[argv.index("build") + 1:] if not a.startswith("-")), "")
+  name = os.path.basename(os.path.normpath(target))
+  if not target.rstrip("/").startswith("data_builders") or not name:
+    return
+  builder = _builder_class(name)
+  if builder is None or not getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None):
+    return
+  data_dir = next((a.partition("=")[2] for a in argv if a.startswith("--data_dir=")), None)
+  if "--data_dir" in argv and argv.index("--data_dir") + 1 < len(argv):
+    data_dir = argv[argv.index("--data_dir") + 1]
+  data_dir = os.path.expanduser(data_dir or os.environ.get("TFDS_DATA_DIR",
+                                                           "~/tensorflow_datasets"))
+  default = os.path.join(data_dir, "downloads", "manual")
+  if not (os.path.isdir(default) and os.listdir(default)):
+    _fail(f"data_builders/{name} builds from a manual download: pass --manual_dir=<the unpacked "
+          f"download> (data_builders/{name}/README.md shows what to download and its layout).")
+
+
 def launch() -> None:
-  _check_manual_dir(sys.argv[1:])
+  import avjax.cli  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import  (its filter)
+  argv = sys.argv[1:]
+  if any(a in ("-h", "--help", "--helpfull") for a in argv):
+    print(_help(), flush=True)
+  _check_manual_dir(argv)
+  _check_manual_build(argv)
   _install_stand_ins()
   from tensorflow_datasets.scripts.cli import main as tfds_main  # pylint: disable=g-import-not-at-top
   try:

@@ -26,7 +26,7 @@ from avjax import protocol
 from avjax import workdir as workdir_lib
 from avjax import writers
 from avjax.checkpoint import Checkpointer, abstract_like, init_params_from
-from avjax.evaluate import predict
+from avjax.evaluate import check_best_metric, metric_names, predict
 from avjax.methods.base import EpochContext, heldout_fold
 from avjax.preemption import Preempted, PreemptionWatcher
 from avjax.registry import ConfigError
@@ -115,6 +115,12 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   evaluators = evaluators_lib.build(config, method.task)
   eval_step = jax.jit(make_eval_step(graphs, config, evaluators, method.predict))
 
+  if config.dataset.val_split:  # A misnamed or misdirected best_metric, before anything compiles.
+    check_best_metric(tc, metric_names(
+        eval_step, lambda p: evaluators_lib.report(evaluators, p), state,
+        dataset.sources[config.dataset.val_split], data.make_transform(
+            config.input, train=False, metadata=dataset.info.metadata),
+        batch_size=eval_batch_size, mesh=mesh))
   checkpointer = Checkpointer(workdir_lib.checkpoints(workdir), keep=tc.keep_checkpoints,
                               best_metric=tc.best_metric, best_mode=tc.best_mode)
   start_epoch, start_step, sums = 0, 0, {}
@@ -127,6 +133,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
              _position(start_epoch, start_step, tc.num_epochs))
   writer = writers.MetricWriter(workdir, enabled=is_chief, resume_step=int(
       state.step) if start_epoch < tc.num_epochs else None)
+  picture_folders = [workdir_lib.pictures(workdir), workdir_lib.valuation(workdir)]
+  writer.pictures(picture_folders, int(state.step), record=False)  # Those already shown.
   if start_epoch < tc.num_epochs:
     writer.text("config", config.to_json(indent=2), int(state.step))
   train_transform = data.make_transform(config.input, train=True, metadata=dataset.info.metadata)
@@ -146,6 +154,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
         split=split, epoch=epoch, step=int(at.step), predictions=predictions, sample=sample,
         apply=lambda fn: fn(nnx.merge(graphs.eval, at.params, at.model_state), sample),
         workdir=workdir, is_chief=is_chief, last_epoch=final or epoch + 1 >= tc.num_epochs))
+    writer.pictures(picture_folders, int(at.step))
     return report
 
   per_example_fns: dict[Any, Any] = {}
@@ -244,10 +253,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
         if preempted:
           checkpointer.wait()
           bar.close()
-          raise Preempted(f"Stopped by {watcher.reason()} at step {host_step} (epoch {epoch + 1}, "
+          raise Preempted(f"Stopped by {_reason(watcher)} at step {host_step} (epoch {epoch + 1}, "
                           f"batch {step_in_epoch} of {epoch_steps}); checkpoint saved in "
                           f"{checkpointer.directory}. Run the same command again to resume.",
-                          by_user=watcher.by_user)
+                          by_user=_reason(watcher) == "Ctrl-C")
       _accumulate(sums, _check_finite(window, config, epoch, checkpointer))
       if bar is not None:
         bar.close()
@@ -279,9 +288,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
                           f"epoch {epoch + 2} with the corrected name).")
       if preempted:
         checkpointer.wait()
-        raise Preempted(f"Stopped by {watcher.reason()} at the end of epoch {epoch + 1} (step "
+        raise Preempted(f"Stopped by {_reason(watcher)} at the end of epoch {epoch + 1} (step "
                         f"{step}); checkpoint saved in {checkpointer.directory}. Run the same "
-                        "command again to resume.", by_user=watcher.by_user)
+                        "command again to resume.", by_user=_reason(watcher) == "Ctrl-C")
       start_step = 0
   checkpointer.wait()
 
@@ -339,6 +348,11 @@ def _final_evaluation(config, workdir, checkpointer, writer, evaluate, state, *,
 def _epochs_done(checkpointer: Checkpointer, step: int) -> int:
   """The completed epochs a checkpoint records (its `meta['epoch']` at an epoch's end)."""
   return int(checkpointer.meta(step)["epoch"])
+
+
+def _reason(watcher: Any) -> str:
+  """How the stop was asked for (stand-in watchers of tests may only have `requested`)."""
+  return "Ctrl-C" if getattr(watcher, "by_user", False) else "a preemption signal"
 
 
 def _position(epoch: int, step_in_epoch: int, num_epochs: int) -> str:

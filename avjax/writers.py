@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import numbers
+import re
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -69,6 +70,7 @@ class MetricWriter:
     self.path = workdir_lib.metrics_file(self.workdir)
     self._file = None
     self._tb: dict[str, Any] = {}
+    self._seen: dict[str, float] = {}  # Picture files already in TensorBoard, with their mtime.
     self._purge_step = None if resume_step is None else int(resume_step) + 1
     if not enabled:
       return
@@ -115,6 +117,34 @@ class MetricWriter:
     tb = self._tensorboard("run")
     tb.add_text(tag, f"```\n{text}\n```", global_step=int(step))
     tb.flush()
+
+  def pictures(self, folders: Sequence[str], step: int, *, record: bool = True) -> int:
+    """Adds the PNG files in `folders` that are new or changed since the last call (evaluators'
+    pictures, the contributions plot) to TensorBoard's 'pictures' folder, tagged by file name
+    without its epoch / step numbers (one slider per picture kind); returns how many.
+    `record=False` only notes the files present (a resumed run's earlier pictures)."""
+    if not self.enabled:
+      return 0
+    found = {}
+    for folder in folders:
+      if os.path.isdir(folder):
+        for name in sorted(os.listdir(folder)):
+          path = os.path.join(folder, name)
+          if name.endswith(".png") and os.path.getmtime(path) != self._seen.get(path):
+            found[path] = os.path.getmtime(path)
+    if not found or not record:
+      self._seen.update(found)
+      return 0
+    from PIL import Image  # pylint: disable=import-outside-toplevel
+    tb = self._tensorboard("pictures")
+    for path in found:
+      with Image.open(path) as image:
+        pixels = np.asarray(image.convert("RGB"))
+      tag = re.sub(r"_(epoch|step)_?\d+", "", os.path.splitext(os.path.basename(path))[0])
+      tb.add_image(tag, pixels, global_step=int(step), dataformats="HWC")
+    tb.flush()
+    self._seen.update(found)
+    return len(found)
 
   def _tensorboard(self, split: str):
     if split not in self._tb:
@@ -216,7 +246,8 @@ def summary_table(
   Floats are shown with 4 decimals; missing or non-finite values as '-'. When a resumed run logged the
   same (epoch, split) twice, the later row wins.
   """
-  picked = _latest_per_epoch(rows, splits)
+  # The final test row (of the best checkpoint, maybe an earlier epoch) comes last.
+  picked = sorted(_latest_per_epoch(rows, splits), key=lambda r: r["split"] == "test")
   if not picked:
     return f"(no {'/'.join(splits)} metrics)"
   if keys is None:

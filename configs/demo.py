@@ -1,7 +1,7 @@
 r"""Demo: joint training on synthetic_av/audio_dominant, small ResNet-18s, concat fusion.
 
-  python -m avjax.main --config configs/demo.py            # ~2 minutes on a 2-core CPU
-  python -m avjax.main --config configs/demo.py:smoke      # ~1 minute
+  python -m avjax.main --config configs/demo.py            # minutes on a CPU: README, Timings
+  python -m avjax.main --config configs/demo.py:smoke      # a minute or two
 
 The dataset needs no download (it is built on first use). In `audio_dominant` the audio is easy and
 the frames are informative but harder: the imbalance that balancing methods address.

@@ -54,3 +54,26 @@ def test_config_json_in_another_encoding_is_a_config_error(tmp_path):
   (tmp_path / "config.json").write_bytes(b'{"name": "caf\xe9"}')  # Latin-1, not UTF-8.
   with pytest.raises(ConfigError, match="config.json is not valid JSON"):
     load_workdir_config(str(tmp_path))
+
+
+def test_unknown_split_names_the_flag_and_the_splits(data_dir, tmp_path):
+  from avjax.evaluate import evaluate_workdir  # pylint: disable=import-outside-toplevel
+  from avjax.train import train_and_evaluate  # pylint: disable=import-outside-toplevel
+  from tests.helpers import tiny_config  # pylint: disable=import-outside-toplevel
+  workdir = str(tmp_path / "run")
+  train_and_evaluate(tiny_config(data_dir, **{"train.num_epochs": 1}), workdir)
+  with pytest.raises(ConfigError, match=r"^--split 'tests': synthetic_av/audio_dominant has no "
+                                        r"such split. Did you mean 'test'\? Its splits: "
+                                        r"\['test', 'train', 'validation'\].$"):
+    evaluate_workdir(workdir, split="tests")
+
+
+@pytest.mark.parametrize("module,needle", [
+    ("avjax.main", "python -m avjax.main --config configs/X.py"),
+    ("avjax.evaluate", "python -m avjax.evaluate --workdir runs/demo --split validation"),
+])
+def test_help_exits_0_with_examples(module, needle):
+  result = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert needle in result.stdout and "--workdir" in result.stdout

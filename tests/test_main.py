@@ -32,6 +32,10 @@ def test_unknown_config_key(tmp_path):
 
 @pytest.mark.parametrize("override,needle", [
     ("--config.method.name=no_such_method", "Unknown method 'no_such_method'"),
+    ("--config.method.name=ogm_gee", "Unknown method 'ogm_gee'. Did you mean 'ogm_ge'?"),
+    ("--config.dataset.name=crema-d", "Unknown dataset 'crema-d': no TFDS builder of that name is "
+                                      "registered and avjax ships none under data_builders/crema-d."
+                                      " Did you mean 'crema_d'?"),
     ("--config.model.fusion=no_such_fusion", "Unknown fusion 'no_such_fusion'"),
     ("--config.optimizer.name=rmsprop", "optimizer.name='rmsprop'"),
     ("--config.dataset.config=audio_dominnt", "has no builder config 'audio_dominnt'; its configs "

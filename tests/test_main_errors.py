@@ -36,3 +36,15 @@ def test_out_of_memory_message_names_batch_size_and_fixes(monkeypatch, capsys, t
   assert all(text in err for text in expected), err
   assert "compute_dtype=bfloat16" in err
   assert "Traceback" not in err
+
+
+def test_first_build_dataset_info_warning_is_dropped():
+  import logging  # pylint: disable=import-outside-toplevel
+  from avjax.cli import QuietFirstBuild  # pylint: disable=import-outside-toplevel
+  record = lambda msg, *args: logging.LogRecord("absl", logging.WARNING, __file__, 1, msg, args,
+                                                None)
+  quiet = QuietFirstBuild()
+  assert not quiet.filter(record("Variant folder %s has no %s", "/d/synthetic_av/x/1.0.0",
+                                 "dataset_info.json"))
+  assert quiet.filter(record("Variant folder %s is odd", "/d"))
+  assert any(isinstance(f, QuietFirstBuild) for f in logging.getLogger("absl").filters)

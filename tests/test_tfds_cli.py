@@ -37,3 +37,24 @@ def test_bad_manual_dir_ends_with_one_message(tmp_path):
     assert result.returncode == 2, (manual_dir, result.stderr[-2000:])
     assert "avjax.tfds: error:" in result.stderr and expected in result.stderr, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
+
+
+def test_help_names_avjax_builders_configs_and_environment():
+  result = subprocess.run([sys.executable, "-m", "avjax.tfds", "--help"], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  for needle in ("crema_d (needs --manual_dir): --config= ogm_ge", "synthetic_av: --config= ",
+                 "AVJAX_BUILD_WORKERS", "AVJAX_BUILD_STRICT", "AVJAX_TRACEBACK", "usage:"):
+    assert needle in result.stdout, result.stdout[:3000]
+
+
+def test_manual_builder_without_manual_dir_stops_before_creating_anything(tmp_path):
+  result = subprocess.run(
+      [sys.executable, "-m", "avjax.tfds", "build", "data_builders/crema_d", "--config=ogm_ge",
+       f"--data_dir={tmp_path / 'data'}"], cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert result.stderr.strip().splitlines() == [
+      "avjax.tfds: error: data_builders/crema_d builds from a manual download: pass "
+      "--manual_dir=<the unpacked download> (data_builders/crema_d/README.md shows what to "
+      "download and its layout)."]
+  assert not (tmp_path / "data").exists()

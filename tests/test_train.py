@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 
 import jax
 import jax.numpy as jnp
@@ -158,16 +159,22 @@ def test_gradient_accumulation_updates_every_k_steps(data_dir, tmp_path):
   assert int(state.opt_state.gradient_step) == 3  # One optimizer update per 2 steps.
 
 
-def test_misspelt_best_metric_stops_at_the_first_evaluation_and_resumes(data_dir, tmp_path):
-  config = tiny_config(data_dir, **{"train.best_metric": "acuracy", "train.num_epochs": 2})
+def test_misspelt_or_misdirected_best_metric_is_refused_before_training(data_dir, tmp_path):
+  config = tiny_config(data_dir, **{"train.best_metric": "acuracy", "train.num_epochs": 1})
   workdir = str(tmp_path / "run")
-  with pytest.raises(ConfigError, match=r"best_metric='acuracy' is not a validation metric.*"
-                                        r"'accuracy'.*resumes from epoch 2"):
+  with pytest.raises(ConfigError, match=r"best_metric='acuracy' is not a validation metric of this "
+                                        r"run. Did you mean 'accuracy'\? .*'macro_f1'"):
     train_and_evaluate(config, workdir)
-  assert [r["epoch"] for r in _rows(workdir, "val")] == [1]  # It stopped after epoch 1's eval ...
-  config.train.best_metric = "accuracy"  # ... and the same workdir takes the corrected name,
+  config.train.best_metric = "macro_f1"
+  config.train.best_mode = "min"
+  with pytest.raises(ConfigError, match=r"'macro_f1' is better when higher.*best_mode='min'.*"
+                                        r"--config.train.best_mode=max"):
+    train_and_evaluate(config, workdir)
+  assert not os.path.exists(os.path.join(workdir, "metrics.jsonl"))  # Nothing trained.
+  assert not os.path.exists(os.path.join(workdir, "checkpoints"))
+  config.train.best_mode = "max"  # The same workdir takes the corrected settings.
   train_and_evaluate(config, workdir)
-  assert [r["epoch"] for r in _rows(workdir, "train")] == [1, 2]  # without training epoch 1 again.
+  assert [r["epoch"] for r in _rows(workdir, "val")] == [1]
 
 
 def test_preemption_at_an_epochs_last_step_evaluates_and_checkpoints_that_epoch(
@@ -267,3 +274,27 @@ def test_progress_rate_starts_after_the_compiled_first_step(data_dir, tmp_path, 
   assert "epoch 1/2: compiling the train step..." in caplog.text
   # Epoch 1's bar opens once its first (compiling) step is done; epoch 2's at once.
   assert bars == [("epoch 1/2", 1), ("epoch 2/2", 0)]
+
+
+def test_step_rows_and_whole_epoch_means_across_a_mid_epoch_resume(data_dir, tmp_path,
+                                                                   monkeypatch):
+  config = tiny_config(data_dir, **{"train.num_epochs": 1, "train.log_every_steps": 2})
+  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+  train_and_evaluate(config, straight)
+  assert [(r["step"], r["epoch"]) for r in _rows(straight, writers.STEP_SPLIT)] == [
+      (2, 1), (4, 1), (6, 1)]
+  monkeypatch.setattr(train_lib, "PreemptionWatcher", preempt_at(4))  # Stops after step 4 of 6.
+  with pytest.raises(Preempted, match="at step 4 "):
+    train_and_evaluate(config, resumed)
+  monkeypatch.setattr(train_lib, "PreemptionWatcher", PreemptionWatcher)
+  train_and_evaluate(config, resumed)
+  # The resumed epoch's train row averages all 6 steps (the first 4 came in the checkpoint).
+  assert _rows(resumed, "train") == _rows(straight, "train")
+  assert _rows(resumed, writers.STEP_SPLIT) == _rows(straight, writers.STEP_SPLIT)
+  assert os.listdir(os.path.join(resumed, "tensorboard", writers.STEP_SPLIT))
+  assert os.listdir(os.path.join(resumed, "tensorboard", "run"))  # The config, as text.
+  # The pictures evaluators draw (here the contributions plot of the last epoch's and the final
+  # evaluation), as TensorBoard images.
+  from tests.test_fault_tolerance import _event_steps  # pylint: disable=import-outside-toplevel
+  events = _event_steps(os.path.join(straight, "tensorboard", "pictures"))
+  assert [e for e in events if e[0] != "purge"] == [("contributions", 6), ("contributions", 6)]

@@ -14,7 +14,7 @@ import ml_collections
 import tensorflow_datasets as tfds
 
 from avjax.data.records import fast_source
-from avjax.registry import ConfigError
+from avjax.registry import ConfigError, did_you_mean
 
 
 class DatasetNotBuiltError(ConfigError):
@@ -39,6 +39,13 @@ def _import_builder(name: str):
     if e.name not in (f"data_builders.{name}", "data_builders"):
       raise
     return None
+
+
+def _shipped() -> list[str]:
+  """The dataset builders avjax ships (data_builders/<name>/)."""
+  root = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "data_builders")
+  return sorted(n for n in os.listdir(root) if os.path.isfile(os.path.join(root, n, "__init__.py"))
+                and n != "common") if os.path.isdir(root) else []
 
 
 def _build_command(name: str, config: str, data_dir: str) -> str:
@@ -72,12 +79,16 @@ def open_dataset(dcfg: ml_collections.ConfigDict, splits: list[str]) -> Dataset:
     _check_builder_config(dcfg.name, dcfg.config)  # Built from a named config (+ overrides).
     builder = module.build(dcfg.config, data_dir=data_dir, **dict(dcfg.build_overrides))
   else:
+    unknown = DatasetNotBuiltError(
+        f"Unknown dataset {dcfg.name!r}: no TFDS builder of that name is registered and avjax "
+        f"ships none under data_builders/{dcfg.name}.{did_you_mean(dcfg.name, _shipped())} "
+        "Check config.dataset.name.")
+    if module is None and not dcfg.name.isidentifier():  # TFDS cannot even parse such a name.
+      raise unknown
     try:
       builder = tfds.builder(full_name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError as e:
-      raise DatasetNotBuiltError(
-          f"Unknown dataset {dcfg.name!r}: no TFDS builder of that name is registered and avjax "
-          f"ships none under data_builders/{dcfg.name}. Check config.dataset.name.") from e
+      raise unknown from e
     except ValueError as e:  # A config neither registered nor built (variants are found on disk).
       base = dcfg.config.split("-")[0]
       if base != dcfg.config and base in _known_configs(dcfg.name):

@@ -361,7 +361,7 @@ def test_smoke_run_resamples_and_recovers_the_informative_modality(smoke_run):
   # Epoch 1's plan: the 384 originals plus the copies recorded with the training-set valuation.
   files = sorted(os.listdir(os.path.join(workdir, "valuation")))
   assert "contributions.png" in files
-  train_csv, = [f for f in files if f.startswith("train_epoch_0000_")]
+  train_csv, = [f for f in files if f.startswith("train_epoch_0001_")]  # After 1 epoch.
   valuated = _table(os.path.join(workdir, "valuation", train_csv))
   assert len(valuated) == 384
   np.testing.assert_array_equal(valuated["copies_audio"], vm.copies_for(valuated["shapley_audio"]))
@@ -374,7 +374,7 @@ def test_smoke_run_resamples_and_recovers_the_informative_modality(smoke_run):
   # After two epochs, clips whose label only the audio carries get more from audio than from the
   # frames, and vice versa (the ground-truth flags of synthetic_av 'debiased').
   last = _table(os.path.join(workdir, "valuation",
-                             max(f for f in files if f.startswith("validation_epoch_0001"))))
+                             max(f for f in files if f.startswith("validation_epoch_0002"))))
   audio = last["audio_informative"] > 0
   assert 0 < audio.sum() < len(audio)
   assert last["shapley_audio"][audio].mean() > last["shapley_visual"][audio].mean()
