@@ -115,10 +115,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
   evaluators = evaluators_lib.build(config, method.task)
   eval_step = jax.jit(make_eval_step(graphs, config, evaluators, method.predict))
 
-  if config.dataset.val_split:  # A misnamed or misdirected best_metric, before anything compiles.
+  select_split = protocol.selection_split(config)
+  if select_split:  # A misnamed or misdirected best_metric, before anything compiles.
     check_best_metric(tc, metric_names(
         eval_step, lambda p: evaluators_lib.report(evaluators, p), state,
-        dataset.sources[config.dataset.val_split], data.make_transform(
+        sources.splits[select_split], data.make_transform(
             config.input, train=False, metadata=dataset.info.metadata),
         batch_size=eval_batch_size, mesh=mesh))
   checkpointer = Checkpointer(workdir_lib.checkpoints(workdir), keep=tc.keep_checkpoints,
@@ -270,7 +271,6 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
       writer.write(step, epoch + 1, "train", train_metrics)
       val_metrics = None
       last = epoch + 1 == tc.num_epochs
-      select_split = protocol.selection_split(config)
       if select_split and ((epoch + 1) % tc.eval_every_epochs == 0 or last):
         val_metrics = evaluate(select_split, epoch)
         writer.write(step, epoch + 1, protocol.selection_label(config), val_metrics)
