@@ -26,6 +26,7 @@ from typing import Any, Callable, ClassVar
 
 import flax.struct
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
@@ -145,6 +146,17 @@ def parse_settings(settings_cls: type, config: ml_collections.ConfigDict) -> Any
     raise ConfigError(f"config.method has key(s) {unknown} that method {method.name!r} does not "
                       f"take; its settings are {sorted(known)} (defaults where unset).")
   return settings_cls(**given)
+
+
+def true_class_scores(modality_logits: dict[str, jax.Array], labels: jax.Array
+                      ) -> dict[str, jax.Array]:
+  """s_m = sum_i softmax(z_m)_i[y_i] over the (global) batch, in float32 with gradients stopped:
+  the confidence OGM, OPM and InfoReg compare between modalities. {m: (B, C)}, (B,) -> {m: ()}."""
+  out = {}
+  for m, logits in modality_logits.items():
+    probs = jax.nn.softmax(jax.lax.stop_gradient(logits).astype(jnp.float32), axis=-1)
+    out[m] = jnp.sum(jnp.take_along_axis(probs, labels[:, None].astype(jnp.int32), axis=-1))
+  return out
 
 
 def scale_updates(updates: Any, learning_rate: jax.Array | None) -> Any:

@@ -100,15 +100,6 @@ def push(history: np.ndarray, value: float) -> np.ndarray:
   return np.concatenate([np.asarray(history)[1:], np.asarray([value], history.dtype)])
 
 
-def scores(modality_logits: dict[str, jax.Array], labels: jax.Array) -> dict[str, jax.Array]:
-  """s_m = sum_i softmax(z_m)_i[y_i] over the batch (gradients stopped)."""
-  out = {}
-  for m, z in modality_logits.items():
-    p = jax.nn.softmax(jax.lax.stop_gradient(z).astype(jnp.float32), axis=-1)
-    out[m] = jnp.sum(jnp.take_along_axis(p, labels[:, None].astype(jnp.int32), axis=-1))
-  return out
-
-
 def coefficients(s: dict[str, jax.Array], window_open: jax.Array, strength_audio: float,
                  strength_visual: float, regulate_visual: bool = True) -> dict[str, jax.Array]:
   """beta_a, beta_v (scalars) from the batch scores and whether the window is open."""
@@ -196,7 +187,7 @@ class InfoReg(Method):
 
     (_, (output, metrics, model_state)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(state.params)
-    s = scores(output.modality_logits, batch["label"])
+    s = base.true_class_scores(output.modality_logits, batch["label"])
     beta = coefficients(s, ms["window_open"], self.settings.strength_audio,
                         self.settings.strength_visual, self.settings.variant == "head")
     regulated, fisher = {}, {}

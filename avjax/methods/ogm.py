@@ -78,10 +78,7 @@ def ogm_coefficients(modality_logits: dict[str, jax.Array], labels: jax.Array,
     {'audio', 'visual'}: scalar coefficients k in (0, 1]; 'ratio_visual': scalar rho_v = s_v / s_a.
     The sums run over the whole (global) batch, so the result does not depend on the device count.
   """
-  scores = {}
-  for m in ("audio", "visual"):
-    probs = jax.nn.softmax(jax.lax.stop_gradient(modality_logits[m]).astype(jnp.float32), axis=-1)
-    scores[m] = jnp.sum(jnp.take_along_axis(probs, labels[:, None].astype(jnp.int32), axis=-1))
+  scores = base.true_class_scores(modality_logits, labels)
   tiny = jnp.finfo(jnp.float32).tiny  # Only guards 0/0; softmax scores are positive in practice.
   ratio_v = scores["visual"] / jnp.maximum(scores["audio"], tiny)
   ratio_a = 1.0 / ratio_v

@@ -32,7 +32,6 @@ of the uni-modal logits, logged only as BML does).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -80,15 +79,6 @@ class OPMSettings(base.Settings):
           f"config.method.modulation_starts={self.modulation_starts} / modulation_ends={ends}: "
           "the inclusive window of 0-indexed epochs needs 0 <= starts <= ends (ends None: to "
           "the end).")
-
-
-def performance(modality_logits: dict[str, jax.Array], labels: jax.Array) -> dict[str, jax.Array]:
-  """p_m = sum_i softmax(t_m)_i[y_i] (no gradient): {m: (B, C)}, (B,) -> {m: ()}."""
-  out = {}
-  for m, logits in modality_logits.items():
-    probs = jax.nn.softmax(jax.lax.stop_gradient(logits).astype(jnp.float32), axis=-1)
-    out[m] = jnp.sum(jnp.take_along_axis(probs, labels[:, None].astype(jnp.int32), axis=-1))
-  return out
 
 
 def drop_probabilities(perf: dict[str, jax.Array], q_base: float, lam: float,
@@ -145,7 +135,7 @@ class OPM(Method):
     def forward(m):
       features = apply_modality_mask(m.encode(inputs), batch.get("modality_mask"))
       clean = m.fuse(features)
-      perf = performance(clean.modality_logits, labels)
+      perf = base.true_class_scores(clean.modality_logits, labels)
       q = drop_probabilities(perf, s.q_base, s.lam, self.eps)
       q = {k: jnp.where(active, v, 0.0) for k, v in q.items()}
       widths = {k: features[k].shape[-1] for k in MODALITIES}

@@ -19,8 +19,8 @@ from avjax import train as train_lib
 from avjax.checkpoint import Checkpointer, abstract_like
 from avjax.config import base_config, validate
 from avjax.methods.base import StepContext
-from avjax.methods.inforeg import (coefficients, fisher_trace_step, proximal, push, scores,
-                                   window_indicator)
+from avjax.methods.base import true_class_scores as scores
+from avjax.methods.inforeg import coefficients, fisher_trace_step, proximal, push, window_indicator
 from avjax.preemption import Preempted, PreemptionWatcher
 from avjax.registry import ConfigError
 from avjax.state import ModelFns

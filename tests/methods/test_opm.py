@@ -16,7 +16,8 @@ import pytest
 
 from avjax import train as train_lib
 from avjax.config import validate
-from avjax.methods.opm import drop_mask, drop_probabilities, performance
+from avjax.methods.base import true_class_scores as performance
+from avjax.methods.opm import drop_mask, drop_probabilities
 from avjax.preemption import Preempted, PreemptionWatcher
 from avjax.registry import ConfigError
 from avjax.train import train_and_evaluate
