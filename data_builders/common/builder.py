@@ -129,7 +129,7 @@ class ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       super()._download_and_prepare(dl_manager=dl_manager, download_config=download_config)
       beam_lib.collect(self)
       self.info.metadata['build_report'] = self.report.to_metadata()
-      (logging.warning if self.report.problems else logging.info)('%s', self.report.summary())
+      (logging.warning if self.report.problems else logging.info)('%s', self._summary())
       return
     with ClipRunner(cfg.media_spec(), self.num_workers, name,
                     target=self.PROCESS_TARGET) as runner, uncompressed_array_records():
@@ -143,7 +143,12 @@ class ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     rate = runner.clips / runner.seconds if runner.seconds else 0.0
     logging.info('%s: decoded %d clips in %.1f s (%.1f clips/s, %d worker(s)).', name,
                  runner.clips, runner.seconds, rate, self.num_workers)
-    (logging.warning if self.report.problems else logging.info)('%s', self.report.summary())
+    (logging.warning if self.report.problems else logging.info)('%s', self._summary())
+
+  def _summary(self) -> str:
+    """The build report's summary, with the split scheme the plan used when it names one."""
+    scheme = self.info.metadata.get('split_scheme')
+    return self.report.summary() + (f'\n  split scheme: {scheme}' if scheme else '')
 
   def _split_generators(self, dl_manager: Any) -> dict[str, Iterator]:
     manual = Path(dl_manager.manual_dir)
@@ -157,7 +162,9 @@ class ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     for clip in plan.clips:
       by_split[clip.split].append(clip)
     if not by_split:
-      raise RuntimeError(f'{self.name}: found no usable clip under {manual}.\n'
+      raise RuntimeError(f'{self.name}: found no usable clip under {manual}: config '
+                         f'{self.builder_config.name!r} reads, per clip, '
+                         f'{self.builder_config.reads()}.\n'
                          f'{self.report.summary()}\n{self.MANUAL_DOWNLOAD_INSTRUCTIONS}')
     names = [s for s in SPLIT_ORDER if s in by_split] + sorted(set(by_split) - set(SPLIT_ORDER))
     if self._beam:

@@ -99,6 +99,15 @@ class ClipConfig(tfds.core.BuilderConfig):
   def uses_features(self) -> bool:
     return bool(self.audio_features_dir or self.visual_features_dir)
 
+  def reads(self) -> str:
+    """What this config reads of each clip, for messages about a download that lacks it."""
+    parts = [f'{d}/<clip>.npy' for d in (self.audio_features_dir, self.visual_features_dir) if d]
+    if self.audio_frontend:
+      parts.append('an audio file' if self.audio_source == 'audio' else "a video's audio track")
+    if self.frame_mode:
+      parts.append('a video')
+    return ', '.join(parts)
+
   def audio_shape(self) -> tuple[int | None, ...] | None:
     """(F, T) of the stored spectrogram ((None,) for a variable-length waveform), None without an
     audio front end."""

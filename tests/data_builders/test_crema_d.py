@@ -351,3 +351,17 @@ def test_named_config_source_survives_pickling_for_grain_workers(crema, built):
   source = built('mmcosine', crema.root).as_data_source(split='train')
   clone = pickle.loads(pickle.dumps(source))
   assert len(clone) == len(source) and clone[0]['id'] == source[0]['id']
+
+
+def test_features_config_without_feature_files_names_what_it_reads(crema, tmp_path):
+  """The clips are there, their feature files are not: the error says what the config reads."""
+  with pytest.raises(RuntimeError, match=r"found no usable clip .*config 'features' reads, per "
+                                         r"clip, features/audio/<clip>.npy, "
+                                         r"features/visual/<clip>.npy"):
+    cd.build('features', data_dir=str(tmp_path), manual_dir=str(crema.root), num_workers=0)
+
+
+def test_build_summary_names_the_split_scheme(crema, built):
+  builder = built('mmcosine', crema.root)
+  scheme = builder.info.metadata['split_scheme']
+  assert f'split scheme: {scheme}' in builder._summary()  # pylint: disable=protected-access
