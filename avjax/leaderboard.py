@@ -71,7 +71,10 @@ def load_runs(sweep_dir: str) -> list[dict[str, Any]]:
     if spec is None or row is None:
       continue
     run = spec["run"]
-    runs.append({"dataset": run["dataset"], "method": run["method"], "fusion": run["fusion"],
+    # A variant (a method under another label and settings) has no published number of its own.
+    runs.append({"dataset": run["dataset"], "method": run.get("label") or run["method"],
+                 "published_as": None if run.get("label") else run["method"],
+                 "fusion": run["fusion"],
                  "seed": int(run["seed"]), "metrics": _derived(row),
                  "selected_on": row.get("selected_on", "validation"),
                  "profile": sweep_lib.read_json(os.path.join(run_dir, sweep_lib.PROFILE_FILE))})
@@ -131,7 +134,9 @@ def aggregate(runs: list[dict[str, Any]], baseline: str = "baseline") -> list[di
     entry["cost"] = {"params": first.get("params"), "step_ms": first.get("step_ms"),
                      "gflops": first["train_flops"] / 1e9 if first.get("train_flops") else None,
                      "memory_mib": first.get("peak_memory_mib") or first.get("memory_mib")}
-    entry["reported"] = {k: reported.lookup(dataset, method, k) for k in ("accuracy", "macro_f1")}
+    published = members[0].get("published_as", method)
+    entry["reported"] = {k: reported.lookup(dataset, published, k) if published else {}
+                         for k in ("accuracy", "macro_f1")}
     entries.append(entry)
   index = {(e["dataset"], e["fusion"], e["method"]): e for e in entries}
   for e in entries:

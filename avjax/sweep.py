@@ -10,9 +10,17 @@ varies (`plan` reads these keys):
   overrides         nested settings applied to every run (e.g. train.num_epochs, extra evals).
   datasets          {label: nested settings} (e.g. {'debiased': {'dataset': {'config': ...}}}).
   fusions, seeds    tuples.
-  methods           method names (e.g. every registered one: avjax.methods.METHODS.names()).
-  method_overrides  {method: nested settings}: that method's own (e.g. another model).
-  excluded          {method: reason}: methods a plain sweep cannot run (e.g. needing a teacher run).
+  methods           entries: method names (e.g. every registered one: METHODS.names()) and
+                    variants' labels.
+  variants          {label: {'method': name, 'settings': nested settings}}: a method run again
+                    under another name with other settings (e.g. 'unimodal_audio').
+  method_overrides  {entry: nested settings}: that entry's own (e.g. another model or fusion).
+  needs             {entry: nested settings naming entries}: chained runs. Each setting (e.g.
+                    {'init_from': 'unimodal'}, {'method': {'umt': {'teacher_audio': ...}}}) takes
+                    the workdir of the named entry's run with the same dataset, fusion and seed;
+                    that run goes first, and a run whose dependency did not finish is reported,
+                    not started.
+  excluded          {entry: reason}: entries a plain sweep cannot run.
   baseline          the method the leaderboard tests the others against.
   description       a line the leaderboard prints under its title (sizes, machine).
   profile           measure parameters, train-step FLOPs, step time and memory (first seed's runs).
@@ -22,7 +30,8 @@ A run whose config does not validate (a method needing a capability the model la
 cannot use) is listed as excluded with the reason; the others run in `<root>/runs/<name>`, with
 `sweep_run.json` (what the run is) and `status.json` (done / failed, with the error) beside the
 run's own files. Re-launching skips finished runs and resumes the others from their checkpoints; a
-failed run is reported and the others go on. Launchers: 'local' (one run after another, each in
+failed run is reported and the others go on (chained runs start once what they need is done).
+Launchers: 'local' (one run after another, each in
 its own process), 'slurm' (one submitit job per run; several nodes per run when the slurm section
 asks for them: avjax initialises jax.distributed from SLURM's variables), 'submitit_local'
 (submitit's local executor: the slurm path without a cluster).
@@ -67,10 +76,21 @@ class Run:
   seed: int
   experiment: str  # Absolute 'path.py[:arg]'.
   overrides: tuple  # ((nested settings dict), ...), applied in order.
+  label: str = ""  # The sweep entry: the method's name, or a variant's label.
+  needs: tuple = ()  # ((setting, run name), ...): settings that take another run's workdir.
+
+  @property
+  def entry(self) -> str:
+    return self.label or self.method
 
   @property
   def name(self) -> str:
-    return f"{self.dataset}__{self.fusion}__{self.method}__seed{self.seed}"
+    return f"{self.dataset}__{self.fusion}__{self.entry}__seed{self.seed}"
+
+  @classmethod
+  def from_json(cls, value: dict) -> Run:
+    return cls(**{**value, "overrides": tuple(value["overrides"]),
+                  "needs": tuple(tuple(n) for n in value.get("needs", ()))})
 
 
 def load_module_config(path_arg: str) -> ml_collections.ConfigDict:
@@ -107,15 +127,24 @@ def apply_overrides(c: ml_collections.ConfigDict, settings: dict, where: str = "
       c[key] = value
 
 
-def build_config(run: Run) -> ml_collections.ConfigDict:
-  """The experiment config of `run` (method settings resolved as `avjax.config.with_method`)."""
+def nested(key: str, value: Any) -> dict:
+  """{'a': {'b': value}} for key 'a.b'."""
+  for part in reversed(key.split(".")):
+    value = {part: value}
+  return value
+
+
+def build_config(run: Run, runs_dir: str) -> ml_collections.ConfigDict:
+  """The experiment config of `run` (method settings resolved as `avjax.config.with_method`);
+  settings it `needs` point at the other runs' workdirs under `runs_dir`."""
   from avjax.config import with_method  # pylint: disable=import-outside-toplevel
   c = load_module_config(run.experiment)
   for settings in run.overrides:
     apply_overrides(c, settings)
+  for key, other in run.needs:
+    apply_overrides(c, nested(key, os.path.abspath(os.path.join(runs_dir, other))))
   c = with_method(c, run.method)
   c.seed = run.seed
-  c.model.fusion = run.fusion
   c.name = run.name
   c.train.progress = False
   return c
@@ -140,38 +169,96 @@ def method_settings_from_configs(pattern: str, methods: list[str], base_dir: str
   return out
 
 
-def plan(sweep: ml_collections.ConfigDict, base_dir: str = ".") -> tuple[list[Run], dict[str, str]]:
-  """(runs, {excluded method or run: reason}): every combination whose config validates."""
+def entries(sweep: ml_collections.ConfigDict) -> list[tuple[str, str]]:
+  """[(entry, method)] in an order where every entry comes after the entries it `needs`."""
+  from avjax.methods import METHODS  # pylint: disable=import-outside-toplevel
+  variants = {k: _plain(v) for k, v in sweep.get("variants", {}).items()}
+  needs = _needs(sweep)
+  labels = list(sweep.methods)
+  for label in labels:
+    if label not in variants and label not in METHODS.names():
+      raise ConfigError(f"sweep entry {label!r} is neither a method ({', '.join(METHODS.names())})"
+                        " nor a label in the sweep's `variants`.")
+  for label, settings in needs.items():
+    for other in settings.values():
+      if other not in labels:
+        raise ConfigError(f"sweep entry {label!r} needs {other!r}, which is not in `methods`.")
+  ordered: list[str] = []
+
+  def visit(label: str, path: tuple[str, ...]) -> None:
+    if label in path:
+      raise ConfigError(f"sweep `needs` has a cycle: {' -> '.join(path + (label,))}.")
+    if label not in ordered:
+      for other in needs.get(label, {}).values():
+        visit(other, path + (label,))
+      ordered.append(label)
+
+  for label in labels:
+    visit(label, ())
+  return [(label, variants[label]["method"] if label in variants else label) for label in ordered]
+
+
+def plan(sweep: ml_collections.ConfigDict, base_dir: str = ".", root: str | None = None
+         ) -> tuple[list[Run], dict[str, str]]:
+  """(runs, {excluded entry or run: reason}): every combination whose config validates, each run
+  after the runs it needs. `root` (default runs/sweeps/<name>) places chained runs' workdirs."""
   from avjax.config import validate  # pylint: disable=import-outside-toplevel
   experiment = sweep.experiment
   path, sep, arg = experiment.partition(":")
   candidates = [os.path.join(base_dir, path), os.path.join(_checkout(), path)]
   path = next((p for p in candidates if os.path.isfile(p)), candidates[0])
   experiment = os.path.abspath(path) + sep + arg
+  runs_dir = os.path.join(root or default_root(sweep), "runs")
   excluded = {m: str(r) for m, r in dict(sweep.get("excluded", {})).items()}
   runs: list[Run] = []
   datasets = {k: _plain(v) for k, v in sweep.datasets.items()}
   method_overrides = {k: _plain(v) for k, v in sweep.get("method_overrides", {}).items()}
+  variants = {k: _plain(v) for k, v in sweep.get("variants", {}).items()}
+  needs = _needs(sweep)
   for seed in sweep.seeds:
     for dataset, dataset_settings in datasets.items():
       for fusion in sweep.fusions:
-        for method in sweep.methods:
-          if method in excluded:
+        planned: dict[str, str] = {}  # entry -> run name, for this dataset / fusion / seed.
+        for label, method in entries(sweep):
+          if label in excluded:
+            continue
+          where = f"{dataset}/{fusion}/{label}"
+          missing = [other for other in needs.get(label, {}).values() if other not in planned]
+          if missing:
+            excluded[where] = f"needs {missing[0]!r}, which is excluded here"
             continue
           run = Run(dataset, method, fusion, int(seed), experiment,
                     (_plain(sweep.get("overrides", {})), dataset_settings,
-                     method_overrides.get(method, {})))
-          config = build_config(run)  # A misspelt sweep setting fails here, for every run.
+                     {"model": {"fusion": fusion}}, variants.get(label, {}).get("settings", {}),
+                     method_overrides.get(label, {})),
+                    label=label if label != method else "",
+                    needs=tuple((key, planned[other]) for key, other in
+                                needs.get(label, {}).items()))
+          config = build_config(run, runs_dir)  # A misspelt setting fails here, for every run.
           try:
             validate(config)
           except ConfigError as e:
-            if method == sweep.get("baseline", "baseline"):
+            if label == sweep.get("baseline", "baseline"):
               raise ConfigError(f"the sweep's baseline run {run.name} does not validate: "
                                 f"{e}") from e
-            excluded[f"{dataset}/{fusion}/{method}"] = str(e).splitlines()[0]
+            excluded[where] = str(e).splitlines()[0]
             continue
+          planned[label] = run.name
           runs.append(run)
   return runs, excluded
+
+
+def _needs(sweep: ml_collections.ConfigDict) -> dict[str, dict[str, str]]:
+  """{entry: {dotted setting: entry}} from the sweep's nested `needs`."""
+  def flatten(value: Any, prefix: str) -> dict[str, str]:
+    if isinstance(value, dict):
+      return {k: v for key, sub in value.items() for k, v in flatten(sub, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: str(value)}
+  return {entry: flatten(_plain(settings), "") for entry, settings in sweep.get("needs", {}).items()}
+
+
+def default_root(sweep: ml_collections.ConfigDict) -> str:
+  return os.path.join("runs", "sweeps", sweep.name)
 
 
 def _plain(value: Any) -> Any:
@@ -210,10 +297,19 @@ def run_one(run_dir: str) -> dict:
   logging.getLogger("avjax").setLevel(logging.INFO)
   compile_cache.enable(compile_cache.default_dir())  # Seeds and methods share compiled steps.
   spec = read_json(os.path.join(run_dir, SPEC_FILE))
-  run = Run(**{**spec["run"], "overrides": tuple(spec["run"]["overrides"])})
+  run = Run.from_json(spec["run"])
+  runs_dir = os.path.dirname(os.path.abspath(run_dir))
   tic = time.time()
+  unfinished = [other for _, other in run.needs if not is_done(os.path.join(runs_dir, other))]
+  if unfinished:
+    status = {"state": "failed", "seconds": 0.0,
+              "error": f"needs run {unfinished[0]}, which has not finished; re-launch the sweep "
+                       "once it has"}
+    if jax.process_index() == 0:
+      _write_json(os.path.join(run_dir, STATUS_FILE), status)
+    return status
   try:
-    config = build_config(run)
+    config = build_config(run, runs_dir)
     final = train_and_evaluate(config, run_dir)
     if spec.get("profile") and jax.process_count() == 1:
       from avjax import sweep_profile  # pylint: disable=import-outside-toplevel
@@ -231,18 +327,20 @@ def run_one(run_dir: str) -> dict:
 def launch(sweep: ml_collections.ConfigDict, root: str, launcher: str = "local", *,
            wait: bool = True, base_dir: str = ".") -> dict[str, dict]:
   """Runs the sweep's unfinished runs under `root`; returns {run name: status} ('skipped' for
-  runs finished before, 'submitted' for jobs not waited for)."""
+  runs finished before, 'submitted' for jobs not waited for, 'waiting' for chained runs whose
+  dependencies were not waited for)."""
   if launcher not in LAUNCHERS:
     raise ConfigError(f"--launcher={launcher!r} is not one of {LAUNCHERS}.")
-  runs, excluded = plan(sweep, base_dir)
-  os.makedirs(os.path.join(root, "runs"), exist_ok=True)
+  runs, excluded = plan(sweep, base_dir, root)
+  runs_dir = os.path.join(root, "runs")
+  os.makedirs(runs_dir, exist_ok=True)
   _write_json(os.path.join(root, PLAN_FILE), {
       "name": sweep.name, "description": sweep.get("description", ""),
       "baseline": sweep.get("baseline", "baseline"),
       "runs": [r.name for r in runs], "excluded": excluded})
   results, todo = {}, []
   for run in runs:
-    run_dir = os.path.join(root, "runs", run.name)
+    run_dir = os.path.join(runs_dir, run.name)
     if is_done(run_dir):
       results[run.name] = {"state": "skipped"}
       continue
@@ -251,9 +349,9 @@ def launch(sweep: ml_collections.ConfigDict, root: str, launcher: str = "local",
         "run": dataclasses.asdict(run),  # Cost is measured once per configuration.
         "profile": bool(sweep.get("profile", False)) and run.seed == min(sweep.seeds)})
     todo.append((run, run_dir))
-  _prepare_datasets([run for run, _ in todo])
+  _prepare_datasets([run for run, _ in todo], runs_dir)
   _export_pythonpath()
-  if launcher == "local":
+  if launcher == "local":  # In plan order: what a run needs has run before it.
     for run, run_dir in todo:
       log.info("Run %s", run.name)
       results[run.name] = _run_in_process(run_dir)
@@ -266,27 +364,44 @@ def launch(sweep: ml_collections.ConfigDict, root: str, launcher: str = "local",
   else:
     executor = submitit.LocalExecutor(folder=folder)
     executor.update_parameters(timeout_min=int(dict(sweep.get("slurm", {})).get("timeout_min", 60)))
-  jobs = [(run, executor.submit(run_one, run_dir)) for run, run_dir in todo]
-  for run, job in jobs:
-    if not wait:
-      results[run.name] = {"state": "submitted", "job": job.job_id}
+  for index, wave in enumerate(_waves(todo)):  # Chained runs: one wave after the other.
+    if index and not wait:
+      for run, _ in wave:
+        results[run.name] = {"state": "waiting",
+                             "error": "needs other runs; re-launch the sweep once they are done"}
       continue
-    try:
-      results[run.name] = job.result()
-    except Exception as e:  # pylint: disable=broad-except  # The job died (killed, out of memory).
-      results[run.name] = {"state": "failed", "error": f"job {job.job_id}: "
-                           f"{str(e).strip().splitlines()[-1] if str(e) else type(e).__name__}"}
+    jobs = [(run, executor.submit(run_one, run_dir)) for run, run_dir in wave]
+    for run, job in jobs:
+      if not wait:
+        results[run.name] = {"state": "submitted", "job": job.job_id}
+        continue
+      try:
+        results[run.name] = job.result()
+      except Exception as e:  # pylint: disable=broad-except  # The job died (killed, no memory).
+        results[run.name] = {"state": "failed", "error": f"job {job.job_id}: "
+                             f"{str(e).strip().splitlines()[-1] if str(e) else type(e).__name__}"}
   return results
 
 
-def _prepare_datasets(runs: list[Run]) -> None:
+def _waves(todo: list[tuple[Run, str]]) -> list[list[tuple[Run, str]]]:
+  """`todo` in waves: a run goes one wave after the latest unfinished run it needs."""
+  depth: dict[str, int] = {}
+  for run, _ in todo:  # Plan order: what a run needs comes before it.
+    depth[run.name] = max([depth[other] + 1 for _, other in run.needs if other in depth] + [0])
+  waves: list[list[tuple[Run, str]]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
+  for run, run_dir in todo:
+    waves[depth[run.name]].append((run, run_dir))
+  return waves
+
+
+def _prepare_datasets(runs: list[Run], runs_dir: str) -> None:
   """Opens each dataset the runs read once, before any run starts: datasets built on first use
   (synthetic_av) are built here rather than by concurrent jobs racing to, and a dataset that is not
   built fails the launch with its build command instead of failing every run."""
   from avjax import data, protocol  # pylint: disable=import-outside-toplevel
   seen = set()
   for run in runs:
-    config = build_config(run)
+    config = build_config(run, runs_dir)
     key = config.dataset.to_json()
     if key not in seen:
       seen.add(key)
@@ -340,12 +455,12 @@ def main(argv: list[str]) -> None:
   if not flags.FLAGS["config"].present:
     fail("--config is required, e.g. --config configs/sweeps/synthetic.py")
   sweep = f.config
-  root = f.root or os.path.join("runs", "sweeps", sweep.name)
-  if f.dry_run:
-    runs, excluded = plan(sweep)
-    print(format_results({r.name: {"state": "planned"} for r in runs}, excluded))
-    return
+  root = f.root or default_root(sweep)
   try:
+    if f.dry_run:
+      runs, excluded = plan(sweep, root=root)
+      print(format_results({r.name: {"state": "planned"} for r in runs}, excluded))
+      return
     results = launch(sweep, root, f.launcher, wait=f.wait)
   except ConfigError as e:
     fail(str(e))

@@ -13,10 +13,11 @@ synthetic_av's validation split and evaluates the test split once (avjax/protoco
   debiased        per example exactly one modality carries the label: the examples only the weak
                   modality carries are the ground truth the leaderboard scores separately.
 
-Methods: all of avjax.methods.METHODS, less those listed in EXCLUDED (with why); a method whose
-config does not validate here (e.g. one needing a model capability av_resnet lacks) is excluded by
-the sweep with the ConfigError as the reason. METHOD_OVERRIDES holds the few methods' special
-settings for this sweep.
+Entries: all of avjax.methods.METHODS, less those listed in EXCLUDED (with why), plus VARIANTS (a
+method again with other settings); an entry whose config does not validate here is excluded by the
+sweep with the ConfigError as the reason. METHOD_OVERRIDES holds the architecture-level methods'
+models and fusions; NEEDS chains runs (UMT's teachers, ReconBoost's pre-trained encoders, DI-MML's
+second stage), which the sweep runs after what they need.
 """
 
 import ml_collections
@@ -32,8 +33,31 @@ EXCLUDED = {
     "vavl": "trains its own Conformer model on feature sequences (configs/vavl_cremad.py)",
     "cmvqvae": "trains its own CM-VQVAE model (configs/cmvqvae_cremad.py)",
 }
-# Per-method settings beyond configs/compare_balancing.py's sections ({method: nested settings}).
-METHOD_OVERRIDES = {}
+# Methods run again under another label with other settings.
+VARIANTS = {
+    # The audio-only twin of `unimodal` (whose section in compare_balancing.py trains the frames):
+    # the second teacher of UMT, and the audio-alone reference.
+    "unimodal_audio": {"method": "unimodal", "settings": {"method": {"unimodal": {
+        "modality": "audio"}}}},
+    # DI-MML's second stage (configs/dimml_cremad.py:stage2): the fusion head on the frozen stage-1
+    # model, initialised from the stage-1 run; the paper's final model.
+    "dimml_stage2": {"method": "dimml", "settings": {"method": {"dimml": {"stage": 2}}}},
+}
+# Chained runs: {entry: nested settings whose values name the entry whose run (the same regime,
+# fusion and seed) the setting takes as a workdir}.
+NEEDS = {
+    "umt": {"method": {"umt": {"teacher_audio": "unimodal_audio", "teacher_visual": "unimodal"}}},
+    # As docs/comparison.md's ReconBoost row: both encoders from the frames-alone `unimodal` run.
+    "reconboost": {"init_from": "unimodal"},
+    "dimml_stage2": {"init_from": "dimml"},
+}
+# Per-entry settings beyond configs/compare_balancing.py's sections ({entry: nested settings}):
+# the model each architecture-level method brings (as the comments in compare_balancing.py say).
+METHOD_OVERRIDES = {
+    "greedy": {"model": {"name": "av_resnet_mmtm"}},
+    "aug": {"model": {"name": "av_resnet_aug", "fusion": "sum"}},
+    "mla": {"model": {"fusion": "shared_head"}},
+}
 
 
 def get_config(arg: str | None = None):
@@ -43,8 +67,10 @@ def get_config(arg: str | None = None):
                    "regimes audio_dominant and debiased.")
   c.experiment = "configs/compare_balancing.py"
   c.baseline = "baseline"
-  c.methods = tuple(m for m in METHODS.names())
+  c.methods = tuple(METHODS.names()) + tuple(VARIANTS)
   c.excluded = EXCLUDED
+  c.variants = VARIANTS
+  c.needs = NEEDS
   c.method_overrides = METHOD_OVERRIDES
   c.fusions = ("concat",)
   c.seeds = (0, 1, 2)
