@@ -13,7 +13,8 @@ varies (`plan` reads these keys):
   methods           entries: method names (e.g. every registered one: METHODS.names()) and
                     variants' labels.
   variants          {label: {'method': name, 'settings': nested settings}}: a method run again
-                    under another name with other settings (e.g. 'unimodal_audio').
+                    under another name: the method's own overrides, then these settings (e.g.
+                    'unimodal_audio').
   method_overrides  {entry: nested settings}: that entry's own (e.g. another model or fusion).
   needs             {entry: nested settings naming entries}: chained runs. Each setting (e.g.
                     {'init_from': 'unimodal'}, {'method': {'umt': {'teacher_audio': ...}}}) takes
@@ -93,14 +94,20 @@ class Run:
                   "needs": tuple(tuple(n) for n in value.get("needs", ()))})
 
 
-def load_module_config(path_arg: str) -> ml_collections.ConfigDict:
-  """`get_config(arg)` of a config file given as 'path.py[:arg]'."""
-  path, _, arg = path_arg.partition(":")
+def load_module(path: str) -> Any:
+  """The Python file at `path` as a module (config files and what they share)."""
   if not os.path.isfile(path):
     raise ConfigError(f"config file {path!r} does not exist.")
   spec = importlib.util.spec_from_file_location(f"_avjax_cfg_{abs(hash(path))}", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
+  return module
+
+
+def load_module_config(path_arg: str) -> ml_collections.ConfigDict:
+  """`get_config(arg)` of a config file given as 'path.py[:arg]'."""
+  path, _, arg = path_arg.partition(":")
+  module = load_module(path)
   return module.get_config(arg) if arg else module.get_config()
 
 
@@ -174,15 +181,17 @@ def entries(sweep: ml_collections.ConfigDict) -> list[tuple[str, str]]:
   from avjax.methods import METHODS  # pylint: disable=import-outside-toplevel
   variants = {k: _plain(v) for k, v in sweep.get("variants", {}).items()}
   needs = _needs(sweep)
-  labels = list(sweep.methods)
+  # --config.methods=a,b on the command line arrives as the one name 'a,b'.
+  labels = [name.strip() for entry in sweep.methods for name in entry.split(",")]
   for label in labels:
     if label not in variants and label not in METHODS.names():
       raise ConfigError(f"sweep entry {label!r} is neither a method ({', '.join(METHODS.names())})"
                         " nor a label in the sweep's `variants`.")
-  for label, settings in needs.items():
-    for other in settings.values():
+  for label in labels:
+    for other in needs.get(label, {}).values():
       if other not in labels:
-        raise ConfigError(f"sweep entry {label!r} needs {other!r}, which is not in `methods`.")
+        raise ConfigError(f"sweep entry {label!r} needs {other!r}, which is not in `methods`; "
+                          "add it there.")
   ordered: list[str] = []
 
   def visit(label: str, path: tuple[str, ...]) -> None:
@@ -229,7 +238,10 @@ def plan(sweep: ml_collections.ConfigDict, base_dir: str = ".", root: str | None
             continue
           run = Run(dataset, method, fusion, int(seed), experiment,
                     (_plain(sweep.get("overrides", {})), dataset_settings,
-                     {"model": {"fusion": fusion}}, variants.get(label, {}).get("settings", {}),
+                     {"model": {"fusion": fusion}},
+                     # A variant: its method's settings, then its own.
+                     *((method_overrides.get(method, {}), variants[label].get("settings", {}))
+                       if label in variants else ()),
                      method_overrides.get(label, {})),
                     label=label if label != method else "",
                     needs=tuple((key, planned[other]) for key, other in

@@ -25,14 +25,14 @@ RUNS = {
 }
 
 
-def _write_run(root, dataset, method, seed, values, selected_on="validation"):
+def _write_run(root, dataset, method, seed, values, selected_on="validation", label=""):
   acc, only_a, only_v, sh_a, sh_v, rel, gt_v = values
-  name = f"{dataset}__concat__{method}__seed{seed}"
+  name = f"{dataset}__concat__{label or method}__seed{seed}"
   run_dir = os.path.join(root, "runs", name)
   os.makedirs(run_dir)
   with open(os.path.join(run_dir, sweep_lib.SPEC_FILE), "w") as f:
     json.dump({"run": {"dataset": dataset, "method": method, "fusion": "concat", "seed": seed,
-                       "experiment": "x.py", "overrides": []}}, f)
+                       "experiment": "x.py", "overrides": [], "label": label}}, f)
   rows = [{"step": 10, "epoch": 0, "split": "val", "accuracy": 0.99},  # Not the reported row.
           {"step": 10, "epoch": 0, "split": "test", "checkpoint_step": 10,
            "selected_on": selected_on, "accuracy": acc, "macro_f1": acc - 0.05,
@@ -53,6 +53,8 @@ def sweep_dir(tmp_path):
   for (method, seed), values in RUNS.items():
     _write_run(root, "cremad", method, seed, values)
   _write_run(root, "cremad", "ogm", 0, (0.9, 0.5, 0.5, 1, 1, 0.5, 0.5), selected_on="test")
+  # A variant (the baseline under another label and settings): its own row, no published number.
+  _write_run(root, "cremad", "baseline", 0, (0.5, 0.5, 0.5, 1, 1, 0.5, 0.5), label="baseline_long")
   with open(os.path.join(root, sweep_lib.PLAN_FILE), "w") as f:
     json.dump({"name": "hand", "baseline": "baseline", "excluded": {"vavl": "own model"}}, f)
   return root
@@ -97,6 +99,8 @@ def test_files_mark_test_selection_and_show_published_numbers(sweep_dir, tmp_pat
   rows = {r["method"]: r for r in csv.DictReader(open(paths["csv"]))}
   assert float(rows["ogm_ge"]["accuracy_mean"]) == pytest.approx(2 / 3, abs=1e-5)
   assert rows["baseline"]["reported_accuracy_bb"] == "65.5"
+  assert rows["baseline_long"]["accuracy_mean"] == "0.5" and not rows["baseline_long"][
+      "reported_accuracy_bb"]
   assert os.path.getsize(paths["png"]) > 0
 
 

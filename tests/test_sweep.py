@@ -22,14 +22,39 @@ def test_synthetic_sweep_covers_every_registered_method():
   sweep = _sweep("")
   assert len(sweep.datasets) >= 2 and tuple(sweep.seeds) == (0, 1, 2)
   runs, excluded = sweep_lib.plan(sweep, REPO)
-  planned = {r.method for r in runs}
-  excluded_methods = {k.split("/")[-1] for k in excluded}
-  assert planned | excluded_methods == set(METHODS.names())
-  assert "baseline" in planned and "vat_pretrain" in excluded
-  for method in planned:  # Every regime and seed of a planned method.
-    assert sum(r.method == method for r in runs) == len(sweep.datasets) * len(sweep.seeds) * len(
+  planned = {r.entry for r in runs}
+  assert planned | set(excluded) == set(METHODS.names()) | set(sweep.variants)
+  assert "baseline" in planned and "vat_pretrain" in excluded and not any("/" in k for k in excluded)
+  for entry in {r.entry for r in runs}:  # Every regime and seed of a planned entry.
+    assert sum(r.entry == entry for r in runs) == len(sweep.datasets) * len(sweep.seeds) * len(
         sweep.fusions)
   assert len({r.name for r in runs}) == len(runs)
+  order = [r.name for r in runs]
+  for run in runs:  # Chained runs come after what they need, which is planned.
+    assert all(order.index(other) < order.index(run.name) for _, other in run.needs)
+  umt = next(r for r in runs if r.method == "umt")
+  assert dict(umt.needs) == {
+      "method.umt.teacher_audio": umt.name.replace("__umt__", "__unimodal_audio__"),
+      "method.umt.teacher_visual": umt.name.replace("__umt__", "__unimodal__")}
+  config = sweep_lib.build_config(umt, "/sweep/runs")
+  assert config.method.teacher_audio == "/sweep/runs/" + dict(umt.needs)[
+      "method.umt.teacher_audio"]
+
+
+@pytest.mark.parametrize("needs, message", [
+    ({"a": {"init_from": "b"}, "b": {"init_from": "a"}}, "cycle: a -> b -> a"),
+    ({"a": {"init_from": "c"}, "c": {"init_from": "a"}}, "needs 'c', which is not in `methods`"),
+])
+def test_chained_entries_refuse_cycles_and_unknown_entries(needs, message):
+  sweep = _sweep()
+  sweep.methods = ("baseline", "a", "b")
+  sweep.variants = {"a": {"method": "baseline"}, "b": {"method": "baseline"}}
+  sweep.needs = needs
+  with pytest.raises(ConfigError, match=message):
+    sweep_lib.entries(sweep)
+  sweep.methods = ("baseline,nonsense",)  # As --config.methods=baseline,nonsense gives it.
+  with pytest.raises(ConfigError, match="'nonsense' is neither a method"):
+    sweep_lib.entries(sweep)
 
 
 def test_overrides_refuse_unknown_keys():
@@ -55,17 +80,30 @@ def _tiny_sweep(data_dir: str) -> ml_collections.ConfigDict:
 
 
 def test_submitit_local_skips_finished_and_reports_failed_runs(data_dir, tmp_path):
+  """Also a chained run: it starts from its dependency's workdir once that is done, and is
+  reported (not started) where its dependency failed."""
   pytest.importorskip("submitit")
   sweep, root = _tiny_sweep(data_dir), str(tmp_path / "sweep")
+  sweep.methods = ("baseline", "warm")
+  sweep.variants = {"warm": {"method": "baseline", "settings": {"train": {"num_epochs": 2}}}}
+  sweep.needs = {"warm": {"init_from": "baseline"}}
   results = sweep_lib.launch(sweep, root, "submitit_local", base_dir=REPO)
   ok, broken = "ok__concat__baseline__seed0", "broken__concat__baseline__seed0"
   assert results[ok]["state"] == "done" and 0 <= results[ok]["final"]["accuracy"] <= 1
   assert results[broken]["state"] == "failed"
   assert "fewer than one batch" in results[broken]["error"]
   assert sweep_lib.is_done(os.path.join(root, "runs", ok))
+  warm = results["ok__concat__warm__seed0"]
+  assert warm["state"] == "done"
+  saved = sweep_lib.read_json(os.path.join(root, "runs", "ok__concat__warm__seed0", "config.json"))
+  assert saved["init_from"] == os.path.abspath(os.path.join(root, "runs", ok))
+  assert results["broken__concat__warm__seed0"] == {
+      "state": "failed", "seconds": 0.0, "error": f"needs run {broken}, which has not finished; "
+                                                    "re-launch the sweep once it has"}
 
   again = sweep_lib.launch(sweep, root, "submitit_local", base_dir=REPO)
   assert again[ok] == {"state": "skipped"}  # Finished: not run again.
+  assert again["ok__concat__warm__seed0"] == {"state": "skipped"}
   assert again[broken]["state"] == "failed"  # Retried (it would resume), and reported again.
 
 
@@ -84,7 +122,7 @@ def test_real_data_sweeps_plan_without_data(name):
   runs, excluded = sweep_lib.plan(sweep, REPO)
   methods = {r.method for r in runs} | {k.split("/")[-1] for k in excluded}
   assert methods == set(METHODS.names()) and len({r.seed for r in runs}) == 3
-  config = sweep_lib.build_config(next(r for r in runs if r.method == "baseline"))
+  config = sweep_lib.build_config(next(r for r in runs if r.method == "baseline"), "runs")
   assert (config.dataset.val_split, config.train.select_on) == ("heldout", "validation")
 
 

@@ -17,9 +17,10 @@ import os
 import ml_collections
 
 from avjax.methods import METHODS
-from avjax.sweep import method_settings_from_configs
+from avjax.sweep import load_module, method_settings_from_configs
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+chains = load_module(os.path.join(os.path.dirname(os.path.abspath(__file__)), "chains.py"))
 EXCLUDED = {
     "vat_pretrain": "self-supervised pre-training; vat_finetune needs its checkpoint "
                     "(chained runs)",
@@ -35,9 +36,12 @@ def get_config(arg: str | None = None):
   c.name = "cremad"
   c.experiment = "configs/ogm_ge_cremad.py"
   c.baseline = "baseline"
-  c.methods = tuple(METHODS.names())
+  c.methods = chains.entries(METHODS.names())  # With the variants (configs/sweeps/chains.py).
+  c.variants = chains.VARIANTS
+  c.needs = chains.NEEDS
   c.excluded = EXCLUDED
-  c.method_overrides = method_settings_from_configs("configs/{method}_cremad.py", c.methods, REPO)
+  c.method_overrides = chains.with_settings(
+      method_settings_from_configs("configs/{method}_cremad.py", METHODS.names(), REPO))
   c.fusions = ("concat",)
   c.seeds = (0, 1, 2)
   c.datasets = {"cremad": {}}

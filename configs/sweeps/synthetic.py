@@ -13,16 +13,21 @@ synthetic_av's validation split and evaluates the test split once (avjax/protoco
   debiased        per example exactly one modality carries the label: the examples only the weak
                   modality carries are the ground truth the leaderboard scores separately.
 
-Entries: all of avjax.methods.METHODS, less those listed in EXCLUDED (with why), plus VARIANTS (a
+Entries: all of avjax.methods.METHODS, less those listed in EXCLUDED (with why), plus the variants (a
 method again with other settings); an entry whose config does not validate here is excluded by the
-sweep with the ConfigError as the reason. METHOD_OVERRIDES holds the architecture-level methods'
-models and fusions; NEEDS chains runs (UMT's teachers, ReconBoost's pre-trained encoders, DI-MML's
-second stage), which the sweep runs after what they need.
+sweep with the ConfigError as the reason. configs/sweeps/chains.py holds the variants, the
+architecture-level methods' models and the chained runs (UMT's teachers, ReconBoost's pre-trained
+encoders, DI-MML's second stage), which the sweep runs after what they need.
 """
+
+import os
 
 import ml_collections
 
 from avjax.methods import METHODS
+from avjax.sweep import load_module
+
+chains = load_module(os.path.join(os.path.dirname(os.path.abspath(__file__)), "chains.py"))
 
 # Methods a plain sweep over av_resnet runs cannot train, and why.
 EXCLUDED = {
@@ -33,33 +38,6 @@ EXCLUDED = {
     "vavl": "trains its own Conformer model on feature sequences (configs/vavl_cremad.py)",
     "cmvqvae": "trains its own CM-VQVAE model (configs/cmvqvae_cremad.py)",
 }
-# Methods run again under another label with other settings.
-VARIANTS = {
-    # The audio-only twin of `unimodal` (whose section in compare_balancing.py trains the frames):
-    # the second teacher of UMT, and the audio-alone reference.
-    "unimodal_audio": {"method": "unimodal", "settings": {"method": {"unimodal": {
-        "modality": "audio"}}}},
-    # DI-MML's second stage (configs/dimml_cremad.py:stage2): the fusion head on the frozen stage-1
-    # model, initialised from the stage-1 run; the paper's final model.
-    "dimml_stage2": {"method": "dimml", "settings": {"method": {"dimml": {"stage": 2}}}},
-}
-# Chained runs: {entry: nested settings whose values name the entry whose run (the same regime,
-# fusion and seed) the setting takes as a workdir}.
-NEEDS = {
-    "umt": {"method": {"umt": {"teacher_audio": "unimodal_audio", "teacher_visual": "unimodal"}}},
-    # As docs/comparison.md's ReconBoost row: both encoders from the frames-alone `unimodal` run.
-    "reconboost": {"init_from": "unimodal"},
-    "dimml_stage2": {"init_from": "dimml"},
-}
-# Per-entry settings beyond configs/compare_balancing.py's sections ({entry: nested settings}):
-# the model each architecture-level method brings (as the comments in compare_balancing.py say).
-METHOD_OVERRIDES = {
-    "greedy": {"model": {"name": "av_resnet_mmtm"}},
-    "aug": {"model": {"name": "av_resnet_aug", "fusion": "sum"}},
-    "mla": {"model": {"fusion": "shared_head"}},
-}
-
-
 def get_config(arg: str | None = None):
   c = ml_collections.ConfigDict()
   c.name = "synthetic"
@@ -67,11 +45,11 @@ def get_config(arg: str | None = None):
                    "regimes audio_dominant and debiased.")
   c.experiment = "configs/compare_balancing.py"
   c.baseline = "baseline"
-  c.methods = tuple(METHODS.names()) + tuple(VARIANTS)
+  c.methods = chains.entries(METHODS.names())
   c.excluded = EXCLUDED
-  c.variants = VARIANTS
-  c.needs = NEEDS
-  c.method_overrides = METHOD_OVERRIDES
+  c.variants = chains.VARIANTS
+  c.needs = chains.NEEDS
+  c.method_overrides = chains.with_settings({})
   c.fusions = ("concat",)
   c.seeds = (0, 1, 2)
   c.datasets = {
