@@ -30,7 +30,8 @@ varies (`plan` reads these keys):
 A run whose config does not validate (a method needing a capability the model lacks, a fusion it
 cannot use) is listed as excluded with the reason; the others run in `<root>/runs/<name>`, with
 `sweep_run.json` (what the run is) and `status.json` (done / failed, with the error) beside the
-run's own files. Re-launching skips finished runs and resumes the others from their checkpoints; a
+run's own files. Several local launchers may work on one sweep at once (each run is claimed by
+one; e.g. a second one with `--config.methods` in the opposite order). Re-launching skips finished runs and resumes the others from their checkpoints; a
 failed run is reported and the others go on (chained runs start once what they need is done).
 Launchers: 'local' (one run after another, each in
 its own process), 'slurm' (one submitit job per run; several nodes per run when the slurm section
@@ -40,8 +41,10 @@ asks for them: avjax initialises jax.distributed from SLURM's variables), 'submi
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import fcntl
 import importlib.util
 import json
 import logging
@@ -50,7 +53,7 @@ import subprocess
 import sys
 import time
 import traceback
-from typing import Any
+from typing import Any, Iterator
 
 import ml_collections
 
@@ -62,6 +65,7 @@ SPEC_FILE = "sweep_run.json"
 STATUS_FILE = "status.json"
 PROFILE_FILE = "profile.json"
 PLAN_FILE = "sweep.json"
+CLAIM_FILE = "claim.lock"
 LAUNCHERS = ("local", "slurm", "submitit_local")
 # Keys under which overrides may add settings the base config lacks (method sections, evaluators).
 _OPEN_SECTIONS = ("method", "evals")
@@ -365,8 +369,15 @@ def launch(sweep: ml_collections.ConfigDict, root: str, launcher: str = "local",
   _export_pythonpath()
   if launcher == "local":  # In plan order: what a run needs has run before it.
     for run, run_dir in todo:
-      log.info("Run %s", run.name)
-      results[run.name] = _run_in_process(run_dir)
+      with _claim(run_dir) as claimed:  # Several local launchers may share one sweep.
+        if not claimed:
+          results[run.name] = {"state": "elsewhere", "error": "another launcher runs it"}
+          continue
+        if is_done(run_dir):  # Finished by another launcher since this one planned.
+          results[run.name] = {"state": "skipped"}
+          continue
+        log.info("Run %s", run.name)
+        results[run.name] = _run_in_process(run_dir)
     return results
   import submitit  # pylint: disable=import-outside-toplevel
   folder = os.path.join(root, "submitit", "%j")
@@ -393,6 +404,23 @@ def launch(sweep: ml_collections.ConfigDict, root: str, launcher: str = "local",
         results[run.name] = {"state": "failed", "error": f"job {job.job_id}: "
                              f"{str(e).strip().splitlines()[-1] if str(e) else type(e).__name__}"}
   return results
+
+
+@contextlib.contextmanager
+def _claim(run_dir: str) -> Iterator[bool]:
+  """Whether this process got the run's claim (an OS lock on `<run_dir>/claim.lock`, released when
+  the process ends however it ends): two local launchers started on one sweep (e.g. with the
+  methods in opposite orders) share its runs instead of running any twice."""
+  fd = os.open(os.path.join(run_dir, CLAIM_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      yield False
+      return
+    yield True
+  finally:
+    os.close(fd)
 
 
 def _waves(todo: list[tuple[Run, str]]) -> list[list[tuple[Run, str]]]:

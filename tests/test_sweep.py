@@ -136,3 +136,18 @@ def test_overrides_and_method_settings_from_paper_configs():
                                                      ["ogm_ge", "baseline"], REPO)
   assert settings == {"ogm_ge": {"method": {"ogm_ge": {
       "alpha": 0.8, "modulation_starts": 0, "modulation_ends": 50}}}}
+
+
+def test_local_launchers_share_a_sweep(data_dir, tmp_path):
+  """A run claimed by another launcher (its OS lock held) is left to it, not run twice."""
+  import fcntl  # pylint: disable=import-outside-toplevel
+  sweep, root = _tiny_sweep(data_dir), str(tmp_path / "sweep")
+  sweep.datasets = {"ok": {"dataset": {"config": "audio_dominant"}}}
+  run_dir = os.path.join(root, "runs", "ok__concat__baseline__seed0")
+  os.makedirs(run_dir)
+  with open(os.path.join(run_dir, sweep_lib.CLAIM_FILE), "w") as held:
+    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # The other launcher's claim.
+    results = sweep_lib.launch(sweep, root, "local", base_dir=REPO)
+  assert results == {"ok__concat__baseline__seed0": {
+      "state": "elsewhere", "error": "another launcher runs it"}}
+  assert not os.path.exists(os.path.join(run_dir, sweep_lib.STATUS_FILE))
