@@ -77,7 +77,8 @@ def load_runs(sweep_dir: str) -> list[dict[str, Any]]:
                  "fusion": run["fusion"],
                  "seed": int(run["seed"]), "metrics": _derived(row),
                  "selected_on": row.get("selected_on", "validation"),
-                 "profile": sweep_lib.read_json(os.path.join(run_dir, sweep_lib.PROFILE_FILE))})
+                 "profile": sweep_lib.read_json(os.path.join(run_dir, sweep_lib.PROFILE_FILE)),
+                 "status": sweep_lib.read_json(os.path.join(run_dir, sweep_lib.STATUS_FILE)) or {}})
   return runs
 
 
@@ -284,16 +285,30 @@ def build(sweep_dir: str, out_dir: str | None = None) -> dict[str, str]:
   out_dir = out_dir or sweep_dir
   os.makedirs(out_dir, exist_ok=True)
   plan = sweep_lib.read_json(os.path.join(sweep_dir, sweep_lib.PLAN_FILE)) or {}
-  entries = aggregate(load_runs(sweep_dir), plan.get("baseline", "baseline"))
+  runs = load_runs(sweep_dir)
+  entries = aggregate(runs, plan.get("baseline", "baseline"))
   if not entries:
     raise FileNotFoundError(f"{sweep_dir} holds no finished runs (runs/<name>/metrics.jsonl with "
                             "a final row); run `python -m avjax.sweep` first.")
   paths = {k: os.path.join(out_dir, f"leaderboard.{k}") for k in ("md", "csv", "png")}
   with open(paths["md"], "w") as f:
-    f.write(to_markdown(entries, plan))
+    f.write(to_markdown(entries, plan) + how_it_was_made(runs, plan))
   write_csv(paths["csv"], entries)
   plot(paths["png"], entries)
   return paths
+
+
+def how_it_was_made(runs: list[dict[str, Any]], plan: dict[str, Any]) -> str:
+  """The section naming the sweep's command, its runs' total time and the machines they ran on."""
+  seconds = sum(float(r["status"].get("seconds", 0.0)) for r in runs)
+  machines = sorted({r["status"]["machine"] for r in runs if r["status"].get("machine")})
+  lines = ["## How this was made", ""]
+  if plan.get("command"):
+    lines.append(f"Sweep: `{plan['command']}`; leaderboard: `python -m avjax.leaderboard`.")
+  lines.append(f"{len(runs)} runs, {seconds / 3600:.1f} hours of run time in all (each run's own "
+               "process: start-up, compilation, training, evaluation, profiling).")
+  lines += [f"Machine: {m}." for m in machines]
+  return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str]) -> None:

@@ -335,16 +335,19 @@ def run_one(run_dir: str) -> dict:
     status = {"state": "failed", "seconds": time.time() - tic,
               "error": f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e) else ''}",
               "traceback": traceback.format_exc()}
+  from avjax.sweep_profile import machine  # pylint: disable=import-outside-toplevel
+  status["machine"] = machine()
   if jax.process_index() == 0:
     _write_json(os.path.join(run_dir, STATUS_FILE), status)
   return status
 
 
 def launch(sweep: ml_collections.ConfigDict, root: str, launcher: str = "local", *,
-           wait: bool = True, base_dir: str = ".") -> dict[str, dict]:
+           wait: bool = True, base_dir: str = ".", command: str = "") -> dict[str, dict]:
   """Runs the sweep's unfinished runs under `root`; returns {run name: status} ('skipped' for
   runs finished before, 'submitted' for jobs not waited for, 'waiting' for chained runs whose
-  dependencies were not waited for)."""
+  dependencies were not waited for). `command`, the launching command line, goes in the plan
+  file for the leaderboard to print."""
   if launcher not in LAUNCHERS:
     raise ConfigError(f"--launcher={launcher!r} is not one of {LAUNCHERS}.")
   runs, excluded = plan(sweep, base_dir, root)
@@ -352,7 +355,7 @@ def launch(sweep: ml_collections.ConfigDict, root: str, launcher: str = "local",
   os.makedirs(runs_dir, exist_ok=True)
   _write_json(os.path.join(root, PLAN_FILE), {
       "name": sweep.name, "description": sweep.get("description", ""),
-      "baseline": sweep.get("baseline", "baseline"),
+      "baseline": sweep.get("baseline", "baseline"), "command": command,
       "runs": [r.name for r in runs], "excluded": excluded})
   results, todo = {}, []
   for run in runs:
@@ -501,7 +504,8 @@ def main(argv: list[str]) -> None:
       runs, excluded = plan(sweep, root=root)
       print(format_results({r.name: {"state": "planned"} for r in runs}, excluded))
       return
-    results = launch(sweep, root, f.launcher, wait=f.wait)
+    results = launch(sweep, root, f.launcher, wait=f.wait,
+                     command=" ".join(["python -m avjax.sweep"] + sys.argv[1:]))
   except ConfigError as e:
     fail(str(e))
   plan_info = read_json(os.path.join(root, PLAN_FILE)) or {}

@@ -4,6 +4,8 @@ time of a train step on one fixed batch (data loading excluded)."""
 
 from __future__ import annotations
 
+import os
+import platform
 import time
 from typing import Any
 
@@ -15,6 +17,25 @@ import numpy as np
 from avjax import config as config_lib
 from avjax import data, protocol, sharding
 from avjax.steps import make_train_step, setup
+
+
+def cpu_model() -> str:
+  """The CPU model name from /proc/cpuinfo (or platform's answer elsewhere)."""
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      for line in f:
+        if line.lower().startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or "unknown CPU"
+
+
+def machine() -> str:
+  """One line naming where a run ran: CPU, cores, accelerator and JAX version."""
+  devices = jax.devices()
+  return (f"{cpu_model()} ({os.cpu_count()} cores), {len(devices)} x {jax.default_backend()} "
+          f"{devices[0].device_kind}, jax {jax.__version__}")
 
 
 def profile(config: ml_collections.ConfigDict, steps: int = 5) -> dict[str, Any]:

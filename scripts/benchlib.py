@@ -54,16 +54,7 @@ def load_config(name: str, arg: str | None = None) -> Any:
 # Machine facts and resource accounting.
 
 
-def cpu_model() -> str:
-  """The CPU model name from /proc/cpuinfo (or platform's answer elsewhere)."""
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.lower().startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or "unknown"
+from avjax.sweep_profile import cpu_model  # noqa: E402  # pylint: disable=wrong-import-position
 
 
 def machine_facts() -> dict[str, Any]:

@@ -42,6 +42,8 @@ def _write_run(root, dataset, method, seed, values, selected_on="validation", la
            "gt_accuracy_only_visual": gt_v, "gt_accuracy_only_audio": 0.9}]
   with open(os.path.join(run_dir, "metrics.jsonl"), "w") as f:
     f.write("\n".join(json.dumps(r) for r in rows) + "\n")
+  with open(os.path.join(run_dir, sweep_lib.STATUS_FILE), "w") as f:
+    json.dump({"state": "done", "seconds": 900.0, "machine": "a CPU (2 cores)"}, f)
   with open(os.path.join(run_dir, sweep_lib.PROFILE_FILE), "w") as f:
     json.dump({"params": 2_000_000, "train_flops": 3e9, "step_ms": 12.0, "memory_mib": 100.0,
                "peak_memory_mib": None}, f)
@@ -56,7 +58,8 @@ def sweep_dir(tmp_path):
   # A variant (the baseline under another label and settings): its own row, no published number.
   _write_run(root, "cremad", "baseline", 0, (0.5, 0.5, 0.5, 1, 1, 0.5, 0.5), label="baseline_long")
   with open(os.path.join(root, sweep_lib.PLAN_FILE), "w") as f:
-    json.dump({"name": "hand", "baseline": "baseline", "excluded": {"vavl": "own model"}}, f)
+    json.dump({"name": "hand", "baseline": "baseline", "excluded": {"vavl": "own model"},
+               "command": "python -m avjax.sweep --config hand.py"}, f)
   return root
 
 
@@ -95,6 +98,8 @@ def test_files_mark_test_selection_and_show_published_numbers(sweep_dir, tmp_pat
   assert "| ogm † |" in text and "TEST split" in text
   assert "65.5 (BB)" in text and "60.1 (paper)" in text  # baseline on CREMA-D.
   assert "vavl: own model" in text
+  assert "Sweep: `python -m avjax.sweep --config hand.py`" in text
+  assert "9 runs, 2.2 hours of run time" in text and "Machine: a CPU (2 cores)." in text
   assert "| ogm_ge | 3 | 66.7 ± 2.1 |" in text
   rows = {r["method"]: r for r in csv.DictReader(open(paths["csv"]))}
   assert float(rows["ogm_ge"]["accuracy_mean"]) == pytest.approx(2 / 3, abs=1e-5)
