@@ -16,6 +16,8 @@ varies (`plan` reads these keys):
                     under another name: the method's own overrides, then these settings (e.g.
                     'unimodal_audio').
   method_overrides  {entry: nested settings}: that entry's own (e.g. another model or fusion).
+  experiments       {entry: 'configs/<file>.py[:arg]'}: an entry's own base experiment (a method
+                    that brings its own model and recipe); the overrides still apply.
   needs             {entry: nested settings naming entries}: chained runs. Each setting (e.g.
                     {'init_from': 'unimodal'}, {'method': {'umt': {'teacher_audio': ...}}}) takes
                     the workdir of the named entry's run with the same dataset, fusion and seed;
@@ -67,8 +69,9 @@ PROFILE_FILE = "profile.json"
 PLAN_FILE = "sweep.json"
 CLAIM_FILE = "claim.lock"
 LAUNCHERS = ("local", "slurm", "submitit_local")
-# Keys under which overrides may add settings the base config lacks (method sections, evaluators).
-_OPEN_SECTIONS = ("method", "evals")
+# Keys under which overrides may add settings the base config lacks (method sections, evaluators,
+# the builder's keyword arguments).
+_OPEN_SECTIONS = ("config.method", "config.evals", "config.dataset.build_overrides")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,7 +123,7 @@ def apply_overrides(c: ml_collections.ConfigDict, settings: dict, where: str = "
   (method sections, evaluators); a list given for a tuple setting becomes a tuple."""
   for key, value in settings.items():
     path = f"{where}.{key}"
-    open_section = path.split(".")[1] in _OPEN_SECTIONS
+    open_section = any(path.startswith(section + ".") for section in _OPEN_SECTIONS)
     if key not in c and not open_section:
       raise ConfigError(f"sweep setting {path} is not a config key; check its spelling against "
                         "avjax/config.py.")
@@ -216,11 +219,8 @@ def plan(sweep: ml_collections.ConfigDict, base_dir: str = ".", root: str | None
   """(runs, {excluded entry or run: reason}): every combination whose config validates, each run
   after the runs it needs. `root` (default runs/sweeps/<name>) places chained runs' workdirs."""
   from avjax.config import validate  # pylint: disable=import-outside-toplevel
-  experiment = sweep.experiment
-  path, sep, arg = experiment.partition(":")
-  candidates = [os.path.join(base_dir, path), os.path.join(_checkout(), path)]
-  path = next((p for p in candidates if os.path.isfile(p)), candidates[0])
-  experiment = os.path.abspath(path) + sep + arg
+  experiments = {k: _experiment_path(v, base_dir) for k, v in sweep.get("experiments", {}).items()}
+  experiment = _experiment_path(sweep.experiment, base_dir)
   runs_dir = os.path.join(root or default_root(sweep), "runs")
   excluded = {m: str(r) for m, r in dict(sweep.get("excluded", {})).items()}
   runs: list[Run] = []
@@ -240,7 +240,7 @@ def plan(sweep: ml_collections.ConfigDict, base_dir: str = ".", root: str | None
           if missing:
             excluded[where] = f"needs {missing[0]!r}, which is excluded here"
             continue
-          run = Run(dataset, method, fusion, int(seed), experiment,
+          run = Run(dataset, method, fusion, int(seed), experiments.get(label, experiment),
                     (_plain(sweep.get("overrides", {})), dataset_settings,
                      {"model": {"fusion": fusion}},
                      # A variant: its method's settings, then its own.
@@ -262,6 +262,14 @@ def plan(sweep: ml_collections.ConfigDict, base_dir: str = ".", root: str | None
           planned[label] = run.name
           runs.append(run)
   return runs, excluded
+
+
+def _experiment_path(path_arg: str, base_dir: str) -> str:
+  """'configs/x.py[:arg]' as an absolute path (under `base_dir`, else this checkout) with its arg."""
+  path, sep, arg = path_arg.partition(":")
+  candidates = [os.path.join(base_dir, path), os.path.join(_checkout(), path)]
+  path = next((p for p in candidates if os.path.isfile(p)), candidates[0])
+  return os.path.abspath(path) + sep + arg
 
 
 def _needs(sweep: ml_collections.ConfigDict) -> dict[str, dict[str, str]]:
