@@ -26,6 +26,7 @@ import math
 from typing import Sequence
 
 import numpy as np
+from PIL import Image
 
 MTCNN_VERSION = '1.0.0'
 INSTALL_HINT = "pip install 'avjax[faces]'"
@@ -352,13 +353,13 @@ def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 def warp(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
   """size x size uint8 output whose pixel (x, y) is image at matrix^-1 (x, y) (bilinear, black
   outside), i.e. `matrix` maps input to output coordinates (cv2.warpAffine's convention)."""
-  full = np.vstack([matrix, [0.0, 0.0, 1.0]])
-  inv = np.linalg.inv(full)
-  ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
-  src_x = inv[0, 0] * xs + inv[0, 1] * ys + inv[0, 2]
-  src_y = inv[1, 0] * xs + inv[1, 1] * ys + inv[1, 2]
-  out = _bilinear(image.astype(np.float32), src_y, src_x)
-  return np.clip(np.round(out), 0, 255).astype(np.uint8)
+  inv = np.linalg.inv(np.vstack([matrix, [0.0, 0.0, 1.0]]))[:2]
+  # PIL samples pixel (x, y) at its centre (x + 0.5, y + 0.5) in corner coordinates: shift in/out.
+  shift = inv[:, :2] @ np.array([-0.5, -0.5]) + inv[:, 2] + 0.5
+  coeffs = (inv[0, 0], inv[0, 1], shift[0], inv[1, 0], inv[1, 1], shift[1])
+  out = Image.fromarray(np.ascontiguousarray(image, np.uint8)).transform(
+      (size, size), Image.AFFINE, coeffs, resample=Image.BILINEAR, fillcolor=(0, 0, 0))
+  return np.asarray(out)
 
 
 def align(image: np.ndarray, points: np.ndarray, size: int) -> np.ndarray | None:

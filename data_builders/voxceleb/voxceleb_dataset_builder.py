@@ -209,8 +209,7 @@ class Builder(ClipBuilder):
         raise RuntimeError(f'{self.name}/{cfg.name}: {e}') from None
     audio, video = media_index(manual, cfg.audio_exts), media_index(manual, cfg.video_exts)
     folders = face_folder_index(manual) if cfg.face_source == 'folders' else {}
-    visual, visual_what = ((folders, 'face folder <idX>#<ytid>#<NNNNN>.txt#000.mp4/')
-                           if cfg.face_source == 'folders' else (video, '.mp4 (the faces)'))
+    visual = folders if cfg.face_source == 'folders' else video
     trial_lists, used_files = {}, {}
     for name, split, candidates in TRIAL_LISTS:
       found = next((p for c in candidates for p in files_lib.find_named(manual, [c])), None)
@@ -239,7 +238,9 @@ class Builder(ClipBuilder):
     clips = []
     for key in pool + utterances:
       if key not in visual:
-        report.add(key, 'missing_counterpart', f'no {key} {visual_what} under {manual}')
+        wanted = (f'face folder {key.replace("/", "#")}.txt#000.mp4/' if visual is folders
+                  else f'{key}.mp4 (the faces)')
+        report.add(key, 'missing_counterpart', f'no {wanted} under {manual}')
         continue
       sound = audio.get(key, video.get(key))
       if sound is None:

@@ -145,3 +145,22 @@ def test_missing_package_is_one_line(monkeypatch):
   with pytest.raises(faces.FacesUnavailable, match=r"pip install 'avjax\[faces\]'") as e:
     faces.load_weights()
   assert '\n' not in str(e.value)
+
+
+def test_warp_matches_a_direct_bilinear_resampling():
+  """PIL's affine warp with the half-pixel shift equals bilinear sampling at matrix^-1 (x, y) with
+  pixel centres at integers (to PIL's 8-bit rounding), away from the border."""
+  rng = np.random.default_rng(2)
+  image = rng.integers(0, 256, (64, 80, 3)).astype(np.uint8)
+  angle, scale = 0.4, 1.3
+  m = np.array([[scale * math.cos(angle), -scale * math.sin(angle), 10.0],
+                [scale * math.sin(angle), scale * math.cos(angle), -20.0]])
+  out = faces.warp(image, m, 72).astype(int)
+  inv = np.linalg.inv(np.vstack([m, [0, 0, 1]]))
+  ys, xs = np.mgrid[0:72, 0:72].astype(float)
+  sx = inv[0, 0] * xs + inv[0, 1] * ys + inv[0, 2]
+  sy = inv[1, 0] * xs + inv[1, 1] * ys + inv[1, 2]
+  ref = faces._bilinear(image.astype(np.float32), sy, sx)  # pylint: disable=protected-access
+  inside = (sx > 1) & (sx < 78) & (sy > 1) & (sy < 62)
+  assert inside.sum() > 1000
+  assert np.abs(out - np.round(ref))[inside].max() <= 1
