@@ -6,7 +6,7 @@ Frames are drawn faces (tests/data_builders/fixtures.draw_face, a different posi
 frame) and faceless frames (a plain gradient) of --size x --size pixels, as the official VoxCeleb2
 face tracks (224x224). One process and one BLAS thread, as a build worker runs them
 (data_builders/common/media.one_blas_thread); a build with N workers does about N times this.
-Prints one Markdown row per case: best of --repeats passes over --frames frames.
+Prints one Markdown row per case and step: best of --repeats passes over --frames frames.
 """
 
 from __future__ import annotations
@@ -45,15 +45,13 @@ def frames(kind: str, n: int, size: int) -> list[np.ndarray]:
   return out
 
 
-def run(detector: faces.MTCNN, images: list[np.ndarray], aligned: bool, size: int) -> int:
-  found = 0
-  for image in images:
-    face = faces.pick(detector.detect(image), *image.shape[:2])
-    if face is not None:
-      found += 1
-      if aligned:
-        faces.align(image, face.points, size)
-  return found
+def best_seconds(fn, repeats: int) -> float:
+  best = float('inf')
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    best = min(best, time.perf_counter() - start)
+  return best
 
 
 def main() -> None:
@@ -65,22 +63,22 @@ def main() -> None:
   detector = faces.MTCNN()
   print(f'# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, '
         f'load average {os.getloadavg()[0]:.1f}; numpy {np.__version__}; one BLAS thread')
-  print('| frames | step | detected | frames/s (best of repeats) | ms/frame |')
+  print('| frames | step | faces found | frames/s (best of repeats) | ms/frame |')
   print('|---|---|---|---|---|')
   with threadpool_limits(limits=1, user_api='blas'):
     for kind in ('face', 'none'):
       images = frames(kind, args.frames, args.size)
-      run(detector, images[:2], True, args.size)  # Warm caches.
-      for aligned in (False, True):
-        best, found = float('inf'), 0
-        for _ in range(args.repeats):
-          start = time.perf_counter()
-          found = run(detector, images, aligned, args.size)
-          best = min(best, time.perf_counter() - start)
-        step = 'detect + align' if aligned else 'detect'
+      picked = [faces.pick(detector.detect(im), *im.shape[:2]) for im in images]  # Also warms up.
+      found = sum(p is not None for p in picked)
+      rows = [('detect (MTCNN)', lambda: [detector.detect(im) for im in images])]
+      if found:
+        rows.append(('align (5-point warp)', lambda: [
+            faces.align(im, p.points, args.size) for im, p in zip(images, picked) if p]))
+      for step, fn in rows:
+        n = len(images) if step.startswith('detect') else found
+        best = best_seconds(fn, args.repeats)
         print(f'| {kind} {args.size}x{args.size} | {step} | {found}/{len(images)} | '
-              f'{len(images) / best:.1f} | {1000 * best / len(images):.1f} |')
-
+              f'{n / best:.1f} | {1000 * best / n:.2f} |')
 
 if __name__ == '__main__':
   main()
