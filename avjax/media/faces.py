@@ -272,6 +272,7 @@ class MTCNN:
     h, w = image.shape[:2]
     found = []
     for scale in pyramid_scales(h, w, self.min_face_size):
+      # Rounded up, as the original MTCNN; mtcnn 1.0.0 hands TF a float size.
       hs, ws = math.ceil(h * scale), math.ceil(w * scale)
       offsets, prob = pnet(self.weights['pnet'], area_resize(image, hs, ws)[None])
       ys, xs = np.nonzero(prob[0] > self.thresholds[0])

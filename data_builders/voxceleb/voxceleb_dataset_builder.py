@@ -53,7 +53,7 @@ from data_builders.common.faces import FACE_SOURCES, IMAGE_EXTS
 
 KEY = re.compile(r'(id\d+)/([^/]+)/(\d+)$')
 # MMCosine's face folder names (FOMM video-preprocessing): <idX>#<ytid>#<NNNNN>.txt#<chunk>.mp4
-FACE_FOLDER = re.compile(r'(id\d+)#(.+)#(\d+)\.txt#(\d+)\.mp4$')
+FACE_FOLDER = re.compile(r'(id\d+)#([^#]+)#(\d+)\.txt#(\d+)\.mp4$')
 # (trial list name, split, file names in order of preference).
 TRIAL_LISTS = (('vc1', 'vc1_test', ('veri_test.csv', 'veri_test2.txt', 'veri_test.txt')),
                ('vc2', 'vc2_test', ('test_pairs.csv',)))
