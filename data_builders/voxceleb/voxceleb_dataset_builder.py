@@ -61,7 +61,7 @@ TRIAL_LISTS = (('vc1', 'vc1_test', ('veri_test.csv', 'veri_test2.txt', 'veri_tes
 
 @dataclasses.dataclass(eq=False)
 class VoxCelebConfig(ClipConfig):
-  """Front end (see ClipConfig) plus the face crop, the trial lists and the validation share.
+  """Front end (see ClipConfig) plus the face source and the validation share.
 
   face_source: 'mtcnn' (detected, 5-point aligned faces; the frame_crop (top, bottom, width) of
     the official face-centred 224x224 frame where no face is found), 'centre' (that crop always)
@@ -176,7 +176,9 @@ class Builder(ClipBuilder):
       'Download VoxCeleb2 dev / test (aac + mp4) and VoxCeleb1 test (wav) from '
       'https://www.robots.ox.ac.uk/~vgg/data/voxceleb/ (registration required), unpack them into '
       'one folder with the trial lists (MMCosine data/vox/veri_test.csv and test_pairs.csv, or the '
-      'official veri_test2.txt) and pass it as --manual_dir. See data_builders/voxceleb/README.md.')
+      'official veri_test2.txt) and pass it as --manual_dir; for mmcosine_folders, add face '
+      'folders in MMCosine\'s <idX>#<ytid>#<NNNNN>.txt#000.mp4/0000000.png layout. See '
+      'data_builders/voxceleb/README.md.')
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self._make_info(
