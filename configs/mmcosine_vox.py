@@ -33,7 +33,7 @@ def get_config(arg: str | None = None):
   c.name = "mmcosine_vox" + "".join(f"_{t}" for t in tokens if t != "smoke")
   c.seed = 0  # setup_seed(0) (main_vox2.py:228).
   c.dataset.name = "voxceleb"
-  c.dataset.config = "mmcosine"  # 16 kHz PCM, faces at 2 fps (data_builders/voxceleb).
+  c.dataset.config = "mmcosine"  # 16 kHz PCM, MTCNN-aligned 2 fps faces (data_builders/voxceleb).
   c.dataset.train_split = "train"  # VoxCeleb2 dev.
   c.dataset.val_split = "validation"  # Held-out dev utterances: speaker identification accuracy.
   c.dataset.test_split = "vc1_test"  # VoxCeleb1 test trials; vc2_test via avjax.evaluate.

@@ -144,7 +144,8 @@ def frame_indices(mode: str, n: int, spec: dict[str, Any]) -> list[int]:
 
 def _crop_resize(frame: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
   """Optional crop ('square': centred square; [top, bottom, width]: rows top:bottom and `width`
-  centred columns), then an exact bilinear resize to frame_size (h, w)."""
+  centred columns), then an exact bilinear resize to frame_size (h, w); frame_size None keeps the
+  decoded size (a face detector downstream sees the whole frame)."""
   crop = spec['frame_crop']
   h, w = frame.shape[:2]
   if crop == 'square':
@@ -156,7 +157,7 @@ def _crop_resize(frame: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
     width = min(width, w)
     left = (w - width) // 2
     frame = frame[top:min(bottom, h), left:left + width]
-  size = tuple(spec['frame_size'])
+  size = tuple(spec['frame_size'] or frame.shape[:2])
   if frame.shape[:2] != size:
     frame = np.asarray(Image.fromarray(np.ascontiguousarray(frame)).resize(
         (size[1], size[0]), Image.BILINEAR))

@@ -75,6 +75,7 @@ class BuildReport:
   excluded: collections.Counter = dataclasses.field(default_factory=collections.Counter)
   examples: dict[str, int] = dataclasses.field(default_factory=dict)
   notes: list[str] = dataclasses.field(default_factory=list)
+  tallies: collections.Counter = dataclasses.field(default_factory=collections.Counter)
 
   def add(self, clip_id: str, kind: str, message: str, files: Sequence[str] = ()) -> None:
     """Records a skipped clip (or raises when strict)."""
@@ -98,6 +99,11 @@ class BuildReport:
     self.notes.append(text)
     logging.warning('%s: %s', self.name, text)
 
+  def tally(self, name: str, count: int = 1) -> None:
+    """Counts something about the built clips that is not a problem (e.g. frames whose face was
+    detected vs frames that fell back to a centre crop)."""
+    self.tallies[name] += count
+
   def counts(self) -> dict[str, int]:
     return dict(sorted(collections.Counter(p['kind'] for p in self.problems).items()))
 
@@ -112,6 +118,7 @@ class BuildReport:
         'skipped_not_listed': max(0, len(problems) - _MAX_LISTED),
         'excluded': dict(sorted(self.excluded.items())),
         'notes': self.notes[:_MAX_LISTED],
+        'tallies': dict(sorted(self.tallies.items())),
         'kinds': {k: KINDS[k] for k in self.counts()},
     }
 
@@ -124,6 +131,8 @@ class BuildReport:
       lines.append(f'  {kind}: {n} ({KINDS[kind]})')
     for reason, n in sorted(self.excluded.items()):
       lines.append(f'  excluded on purpose, {reason}: {n}')
+    for name, n in sorted(self.tallies.items()):
+      lines.append(f'  {name}: {n}')
     for p in sorted(self.problems, key=lambda p: p['id'])[:200]:
       lines.append(f'  - {p["id"]} [{p["kind"]}] {p["message"]}')
     if len(self.problems) > 200:

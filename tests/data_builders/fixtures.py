@@ -64,10 +64,40 @@ def frame_image(i: int, height: int, width: int, colour: tuple[int, int, int]) -
   return img
 
 
+def _ellipse(h: int, w: int, cx: float, cy: float, rx: float, ry: float) -> np.ndarray:
+  ys, xs = np.mgrid[0:h, 0:w]
+  return ((xs - cx) / rx) ** 2 + ((ys - cy) / ry) ** 2 <= 1.0
+
+
+def draw_face(height: int, width: int, cx: float, cy: float, size: float,
+              background: tuple[int, int, int] = (60, 90, 140)) -> tuple[np.ndarray, np.ndarray]:
+  """uint8 (H, W, 3): a drawn frontal face (skin ellipse, hair, eyes with irises, brows, nose,
+  mouth) of height ~size centred at (cx, cy) on a plain background; and its five points (5, 2)
+  (x, y): image-left eye, image-right eye, nose tip, image-left / image-right mouth corner."""
+  img = np.empty((height, width, 3), np.float64)
+  img[:] = background
+  s = size / 100.0
+  skin = np.array([224.0, 172.0, 140.0])
+  shape = lambda x, y, rx, ry: _ellipse(height, width, x, y, rx * s, ry * s)
+  img[shape(cx, cy, 38, 50)] = skin
+  img[shape(cx, cy - 38 * s, 40, 20) & ~shape(cx, cy - 5 * s, 38, 40)] = (50, 35, 25)
+  points = np.array([[cx - 15 * s, cy - 10 * s], [cx + 15 * s, cy - 10 * s], [cx, cy + 6 * s],
+                     [cx - 12 * s, cy + 22 * s], [cx + 12 * s, cy + 22 * s]])
+  for x, y in points[:2]:
+    img[shape(x, y, 7, 3.5)] = (250, 250, 250)
+    img[shape(x, y, 3, 3)] = (40, 30, 20)
+    img[shape(x, y - 8 * s, 8, 1.8)] = (70, 50, 30)
+  img[shape(cx, cy + 2 * s, 3, 8)] = skin * 0.8
+  img[shape(cx, cy + 6 * s, 5, 2.5)] = skin * 0.6
+  img[shape(cx, cy + 22 * s, 12, 3)] = (160, 60, 60)
+  return np.clip(img, 0, 255).astype(np.uint8), points
+
+
 def write_video(path: Path, *, fmt: str, vcodec: str, acodec: str, size: tuple[int, int],
                 fps: int, seconds: float, colour: tuple[int, int, int], wave: np.ndarray | None,
-                audio_rate: int) -> None:
-  """A video container with one video stream and (when `wave`) one mono audio stream."""
+                audio_rate: int, draw=None) -> None:
+  """A video container with one video stream and (when `wave`) one mono audio stream; frame i is
+  draw(i) (uint8 (H, W, 3)) when given, else frame_image."""
   path.parent.mkdir(parents=True, exist_ok=True)
   h, w = size
   with av.open(str(path), 'w', format=fmt) as out:
@@ -80,7 +110,8 @@ def write_video(path: Path, *, fmt: str, vcodec: str, acodec: str, size: tuple[i
       astream = out.add_stream(acodec, rate=audio_rate, layout='mono')
     n = int(round(seconds * fps))
     for i in range(n):
-      frame = av.VideoFrame.from_ndarray(frame_image(i, h, w, colour), format='rgb24')
+      image = draw(i) if draw is not None else frame_image(i, h, w, colour)
+      frame = av.VideoFrame.from_ndarray(image, format='rgb24')
       frame.pts = i
       frame.time_base = fractions.Fraction(1, fps)
       for packet in vs.encode(frame):

@@ -1,7 +1,9 @@
 """voxceleb builder on a generated download in the VoxCeleb layouts (VoxCeleb2 aac/*.m4a +
 mp4/*.mp4, VoxCeleb1 wav/*.wav, MMCosine's test_pairs.csv and the official veri_test2.txt):
-splits by trial list, speaker labels, 16-bit PCM audio, 2 fps faces, trials in the metadata; then
-av_resnetse trained on it and the trials scored (EER / minDCF) end to end."""
+splits by trial list, speaker labels, 16-bit PCM audio, 2 fps faces, trials in the metadata; the
+three face front ends (MTCNN-aligned faces with a centre-crop fallback on videos that show a drawn
+face or none, the centre crop, MMCosine's extracted face folders); then av_resnetse trained on it
+and the trials scored (EER / minDCF) end to end."""
 
 from __future__ import annotations
 
@@ -40,11 +42,23 @@ def write_m4a(path: Path, wave: np.ndarray) -> None:
       out.mux(packet)
 
 
+def shows_face(seed: int) -> bool:
+  """Whether utterance `seed`'s video shows a drawn face (else the plain moving square)."""
+  return seed % 3 != 2
+
+
+def _face_frame(seed: int, i: int) -> np.ndarray:
+  """A drawn face drifting slowly right, its size depending on the utterance."""
+  return fx.draw_face(224, 224, 100 + 2 * i, 112 + 4 * (seed % 3), 90 + 10 * (seed % 4))[0]
+
+
 def _utterance(root: Path, key: str, seed: int, audio: str) -> None:
   seconds = 1.5 + 0.25 * (seed % 3)
+  draw = (lambda i: _face_frame(seed, i)) if shows_face(seed) else None
   fx.write_video(root / 'mp4' / f'{key}.mp4', fmt='mp4', vcodec='libx264', acodec='aac',
                  size=(224, 224), fps=10, seconds=seconds, colour=((50 * seed) % 255, 80, 120),
-                 wave=fx.tone(seconds, RATE, 150.0 + 40.0 * (seed % 5), seed), audio_rate=RATE)
+                 wave=fx.tone(seconds, RATE, 150.0 + 40.0 * (seed % 5), seed), audio_rate=RATE,
+                 draw=draw)
   wave = fx.tone(seconds, RATE, 150.0 + 40.0 * (seed % 5), seed)
   if audio == 'm4a':
     write_m4a(root / 'aac' / f'{key}.m4a', wave)
@@ -53,18 +67,18 @@ def _utterance(root: Path, key: str, seed: int, audio: str) -> None:
 
 
 def make_voxceleb(root: Path) -> fx.Fixture:
-  keys, seed = {}, 0
+  keys, seeds, seed = {}, {}, 0
   for speaker, count in DEV.items():
     for n in range(count):
       key = f'{speaker}/yt{speaker[-2:]}vid{n % 2}/{n + 1:05d}'
       _utterance(root / 'vox2_dev', key, seed, 'm4a' if n % 2 == 0 else '')  # Else: mp4 track.
-      keys[key], seed = 'dev', seed + 1
+      keys[key], seeds[key], seed = 'dev', seed, seed + 1
   for speakers, where, audio in ((VC2, 'vox2_test', 'm4a'), (VC1, 'vox1_test', 'wav')):
     for speaker in speakers:
       for n in range(2):
         key = f'{speaker}/yt{speaker[-2:]}vid{n}/{n + 1:05d}'
         _utterance(root / where, key, seed, audio)
-        keys[key], seed = where, seed + 1
+        keys[key], seeds[key], seed = where, seed, seed + 1
   write_m4a(root / 'vox2_dev' / 'aac' / 'id00017/yt17nofac/00009.m4a', fx.tone(1.0, RATE, 200, 9))
   vc2 = [k for k, w in keys.items() if w == 'vox2_test']
   vc1 = [k for k, w in keys.items() if w == 'vox1_test']
@@ -75,7 +89,7 @@ def make_voxceleb(root: Path) -> fx.Fixture:
       f'0 {vc1[1]}.wav {vc1[3]}.wav\n1 {vc1[0]}.wav id10270/missing00/00009.wav\n')
   return fx.Fixture(root, sorted(keys), {'id00017/yt17nofac/00009': 'missing_counterpart',
                                          'id10270/missing00/00009': 'missing_counterpart'},
-                    {'where': keys})
+                    {'where': keys, 'seeds': seeds})
 
 
 @pytest.fixture(scope='module')
@@ -156,3 +170,76 @@ def test_trains_and_scores_trials(built, base, tmp_path):
   assert 'accuracy' not in result  # The test speakers are not among the training classes.
   _, split, _, report = evaluate_workdir(str(tmp_path / "run"), split="vc2_test")
   assert split == 'vc2_test' and 'eer_vc2' in report and 'eer_vc1' not in report
+
+
+def test_mtcnn_faces_and_fallback(fixture, built):
+  """mmcosine: every frame of a video with a drawn face is an aligned detector crop (detected
+  again, its eyes and mouth sit on the ArcFace template x 2), every frame of a faceless video the
+  centre crop; the build report tallies both."""
+  from avjax.media import faces  # pylint: disable=g-import-not-at-top
+  seeds = fixture.info['seeds']
+  recs = fa.records(built)
+  detected = fallback = 0
+  for r in recs:
+    flags = r['face_detected'].tolist()
+    assert len(flags) == len(r['frames'])
+    assert flags == [int(shows_face(seeds[r['_id']]))] * len(flags), r['_id']
+    detected, fallback = detected + sum(flags), fallback + len(flags) - sum(flags)
+  tallies = built.info.metadata['build_report']['tallies']
+  assert tallies == {'frames_face_detected': detected, 'frames_centre_fallback': fallback}
+  assert detected > 0 and fallback > 0
+  assert 'MTCNN' in built.info.metadata['faces']
+  face_rec = next(r for r in recs if r['face_detected'][0])
+  again = faces.MTCNN().detect(face_rec['frames'][0])
+  assert len(again) == 1
+  error = np.abs(again[0].points - faces.template(224))[[0, 1, 3, 4]]
+  assert error.max() < 12.0, error
+
+
+def test_centre_config(fixture, base):
+  built = fa.build_once(voxceleb, 'mmcosine_centre', fixture.root, base)
+  recs = fa.records(built)
+  assert sorted(r['_id'] for r in recs) == fixture.good
+  assert 'face_detected' not in recs[0] and np.shape(recs[0]['frames'][0]) == (224, 224, 3)
+  assert built.info.metadata['build_report']['tallies'] == {}
+
+
+def test_face_folders_config(fixture, base):
+  """mmcosine_folders on MMCosine's layout: <idX>#<ytid>#<NNNNN>.txt#000.mp4/0000000.png ... per
+  utterance (train/ and test/ partitions), with the audio from the wav / m4a / mp4 files; an
+  utterance without a folder is reported; the lowest chunk wins."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  manual = fx.link_tree(fixture.root, base / 'folders_download')
+  missing = fixture.good[0]
+  counts = {}
+  for n, key in enumerate(fixture.good):
+    if key == missing:
+      continue
+    speaker, ytid, utt = key.split('/')
+    part = 'train' if fixture.info['where'][key] == 'dev' else 'test'
+    counts[key] = 3 + n % 3
+    for chunk, count in (('000', counts[key]), ('001', 1)):
+      folder = manual / 'vox-png-2fps' / part / f'{speaker}#{ytid}#{utt}.txt#{chunk}.mp4'
+      folder.mkdir(parents=True)
+      for i in range(count):
+        Image.fromarray(fx.draw_face(256, 256, 128, 128, 110)[0]).save(folder / f'{i:07d}.png')
+  built = fa.build_once(voxceleb, 'mmcosine_folders', manual, base)
+  recs = {r['_id']: r for r in fa.records(built)}
+  assert sorted(recs) == sorted(counts)
+  assert fa.skipped(built)[missing] == 'missing_counterpart'
+  for key, r in recs.items():
+    assert np.shape(r['frames']) == (counts[key], 224, 224, 3), key
+    assert float(r['video_seconds']) == counts[key] / 2.0
+    assert r['audio'].dtype == np.int16 and len(r['audio']) > RATE
+  assert 'face_detected' not in next(iter(recs.values()))
+
+
+def test_missing_detector_package_fails_in_one_line(fixture, base, monkeypatch):
+  from avjax.media import faces  # pylint: disable=g-import-not-at-top
+  def missing():
+    raise faces.FacesUnavailable(f'the face detector needs the mtcnn weights: {faces.INSTALL_HINT}')
+  monkeypatch.setattr(faces, 'load_weights', missing)
+  with pytest.raises(RuntimeError, match=r"pip install 'avjax\[faces\]'") as e:
+    voxceleb.build('mmcosine', data_dir=str(base / 'no_mtcnn'), manual_dir=str(fixture.root),
+                   num_workers=0, validation_per_speaker=2)
+  assert '\n' not in str(e.value)
