@@ -305,8 +305,11 @@ def how_it_was_made(runs: list[dict[str, Any]], plan: dict[str, Any]) -> str:
   lines = ["## How this was made", ""]
   if plan.get("command"):
     lines.append(f"Sweep: `{plan['command']}`; leaderboard: `python -m avjax.leaderboard`.")
-  lines.append(f"{len(runs)} runs, {seconds / 3600:.1f} hours of run time in all (each run's own "
-               "process: start-up, compilation, training, evaluation, profiling).")
+  planned = len(plan.get("runs", [])) or len(runs)
+  lines.append(f"{len(runs)} of the {planned} planned runs finished" + (
+      " (a partial sweep: re-launch it to finish; finished runs are skipped)"
+      if len(runs) < planned else "") + f"; {seconds / 3600:.1f} hours of run time in all (each "
+      "run's own process: start-up, compilation, training, evaluation, profiling).")
   lines += [f"Machine: {m}." for m in machines]
   return "\n".join(lines) + "\n"
 

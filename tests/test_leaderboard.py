@@ -99,7 +99,7 @@ def test_files_mark_test_selection_and_show_published_numbers(sweep_dir, tmp_pat
   assert "65.5 (BB)" in text and "60.1 (paper)" in text  # baseline on CREMA-D.
   assert "vavl: own model" in text
   assert "Sweep: `python -m avjax.sweep --config hand.py`" in text
-  assert "9 runs, 2.2 hours of run time" in text and "Machine: a CPU (2 cores)." in text
+  assert "9 of the 9 planned runs finished; 2.2 hours of run time" in text and "Machine: a CPU (2 cores)." in text
   assert "| ogm_ge | 3 | 66.7 ± 2.1 |" in text
   rows = {r["method"]: r for r in csv.DictReader(open(paths["csv"]))}
   assert float(rows["ogm_ge"]["accuracy_mean"]) == pytest.approx(2 / 3, abs=1e-5)
@@ -112,3 +112,9 @@ def test_files_mark_test_selection_and_show_published_numbers(sweep_dir, tmp_pat
 def test_empty_sweep_is_a_clear_error(tmp_path):
   with pytest.raises(FileNotFoundError, match="no finished runs"):
     leaderboard.build(str(tmp_path))
+
+
+def test_a_partial_sweep_says_so(sweep_dir):
+  runs = leaderboard.load_runs(sweep_dir)
+  text = leaderboard.how_it_was_made(runs, {"runs": [f"r{i}" for i in range(len(runs) + 3)]})
+  assert f"{len(runs)} of the {len(runs) + 3} planned runs finished (a partial sweep" in text
