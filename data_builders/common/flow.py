@@ -20,7 +20,7 @@ from PIL import Image
 
 from avjax.media import flow as flow_lib
 from data_builders.common import media
-from data_builders.common.report import ClipError, classify
+from data_builders.common.report import ClipError
 
 _IMAGE_EXTS = ('.jpg', '.jpeg', '.png')
 
@@ -91,11 +91,5 @@ def process_clip(job: dict[str, str | None], spec: dict[str, Any]) -> dict[str, 
 
 
 def safe_process(job: dict[str, str | None], spec: dict[str, Any]) -> tuple:
-  """('ok', parts) or ('bad', kind, message, files): never raises for a bad clip."""
-  media.warm_up_once()
-  try:
-    with media.one_blas_thread():
-      return ('ok', process_clip(job, spec))
-  except Exception as e:  # Report-and-skip: every failure becomes a reported problem.
-    files = getattr(e, 'files', None) or [p for p in job.values() if p]
-    return ('bad', classify(e), str(e) or type(e).__name__, files)
+  """process_clip, guarded (media.guarded): this builder's worker target."""
+  return media.guarded(process_clip, job, spec)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from typing import Any
+from typing import Any, Callable
 
 import av
 import numpy as np
@@ -298,12 +298,18 @@ def process_clip(job: dict[str, str | None], spec: dict[str, Any]) -> dict[str, 
   return out
 
 
-def safe_process(job: dict[str, str | None], spec: dict[str, Any]) -> tuple:
-  """('ok', parts) or ('bad', kind, message, files): never raises for a bad clip."""
+def guarded(process: Callable[[dict, dict], dict], job: dict[str, str | None],
+            spec: dict[str, Any]) -> tuple:
+  """('ok', process(job, spec)) or ('bad', kind, message, files): never raises for a bad clip."""
   warm_up_once()
   try:
     with one_blas_thread():
-      return ('ok', process_clip(job, spec))
+      return ('ok', process(job, spec))
   except Exception as e:  # Report-and-skip: every failure becomes a reported problem.
     files = getattr(e, 'files', None) or [p for p in job.values() if p]
     return ('bad', classify(e), str(e) or type(e).__name__, files)
+
+
+def safe_process(job: dict[str, str | None], spec: dict[str, Any]) -> tuple:
+  """process_clip, guarded: the builders' default worker target."""
+  return guarded(process_clip, job, spec)
