@@ -119,7 +119,8 @@ def _write_csv(path: str, header: list[str], rows: np.ndarray, index: np.ndarray
                ids: np.ndarray | None = None) -> None:
   """`index` (and `id` when `ids` is given) then `header`'s columns, one line per row."""
   tmp = path + ".tmp"
-  keys = [[int(i)] for i in index] if ids is None else [[int(i), str(e)] for i, e in zip(index, ids)]
+  keys = ([[int(i)] for i in index] if ids is None
+          else [[int(i), str(e)] for i, e in zip(index, ids)])
   with open(tmp, "w", newline="") as f:
     writer = csv.writer(f)
     writer.writerow(["index"] + ([] if ids is None else ["id"]) + header)
