@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 from typing import Any
 
 import jax
@@ -31,17 +32,41 @@ class _QuietReadOnly(logging.Filter):
 logging.getLogger("absl").addFilter(_QuietReadOnly())
 
 
-class _QuietClosedLoop(logging.Filter):
-  """Drops asyncio's 'Event loop is closed' reports: after a damaged checkpoint fails to restore,
-  the reads of its other arrays still pending complete on the finished restore's closed loop, one
-  traceback each (hundreds), burying the one line that matters (restore_latest's warning)."""
+def _abandoned_read(error: BaseException | None) -> bool:
+  """Whether an exception reported outside any caller is the echo of a damaged checkpoint's failed
+  restore: the reads of its other arrays still in flight end after the restore gave up, each
+  reporting TensorStore's callback into the closed event loop, or its own read error from a
+  coroutine or future nobody awaits any more."""
+  if isinstance(error, RuntimeError) and "Event loop is closed" in str(error):
+    return True
+  return type(error) is Exception and "Encountered error while reading array" in str(error)
+
+
+class _QuietAbandonedReads(logging.Filter):
+  """Drops asyncio's reports of `_abandoned_read` errors ('... exception was never retrieved')."""
 
   def filter(self, record: logging.LogRecord) -> bool:
-    error = record.exc_info[1] if record.exc_info else None
-    return not (isinstance(error, RuntimeError) and "Event loop is closed" in str(error))
+    return not (record.exc_info and _abandoned_read(record.exc_info[1]))
 
 
-logging.getLogger("asyncio").addFilter(_QuietClosedLoop())
+logging.getLogger("asyncio").addFilter(_QuietAbandonedReads())
+
+
+def _drop_abandoned_reads() -> None:
+  """Installs (once) a sys.unraisablehook that drops `_abandoned_read` reports: with large arrays
+  a damaged checkpoint's restore leaves hundreds of such tracebacks (tens of thousands of stderr
+  lines), printed outside the logging module, that bury the one line that matters. Anything
+  else goes to the previous hook."""
+  previous = sys.unraisablehook
+  if getattr(previous, "avjax_abandoned_reads", False):
+    return
+
+  def hook(unraisable: Any) -> None:
+    if not _abandoned_read(unraisable.exc_value):
+      previous(unraisable)
+
+  hook.avjax_abandoned_reads = True
+  sys.unraisablehook = hook
 
 
 class Checkpointer:
@@ -91,26 +116,33 @@ class Checkpointer:
   def restore_latest(self, abstract_state: Any) -> tuple[Any, dict] | None:
     """The newest checkpoint that restores.
 
-    One that does not (truncated files, or written by an incompatible model) is reported, moved to
-    `<workdir>/checkpoints_unreadable/<step>` (kept for inspection, never deleted, and out of the
-    way of the step numbers this run will write again) and the previous one is tried.
+    One that does not (truncated or overwritten files, or written by an incompatible model) is
+    moved to `<workdir>/checkpoints_unreadable/<step>` (kept for inspection, never deleted, and out
+    of the way of the step numbers this run will write again) and the previous one is tried; one
+    warning line names the damaged checkpoint(s) and the one restored instead.
     """
-    moved = False
+    _drop_abandoned_reads()  # Before a restore fails: its echoes start while it fails.
+    damaged: list[tuple[int, str, str]] = []  # (step, reason, where it was moved)
     for step in sorted(self.steps(), reverse=True):
       try:
         result = self.restore(step, abstract_state)
       except Exception as e:  # pylint: disable=broad-except
-        target = self._set_aside(step)
-        moved = True
-        logging.warning("Checkpoint %s/%d is damaged or does not fit this model (%s); moved to %s, "
-                        "trying the previous one.", self.directory, step, _reason(e), target)
+        damaged.append((step, _reason(e), self._set_aside(step)))
         continue
-      if moved:
+      if damaged:
         self._manager.reload()
+        self._report(damaged, f"resuming from the previous checkpoint, step {step}")
       return result
-    if moved:
+    if damaged:
       self._manager.reload()
+      self._report(damaged, "no earlier checkpoint restores: training starts from the beginning")
     return None
+
+  def _report(self, damaged: list[tuple[int, str, str]], outcome: str) -> None:
+    steps = ", ".join(str(step) for step, _, _ in damaged)
+    moved = ", ".join(where for _, _, where in damaged)
+    logging.warning("Checkpoint step %s in %s is damaged or does not fit this model (%s); moved to "
+                    "%s; %s.", steps, self.directory, damaged[0][1], moved, outcome)
 
   def _set_aside(self, step: int) -> str:
     target_dir = self.directory + "_unreadable"
@@ -153,6 +185,7 @@ def _reason(error: BaseException) -> str:
   text = " ".join(str(error).split())
   text = re.sub(r"<bound method [^>]*>", "", text)
   text = re.split(r"\s*See full TensorStore details", text)[0]
+  text = re.sub(r"(reading array) index: \(.*$", r"\1", text)  # Which slice: not telling.
   text = re.sub(r"\s*\(?\s*$", "", text)
   return f"{type(error).__name__}: {text[:200]}" if text else type(error).__name__
 

@@ -33,17 +33,39 @@ def gather(tree: Any) -> Any:
 
 
 def predict(eval_step: Callable, state: Any, source: Any, transform: ExampleTransform, *,
-            batch_size: int, mesh: Mesh, num_workers: int = 0) -> dict[str, np.ndarray]:
-  """Per-example eval outputs over a whole split (padding removed), concatenated on the host."""
+            batch_size: int, mesh: Mesh, num_workers: int = 0,
+            ids: bool = False) -> dict[str, np.ndarray]:
+  """Per-example eval outputs over a whole split (padding removed), concatenated on the host.
+
+  `ids`: the result also holds 'id' (N,) str, each example's id in the dataset (its clip name),
+  when the dataset's records have one; the ids stay on the host, beside the jitted step.
+  """
   parts: dict[str, list[np.ndarray]] = {}
   for batch in eval_batches(source, transform, global_batch_size=batch_size,
-                            num_workers=num_workers):
+                            num_workers=num_workers, ids=ids):
+    batch_ids = batch.pop("id", None)
     out = gather(eval_step(state, sharding.to_global(batch, mesh)))
+    if batch_ids is not None:
+      out["id"] = gather_strings(batch_ids)
     for k, v in out.items():
       parts.setdefault(k, []).append(v)
   result = {k: np.concatenate(v) for k, v in parts.items()}
   keep = result.pop("valid") > 0
   return {k: v[keep] for k, v in result.items()}
+
+
+def gather_strings(local: np.ndarray) -> np.ndarray:
+  """Host-local (B,) str arrays -> (hosts * B,) str, in the host order of `gather`."""
+  if jax.process_count() == 1:
+    return local
+  encoded = [s.encode("utf-8") for s in local.tolist()]
+  width = int(np.max(multihost_utils.process_allgather(
+      np.int32(max(map(len, encoded), default=0)))))
+  codes = np.zeros((len(encoded), max(width, 1)), np.uint8)
+  for i, s in enumerate(encoded):
+    codes[i, :len(s)] = np.frombuffer(s, np.uint8)
+  codes = np.asarray(multihost_utils.process_allgather(codes, tiled=True))
+  return np.array([bytes(row).rstrip(b"\0").decode("utf-8") for row in codes], np.str_)
 
 
 def metric_names(eval_step: Callable, report: Callable, state: Any, source: Any,
@@ -203,7 +225,7 @@ def evaluate_workdir(workdir: str, *, split: str | None = None, step: int | None
   eval_step = jax.jit(make_eval_step(run.exp.graphs, config, evaluators, method.predict))
   predictions = predict(eval_step, run.state, source, transform,
                         batch_size=run.batch_size, mesh=run.mesh,
-                        num_workers=config.input.num_workers)
+                        num_workers=config.input.num_workers, ids=True)
   return run.step, split, predictions, evaluators_lib.report(evaluators, predictions)
 
 
@@ -240,8 +262,8 @@ def main() -> None:
   flags.DEFINE_integer("checkpoint", None, "Checkpoint step: a folder name under <workdir>/"
                        "checkpoints/ (default: best ranked, else latest).")
   flags.DEFINE_string("data_dir", None, "Override config.dataset.data_dir.")
-  flags.DEFINE_string("predictions", None, "Also save per-example logits, labels and indices "
-                      "(.npz).")
+  flags.DEFINE_string("predictions", None, "Also save per-example logits, labels, indices and "
+                      "example ids (.npz).")
 
   def run(argv: list[str]) -> None:
     if len(argv) > 1:

@@ -7,16 +7,18 @@ replaces those two subcommands with stand-ins that say what they need, then runs
 `build` and `new` behave exactly as `tfds build` / `tfds new` (same flags), except that a
 `--manual_dir` that is not a folder with files, and errors raised by avjax's builder code (no usable
 clip, a strict build's first problem, a list file missing from the download), end with their
-message and where they were raised instead of a traceback (AVJAX_TRACEBACK=1 keeps it). A
-manual-download builder built without --manual_dir (and nothing in TFDS's default manual folder)
-stops before anything is created. `--help` starts with avjax's builders, their configs and the
-environment variables the builds read.
+message and where they were raised instead of a traceback (AVJAX_TRACEBACK=1 keeps it), and
+the folders a failed first build created are removed. A manual-download builder built without
+--manual_dir (and nothing in TFDS's default manual folder) stops before anything is created.
+`--help` starts with avjax's builders, their configs and the environment variables the builds
+read.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import sys
 import types
 
@@ -103,23 +105,31 @@ def _help() -> str:
   return "\n".join(lines + ["", "The tfds command line's own help follows.", ""])
 
 
-def _check_manual_build(argv: list[str]) -> None:
-  """`build data_builders/<name>` of a manual-download builder without --manual_dir (and nothing in
-  TFDS's default <data_dir>/downloads/manual) would fail deep inside TFDS after creating folders."""
-  if "build" not in argv or any(a.startswith("--manual_dir") for a in argv):
-    return
+def _build_target(argv: list[str]) -> tuple[str, str] | None:
+  """(builder name, data dir) of `build data_builders/<name> ...`, else None."""
+  if "build" not in argv:
+    return None
   target = next((a for a in argv[argv.index("build") + 1:] if not a.startswith("-")), "")
   name = os.path.basename(os.path.normpath(target))
   if not target.rstrip("/").startswith("data_builders") or not name:
-    return
-  builder = _builder_class(name)
-  if builder is None or not getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None):
-    return
+    return None
   data_dir = next((a.partition("=")[2] for a in argv if a.startswith("--data_dir=")), None)
   if "--data_dir" in argv and argv.index("--data_dir") + 1 < len(argv):
     data_dir = argv[argv.index("--data_dir") + 1]
-  data_dir = os.path.expanduser(data_dir or os.environ.get("TFDS_DATA_DIR",
-                                                           "~/tensorflow_datasets"))
+  return name, os.path.expanduser(data_dir or os.environ.get("TFDS_DATA_DIR",
+                                                             "~/tensorflow_datasets"))
+
+
+def _check_manual_build(argv: list[str]) -> None:
+  """`build data_builders/<name>` of a manual-download builder without --manual_dir (and nothing in
+  TFDS's default <data_dir>/downloads/manual) would fail deep inside TFDS after creating folders."""
+  target = _build_target(argv)
+  if target is None or any(a.startswith("--manual_dir") for a in argv):
+    return
+  name, data_dir = target
+  builder = _builder_class(name)
+  if builder is None or not getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None):
+    return
   default = os.path.join(data_dir, "downloads", "manual")
   if not (os.path.isdir(default) and os.listdir(default)):
     _fail(f"data_builders/{name} builds from a manual download: pass --manual_dir=<the unpacked "
@@ -135,13 +145,39 @@ def launch() -> None:
   _check_manual_build(argv)
   _install_stand_ins()
   from tensorflow_datasets.scripts.cli import main as tfds_main  # pylint: disable=g-import-not-at-top
+  target = _build_target(argv)
+  new_folders = [] if target is None else [p for p in _build_folders(*target)
+                                           if not os.path.exists(p)]
   try:
     tfds_main.launch_cli()
   except (FileNotFoundError, RuntimeError, ValueError) as e:  # "found no usable clip", strict...
     where = _builder_frame(e)
     if where is None or os.environ.get("AVJAX_TRACEBACK"):
       raise
+    _remove_unbuilt(new_folders)
     _fail(f"{e}\n(raised at {where}; AVJAX_TRACEBACK=1 shows the traceback)")
+
+
+def _build_folders(name: str, data_dir: str) -> list[str]:
+  """What TFDS creates before a build can fail, innermost first: the dataset's folder (config
+  metadata, empty config folders), the downloads folder, the data dir."""
+  return [os.path.join(data_dir, name), os.path.join(data_dir, "downloads"), data_dir]
+
+
+def _remove_unbuilt(folders: list[str]) -> None:
+  """Removes the folders a failed build created, unless anything built or downloaded is in them
+  (a dataset_info.json, or a file under downloads/): a failed first build leaves nothing behind."""
+  for folder in folders:
+    if not os.path.isdir(folder):
+      continue
+    files = [os.path.join(root, f) for root, _, names in os.walk(folder) for f in names]
+    if folder.endswith(f"{os.sep}downloads") and files:
+      continue
+    if any(os.path.basename(f) == "dataset_info.json" for f in files):
+      continue
+    if folder == folders[-1] and files:
+      continue  # The data dir: only when the two above left it empty.
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _builder_frame(error: BaseException) -> str | None:

@@ -147,7 +147,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     protocol.warn_if_test_selected(config, f"Evaluation of {split!r} (epoch {epoch + 1})")
     predictions = predict(eval_step, at, sources.splits[split], eval_transform,
                           batch_size=eval_batch_size, mesh=mesh,
-                          num_workers=config.input.num_workers)
+                          num_workers=config.input.num_workers, ids=True)
     report = evaluators_lib.report(evaluators, predictions)
     sample = jax.device_get(normalize_inputs(_sample(sources.splits[split], eval_transform),
                                              config.input))

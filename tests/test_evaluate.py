@@ -56,16 +56,52 @@ def test_config_json_in_another_encoding_is_a_config_error(tmp_path):
     load_workdir_config(str(tmp_path))
 
 
-def test_unknown_split_names_the_flag_and_the_splits(data_dir, tmp_path):
-  from avjax.evaluate import evaluate_workdir  # pylint: disable=import-outside-toplevel
+@pytest.fixture(scope="module")
+def tiny_run(data_dir, tmp_path_factory):
+  """(workdir, config) of a one-epoch tiny run that writes the test split's prediction files."""
+  import ml_collections  # pylint: disable=import-outside-toplevel
   from avjax.train import train_and_evaluate  # pylint: disable=import-outside-toplevel
   from tests.helpers import tiny_config  # pylint: disable=import-outside-toplevel
-  workdir = str(tmp_path / "run")
-  train_and_evaluate(tiny_config(data_dir, **{"train.num_epochs": 1}), workdir)
-  with pytest.raises(ConfigError, match=r"^--split 'tests': synthetic_av/audio_dominant has no "
-                                        r"such split. Did you mean 'test'\? Its splits: "
-                                        r"\['test', 'train', 'validation'\].$"):
-    evaluate_workdir(workdir, split="tests")
+  config = tiny_config(data_dir, **{"train.num_epochs": 1})
+  config.evals.predictions = ml_collections.ConfigDict(dict(splits=("test",)))
+  workdir = str(tmp_path_factory.mktemp("tiny_run"))
+  train_and_evaluate(config, workdir)
+  return workdir, config
+
+
+def _stored_ids(config, split):
+  """Each record's 'id' in `split`, in stored order, as TFDS reads them."""
+  from avjax import data  # pylint: disable=import-outside-toplevel
+  source = data.open_dataset(config.dataset, [split]).sources[split]
+  return [source[i]["id"].decode() if isinstance(source[i]["id"], bytes) else source[i]["id"]
+          for i in range(len(source))]
+
+
+def test_unknown_split_names_the_flag_and_the_splits(tiny_run):
+  from avjax.evaluate import evaluate_workdir  # pylint: disable=import-outside-toplevel
+  for asked, hint in (("tests", r" Did you mean 'test'\?"), ("dev", "")):
+    with pytest.raises(ConfigError, match=rf"^--split '{asked}': synthetic_av/audio_dominant has "
+                                          rf"no such split.{hint} Its splits: "
+                                          r"\['test', 'train', 'validation'\].$"):
+      evaluate_workdir(tiny_run[0], split=asked)
+
+
+def test_prediction_files_and_evaluate_carry_each_examples_id(tiny_run):
+  import csv  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from avjax.evaluate import evaluate_workdir  # pylint: disable=import-outside-toplevel
+  workdir, config = tiny_run
+  stored = _stored_ids(config, "test")
+  for mode in ("audiovisual", "acoustic", "visual"):
+    for name in ("y_pred.csv", "y_true.csv"):
+      rows = list(csv.reader(open(os.path.join(workdir, "predictions", "test", mode, name))))
+      assert rows[0][:2] == ["index", "id"], rows[0]
+      assert [(int(r[0]), r[1]) for r in rows[1:]] == list(enumerate(stored))
+  assert stored[0].startswith("test_") and stored != sorted(stored)  # Clip names, not positions.
+  _, _, predictions, _ = evaluate_workdir(workdir, split="validation")
+  expected = _stored_ids(config, "validation")
+  assert [expected[i] for i in predictions["index"]] == predictions["id"].tolist()
+  assert predictions["id"].dtype.kind == "U" and len(np.unique(predictions["id"])) == len(expected)
 
 
 @pytest.mark.parametrize("module,needle", [

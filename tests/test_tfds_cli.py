@@ -1,4 +1,5 @@
-"""`python -m avjax.tfds build` (the tfds CLI without TensorFlow) builds a dataset folder."""
+"""`python -m avjax.tfds build` (the tfds CLI without TensorFlow) builds a dataset folder; its
+--help, manual-download checks and first-build messages."""
 
 import os
 import subprocess
@@ -15,6 +16,13 @@ def test_tfds_build_cli_without_tensorflow(tmp_path):
        "--config=complementary", f"--data_dir={tmp_path}"],
       cwd=REPO, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
+  # A first build says what it does in avjax's words, without TFDS's alarming download lines.
+  output = result.stdout + result.stderr
+  for alarming in ("has no dataset_info.json", "Downloading and preparing",
+                   "download: Unknown size", "downloaded and prepared"):
+    assert alarming not in output, output[:3000]
+  assert "Building synthetic_av/complementary/1.0.0 from generated signals" in result.stdout
+  assert f"Built synthetic_av/complementary/1.0.0 in {tmp_path}" in result.stdout
   import data_builders.synthetic_av  # noqa: F401  (registers the builder for reading)
   source = tfds.data_source("synthetic_av/complementary", split="test", data_dir=str(tmp_path))
   assert len(source) == 400
@@ -37,6 +45,7 @@ def test_bad_manual_dir_ends_with_one_message(tmp_path):
     assert result.returncode == 2, (manual_dir, result.stderr[-2000:])
     assert "avjax.tfds: error:" in result.stderr and expected in result.stderr, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
+  assert not (tmp_path / "data").exists()  # A failed first build leaves no folder behind.
 
 
 def test_help_names_avjax_builders_configs_and_environment():

@@ -298,3 +298,20 @@ def test_step_rows_and_whole_epoch_means_across_a_mid_epoch_resume(data_dir, tmp
   from tests.test_fault_tolerance import _event_steps  # pylint: disable=import-outside-toplevel
   events = _event_steps(os.path.join(straight, "tensorboard", "pictures"))
   assert [e for e in events if e[0] != "purge"] == [("contributions", 6), ("contributions", 6)]
+
+
+def test_console_shows_each_tasks_headline_metrics(data_dir):
+  from avjax.config import base_config  # pylint: disable=import-outside-toplevel
+  from avjax.tasks import make_task  # pylint: disable=import-outside-toplevel
+  # A dimensional run's log lines, table and plot show CCC per attribute, not only the loss.
+  regression = base_config()
+  regression.task.name, regression.task.targets = "regression", ("arousal", "valence", "dominance")
+  assert make_task(regression).columns() == ("loss", "ccc_mean", "ccc_arousal", "ccc_valence",
+                                             "ccc_dominance")
+  # A report of many per-class numbers (CM-VQVAE's) keeps its log line to the headline ones.
+  classification = make_task(tiny_config(data_dir)).columns()
+  report = {"loss": 1.0, "accuracy": 0.5, **{f"accuracy_class_{k}": 0.1 for k in range(40)}}
+  brief = train_lib._brief  # pylint: disable=protected-access
+  assert brief(report, classification) == "loss=1.0000, accuracy=0.5000"
+  # A method's own logged values are plotted beside them (OGM-GE's coefficients).
+  assert {"ogm_coeff_audio", "ogm_coeff_visual"} <= set(METHODS.get("ogm_ge").diagnostics)

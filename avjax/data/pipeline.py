@@ -198,19 +198,29 @@ class _LocalBatches:
   """
 
   def __init__(self, source: Any, transform: ExampleTransform, *, size: int, host: int,
-               hosts: int, key: np.ndarray | None = None):
+               hosts: int, key: np.ndarray | None = None, ids: bool = False):
     self._source = source
     self._transform = transform
     self._size = size
     self._host = host
     self._hosts = hosts
     self._key = key
+    self._ids = ids
 
   def __call__(self, b: int) -> dict[str, np.ndarray]:
     positions = [self._host + self._hosts * (b * self._size + j) for j in range(self._size)]
     records = [self._source[p] for p in positions]
     rngs = [None if self._key is None else example_rng(self._key, p) for p in positions]
-    return self._transform.batch(records, rngs)
+    batch = self._transform.batch(records, rngs)
+    if self._ids and all("id" in r for r in records):
+      batch["id"] = np.array([example_id(r["id"]) for r in records], np.str_)
+    return batch
+
+
+def example_id(stored: Any) -> str:
+  """A record's 'id' feature (TFDS Text: bytes, or str) as text."""
+  stored = stored.item() if isinstance(stored, np.ndarray) else stored
+  return stored.decode("utf-8", "replace") if isinstance(stored, bytes) else str(stored)
 
 
 def _read_options(num_workers: int, cores: int | None = None) -> grain.ReadOptions:
@@ -254,12 +264,16 @@ def train_batches(source: Any, plan: EpochPlan, transform: ExampleTransform, *, 
 
 
 def eval_batches(source: Any, transform: ExampleTransform, *, global_batch_size: int,
-                 num_workers: int = 0) -> Iterator[dict[str, np.ndarray]]:
-  """This host's batches of a whole split, padded to full global batches (`valid` marks real ones)."""
+                 num_workers: int = 0, ids: bool = False) -> Iterator[dict[str, np.ndarray]]:
+  """This host's batches of a whole split, padded to full global batches (`valid` marks real ones).
+
+  `ids`: batches also hold 'id' (B,) str, each record's example id (the builders' 'id' feature: the
+  clip name) when the dataset has one; host-side bookkeeping, never an input of a jitted step.
+  """
   hosts, host = jax.process_count(), jax.process_index()
   num_batches = -(-len(source) // global_batch_size)
   read = _LocalBatches(_PaddedSource(source, num_batches * global_batch_size), transform,
-                       size=global_batch_size // hosts, host=host, hosts=hosts)
+                       size=global_batch_size // hosts, host=host, hosts=hosts, ids=ids)
   return _finish(grain.MapDataset.range(num_batches).map(read), num_workers)
 
 

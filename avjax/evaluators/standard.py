@@ -9,9 +9,10 @@
   ablation       the task's report of the model run with every other modality masked out
                  (`accuracy_only_audio`, ...): masked-input uni-modal performance, a different
                  quantity from the head-slice `accuracy_audio`.
-  predictions    per-example predictions with the example's index in its split, as VAVL's
-                 train.py writes them: <workdir>/predictions/<split>/{audiovisual,acoustic,visual}/
-                 y_pred.csv, y_true.csv (+ confusion.csv for classes), for the listed splits.
+  predictions    per-example predictions with the example's index in its split and its id (the
+                 clip name, when the dataset has one), as VAVL's train.py writes them:
+                 <workdir>/predictions/<split>/{audiovisual,acoustic,visual}/y_pred.csv,
+                 y_true.csv (+ confusion.csv for classes), for the listed splits.
 """
 
 from __future__ import annotations
@@ -114,14 +115,18 @@ class PredictionSettings:
   splits: tuple = ("test",)
 
 
-def _write_csv(path: str, header: list[str], rows: np.ndarray, index: np.ndarray) -> None:
+def _write_csv(path: str, header: list[str], rows: np.ndarray, index: np.ndarray,
+               ids: np.ndarray | None = None) -> None:
+  """`index` (and `id` when `ids` is given) then `header`'s columns, one line per row."""
   tmp = path + ".tmp"
+  keys = ([[int(i)] for i in index] if ids is None
+          else [[int(i), str(e)] for i, e in zip(index, ids)])
   with open(tmp, "w", newline="") as f:
     writer = csv.writer(f)
-    writer.writerow(["index"] + header)
-    for i, row in zip(index, rows):
-      writer.writerow([int(i)] + [repr(float(x)) if isinstance(x, (float, np.floating)) else x
-                                  for x in np.atleast_1d(row).tolist()])
+    writer.writerow(["index"] + ([] if ids is None else ["id"]) + header)
+    for key, row in zip(keys, rows):
+      writer.writerow(key + [repr(float(x)) if isinstance(x, (float, np.floating)) else x
+                             for x in np.atleast_1d(row).tolist()])
   os.replace(tmp, path)
 
 
@@ -129,9 +134,11 @@ def write_predictions(directory: str, target_names: tuple[str, ...] | None,
                       predictions: dict[str, np.ndarray], modes: dict[str, str],
                       info: dict[str, Any]) -> None:
   """y_pred.csv / y_true.csv (+ confusion.csv) per mode under `directory`, rows keyed by the
-  example's index in its split; `target_names` None for classes, else the regression targets."""
+  example's index in its split and, when the dataset has them, its id (`predictions['id']`, the
+  clip name); `target_names` None for classes, else the regression targets."""
   order = np.argsort(predictions["index"], kind="stable")
   index = predictions["index"][order]
+  ids = np.asarray(predictions["id"])[order] if "id" in predictions else None
   classify = target_names is None
   if classify:
     truth = np.asarray(predictions.get("target", predictions["label"]))[order].astype(np.int64)
@@ -144,8 +151,8 @@ def write_predictions(directory: str, target_names: tuple[str, ...] | None,
     os.makedirs(folder, exist_ok=True)
     preds = np.asarray(predictions[key])[order]
     header = [str(c) for c in range(preds.shape[-1])] if classify else list(target_names)
-    _write_csv(os.path.join(folder, "y_pred.csv"), header, preds, index)
-    _write_csv(os.path.join(folder, "y_true.csv"), true_header, truth, index)
+    _write_csv(os.path.join(folder, "y_pred.csv"), header, preds, index, ids)
+    _write_csv(os.path.join(folder, "y_true.csv"), true_header, truth, index, ids)
     if classify:
       keep = truth >= 0
       cm = metrics_lib.confusion_matrix(truth[keep], preds[keep], preds.shape[-1])

@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from data_builders.common.config import ClipConfig, env_strict, env_workers, make_config
+from data_builders.common.messages import BuildMessages
 from data_builders.common.parallel import DEFAULT_TARGET, ClipRunner
 from data_builders.common.report import BuildReport
 from data_builders.common.storage import uncompressed_array_records
@@ -70,7 +71,7 @@ def media_features(cfg: ClipConfig) -> dict[str, tfds.features.FeatureConnector]
   return out
 
 
-class ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class ClipBuilder(BuildMessages, tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Base of the manual-download audio-visual builders (not registered itself).
 
   num_workers: decoding processes (None: $AVJAX_BUILD_WORKERS, else the usable CPUs; 0 decodes in

@@ -33,6 +33,7 @@ except ImportError:  # `tfds build data_builders/synthetic_av` from a source che
   from avjax.media import audio as audio_lib
 from avjax.media import flow as flow_lib
 from data_builders.common import storage
+from data_builders.common.messages import BuildMessages
 
 from . import signals
 
@@ -247,13 +248,14 @@ def make_example(cfg: SyntheticAVConfig, split: str, index: int) -> dict[str, An
   }
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(BuildMessages, tfds.core.GeneratorBasedBuilder):
   """DatasetBuilder for synthetic_av (registered with TFDS as 'synthetic_av')."""
 
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Initial release: audio_dominant, balanced, debiased, complementary.'}
   BUILDER_CONFIGS = BUILDER_CONFIGS
   DEFAULT_BUILDER_CONFIG_NAME = 'audio_dominant'
+  BUILD_SOURCE = 'generated signals (nothing to download)'
 
   def __init__(self, *, file_format: str | tfds.core.FileFormat | None = None, **kwargs: Any):
     super().__init__(file_format=file_format, **kwargs)

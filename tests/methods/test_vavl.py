@@ -272,4 +272,4 @@ def test_vavl_msp_smoke_through_main(tmp_path, data_dir):
   test_dir = workdir / "predictions" / "test"
   for mode in ("audiovisual", "acoustic", "visual"):
     header = next(csv.reader(open(test_dir / mode / "y_pred.csv")))
-    assert header == ["index", "arousal", "valence", "dominance"]
+    assert header == ["index", "id", "arousal", "valence", "dominance"]
