@@ -166,9 +166,9 @@ def make_eval_step(graphs: Graphs, config: ml_collections.ConfigDict,
       inputs = cast_floats(inputs, model_fns.compute_dtype)
 
     def run(model):
-      output = model(inputs, modality_mask=batch.get("modality_mask"))
       if predict is not None:
-        output = predict(output, state.method_state)
+        model = evaluators_lib.Predicting(model, predict, state.method_state)
+      output = model(inputs, modality_mask=batch.get("modality_mask"))
       return output, evaluators_lib.outputs(evaluators, model, batch, output)
 
     (output, extra), _ = model_fns.apply(state.params, state.model_state, run, train=False)

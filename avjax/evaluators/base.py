@@ -65,7 +65,9 @@ class Evaluator:
 
   def outputs(self, model: nnx.Module, batch: dict[str, jax.Array],
               output: ModelOutput) -> dict[str, jax.Array]:
-    """Per-example arrays (leading axis B), traced inside the eval step (eval mode)."""
+    """Per-example arrays (leading axis B), traced inside the eval step (eval mode). Calling
+    `model(inputs, modality_mask=...)` gives the output the method predicts with (its inference
+    rule, `Method.predict`, applied); its other attributes are the model's own."""
     return {}
 
   def report(self, predictions: dict[str, np.ndarray]) -> dict[str, float]:
@@ -107,9 +109,25 @@ def build(config: ml_collections.ConfigDict, task: Task) -> list[Evaluator]:
           for name, section in config.evals.items()]
 
 
+class Predicting:
+  """`model` as evaluators see it: a call's output goes through the method's inference rule
+  (`predict(output, method_state)`), so a masked-input or noisy-input pass measures what the
+  method predicts with (e.g. ReconBoost's own ensemble head, DI-MML's certainty weighting), not a
+  fusion head the method never trained. Other attributes are the model's."""
+
+  def __init__(self, model: nnx.Module, predict: Callable[[Any, Any], Any], method_state: Any):
+    self._model, self._predict, self._method_state = model, predict, method_state
+
+  def __call__(self, *args, **kwargs) -> ModelOutput:
+    return self._predict(self._model(*args, **kwargs), self._method_state)
+
+  def __getattr__(self, name: str) -> Any:
+    return getattr(self._model, name)
+
+
 def outputs(evaluators: list[Evaluator], model: nnx.Module, batch: dict[str, jax.Array],
             output: ModelOutput) -> dict[str, jax.Array]:
-  """Every evaluator's per-example arrays (traced)."""
+  """Every evaluator's per-example arrays (traced); `model` may be a `Predicting` view."""
   out: dict[str, jax.Array] = {}
   for evaluator in evaluators:
     out.update(evaluator.outputs(model, batch, output))

@@ -14,8 +14,8 @@ modality missing.
 
 Effective robustness (relative robustness beyond what the clean accuracy predicts) compares
 models: the leaderboard fits relative robustness against clean accuracy over the methods of a
-dataset and reports each method's residual (avjax/leaderboard.py). Like `ablation`, the evaluator
-runs the model itself, without the method's inference rule (Method.predict).
+dataset and reports each method's residual (avjax/leaderboard.py). Like `ablation`, its passes go
+through the method's inference rule (Method.predict): they measure what the method predicts with.
 """
 
 from __future__ import annotations
