@@ -14,7 +14,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "scripts", "benchmark.py")
 
 # tests/helpers.tiny_config's sizes as flags, so the session's tiny dataset build is shared.
-TINY = ("--config.model.widths=(4,8,8,8)", "--config.input.image_size=16",
+TINY = ("--config.model.av_resnet.widths=(4,8,8,8)", "--config.input.image_size=16",
         "--config.dataset.build_overrides.num_train=96",
         "--config.dataset.build_overrides.num_validation=32",
         "--config.dataset.build_overrides.num_test=32", "--config.train.batch_size=16")

@@ -231,7 +231,7 @@ class LFM(Method):
 
   def init_state(self, params: Any) -> Any:
     if self.settings.schedule == "learnable":  # Fails here (before compiling) if it is missing.
-      input_kernel(params, self.model, self.config.model.audio_channels)
+      input_kernel(params, self.model, dict(self.model.input_channels)["audio"])
     return {"alpha": jnp.asarray(self.initial_alpha(), jnp.float32),
             "lr_alpha": jnp.asarray(self.settings.lr_alpha, jnp.float32),
             "hvp": jnp.zeros((), jnp.float32)}
@@ -247,7 +247,8 @@ class LFM(Method):
     plan = EpochPlan(fit[np.random.default_rng([ctx.seed, e]).permutation(len(fit))])
     previous = jax.device_get(ctx.state.method_state)
     alpha = np.asarray(previous["alpha"], np.float64)
-    out = ctx.run(HVPPass(self.model, self.config.model.audio_channels, self.settings.variant,
+    audio_channels = dict(self.model.input_channels)["audio"]
+    out = ctx.run(HVPPass(self.model, audio_channels, self.settings.variant,
                           self.settings.alignment, self.config.task.labels), "train",
                   held[:ALPHA_BATCH])
     s = float(alpha[0] * out["hvp_cls"][0] + alpha[1] * out["hvp_align"][0])

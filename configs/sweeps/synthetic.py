@@ -75,7 +75,7 @@ def get_config(arg: str | None = None):
     c.overrides["dataset"]["build_overrides"].update(num_train=192, num_validation=64, num_test=128,
                                                      image_size=16)
     c.overrides["train"].update(num_epochs=6, batch_size=16, log_every_steps=4)
-    c.overrides["model"] = {"widths": (4, 8, 8, 8)}
+    c.overrides["model"] = {"av_resnet": {"widths": (4, 8, 8, 8)}}
     c.overrides["input"] = {"image_size": 16}
   elif arg == "smoke":  # Seconds per run: tests and a first look.
     c.description = "Smoke size (1 epoch of 96 clips): checks the machinery, not the methods."
@@ -83,7 +83,7 @@ def get_config(arg: str | None = None):
     c.overrides["dataset"]["build_overrides"].update(num_train=96, num_validation=32, num_test=32,
                                                      image_size=16)
     c.overrides["train"].update(num_epochs=1, batch_size=16, log_every_steps=2)
-    c.overrides["model"] = {"widths": (4, 8, 8, 8)}
+    c.overrides["model"] = {"av_resnet": {"widths": (4, 8, 8, 8)}}
     c.overrides["input"] = {"image_size": 16}
   elif arg:
     raise ValueError(f"Unknown config argument {arg!r}; use 'small', 'smoke' or nothing.")
