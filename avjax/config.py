@@ -66,7 +66,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.input.modality_dropout = 0.0  # Per-example probability of zeroing each modality (training).
   # What the model's audio slot reads: 'audio' (the stored spectrogram) or 'flow' (UCF101's
   # optical flow frames, sampled, cropped and flipped with the RGB frames; needs
-  # model.audio_encoder='frames').
+  # model.av_resnet.audio_encoder='frames').
   c.input.audio_source = "audio"
   c.input.num_workers = 0  # grain worker processes (0: decode in the main process).
 

@@ -12,7 +12,8 @@ from typing import Any, Callable, Iterable
 import ml_collections
 from flax import nnx
 
-from avjax.models.class_mask import ClassMaskClassifier, is_additive
+from avjax.models import modality_heads
+from avjax.models.class_mask import ClassMaskClassifier
 from avjax.models.classifier import AVClassifier
 from avjax.models.contract import ModelInfo, ModelSpec, model_info
 from avjax.models.fusion import FUSIONS
@@ -49,7 +50,7 @@ def _av_resnet_capabilities(config: ml_collections.ConfigDict) -> set[str]:
   formed = config.model.fusion in ("film", "gated")
   if not formed or config.model.fusion_kwargs.get("form", "ogm_ge") == "mmcosine":
     caps.add("cosine_head")  # A per-modality slice of the final weight.
-  if is_additive(config.model.fusion, config.model.fusion_kwargs.get("form", "ogm_ge")):
+  if modality_heads.sums_modality_logits(config):
     caps.add("class_mask")  # The fused logits are the sum of the modality logits.
   return caps
 
