@@ -58,7 +58,7 @@ def test_tiny_benchmark_reports_positive_numbers(data_dir, tmp_path):
   assert numbers["time_to_first_step_s"] > numbers["train_compile_s"]
   assert numbers["device_memory"] is None or all(
       v >= 0 for v in numbers["device_memory"].values())
-  assert payload["config"]["model"]["widths"] == [4, 8, 8, 8]
+  assert payload["config"]["model"]["av_resnet"]["widths"] == [4, 8, 8, 8]
 
 
 def test_bad_arguments_fail_cleanly(data_dir, tmp_path):
