@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 from absl import app, flags
 from ml_collections import config_flags
 
-from avjax.config import method_sections, with_method
+from avjax.config import method_sections, moved_key_hint, with_method
 from avjax.registry import ConfigError
 
 
@@ -50,6 +50,9 @@ def parse_flags(argv: list[str]) -> list[str]:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     text = f"{lines[0]} {lines[-1]}" if "Traceback" in text and lines else " ".join(lines)
     if isinstance(e, (AttributeError, KeyError)):
+      moved = moved_key_hint(argv)
+      if moved:
+        fail(moved)
       fail(f"Unknown config key {text}\nCheck the key against the config file (every key is "
            "documented there); `--config.a.b=value` only sets existing keys.")
     fail(text)

@@ -7,6 +7,7 @@ Every `configs/*.py` calls `base_config()` and edits values; the tree is locked,
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Iterable
 
 import ml_collections
@@ -65,7 +66,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.input.modality_dropout = 0.0  # Per-example probability of zeroing each modality (training).
   # What the model's audio slot reads: 'audio' (the stored spectrogram) or 'flow' (UCF101's
   # optical flow frames, sampled, cropped and flipped with the RGB frames; needs
-  # model.audio_encoder='frames').
+  # model.av_resnet.audio_encoder='frames').
   c.input.audio_source = "audio"
   c.input.num_workers = 0  # grain worker processes (0: decode in the main process).
 
@@ -95,14 +96,19 @@ def base_config() -> ml_collections.ConfigDict:
   # film / gated only: 'ogm_ge' (asymmetric, as OGM-GE) or 'mmcosine' (symmetric, as MMCosine).
   c.model.fusion_kwargs.form = "ogm_ge"
   c.model.fusion_kwargs.condition = "audio"  # ogm_ge-form film / gated: the conditioning modality.
-  c.model.widths = (64, 128, 256, 512)  # ResNet-18 stage widths (reference values).
-  c.model.init = "ogm_ge"  # 'ogm_ge' or 'mmcosine' initialisation scheme.
-  c.model.visual_channels = 3
-  # av_resnet's audio slot: 'spectrogram' ((B, F, T, C) image) or 'frames' ((B, T, H, W, C) frames
-  # through a frame encoder, e.g. optical flow with audio_channels=2).
-  c.model.audio_encoder = "spectrogram"
-  c.model.audio_channels = 1
-  c.model.remat = False  # av_resnet: recompute each residual block in the backward pass (memory).
+  # Each model's own settings sit under config.model.<model name> (vat, vavl, auxformer, cmvqvae,
+  # av_resnetse: set by their config files). av_resnet's are here; its variants av_resnet_mmtm and
+  # av_resnet_aug read the same section (the same encoders; their extras are method overrides).
+  c.model.av_resnet = ml_collections.ConfigDict()
+  c.model.av_resnet.widths = (64, 128, 256, 512)  # ResNet-18 stage widths (reference values).
+  c.model.av_resnet.init = "ogm_ge"  # 'ogm_ge' or 'mmcosine' initialisation scheme.
+  c.model.av_resnet.visual_channels = 3
+  # The audio slot: 'spectrogram' ((B, F, T, C) image) or 'frames' ((B, T, H, W, C) frames through
+  # a frame encoder, e.g. optical flow with audio_channels=2).
+  c.model.av_resnet.audio_encoder = "spectrogram"
+  c.model.av_resnet.audio_channels = 1
+  # Recompute each residual block in the backward pass (memory); av_resnet only.
+  c.model.av_resnet.remat = False
 
   c.method = ml_collections.ConfigDict()
   c.method.name = "baseline"
@@ -161,7 +167,7 @@ def apply_smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.input.num_frames = 2
   c.input.audio_crop_seconds = 0.0  # synthetic_av's spectrograms are already short.
   c.input.image_size = 32
-  c.model.widths = (8, 16, 32, 64)
+  c.model.av_resnet.widths = (8, 16, 32, 64)
   c.train.batch_size = 32
   c.train.num_epochs = 2
   c.train.log_every_steps = 4
@@ -176,7 +182,7 @@ _ONE_OF = {
     "train.compute_dtype": ("float32", "bfloat16"),
     "input.frame_sampling": ("segment", "ks", "ks_no_short", "ave", "random", "mmcosine_vox"),
     "input.audio_source": ("audio", "flow"),
-    "model.audio_encoder": ("spectrogram", "frames"),
+    "model.av_resnet.audio_encoder": ("spectrogram", "frames"),
     "train.best_mode": ("max", "min"),
     "mesh.distributed": ("auto", "on", "off"),
 }
@@ -186,8 +192,8 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Checks what can be checked before any data is read or anything compiled; returns the config
   to run: `with_method(c)`, i.e. config.method with the chosen method's settings only."""
   for key, allowed in _ONE_OF.items():
-    section, name = key.split(".")
-    value = c[section][name]
+    *sections, name = key.split(".")
+    value = functools.reduce(lambda d, k: d[k], sections, c)[name]
     if value not in allowed:
       raise ConfigError(f"config.{key}={value!r} is not one of {allowed}.")
   if c.train.grad_accum_steps < 1:
@@ -220,9 +226,9 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   protocol.validate(c)
   from avjax import methods, models  # Late import: registries fill on import.
   models.MODELS.get(c.model.name)
-  if c.model.remat and c.model.name != "av_resnet":
+  if c.model.av_resnet.remat and c.model.name != "av_resnet":
     key = models.MODELS.get(c.model.name).remat_key
-    raise ConfigError("config.model.remat is for the av_resnet model; "
+    raise ConfigError("config.model.av_resnet.remat is for the av_resnet model; "
                       + (f"{c.model.name!r} takes recomputation as config.{key}."
                          if key else f"{c.model.name!r} has no recomputation option."))
   models.check_fusion(c.model.fusion)
@@ -298,9 +304,11 @@ def upgrade_saved(saved: dict) -> dict:
   keys: the emotion methods' config.method.task ('categorical': classification on the soft labels;
   'dimensional': regression of arousal / valence / dominance with the CCC loss) and vat_finetune's
   task settings move to config.task; what each method evaluated becomes config.evals (with the
-  contributions' value_fn and CM-VQVAE's num_pictures). Newer configs come back unchanged."""
+  contributions' value_fn and CM-VQVAE's num_pictures); av_resnet's top-level config.model keys
+  move under config.model.av_resnet (`_upgrade_model`). Newer configs come back unchanged."""
   out = copy.deepcopy(saved)
   _upgrade_protocol(out)
+  _upgrade_model(out)
   method = out.setdefault("method", {})
   if "evals" not in out:  # Before config.evals: what the method evaluated, with its settings.
     evals = copy.deepcopy(_LEGACY_EVALS.get(method.get("name"),
@@ -341,6 +349,52 @@ def _upgrade_protocol(out: dict) -> None:
     train["select_on"] = "test" if on_test else "validation"
 
 
+# av_resnet's settings, top-level config.model keys before they moved under config.model.av_resnet.
+AV_RESNET_KEYS = ("widths", "init", "visual_channels", "audio_encoder", "audio_channels", "remat")
+# Old override -> its key today (python -m avjax.main --config.model.widths=... names the new one).
+MOVED_KEYS = {f"model.{k}": f"model.av_resnet.{k}" for k in AV_RESNET_KEYS}
+
+
+def _upgrade_model(out: dict) -> None:
+  """Before config.model.<model name> sections: av_resnet's top-level keys go under
+  config.model.av_resnet; the ones other models read from there too go to their own sections
+  (av_resnetse's `init`, CM-VQVAE's ablation-4 `widths`)."""
+  model = out.get("model")
+  if not isinstance(model, dict) or "av_resnet" in model:
+    return
+  old = {k: model.pop(k) for k in AV_RESNET_KEYS if k in model}
+  if not old:
+    return
+  section = json_ready(base_config().model.av_resnet.to_dict())
+  section.update(old)
+  model["av_resnet"] = section
+  if isinstance(model.get("av_resnetse"), dict):
+    model["av_resnetse"].setdefault("init", section["init"])
+  if isinstance(model.get("cmvqvae"), dict):
+    model["cmvqvae"].setdefault("widths", section["widths"])
+
+
+def json_ready(tree: dict) -> dict:
+  """A config dict as config.json stores it (tuples as lists)."""
+  return {k: json_ready(v) if isinstance(v, dict) else list(v) if isinstance(v, tuple) else v
+          for k, v in tree.items()}
+
+
+def moved_key_hint(argv: Iterable[str]) -> str | None:
+  """One line naming today's key for a command-line override of a key that moved (MOVED_KEYS), or
+  None: `--config.model.widths=(8,16,32,64)` -> use --config.model.av_resnet.widths."""
+  for arg in argv:
+    name = arg.lstrip("-").split("=", 1)[0]
+    flag, _, key = name.partition(".")
+    if key in MOVED_KEYS:
+      return (f"config.{key} moved: model settings sit under config.model.<model name>; use "
+              f"--{flag}.{MOVED_KEYS[key]} (av_resnet, av_resnet_mmtm, av_resnet_aug)"
+              + (f", or --{flag}.model.cmvqvae.widths for CM-VQVAE's ablation 4"
+                 if key == "model.widths" else "")
+              + (f", or --{flag}.model.av_resnetse.init" if key == "model.init" else "") + ".")
+  return None
+
+
 def method_sections(c: ml_collections.ConfigDict) -> dict[str, ml_collections.ConfigDict]:
   """config.method.<method name> sections: settings used only when that method runs."""
   return {k: v for k, v in c.method.items() if isinstance(v, (dict, ml_collections.ConfigDict))}
@@ -376,20 +430,21 @@ def with_method(c: ml_collections.ConfigDict, name: str | None = None,
 def _check_audio_source(c: ml_collections.ConfigDict) -> None:
   """Optical flow in the audio slot needs a frame encoder and none of the spectrogram options; a
   frame encoder in the audio slot needs frames there."""
+  m = c.model.av_resnet
   if c.input.audio_source != "flow":
-    if c.model.audio_encoder == "frames":
-      raise ConfigError("config.model.audio_encoder='frames' encodes (T, H, W, C) frames in the "
-                        "audio slot, but config.input.audio_source is 'audio' (spectrograms): set "
-                        "input.audio_source='flow' (a dataset with optical flow, e.g. ucf101) or "
-                        "model.audio_encoder='spectrogram'.")
+    if m.audio_encoder == "frames":
+      raise ConfigError("config.model.av_resnet.audio_encoder='frames' encodes (T, H, W, C) frames "
+                        "in the audio slot, but config.input.audio_source is 'audio' "
+                        "(spectrograms): set input.audio_source='flow' (a dataset with optical "
+                        "flow, e.g. ucf101) or model.av_resnet.audio_encoder='spectrogram'.")
     return
-  if c.model.name != "av_resnet" or c.model.audio_encoder != "frames":
+  if c.model.name != "av_resnet" or m.audio_encoder != "frames":
     raise ConfigError("config.input.audio_source='flow' feeds (T, H, W, 2) flow frames to the "
-                      "audio slot: use config.model.name='av_resnet' with "
-                      "model.audio_encoder='frames' and model.audio_channels=2.")
-  if c.model.audio_channels != 2:
-    raise ConfigError(f"config.model.audio_channels={c.model.audio_channels}, but optical flow has "
-                      "2 channels (u, v): set config.model.audio_channels=2.")
+                      "audio slot: use config.model.name='av_resnet' with model.av_resnet."
+                      "audio_encoder='frames' and model.av_resnet.audio_channels=2.")
+  if m.audio_channels != 2:
+    raise ConfigError(f"config.model.av_resnet.audio_channels={m.audio_channels}, but optical flow "
+                      "has 2 channels (u, v): set config.model.av_resnet.audio_channels=2.")
   spectrogram_only = [k for k in ("spec_augment", "audio_crop_seconds", "eval_audio_crop_seconds")
                       if c.input[k]]
   if c.input.crop_on_device:  # None (automatic) resolves to off for flow.

@@ -22,12 +22,12 @@ from jax.experimental import multihost_utils
 from avjax import config as config_lib
 from avjax import data, sharding
 from avjax import evaluators as evaluators_lib
-from avjax import protocol
+from avjax import protocol, valuation
 from avjax import workdir as workdir_lib
 from avjax import writers
 from avjax.checkpoint import Checkpointer, abstract_like, init_params_from
 from avjax.evaluate import check_best_metric, metric_names, predict
-from avjax.methods.base import EpochContext, heldout_fold
+from avjax.methods.base import Contributions, EpochContext, heldout_fold
 from avjax.preemption import Preempted, PreemptionWatcher
 from avjax.registry import ConfigError
 from avjax.steps import (make_eval_step, make_per_example_fn, make_train_step, normalize_inputs,
@@ -186,8 +186,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
 
   def epoch_context(epoch: int) -> EpochContext:
     return EpochContext(epoch=epoch, seed=config.seed, num_examples=len(train_source),
-                        state=state, model=method.model, run=run, workdir=workdir,
-                        is_chief=is_chief)
+                        state=state, model=method.model, run=run)
 
   plans = data.PlanStore(workdir_lib.plans(workdir), enabled=is_chief)
 
@@ -198,6 +197,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
       plan = plans.load(epoch)  # Saved at the epoch's start: a resumed epoch replays it.
       if start_step == 0 or plan is None:
         update = method.on_epoch_start(epoch_context(epoch))
+        if update.contributions is not None and is_chief:  # Methods return data; files are ours.
+          record_contributions(workdir, epoch, int(state.step), update.contributions)
         # Mid-epoch, the restored checkpoint already holds the state this hook gave the epoch.
         if start_step == 0 and update.method_state is not None:
           state = state.replace(method_state=jax.device_put(
@@ -306,6 +307,14 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
     plotted = keys + present(method.diagnostics)  # And the method's own, e.g. OGM's coefficients.
     print(f"Plot: {writers.plot_metrics(workdir, keys=plotted or None)}")
   return final
+
+
+def record_contributions(workdir: str, epoch: int, step: int, contributions: Contributions) -> None:
+  """Writes the training-set contributions an epoch-start hook returned (methods write no files):
+  valuation/train_epoch_<epoch>_step_<step>.csv (epoch: completed epochs) and a summary.jsonl
+  row."""
+  valuation.write_artifacts(workdir, "train", epoch, step, contributions.predictions,
+                            extra=contributions.extra, summary=contributions.summary, plot=False)
 
 
 def _final_evaluation(config, workdir, checkpointer, writer, evaluate, state, *,

@@ -30,8 +30,9 @@ def get_config(arg: str | None = None):
   c.input.image_size = 224
   c.model.name = "av_resnet"
   c.model.fusion = "concat"  # model/CREMAD_net.py: late-fusion concat head.
-  c.model.init = "ogm_ge"  # kaiming fan_out (the original draws it uniform), xavier, BN 1 / 0.
-  c.model.widths = (64, 128, 256, 512)  # ResNet-18.
+  # kaiming fan_out (the original draws it uniform), xavier, BN 1 / 0.
+  c.model.av_resnet.init = "ogm_ge"
+  c.model.av_resnet.widths = (64, 128, 256, 512)  # ResNet-18.
 
   c.method.name = "agm"
   c.method.variant = "original"

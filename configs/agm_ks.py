@@ -29,8 +29,9 @@ def get_config(arg: str | None = None):
   c.input.image_size = 224
   c.model.name = "av_resnet"
   c.model.fusion = "concat"  # BB's AV classifier: concat head.
-  c.model.init = "mmcosine"  # BB: kaiming fan_out, BN gamma ~ N(1, 0.02) (resnet18_encoder.py).
-  c.model.widths = (64, 128, 256, 512)
+  # BB: kaiming fan_out, BN gamma ~ N(1, 0.02) (resnet18_encoder.py).
+  c.model.av_resnet.init = "mmcosine"
+  c.model.av_resnet.widths = (64, 128, 256, 512)
 
   c.method.name = "agm"
   c.method.variant = "balancebenchmark"

@@ -31,8 +31,9 @@ def get_config(arg: str | None = None):
   c.input.crop_scale = (0.08, 1.0)
   c.model.name = "av_resnet"
   c.model.fusion = "concat"  # BB's AMCo slices the concat head (avclassify_model.py:366-376).
-  c.model.init = "mmcosine"  # BB: PyTorch-default Linear, kaiming(fan_out) conv, BN N(1, 0.02).
-  c.model.widths = (64, 128, 256, 512)  # ResNet-18 encoders.
+  # BB: PyTorch-default Linear, kaiming(fan_out) conv, BN N(1, 0.02).
+  c.model.av_resnet.init = "mmcosine"
+  c.model.av_resnet.widths = (64, 128, 256, 512)  # ResNet-18 encoders.
 
   c.method.name = "amco"
   c.method.sigma = 0.5  # trainer_config.yaml AMCo sigma.

@@ -28,7 +28,7 @@ def get_config(arg: str | None = None):
   c.input.crop_scale = (0.08, 1.0)
   c.model.name = "av_resnet_aug"
   c.model.fusion = "sum"  # The prediction is beta o_a + (1 - beta) o_v: no fusion layer.
-  c.model.widths = (64, 128, 256, 512)  # ResNet-18; classifiers 512 -> 256 -> C.
+  c.model.av_resnet.widths = (64, 128, 256, 512)  # ResNet-18; classifiers 512 -> 256 -> C.
 
   c.method.name = "aug"
   c.method.confidence = "paper"  # The paper's s_a - sigma s_v vs tau ('code': S_a / S_v vs lam).

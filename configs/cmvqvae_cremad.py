@@ -13,7 +13,7 @@ partition) and point dataset.config at that build, e.g. 'cmvqvae-split_orderspea
 
 Ablations (model.cmvqvae.ablation, the reference's base_type): 0 proposed, 1 no VQ / reconstruction /
 mask, 2 no mask, 3 no VQ / reconstruction (mask on the continuous features), 4 two ResNet-18s
-(model.widths) with an MLP head. model.cmvqvae.mode: 'multimodal', 'visual-only' (the reference's
+(model.cmvqvae.widths) with an MLP head. model.cmvqvae.mode: 'multimodal', 'visual-only' (the reference's
 'image-only') or 'audio-only'.
 """
 
@@ -37,9 +37,9 @@ def get_config(arg: str | None = None):
   c.input.mean = (0.0, 0.0, 0.0)  # ToTensor only: frames in [0, 1], not normalised.
   c.input.std = (1.0, 1.0, 1.0)
   c.model.name = "cmvqvae"
-  c.model.widths = (64, 128, 256, 512)  # Ablation 4 only: torchvision ResNet-18.
   c.model.cmvqvae = ml_collections.ConfigDict(dict(
       ablation=0,  # main.py base_type = 0 (the proposed model).
+      widths=(64, 128, 256, 512),  # Ablation 4 only: torchvision ResNet-18's stage widths.
       mode="multimodal",  # main.py mode.
       num_hiddens=128,  # main.py num_hiddens.
       num_residual_hiddens=32,  # main.py num_residual_hiddens.
@@ -75,9 +75,9 @@ def get_config(arg: str | None = None):
     apply_smoke(c)
     c.input.num_frames = 1
     c.input.image_size = 32  # 32x32 frames / 4 = 8 = 64x64 synthetic spectrogram / 8.
-    c.model.widths = (8, 16, 32, 64)
-    c.model.cmvqvae.update(dict(num_hiddens=16, num_residual_hiddens=8, embedding_dim=8,
-                                num_embeddings=32, latent_size=(8, 8), fc_hidden=32))
+    c.model.cmvqvae.update(dict(widths=(8, 16, 32, 64), num_hiddens=16, num_residual_hiddens=8,
+                                embedding_dim=8, num_embeddings=32, latent_size=(8, 8),
+                                fc_hidden=32))
     c.evals.cmvqvae.num_pictures = 2
   elif arg:
     raise ValueError(f"Unknown config argument {arg!r}; use 'smoke' or nothing.")

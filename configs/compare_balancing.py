@@ -35,8 +35,8 @@ def get_config(arg: str | None = None):
   c.input.num_frames = 2
   c.input.crop_scale = (0.5, 1.0)
   c.model.fusion = "concat"
-  c.model.init = "ogm_ge"  # The same init for every method, MMCosine included.
-  c.model.widths = (8, 16, 32, 64)
+  c.model.av_resnet.init = "ogm_ge"  # The same init for every method, MMCosine included.
+  c.model.av_resnet.widths = (8, 16, 32, 64)
 
   # scripts/compare_balancing.py runs each method in turn; each uses its own section below
   # (e.g. --config.method.mmcosine.scaling=10 on the command line).

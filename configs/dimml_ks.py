@@ -29,8 +29,9 @@ def get_config(arg: str | None = None):
   c.input.crop_scale = (0.08, 1.0)
   c.model.name = "av_resnet"
   c.model.fusion = "concat"  # Stage 2: ConcatFusion, Linear(1024 -> C) (main_CFT_stage2.py:230).
-  c.model.init = "mmcosine"  # Stage 1 applies no weight_init: backbone's own init, torch Linears.
-  c.model.widths = (64, 128, 256, 512)
+  # Stage 1 applies no weight_init: backbone's own init, torch Linears.
+  c.model.av_resnet.init = "mmcosine"
+  c.model.av_resnet.widths = (64, 128, 256, 512)
 
   c.method.name = "dimml"
   c.method.stage = 1

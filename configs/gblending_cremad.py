@@ -32,7 +32,7 @@ def get_config(arg: str | None = None):
   c.input.image_size = 224
   c.model.name = "av_resnet"
   c.model.fusion = "concat"  # BB's default fusion; the paper's late fusion is a concat head.
-  c.model.widths = (64, 128, 256, 512)  # ResNet-18 encoders.
+  c.model.av_resnet.widths = (64, 128, 256, 512)  # ResNet-18 encoders.
 
   c.method.name = "gblending"
   c.method.super_epoch = 10  # trainer_config.yaml:34-39 (method: online, super_epoch: 10).

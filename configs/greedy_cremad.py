@@ -31,8 +31,9 @@ def get_config(arg: str | None = None):
   c.input.crop_scale = (0.08, 1.0)
   c.model.name = "av_resnet_mmtm"
   c.model.fusion = "concat"  # BB's head (used by variant 'balancebenchmark' only).
-  c.model.init = "mmcosine"  # BB: conv kaiming fan_out, BN gamma ~ N(1, 0.02), torch Linears.
-  c.model.widths = (64, 128, 256, 512)
+  # BB: conv kaiming fan_out, BN gamma ~ N(1, 0.02), torch Linears.
+  c.model.av_resnet.init = "mmcosine"
+  c.model.av_resnet.widths = (64, 128, 256, 512)
 
   c.method.name = "greedy"
   c.method.variant = "original"  # GRD: MMTM after layers 2-4, per-branch heads, summed CE.

@@ -32,8 +32,8 @@ def get_config(arg: str | None = None):
   c.input.flip = True
   c.model.name = "av_resnet"
   c.model.fusion = "concat"  # basic_model.py: head = Linear(1024, n_classes) on [a; v].
-  c.model.init = "ogm_ge"  # main.py: model.apply(weight_init) (OGM-GE's utils).
-  c.model.widths = (64, 128, 256, 512)  # ResNet-18.
+  c.model.av_resnet.init = "ogm_ge"  # main.py: model.apply(weight_init) (OGM-GE's utils).
+  c.model.av_resnet.widths = (64, 128, 256, 512)  # ResNet-18.
 
   c.method.name = "inforeg"
   c.method.threshold = 0.05  # main.py:465,473: k > 0.05.

@@ -29,8 +29,8 @@ def get_config(arg: str | None = None):
   c.input.crop_scale = (0.08, 1.0)
   c.model.name = "av_resnet"
   c.model.fusion = "concat"  # basic_model.py: Linear(1024, n_classes).
-  c.model.init = "ogm_ge"  # model.apply(weight_init).
-  c.model.widths = (64, 128, 256, 512)
+  c.model.av_resnet.init = "ogm_ge"  # model.apply(weight_init).
+  c.model.av_resnet.widths = (64, 128, 256, 512)
 
   c.method.name = "inforeg"
   c.method.threshold = 0.05  # main.py:465,473.

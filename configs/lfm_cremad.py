@@ -28,8 +28,9 @@ def get_config(arg: str | None = None):
   c.input.image_size = 224
   c.model.name = "av_resnet"
   c.model.fusion = "concat"  # Unused by the intended form (the separate heads' average classifies).
-  c.model.init = "ogm_ge"  # utils/tools.py:114-122: Kaiming (fan_out) convs, Xavier-normal linears.
-  c.model.widths = (64, 128, 256, 512)  # model/AudioVideo.py: ResNet-18 encoders.
+  # utils/tools.py:114-122: Kaiming (fan_out) convs, Xavier-normal linears.
+  c.model.av_resnet.init = "ogm_ge"
+  c.model.av_resnet.widths = (64, 128, 256, 512)  # model/AudioVideo.py: ResNet-18 encoders.
 
   c.method.name = "lfm"
   c.method.schedule = "learnable"  # Crema_epoch_learnable.py ('fitted': Crema_epoch.py).

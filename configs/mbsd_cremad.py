@@ -28,7 +28,7 @@ def get_config(arg: str | None = None):
   c.input.image_size = 224
   c.model.name = "av_resnet"
   c.model.fusion = "concat"  # BB's default fusion (its uni-modal slices exist only for concat).
-  c.model.widths = (64, 128, 256, 512)  # ResNet-18 encoders.
+  c.model.av_resnet.widths = (64, 128, 256, 512)  # ResNet-18 encoders.
 
   c.method.name = "mbsd"
   c.method.variant = "intended"  # 'balancebenchmark': MBSD_trainer.py:129-159 as written.

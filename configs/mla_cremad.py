@@ -32,8 +32,9 @@ def get_config(arg: str | None = None):
   c.input.flip = True
   c.model.name = "av_resnet"
   c.model.fusion = "shared_head"  # basic_model.py:31-32: one Linear(512, C) for all modalities.
-  c.model.init = "ogm_ge"  # main.py:719 weight_init: xavier Linear, kaiming conv, BN 1 / 0.
-  c.model.widths = (64, 128, 256, 512)  # ResNet-18 encoders.
+  # main.py:719 weight_init: xavier Linear, kaiming conv, BN 1 / 0.
+  c.model.av_resnet.init = "ogm_ge"
+  c.model.av_resnet.widths = (64, 128, 256, 512)  # ResNet-18 encoders.
 
   c.method.name = "mla"
   c.method.variant = "original"

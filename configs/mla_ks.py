@@ -29,8 +29,8 @@ def get_config(arg: str | None = None):
   c.input.crop_scale = (0.08, 1.0)
   c.model.name = "av_resnet"
   c.model.fusion = "shared_head"  # One head shared by all modalities.
-  c.model.init = "ogm_ge"  # main.py:719 weight_init.
-  c.model.widths = (64, 128, 256, 512)
+  c.model.av_resnet.init = "ogm_ge"  # main.py:719 weight_init.
+  c.model.av_resnet.widths = (64, 128, 256, 512)
 
   c.method.name = "mla"
   c.method.variant = "original"

@@ -30,8 +30,9 @@ def get_config(arg: str | None = None):
   c.input.image_size = 224
   c.model.name = "av_resnet"
   c.model.fusion = "concat"  # main_CD.py --fusion_method concat.
-  c.model.init = "mmcosine"  # MMCosine never calls weight_init (BN gamma ~ N(1, 0.02), torch Linear).
-  c.model.widths = (64, 128, 256, 512)  # ResNet-18.
+  # MMCosine never calls weight_init (BN gamma ~ N(1, 0.02), torch Linear).
+  c.model.av_resnet.init = "mmcosine"
+  c.model.av_resnet.widths = (64, 128, 256, 512)  # ResNet-18.
 
   c.method.name = "mmcosine"  # main_CD.py --mmcosine True.
   c.method.scaling = 10.0  # main_CD.py --scaling 10.

@@ -41,8 +41,8 @@ def get_config(arg: str | None = None):
   c.model.fusion = fusion  # main_CD.py --fusion_method.
   if fusion != "concat":
     c.model.fusion_kwargs.form = "mmcosine"  # The symmetric FiLM / gated of MMCosine's models.
-  c.model.init = "mmcosine"  # MMCosine never calls weight_init (BN gamma ~ N(1, 0.02)).
-  c.model.widths = (64, 128, 256, 512)  # ResNet-18.
+  c.model.av_resnet.init = "mmcosine"  # MMCosine never calls weight_init (BN gamma ~ N(1, 0.02)).
+  c.model.av_resnet.widths = (64, 128, 256, 512)  # ResNet-18.
 
   if "baseline" in tokens:
     c.method.name = "baseline"  # main_CD.py --mmcosine False.

@@ -49,9 +49,11 @@ def get_config(arg: str | None = None):
   c.model.fusion = fusion  # main_vox2.py --fusion_method (only concat runs there).
   if fusion != "concat":
     c.model.fusion_kwargs.form = "mmcosine"
-  c.model.init = "mmcosine"  # No weight_init call: BN gamma ~ N(1, 0.02) in the face ResNet.
+  # ResNetSE34V2_audio.py:158-162; ResNet-34; init: no weight_init call, BN gamma ~ N(1, 0.02) in
+  # the face ResNet.
   c.model.av_resnetse = {"audio_widths": (32, 64, 128, 256), "face_widths": (64, 128, 256, 512),
-                         "attention_dim": 128}  # ResNetSE34V2_audio.py:158-162; ResNet-34.
+                         "attention_dim": 128, "init": "mmcosine"}
+  c.model.av_resnet.init = "mmcosine"  # The same for the :smoke stand-in (av_resnet).
 
   if "baseline" in tokens:
     c.method.name = "baseline"

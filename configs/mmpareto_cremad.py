@@ -31,8 +31,8 @@ def get_config(arg: str | None = None):
   c.input.flip = True
   c.model.name = "av_resnet"
   c.model.fusion = "concat"  # models.py:133-184: Linear(1024, C) on the concatenation.
-  c.model.init = "ogm_ge"
-  c.model.widths = (64, 128, 256, 512)  # ResNet-18 encoders.
+  c.model.av_resnet.init = "ogm_ge"
+  c.model.av_resnet.widths = (64, 128, 256, 512)  # ResNet-18 encoders.
 
   c.method.name = "mmpareto"
   c.method.gamma = 1.5  # MMPareto.py:178 (hard-coded).

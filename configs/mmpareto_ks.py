@@ -30,8 +30,8 @@ def get_config(arg: str | None = None):
   c.input.crop_scale = (0.08, 1.0)
   c.model.name = "av_resnet"
   c.model.fusion = "concat"  # models.py:133-184.
-  c.model.init = "ogm_ge"
-  c.model.widths = (64, 128, 256, 512)
+  c.model.av_resnet.init = "ogm_ge"
+  c.model.av_resnet.widths = (64, 128, 256, 512)
 
   c.method.name = "mmpareto"
   c.method.gamma = 1.5  # MMPareto.py:178.

@@ -31,8 +31,8 @@ def get_config(arg: str | None = None):
   c.input.flip = True  # RandomHorizontalFlip.
   c.model.name = "av_resnet"
   c.model.fusion = "concat"  # README: --fusion_method concat.
-  c.model.init = "ogm_ge"  # main.py applies weight_init.
-  c.model.widths = (64, 128, 256, 512)  # ResNet-18.
+  c.model.av_resnet.init = "ogm_ge"  # main.py applies weight_init.
+  c.model.av_resnet.widths = (64, 128, 256, 512)  # ResNet-18.
 
   c.method.name = "ogm_ge"  # README: --modulation OGM_GE.
   c.method.alpha = 0.1  # README default --alpha 0.1 (its tip names no AVE value).

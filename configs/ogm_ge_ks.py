@@ -30,8 +30,8 @@ def get_config(arg: str | None = None):
   c.input.crop_scale = (0.08, 1.0)
   c.model.name = "av_resnet"
   c.model.fusion = "concat"  # README: --fusion_method concat.
-  c.model.init = "ogm_ge"
-  c.model.widths = (64, 128, 256, 512)
+  c.model.av_resnet.init = "ogm_ge"
+  c.model.av_resnet.widths = (64, 128, 256, 512)
 
   c.method.name = "ogm_ge"  # README: --modulation OGM_GE.
   c.method.alpha = 0.1  # README default --alpha 0.1 (its tip names no Kinetics-Sounds value).

@@ -27,8 +27,8 @@ def get_config(arg: str | None = None):
   c.input.image_size = 224
   c.model.name = "av_resnet"
   c.model.fusion = "concat"
-  c.model.init = "ogm_ge"  # main.py weight_init.
-  c.model.widths = (64, 128, 256, 512)
+  c.model.av_resnet.init = "ogm_ge"  # main.py weight_init.
+  c.model.av_resnet.widths = (64, 128, 256, 512)
 
   c.method.name = "opm"
   c.method.variant = "original"

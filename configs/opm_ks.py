@@ -28,8 +28,9 @@ def get_config(arg: str | None = None):
   c.input.image_size = 112  # config.py sample_size 112.
   c.model.name = "av_resnet"
   c.model.fusion = "concat"  # scripts/train_opm.sh --fusion_method concat.
-  c.model.init = "ogm_ge"  # main.py weight_init: kaiming_normal fan_out, xavier_normal, BN 1 / 0.
-  c.model.widths = (64, 128, 256, 512)
+  # main.py weight_init: kaiming_normal fan_out, xavier_normal, BN 1 / 0.
+  c.model.av_resnet.init = "ogm_ge"
+  c.model.av_resnet.widths = (64, 128, 256, 512)
 
   c.method.name = "opm"
   c.method.variant = "original"

@@ -27,8 +27,9 @@ def get_config(arg: str | None = None):
   c.input.image_size = 224
   c.model.name = "av_resnet"
   c.model.fusion = "concat"
-  c.model.init = "ogm_ge"  # utils/utils.py weight_init: kaiming_normal fan_out, xavier, BN 1 / 0.
-  c.model.widths = (64, 128, 256, 512)
+  # utils/utils.py weight_init: kaiming_normal fan_out, xavier, BN 1 / 0.
+  c.model.av_resnet.init = "ogm_ge"
+  c.model.av_resnet.widths = (64, 128, 256, 512)
 
   c.method.name = "pmr"
   c.method.variant = "original"

@@ -39,7 +39,7 @@ def get_config(arg: str | None = None):
   c.input.num_frames = 1  # loaders/CramedDataset.py: one frame.
   c.input.image_size = 224
   c.model.name = "av_resnet"  # ResNet-18 encoders (512-d pooled); the method owns H and rho.
-  c.model.widths = (64, 128, 256, 512)
+  c.model.av_resnet.widths = (64, 128, 256, 512)
 
   c.method.name = "reconboost"
   c.method.variant = "original"

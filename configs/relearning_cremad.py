@@ -35,8 +35,9 @@ def get_config(arg: str | None = None):
   c.input.flip = True
   c.model.name = "av_resnet"
   c.model.fusion = "concat"  # models.py: Linear(1024, n_classes) on concatenated features.
-  c.model.init = "mmcosine"  # No weight_init: backbone.py's kaiming fan_out, BN gamma ~ N(1, 0.02).
-  c.model.widths = (64, 128, 256, 512)  # ResNet-18.
+  # No weight_init: backbone.py's kaiming fan_out, BN gamma ~ N(1, 0.02).
+  c.model.av_resnet.init = "mmcosine"
+  c.model.av_resnet.widths = (64, 128, 256, 512)  # ResNet-18.
 
   c.method.name = "relearning"
   c.method.move_lambda = 3.0  # ours.sh --move_lambda 3.

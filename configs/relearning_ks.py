@@ -30,8 +30,8 @@ def get_config(arg: str | None = None):
   c.input.crop_scale = (0.08, 1.0)
   c.model.name = "av_resnet"
   c.model.fusion = "concat"  # models.py: Linear(1024, n_classes).
-  c.model.init = "mmcosine"  # No weight_init (backbone.py's own init).
-  c.model.widths = (64, 128, 256, 512)
+  c.model.av_resnet.init = "mmcosine"  # No weight_init (backbone.py's own init).
+  c.model.av_resnet.widths = (64, 128, 256, 512)
 
   c.method.name = "relearning"
   c.method.move_lambda = 3.0  # ours.py --move_lambda 3.

@@ -35,7 +35,7 @@ def get_config(arg: str | None = None):
   c.input.image_size = 224
   c.model.name = "av_resnet"
   c.model.fusion = "concat"  # BB's BaseClassifier: concat head.
-  c.model.widths = (64, 128, 256, 512)  # ResNet-18, the teachers' encoders too.
+  c.model.av_resnet.widths = (64, 128, 256, 512)  # ResNet-18, the teachers' encoders too.
 
   c.method.name = "umt"
   c.method.teacher_audio = "runs/unimodal_ks_audio"  # The chain's first run.

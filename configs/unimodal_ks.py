@@ -44,7 +44,7 @@ def get_config(arg: str | None = None):
   c.input.frame_sampling = "ks"
   c.input.image_size = 224
   c.model.name = "av_resnet"  # ResNet-18 encoders; the method adds the modality's own head.
-  c.model.widths = (64, 128, 256, 512)
+  c.model.av_resnet.widths = (64, 128, 256, 512)
 
   c.method.name = "unimodal"
   c.method.modality = modality  # BB: a model config holding only this encoder.

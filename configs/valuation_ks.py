@@ -33,8 +33,8 @@ def get_config(arg: str | None = None):
   c.input.crop_scale = (0.08, 1.0)  # torchvision defaults.
   c.model.name = "av_resnet"  # models.py: two ResNet-18 encoders, concat fusion.
   c.model.fusion = "concat"
-  c.model.init = "ogm_ge"
-  c.model.widths = (64, 128, 256, 512)
+  c.model.av_resnet.init = "ogm_ge"
+  c.model.av_resnet.widths = (64, 128, 256, 512)
 
   c.method.name = "valuation_sample"  # sample_level.py --modulation sample.
   c.method.warmup_epochs = 5  # --warmup 5 (plain joint training; re-sampling from epoch 6).
@@ -73,7 +73,7 @@ def smoke(c):
   c.input.num_frames = 1
   c.input.image_size = 16
   c.input.crop_scale = (0.5, 1.0)
-  c.model.widths = (8, 8, 8, 8)
+  c.model.av_resnet.widths = (8, 8, 8, 8)
   c.method.warmup_epochs = 1
   c.optimizer.learning_rate = 2e-3
   c.optimizer.weight_decay = 0.0

@@ -37,8 +37,8 @@ def get_config(arg: str | None = None):
   c.input.crop_scale = (0.08, 1.0)
   c.model.name = "av_resnet"  # Two ResNet-18 encoders, concat fusion (the repo's AVClassifier).
   c.model.fusion = "concat"
-  c.model.init = "ogm_ge"
-  c.model.widths = (64, 128, 256, 512)
+  c.model.av_resnet.init = "ogm_ge"
+  c.model.av_resnet.widths = (64, 128, 256, 512)
 
   c.method.name = "valuation_sample"  # Figure 1's sample-level variant (+1.49 over joint training).
   c.method.warmup_epochs = 5  # --warmup 5.

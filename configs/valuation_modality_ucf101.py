@@ -48,8 +48,8 @@ def get_config(arg: str | None = None):
   c.input.random_resized_crop = False
   c.input.flip = True
   c.input.audio_source = "flow"  # Flow frames in the audio slot, cropped / flipped with the RGB.
-  c.model.audio_encoder = "frames"  # ResNet-18 over each flow frame, pooled over time.
-  c.model.audio_channels = 2  # (u, v).
+  c.model.av_resnet.audio_encoder = "frames"  # ResNet-18 over each flow frame, pooled over time.
+  c.model.av_resnet.audio_channels = 2  # (u, v).
   if arg == "smoke":
     smoke(c)
   elif arg:

@@ -179,7 +179,7 @@ def format_report(machine: dict[str, Any], r: dict[str, Any], config: Any,
   mem = r.get("device_memory")
   rows = [
       ("config", f"{config.name} (method {config.method.name}, fusion {config.model.fusion}, "
-                 f"widths {tuple(config.model.widths)})"),
+                 f"widths {tuple(config.model.av_resnet.widths)})"),
       ("global batch / data-parallel devices", f"{r['global_batch_size']} / {r['mesh_data']}"),
       ("parameters", f"{_fmt(r['num_params'])} ({_fmt(r['param_mib'], 'MiB')})"),
       ("dataset open (incl. build if missing)", _fmt(r["dataset_open_s"], "s")),

@@ -29,7 +29,7 @@ def tiny_config(data_dir: str, **overrides) -> ml_collections.ConfigDict:
   c.input.num_frames = 2
   c.input.image_size = 16
   c.input.crop_scale = (0.5, 1.0)
-  c.model.widths = (4, 8, 8, 8)
+  c.model.av_resnet.widths = (4, 8, 8, 8)
   c.optimizer.name = "sgd"
   c.optimizer.learning_rate = 0.05
   c.optimizer.schedule = "constant"
@@ -39,13 +39,20 @@ def tiny_config(data_dir: str, **overrides) -> ml_collections.ConfigDict:
   c.train.progress = False
   c.mesh.data = 1
   for key, value in overrides.items():
-    section, name = key.split(".")
-    c[section][name] = value
+    set_key(c, key, value)
   return c
 
 
+def set_key(config: ml_collections.ConfigDict, key: str, value) -> None:
+  """config[a][b][c] = value for key 'a.b.c'."""
+  *sections, name = key.split(".")
+  for section in sections:
+    config = config[section]
+  config[name] = value
+
+
 def demo_smoke_config(data_dir: str, **overrides) -> ml_collections.ConfigDict:
-  """configs/demo.py:smoke with `section.key` overrides, as the CLI tests run it."""
+  """configs/demo.py:smoke with `section.key` (or `a.b.key`) overrides, as the CLI tests run it."""
   path = os.path.join(REPO, "configs", "demo.py")
   spec = importlib.util.spec_from_file_location("demo_config", path)
   module = importlib.util.module_from_spec(spec)
@@ -53,8 +60,7 @@ def demo_smoke_config(data_dir: str, **overrides) -> ml_collections.ConfigDict:
   config = module.get_config("smoke")
   config.dataset.data_dir = data_dir
   for key, value in overrides.items():
-    section, name = key.split(".")
-    config[section][name] = value
+    set_key(config, key, value)
   return config
 
 

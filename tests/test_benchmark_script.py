@@ -14,7 +14,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "scripts", "benchmark.py")
 
 # tests/helpers.tiny_config's sizes as flags, so the session's tiny dataset build is shared.
-TINY = ("--config.model.widths=(4,8,8,8)", "--config.input.image_size=16",
+TINY = ("--config.model.av_resnet.widths=(4,8,8,8)", "--config.input.image_size=16",
         "--config.dataset.build_overrides.num_train=96",
         "--config.dataset.build_overrides.num_validation=32",
         "--config.dataset.build_overrides.num_test=32", "--config.train.batch_size=16")
@@ -58,7 +58,7 @@ def test_tiny_benchmark_reports_positive_numbers(data_dir, tmp_path):
   assert numbers["time_to_first_step_s"] > numbers["train_compile_s"]
   assert numbers["device_memory"] is None or all(
       v >= 0 for v in numbers["device_memory"].values())
-  assert payload["config"]["model"]["widths"] == [4, 8, 8, 8]
+  assert payload["config"]["model"]["av_resnet"]["widths"] == [4, 8, 8, 8]
 
 
 def test_bad_arguments_fail_cleanly(data_dir, tmp_path):

@@ -1,6 +1,7 @@
 """Config contract and validation, checked before anything is read or compiled."""
 
 import importlib.util
+import json
 import os
 
 import pytest
@@ -113,13 +114,48 @@ def test_switching_method_on_the_command_line_drops_the_files_settings():
 
 
 @pytest.mark.parametrize("key,value,match", [
-    ("init", "torch", "init"),
+    ("av_resnet.init", "torch", "init"),
     ("fusion_kwargs", {"form": "symmetric"}, "form"),
 ])
 def test_model_values_the_constructor_refuses_are_config_errors(key, value, match):
   from avjax.models import build_model  # pylint: disable=import-outside-toplevel
   config = config_lib.base_config()
   config.model.fusion = "film"
-  config.model[key] = value
+  *section, name = key.split(".")
+  (config.model[section[0]] if section else config.model)[name] = value
   with pytest.raises(ConfigError, match=f"do not fit model 'av_resnet'.*{match}"):
     build_model(config, 6)
+
+
+def _old_model_layout(saved: dict) -> dict:
+  """A config.json as written before model settings moved under config.model.<model name>."""
+  model = saved["model"]
+  model.update(model.pop("av_resnet"))
+  model.get("av_resnetse", {}).pop("init", None)
+  model.get("cmvqvae", {}).pop("widths", None)
+  return saved
+
+
+@pytest.mark.parametrize("name,arg", [("demo.py", "smoke"), ("cmvqvae_cremad.py", "smoke"),
+                                      ("cmvqvae_cremad.py", None), ("mmcosine_vox.py", None),
+                                      ("mmcosine_vox.py", "smoke"), ("greedy_cremad.py", None)])
+def test_saved_configs_with_top_level_model_keys_upgrade_to_todays(name, arg, tmp_path):
+  """An old workdir's config.json (av_resnet's widths, init, ... as config.model keys) reads as
+  today's config, so the run resumes under the same config file."""
+  from avjax import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
+  config = config_lib.validate(_load(name).get_config(arg))
+  now = json.loads(config.to_json())
+  old = _old_model_layout(json.loads(config.to_json()))
+  assert "widths" in old["model"] and "av_resnet" not in old["model"]
+  assert config_lib.upgrade_saved(old) == now
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  workdir_lib.check_resume(config, str(tmp_path), write=False)  # Same experiment: no error.
+  assert workdir_lib.read_config(str(tmp_path)).model.av_resnet.widths == list(
+      config.model.av_resnet.widths)
+
+
+def test_old_model_override_names_the_new_key():
+  argv = ["--config=configs/demo.py:smoke", "--config.model.widths=(4,8,8,8)"]
+  assert "--config.model.av_resnet.widths" in config_lib.moved_key_hint(argv)
+  assert config_lib.moved_key_hint(["--config.model.av_resnet.widths=(4,8,8,8)"]) is None
+  assert "--config.model.av_resnetse.init" in config_lib.moved_key_hint(["--config.model.init=x"])

@@ -161,7 +161,7 @@ def test_closed_event_loop_reports_are_dropped():
 def _command(workdir, data_dir):
   return [sys.executable, "-m", "avjax.main", "--config", "configs/demo.py:smoke",
           f"--config.dataset.data_dir={data_dir}", f"--workdir={workdir}",
-          "--config.model.widths=(4,8,8,8)", "--config.input.image_size=16",
+          "--config.model.av_resnet.widths=(4,8,8,8)", "--config.input.image_size=16",
           "--config.train.num_epochs=3", "--config.train.checkpoint_every_steps=3",
           "--config.train.progress=False"]
 
@@ -174,7 +174,8 @@ def test_sigkill_at_random_moments_resumes_identically(tmp_path, data_dir):
                         text=True, timeout=600)
   assert done.returncode == 0, done.stderr[-2000:]
   duration = time.monotonic() - tic
-  config = demo_smoke_config(data_dir, **{"model.widths": (4, 8, 8, 8), "input.image_size": 16,
+  config = demo_smoke_config(data_dir, **{"model.av_resnet.widths": (4, 8, 8, 8),
+                                          "input.image_size": 16,
                                           "train.num_epochs": 3})
   expected, _ = restore_final_state(str(straight), config)
 

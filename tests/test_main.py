@@ -30,6 +30,17 @@ def test_unknown_config_key(tmp_path):
   _assert_clean_error(result, "batch_sise", "batch_size")
 
 
+def test_moved_config_key_names_the_new_one(tmp_path):
+  """An override of av_resnet's settings by their old top-level names stops with one line."""
+  result = _main("--config", "configs/demo.py:smoke", "--config.model.widths=(4,8,8,8)",
+                 f"--workdir={tmp_path}")
+  _assert_clean_error(result)
+  assert result.stderr.strip().splitlines() == [
+      "avjax: error: config.model.widths moved: model settings sit under config.model.<model "
+      "name>; use --config.model.av_resnet.widths (av_resnet, av_resnet_mmtm, av_resnet_aug), or "
+      "--config.model.cmvqvae.widths for CM-VQVAE's ablation 4."]
+
+
 @pytest.mark.parametrize("override,needle", [
     ("--config.method.name=no_such_method", "Unknown method 'no_such_method'"),
     ("--config.method.name=ogm_gee", "Unknown method 'ogm_gee'. Did you mean 'ogm_ge'?"),

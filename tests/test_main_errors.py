@@ -11,7 +11,7 @@ from avjax import train
 @pytest.mark.parametrize("config,expected", [
     ("configs/demo.py:smoke", ("with batch size 32",
                                "--config.train.batch_size=16 --config.train.grad_accum_steps=2",
-                               "--config.model.remat=True")),
+                               "--config.model.av_resnet.remat=True")),
     # VAVL takes no gradient accumulation; its recomputation lives in its own section.
     ("configs/vavl_msp.py:smoke", ("with batch size 16", "--config.train.batch_size=8, recomputation",
                                    "--config.model.vavl.remat=True")),

@@ -17,7 +17,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _train_args(workdir, data_dir):
   return ["-m", "avjax.main", "--config", "configs/demo.py:smoke",
           f"--config.dataset.data_dir={data_dir}", f"--workdir={workdir}",
-          "--config.model.widths=(4,8,8,8)", "--config.input.image_size=16",
+          "--config.model.av_resnet.widths=(4,8,8,8)", "--config.input.image_size=16",
           "--config.train.progress=False", "--config.optimizer.schedule=constant",
           # SGD: updates proportional to gradients (Adam's early sign-like steps would amplify
           # reduction-order float noise between the two device layouts).
@@ -54,7 +54,8 @@ def test_two_processes_match_one_process(tmp_path, data_dir):
       np.testing.assert_allclose(row_a[key], row_b[key], rtol=1e-4)
 
   config = demo_smoke_config(data_dir, **{  # Same parameters, to float tolerance.
-      "model.widths": (4, 8, 8, 8), "input.image_size": 16, "optimizer.schedule": "constant",
+      "model.av_resnet.widths": (4, 8, 8, 8), "input.image_size": 16,
+      "optimizer.schedule": "constant",
       "optimizer.name": "sgd", "optimizer.learning_rate": 0.005})
   config.dataset.build_overrides.num_train = 64
   a_state, _ = restore_final_state(str(single), config)

@@ -88,3 +88,50 @@ def test_method_files_never_name_model_attributes(model_infos):
         target = node.args[0]
         assert not (isinstance(target, ast.Name) and target.id in ("model", "m", "mdl")), \
             f"{where} reaches into the model with getattr"
+
+
+# Calls that write files (or make folders): methods return data; the trainer, evaluators and
+# avjax.workdir own every file of a run.
+FILE_WRITES = ("makedirs", "mkdir", "write_text", "write_bytes", "save", "savez",
+               "savez_compressed", "dump", "write_artifacts", "write_table", "write_config",
+               "write_final", "folder")
+
+
+def test_method_files_write_no_files():
+  for path in METHOD_FILES:
+    tree = ast.parse(open(path).read(), path)
+    for node in ast.walk(tree):
+      if not isinstance(node, ast.Call):
+        continue
+      where = f"{os.path.basename(path)}:{node.lineno}"
+      assert getattr(node.func, "id", None) != "open", f"{where} opens a file"
+      assert getattr(node.func, "attr", None) not in FILE_WRITES, \
+          f"{where} writes a file ({node.func.attr}); return the data (e.g. in EpochUpdate)"
+
+
+def test_models_with_encoders_declare_their_feature_width(model_infos):
+  """Methods size per-feature state from ModelInfo.feature_dim, never from model settings."""
+  for name, info in model_infos.items():
+    if info.capabilities & {"modality_encoders", "shared_head"}:
+      assert info.feature_dim > 0 and dict(info.input_channels).keys() == {"audio", "visual"}, name
+
+
+@pytest.mark.parametrize("fusion,form", [("concat", "ogm_ge"), ("sum", "ogm_ge"),
+                                         ("film", "ogm_ge"), ("film", "mmcosine"),
+                                         ("gated", "ogm_ge"), ("gated", "mmcosine")])
+def test_one_definition_of_fusions_that_sum_modality_logits(fusion, form):
+  """Slices of the fusion head (objective-level methods) and AMCo's class mask need the same
+  property of the fusion; one function decides both."""
+  from avjax.config import base_config  # pylint: disable=import-outside-toplevel
+  from avjax.models import capabilities, modality_heads  # pylint: disable=import-outside-toplevel
+  from avjax.registry import ConfigError  # pylint: disable=import-outside-toplevel
+  config = base_config()
+  config.model.fusion, config.model.fusion_kwargs.form = fusion, form
+  additive = modality_heads.sums_modality_logits(config)
+  assert additive == (fusion in ("concat", "sum") or form == "mmcosine")
+  assert additive == ("class_mask" in capabilities(config))
+  if additive:
+    modality_heads.check_fusion(config, "slices")
+  else:
+    with pytest.raises(ConfigError, match="modality_heads='separate'"):
+      modality_heads.check_fusion(config, "slices")

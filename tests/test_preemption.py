@@ -18,7 +18,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _command(workdir, data_dir, *extra):
   return [sys.executable, "-m", "avjax.main", "--config", "configs/demo.py:smoke",
           f"--config.dataset.data_dir={data_dir}", f"--workdir={workdir}",
-          "--config.model.widths=(4,8,8,8)", "--config.input.image_size=16",
+          "--config.model.av_resnet.widths=(4,8,8,8)", "--config.input.image_size=16",
           "--config.train.num_epochs=4", "--config.train.log_every_steps=1", *extra]
 
 

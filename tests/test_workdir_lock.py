@@ -55,7 +55,7 @@ def test_lock_of_another_host_is_not_taken_over(tmp_path):
 def _command(workdir, data_dir, *extra):
   return [sys.executable, "-m", "avjax.main", "--config", "configs/demo.py:smoke",
           f"--config.dataset.data_dir={data_dir}", f"--workdir={workdir}",
-          "--config.model.widths=(4,8,8,8)", "--config.input.image_size=16", *extra]
+          "--config.model.av_resnet.widths=(4,8,8,8)", "--config.input.image_size=16", *extra]
 
 
 def test_second_run_on_a_workdir_stops_with_one_line(tmp_path, data_dir):

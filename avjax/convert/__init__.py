@@ -75,12 +75,14 @@ def check_config(config: ml_collections.ConfigDict, arch: Architecture) -> int:
     found.append(f"fusion {arch.fusion!r}" + (f" (form {arch.form!r})" if arch.form else "") +
                  f", config has {m.fusion!r}" + (f" (form {form!r})" if form else "") +
                  f" ({fix})")
-  if arch.widths is not None and tuple(arch.widths) != tuple(m.widths):
-    found.append(f"widths {arch.widths}, config has {tuple(m.widths)} "
-                 f"(--config.model.widths='{tuple(arch.widths)}')")
-  if arch.visual_channels is not None and arch.visual_channels != m.visual_channels:
-    found.append(f"{arch.visual_channels} visual input channels, config has {m.visual_channels} "
-                 f"(--config.model.visual_channels={arch.visual_channels})")
+  encoders = m.av_resnet
+  if arch.widths is not None and tuple(arch.widths) != tuple(encoders.widths):
+    found.append(f"widths {arch.widths}, config has {tuple(encoders.widths)} "
+                 f"(--config.model.av_resnet.widths='{tuple(arch.widths)}')")
+  if arch.visual_channels is not None and arch.visual_channels != encoders.visual_channels:
+    found.append(f"{arch.visual_channels} visual input channels, config has "
+                 f"{encoders.visual_channels} "
+                 f"(--config.model.av_resnet.visual_channels={arch.visual_channels})")
   if arch.audio_channels not in (None, 1):
     found.append(f"{arch.audio_channels} audio input channels; avjax's audio encoder takes 1")
   if found:

@@ -233,10 +233,10 @@ def check_config(config: ml_collections.ConfigDict, state_dict: Mapping[str, Any
     found.append(f"ablation one of {s['ablation']}, config has {ablation} "
                  f"(--config.model.cmvqvae.ablation={s['ablation'][0]})")
   if ablation == 4:
-    widths = tuple(config.model.widths)
+    widths = tuple(kw.get("widths", (64, 128, 256, 512)))
     if s.get("widths") and tuple(s["widths"]) != widths:
       found.append(f"widths {s['widths']}, config has {widths} "
-                   f"(--config.model.widths='{s['widths']}')")
+                   f"(--config.model.cmvqvae.widths='{s['widths']}')")
     keys = ("fc_hidden",)
   else:
     decay = kw.get("decay", 0.99)

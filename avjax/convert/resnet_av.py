@@ -273,9 +273,9 @@ def describe(state_dict: Mapping[str, Any]) -> str:
   if arch.form:
     parts.append(f"model.fusion_kwargs.form={arch.form!r}")
   if arch.widths:
-    parts.append(f"model.widths={arch.widths}")
+    parts.append(f"model.av_resnet.widths={arch.widths}")
   if arch.visual_channels:
-    parts.append(f"model.visual_channels={arch.visual_channels}")
+    parts.append(f"model.av_resnet.visual_channels={arch.visual_channels}")
   if arch.num_classes:
     parts.append(f"{arch.num_classes} classes")
   return ", ".join(parts)

@@ -9,10 +9,13 @@ model's before compiling). Its hooks:
   transform_grads(grads, output, batch, state, ctx) -> (grads, state, metrics)   traced
   update(model, tx, state, batch, ctx)       -> (state, output, metrics)  traced; the default is
                                   forward, `loss`, gradients, `transform_grads`, `apply_gradients`
-  on_epoch_start(ctx)           -> EpochUpdate(plan, method_state)   on the host, between epochs
+  on_epoch_start(ctx)           -> EpochUpdate(plan, method_state, contributions)   on the host,
+                                  between epochs
   predict(output, state)        -> ModelOutput   traced, in evaluation: the inference rule
 
-Methods train; they never evaluate or write files (evaluators do: avjax/evaluators, config.evals).
+Methods train; they never evaluate or write files (evaluators do: avjax/evaluators, config.evals;
+what an epoch-start hook computed for the run's files comes back as data in its EpochUpdate and the
+trainer writes it).
 
 Methods address parameters by the model's parameter groups (`ctx.model.paths('encoder/audio')`)
 and read only the typed ModelOutput fields their capabilities provide; they never name a model's
@@ -70,14 +73,34 @@ class StepContext:
 
 
 @dataclasses.dataclass(frozen=True)
+class Contributions:
+  """Per-example Shapley contributions of training examples that an epoch-start hook computed
+  (valuation re-sampling), for the run's files: the trainer (chief process) writes them as
+  `<workdir>/valuation/train_epoch_<e>_step_<s>.csv` and a row of valuation/summary.jsonl
+  (`avjax.valuation.write_artifacts`; e: completed epochs, s: the step at the epoch's start).
+
+  Attributes:
+    predictions: per-example arrays (N,): 'index' (position in the training split), 'label',
+      'shapley_<modality>', and the ground-truth flags avjax.valuation knows.
+    extra: more per-example columns (e.g. re-sampling copies per modality).
+    summary: scalars for the summary row (e.g. totals of the copies).
+  """
+
+  predictions: dict[str, np.ndarray]
+  extra: dict[str, np.ndarray] | None = None
+  summary: dict[str, Any] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class EpochUpdate:
   """What `on_epoch_start` returns: the epoch's plan (None: a shuffled pass over the training
-  split) and the method's new state (None: unchanged). The trainer saves the plan with the run
-  and writes the state into TrainState, so both are checkpointed and a resumed epoch replays
-  them."""
+  split), the method's new state (None: unchanged) and training-set contributions to record
+  (None: none). The trainer saves the plan with the run and writes the state into TrainState, so
+  both are checkpointed and a resumed epoch replays them; it writes the contributions' files."""
 
   plan: EpochPlan | None = None
   method_state: Any = None
+  contributions: Contributions | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,8 +120,6 @@ class EpochContext:
       'train' / 'heldout'), on every host. run(..., variables=(params, model_state)) runs the
       model with those variables instead of the state's (e.g. a method's throw-away copies).
     heldout_fraction: the share of the training split in the seeded held-out fold.
-    workdir: the run's directory (write only when `is_chief`).
-    is_chief: whether this process writes files.
   """
 
   epoch: int
@@ -107,8 +128,6 @@ class EpochContext:
   state: TrainState
   model: ModelInfo | None
   run: Callable[..., dict[str, np.ndarray]]
-  workdir: str
-  is_chief: bool
   heldout_fraction: float = 0.2
 
   def heldout(self) -> tuple[np.ndarray, np.ndarray]:

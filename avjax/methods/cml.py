@@ -37,9 +37,10 @@ import ml_collections
 import numpy as np
 import optax
 
-from avjax.methods import base, unimodal_heads
+from avjax.methods import base
 from avjax.methods.base import (METHODS, EpochContext, EpochUpdate, Method, Metrics, StepContext,
                                 apply_gradients, cross_entropy)
+from avjax.models import modality_heads
 from avjax.models.outputs import MODALITIES, apply_modality_mask
 from avjax.registry import ConfigError
 from avjax.state import ModelFns, TrainState, cast_floats, model_inputs
@@ -56,7 +57,7 @@ class CMLSettings(base.Settings):
 
   def __post_init__(self):
     super().__post_init__()
-    unimodal_heads.check_variant(self.variant)
+    modality_heads.check_variant(self.variant)
     if not self.lam >= 0:
       raise ConfigError(f"config.method.lam={self.lam!r} must be >= 0 (BB uses 0.1).")
 
@@ -112,7 +113,7 @@ class CML(Method):
   def validate(cls, config: ml_collections.ConfigDict) -> None:
     super().validate(config)
     if base.parse_settings(cls.Settings, config).variant == "balancebenchmark":
-      unimodal_heads.check_fusion(config, "slices")
+      modality_heads.check_fusion(config, "slices")
 
   def init_state(self, params: Any) -> Any:
     # BB: the modality every example of the epoch drops (set at each epoch start).

@@ -145,7 +145,7 @@ class DIMML(Method):
 
   def init_state(self, params):
     del params
-    dim = self.config.model.widths[-1]
+    dim = self.model.feature_dim
     return {"dims": jnp.zeros((2, dim), jnp.bool_), "selected": jnp.zeros((), jnp.bool_)}
 
   def predict(self, output: ModelOutput, state: Any) -> ModelOutput:

@@ -48,9 +48,10 @@ import optax
 from flax import nnx
 
 from avjax.data.pipeline import EpochPlan, shuffled_plan
-from avjax.methods import base, unimodal_heads
+from avjax.methods import base
 from avjax.methods.base import (METHODS, EpochContext, EpochUpdate, Method, Metrics, StepContext,
                                 heldout_fold)
+from avjax.models import modality_heads
 from avjax.models.contract import ModelInfo, map_groups
 from avjax.models.outputs import ModelOutput
 from avjax.registry import ConfigError
@@ -78,7 +79,7 @@ class LFMSettings(base.Settings):
 
   def __post_init__(self):
     super().__post_init__()
-    unimodal_heads.check_variant(self.variant)
+    modality_heads.check_variant(self.variant)
     if self.schedule not in SCHEDULES or self.alignment not in ALIGNMENTS:
       raise ConfigError(f"config.method.schedule={self.schedule!r} must be one of {SCHEDULES} and "
                         f"config.method.alignment={self.alignment!r} one of {ALIGNMENTS}.")
@@ -206,13 +207,13 @@ class LFM(Method):
 
   @property
   def heads(self) -> str:
-    return unimodal_heads.resolve(self.settings.variant, None)
+    return modality_heads.resolve(self.settings.variant, None)
 
   @classmethod
   def validate(cls, config: ml_collections.ConfigDict) -> None:
     super().validate(config)
     s = base.parse_settings(cls.Settings, config)
-    unimodal_heads.check_fusion(config, unimodal_heads.resolve(s.variant, None))
+    modality_heads.check_fusion(config, modality_heads.resolve(s.variant, None))
     eval_batch = config.train.eval_batch_size or config.train.batch_size
     if s.schedule == "learnable" and eval_batch < ALPHA_BATCH:
       raise ConfigError(f"method 'lfm' (schedule 'learnable') reads its {ALPHA_BATCH}-example "
@@ -231,7 +232,7 @@ class LFM(Method):
 
   def init_state(self, params: Any) -> Any:
     if self.settings.schedule == "learnable":  # Fails here (before compiling) if it is missing.
-      input_kernel(params, self.model, self.config.model.audio_channels)
+      input_kernel(params, self.model, dict(self.model.input_channels)["audio"])
     return {"alpha": jnp.asarray(self.initial_alpha(), jnp.float32),
             "lr_alpha": jnp.asarray(self.settings.lr_alpha, jnp.float32),
             "hvp": jnp.zeros((), jnp.float32)}
@@ -247,7 +248,8 @@ class LFM(Method):
     plan = EpochPlan(fit[np.random.default_rng([ctx.seed, e]).permutation(len(fit))])
     previous = jax.device_get(ctx.state.method_state)
     alpha = np.asarray(previous["alpha"], np.float64)
-    out = ctx.run(HVPPass(self.model, self.config.model.audio_channels, self.settings.variant,
+    audio_channels = dict(self.model.input_channels)["audio"]
+    out = ctx.run(HVPPass(self.model, audio_channels, self.settings.variant,
                           self.settings.alignment, self.config.task.labels), "train",
                   held[:ALPHA_BATCH])
     s = float(alpha[0] * out["hvp_cls"][0] + alpha[1] * out["hvp_align"][0])

@@ -17,7 +17,7 @@ variant='balancebenchmark': BB's code as written: D_i = p_weak[y] (log p_weak[y]
   scalars only; it can be negative), and gradients flow through w, p_strong[y] and p_weak[y].
 
 Uni-modal logits: separate heads for 'intended', slices of the fusion head for BB's variant
-(`config.method.modality_heads` overrides; avjax.methods.unimodal_heads). BB's modulation window
+(`config.method.modality_heads` overrides; avjax.models.modality_heads). BB's modulation window
 (epochs 0-80 of 30) never closes and is not offered.
 
 Logged: loss_fused / loss_audio / loss_visual (the three CEs), mbsd_weight (mean w),
@@ -33,23 +33,24 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from avjax.methods import base, unimodal_heads
+from avjax.methods import base
 from avjax.methods.base import METHODS, Method, Metrics, StepContext, cross_entropy
+from avjax.models import modality_heads
 from avjax.models.outputs import ModelOutput
 
 
 @dataclasses.dataclass(frozen=True)
 class MBSDSettings(base.Settings):
   """variant: 'intended' (KL on log-probabilities, detached weights) or 'balancebenchmark';
-  modality_heads: 'separate' / 'slices' (None: the variant's, see unimodal_heads)."""
+  modality_heads: 'separate' / 'slices' (None: the variant's, see avjax.models.modality_heads)."""
 
   variant: str = "intended"
   modality_heads: str | None = None
 
   def __post_init__(self):
     super().__post_init__()
-    unimodal_heads.check_variant(self.variant)
-    unimodal_heads.resolve(self.variant, self.modality_heads)
+    modality_heads.check_variant(self.variant)
+    modality_heads.resolve(self.variant, self.modality_heads)
 
 
 def true_class(probs: jax.Array, labels: jax.Array) -> jax.Array:
@@ -104,13 +105,13 @@ class MBSD(Method):
 
   @property
   def heads(self) -> str:
-    return unimodal_heads.resolve(self.settings.variant, self.settings.modality_heads)
+    return modality_heads.resolve(self.settings.variant, self.settings.modality_heads)
 
   @classmethod
   def validate(cls, config: ml_collections.ConfigDict) -> None:
     super().validate(config)
     s = base.parse_settings(cls.Settings, config)
-    unimodal_heads.check_fusion(config, unimodal_heads.resolve(s.variant, s.modality_heads))
+    modality_heads.check_fusion(config, modality_heads.resolve(s.variant, s.modality_heads))
 
   def model_overrides(self) -> dict[str, Any]:
     return {"modality_heads": self.heads}

@@ -169,7 +169,7 @@ class PMR(Method):
 
   def init_state(self, params):
     del params
-    shape = (self.model.num_outputs, self.config.model.widths[-1])
+    shape = (self.model.num_outputs, self.model.feature_dim)
     return {"prototypes": {m: jnp.zeros(shape, jnp.float32) for m in MODALITIES}}
 
   def prototype_examples(self, ctx: EpochContext) -> np.ndarray:

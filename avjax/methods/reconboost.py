@@ -141,7 +141,7 @@ class ReconBoost(Method):
   """Alternating boosting stages and global rectification on a shared head (see module)."""
 
   Settings = ReconBoostSettings
-  requires = frozenset({"modality_encoders"})  # Pooled encoder features of width widths[-1].
+  requires = frozenset({"modality_encoders"})  # Pooled encoder features (feature_dim wide).
   diagnostics = ("boost_rate", "stage", "phase")
 
   def __init__(self, config: ml_collections.ConfigDict, model: Any = None):
@@ -168,7 +168,7 @@ class ReconBoost(Method):
 
   def init_state(self, params: nnx.State) -> Any:
     key = jax.random.fold_in(jax.random.key(self.config.seed), 0x5EB0)
-    head = init_head(key, self.config.model.widths[-1], self.settings.value("head_hidden"),
+    head = init_head(key, self.model.feature_dim, self.settings.value("head_hidden"),
                      self.model.num_outputs)
     rho = jnp.asarray(self.settings.value("boost_rate_init"), jnp.float32)
     trainables = {"encoders": self._encoders(params), "head": head, "rho": rho}

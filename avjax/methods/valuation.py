@@ -31,8 +31,9 @@ EPOCHS, as the reference's StepLR stepped once per epoch: the trainer evaluates 
 step's fractional epoch (avjax.optim.schedule_step), so a re-sampled (longer) epoch keeps the plain
 epoch's rate boundaries.
 
-Per-sample training-set contributions are written to `<workdir>/valuation/train_epoch_<e>_...csv`
-(with the copies made), their means to valuation/summary.jsonl and the plot.
+Per-sample training-set contributions (with the copies made) come back in the EpochUpdate; the
+trainer writes them to `<workdir>/valuation/train_epoch_<e>_step_<s>.csv` and their means to
+valuation/summary.jsonl.
 
 Config keys (config.method.*, defaults when absent): warmup_epochs (5), value_fn ('size': v(S) =
 |S| 1[correct], the paper repo; 'correct': v(S) = 1[correct], BalanceBenchmark); modality level
@@ -54,7 +55,8 @@ import optax
 from avjax import valuation
 from avjax.data.pipeline import EpochPlan, shuffled_plan
 from avjax.methods import base
-from avjax.methods.base import METHODS, EpochContext, EpochUpdate, Method, Metrics, StepContext
+from avjax.methods.base import (METHODS, Contributions, EpochContext, EpochUpdate, Method, Metrics,
+                                StepContext)
 from avjax.models.contract import ModelInfo
 from avjax.models.outputs import MODALITIES, ModelOutput
 from avjax.registry import ConfigError
@@ -211,9 +213,11 @@ class ValuationResampling(Method):
   def on_epoch_start(self, ctx: EpochContext) -> EpochUpdate:
     if ctx.epoch < self.warmup:
       return EpochUpdate(plan=shuffled_plan(ctx.num_examples, ctx.seed, ctx.epoch))
-    return EpochUpdate(plan=self.resampled_plan(ctx))
+    plan, contributions = self.resampled_plan(ctx)
+    return EpochUpdate(plan=plan, contributions=contributions)
 
-  def resampled_plan(self, ctx: EpochContext) -> EpochPlan:
+  def resampled_plan(self, ctx: EpochContext) -> tuple[EpochPlan, Contributions]:
+    """The epoch's plan and the training-set valuation it came from."""
     raise NotImplementedError
 
   def valuate(self, ctx: EpochContext, indices: np.ndarray) -> dict[str, np.ndarray]:
@@ -224,24 +228,20 @@ class ValuationResampling(Method):
                         f"model valuates {out['shapley'].shape[1]}.")
     return out
 
-  def record(self, ctx: EpochContext, out: dict[str, np.ndarray],
-             extra: dict[str, np.ndarray] | None = None, summary: dict[str, Any] | None = None
-             ) -> None:
-    """Writes the training-set valuation of the state after ctx.epoch completed epochs (files and
-    summary rows count epochs from 1, as metrics.jsonl does), chief only."""
-    if not ctx.is_chief:
-      return
+  @staticmethod
+  def record(out: dict[str, np.ndarray], extra: dict[str, np.ndarray] | None = None,
+             summary: dict[str, Any] | None = None) -> Contributions:
+    """The training-set valuation of the epoch-start state, as data for the run's files."""
     predictions = {k: v for k, v in out.items() if k not in ("shapley", "subset_correct")}
     predictions.update({f"shapley_{m}": out["shapley"][:, i] for i, m in enumerate(MODALITIES)})
-    valuation.write_artifacts(ctx.workdir, "train", ctx.epoch, int(ctx.state.step),
-                              predictions, extra=extra, summary=summary, plot=False)
+    return Contributions(predictions=predictions, extra=extra, summary=summary)
 
 
 @METHODS.register("valuation_sample")
 class SampleLevel(ValuationResampling):
   """Sample-level re-sampling: per example and modality, 0-3 copies training that modality only."""
 
-  def resampled_plan(self, ctx: EpochContext) -> EpochPlan:
+  def resampled_plan(self, ctx: EpochContext) -> tuple[EpochPlan, Contributions]:
     n = ctx.num_examples
     out = self.valuate(ctx, np.arange(n))
     phi = np.zeros((n, len(MODALITIES)), np.float64)
@@ -249,9 +249,8 @@ class SampleLevel(ValuationResampling):
     plan, copies = sample_level_plan(phi, ctx.seed, ctx.epoch)
     totals = {f"copies_{m}": int(copies[:, i].sum()) for i, m in enumerate(MODALITIES)}
     log.info("epoch %d plan: %d originals + copies %s", ctx.epoch + 1, n, totals)
-    self.record(ctx, out, extra={f"copies_{m}": copies[out["index"], i]
-                                 for i, m in enumerate(MODALITIES)}, summary=totals)
-    return plan
+    return plan, self.record(out, extra={f"copies_{m}": copies[out["index"], i]
+                                         for i, m in enumerate(MODALITIES)}, summary=totals)
 
 
 @METHODS.register("valuation_modality")
@@ -260,7 +259,7 @@ class ModalityLevel(ValuationResampling):
 
   Settings = ModalityLevelSettings
 
-  def resampled_plan(self, ctx: EpochContext) -> EpochPlan:
+  def resampled_plan(self, ctx: EpochContext) -> tuple[EpochPlan, Contributions]:
     n = ctx.num_examples
     subset = valuation_subset(n, float(self.settings.part_ratio), ctx.seed, ctx.epoch)
     out = self.valuate(ctx, subset)
@@ -270,5 +269,4 @@ class ModalityLevel(ValuationResampling):
     summary = {"resample_fraction": fraction, "resample_count": count,
                "resample_modality": MODALITIES[weakest]}
     log.info("epoch %d plan: %d originals + %s", ctx.epoch + 1, n, summary)
-    self.record(ctx, out, summary=summary)
-    return plan
+    return plan, self.record(out, summary=summary)

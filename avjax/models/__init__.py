@@ -12,7 +12,8 @@ from typing import Any, Callable, Iterable
 import ml_collections
 from flax import nnx
 
-from avjax.models.class_mask import ClassMaskClassifier, is_additive
+from avjax.models import modality_heads
+from avjax.models.class_mask import ClassMaskClassifier
 from avjax.models.classifier import AVClassifier
 from avjax.models.contract import ModelInfo, ModelSpec, model_info
 from avjax.models.fusion import FUSIONS
@@ -49,7 +50,7 @@ def _av_resnet_capabilities(config: ml_collections.ConfigDict) -> set[str]:
   formed = config.model.fusion in ("film", "gated")
   if not formed or config.model.fusion_kwargs.get("form", "ogm_ge") == "mmcosine":
     caps.add("cosine_head")  # A per-modality slice of the final weight.
-  if is_additive(config.model.fusion, config.model.fusion_kwargs.get("form", "ogm_ge")):
+  if modality_heads.sums_modality_logits(config):
     caps.add("class_mask")  # The fused logits are the sum of the modality logits.
   return caps
 
@@ -60,21 +61,27 @@ def _av_resnet_capabilities(config: ml_collections.ConfigDict) -> set[str]:
     "class_mask": "the fused logits must be the sum of the modality logits: set "
                   "config.model.fusion to 'concat' or 'sum' (film / gated: "
                   "config.model.fusion_kwargs.form='mmcosine')"},
-                remat_key="model.remat")
+                remat_key="model.av_resnet.remat")
 def av_resnet(config: ml_collections.ConfigDict, num_classes: int, overrides: dict[str, Any],
               rngs: nnx.Rngs) -> AVClassifier:
   """Two ResNet-18 encoders (audio spectrogram or flow frames, visual frames) and a late-fusion
-  head."""
-  m = config.model
+  head; settings in `config.model.av_resnet`, the fusion in `config.model.fusion`."""
   overrides = dict(overrides)
   heads = overrides.pop("modality_heads", "slices")
   shared = overrides.pop("shared_head", False)
   model_cls = ClassMaskClassifier if overrides.pop("logit_map", False) else AVClassifier
-  return model_cls(num_classes=num_classes, fusion=m.fusion, modality_heads=heads,
-                   shared_head=shared, fusion_kwargs={**fusion_kwargs(m), **overrides},
-                   widths=tuple(m.widths), audio_encoder=m.audio_encoder,
-                   audio_channels=m.audio_channels, visual_channels=m.visual_channels,
-                   init=m.init, remat=m.remat, rngs=rngs)
+  return model_cls(num_classes=num_classes, fusion=config.model.fusion, modality_heads=heads,
+                   shared_head=shared, fusion_kwargs={**fusion_kwargs(config.model), **overrides},
+                   **av_resnet_kwargs(config), rngs=rngs)
+
+
+def av_resnet_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """`config.model.av_resnet` as encoder keyword arguments: av_resnet's and its variants'
+  (av_resnet_mmtm, av_resnet_aug: the same encoders, one section)."""
+  m = config.model.av_resnet
+  return dict(widths=tuple(m.widths), audio_encoder=m.audio_encoder,
+              audio_channels=m.audio_channels, visual_channels=m.visual_channels, init=m.init,
+              remat=m.remat)
 
 
 def fusion_kwargs(model_config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -123,7 +130,8 @@ def info_of(config: ml_collections.ConfigDict, model: nnx.Module,
   return model_info(config.model.name, capabilities(config), model, num_outputs)
 
 
-__all__ = ["MODELS", "MODALITIES", "ModelInfo", "ModelOutput", "build_model", "capabilities",
+__all__ = ["MODELS", "MODALITIES", "ModelInfo", "ModelOutput", "av_resnet_kwargs", "build_model",
+           "capabilities",
            "check_fusion", "info_of", "register_model", "section_kwargs"]
 from avjax.models import fusion_shared  # noqa: E402,F401  (registers the fusion)
 from avjax.models import vat  # noqa: E402,F401  (registers)

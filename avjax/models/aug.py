@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from avjax.models import register_model
+from avjax.models import av_resnet_kwargs, register_model
 from avjax.models.fusion import dense
 from avjax.models.outputs import MODALITIES, ModelOutput, apply_modality_mask
 from avjax.models.resnet import AudioEncoder, VisualEncoder
@@ -59,6 +59,8 @@ class AUGClassifier(nnx.Module):
                rngs: nnx.Rngs):
     if residual_slots < 1:
       raise ValueError(f"residual_slots={residual_slots} must be >= 1.")
+    self.feature_dim = widths[-1]  # ModelInfo.feature_dim: the encoders' pooled width.
+    self.input_channels = (("audio", audio_channels), ("visual", visual_channels))
     encoders = {"spectrogram": AudioEncoder, "frames": VisualEncoder}
     if audio_encoder not in encoders:
       raise ValueError(f"audio_encoder={audio_encoder!r} is not one of {tuple(encoders)}.")
@@ -107,12 +109,11 @@ class AUGClassifier(nnx.Module):
                 remat_key="")
 def av_resnet_aug(config: ml_collections.ConfigDict, num_classes: int, overrides: dict[str, Any],
                   rngs: nnx.Rngs) -> AUGClassifier:
-  """config.model's encoders; the method's override `residual_slots` sizes the residual slots."""
-  m = config.model
+  """av_resnet's encoders (config.model.av_resnet); the method's override `residual_slots` sizes
+  the residual slots."""
   overrides = dict(overrides)
   slots = int(overrides.pop("residual_slots", 1))
   if overrides:
     raise ValueError(f"av_resnet_aug takes no constructor arguments {sorted(overrides)}.")
-  return AUGClassifier(num_classes=num_classes, residual_slots=slots, widths=tuple(m.widths),
-                       audio_encoder=m.audio_encoder, audio_channels=m.audio_channels,
-                       visual_channels=m.visual_channels, init=m.init, remat=m.remat, rngs=rngs)
+  return AUGClassifier(num_classes=num_classes, residual_slots=slots, **av_resnet_kwargs(config),
+                       rngs=rngs)

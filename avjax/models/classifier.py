@@ -51,6 +51,7 @@ class AVClassifier(nnx.Module):
   ):
     self.num_classes = num_classes
     self.fusion_name = fusion
+    self.input_channels = (("audio", audio_channels), ("visual", visual_channels))
     encoders = {"spectrogram": AudioEncoder, "frames": VisualEncoder}
     if audio_encoder not in encoders:
       raise ValueError(f"audio_encoder={audio_encoder!r} is not one of {tuple(encoders)}.")
@@ -87,6 +88,7 @@ class AVClassifier(nnx.Module):
 
   @property
   def feature_dim(self) -> int:
+    """The pooled width D of each modality's features (ModelInfo.feature_dim)."""
     return self.audio_encoder.out_features
 
   def encode(self, inputs: dict[str, jax.Array]) -> dict[str, jax.Array]:

@@ -341,11 +341,13 @@ def _capabilities(config: ml_collections.ConfigDict) -> set[str]:
 @register_model("cmvqvae", _capabilities)
 def cmvqvae(config: ml_collections.ConfigDict, num_classes: int, overrides: dict[str, Any],
             rngs: nnx.Rngs) -> nnx.Module:
-  """CM-VQVAE from `config.model.cmvqvae` (ablation 4: two ResNet-18s with `config.model.widths`)."""
+  """CM-VQVAE from `config.model.cmvqvae` (ablation 4: two ResNet-18s of stage widths
+  `config.model.cmvqvae.widths`, default ResNet-18's)."""
   kwargs = {**model_kwargs(config), **overrides}
   ablation = kwargs.pop("ablation", 0)
+  widths = tuple(kwargs.pop("widths", (64, 128, 256, 512)))
   if ablation == 4:
-    return ResNetPair(num_classes=num_classes, widths=tuple(config.model.widths),
+    return ResNetPair(num_classes=num_classes, widths=widths,
                       mode=kwargs.get("mode", "multimodal"), fc_hidden=kwargs.get("fc_hidden", 256),
                       dropout=kwargs.get("dropout", 0.5), rngs=rngs)
   return CMVQVAE(num_classes=num_classes, ablation=ablation, **kwargs, rngs=rngs)

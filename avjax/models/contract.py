@@ -27,7 +27,8 @@ CAPABILITIES = {
     "encode_fuse": "an encode(inputs) / fuse(features) split (Shapley valuation, re-sampling)",
     "cosine_head": "a fusion head that scores cosine logits when built with cosine_scale",
     "head_inputs": "the vectors its final classifier scores (ModelOutput.head_inputs)",
-    "modality_encoders": "convolutional per-modality encoders as groups 'encoder/<modality>'",
+    "modality_encoders": "convolutional per-modality encoders as groups 'encoder/<modality>', "
+                         "with ModelInfo.feature_dim and input_channels declared",
     "modality_heads": "separate linear heads per modality on request (a method's model override "
                       "modality_heads='separate'): modality_logits then come from groups "
                       "'head/<modality>' instead of slices of the fusion head",
@@ -82,12 +83,18 @@ class ModelInfo:
     capabilities: its capabilities with the run's settings.
     groups: ((group name, (top-level parameter path, ...)), ...).
     num_outputs: the width of its logits (classes, or regression targets).
+    feature_dim: the width D of each modality's pooled features (ModelOutput.features[m], (B, D));
+      0 where the model does not declare it (a `feature_dim` attribute).
+    input_channels: ((modality, channels of its input), ...), where the model declares them (an
+      `input_channels` attribute): e.g. the audio slot's 1 (spectrogram) or 2 (optical flow).
   """
 
   name: str
   capabilities: frozenset[str]
   groups: tuple[tuple[str, tuple[str, ...]], ...]
   num_outputs: int = 0
+  feature_dim: int = 0
+  input_channels: tuple[tuple[str, int], ...] = ()
 
   def paths(self, *names: str) -> tuple[str, ...]:
     """Top-level parameter paths of the named groups, in group order, without repeats."""
@@ -108,14 +115,17 @@ class ModelInfo:
 
 def model_info(name: str, capabilities: Iterable[str], model: nnx.Module,
                num_outputs: int = 0) -> ModelInfo:
-  """A built model's ModelInfo (its `param_groups()`; one group 'all' when it declares none)."""
+  """A built model's ModelInfo (its `param_groups()`, one group 'all' when it declares none; its
+  `feature_dim` and `input_channels` where it declares them)."""
   groups = getattr(model, "param_groups", None)
   if groups is None:
     table = {"all": tuple(nnx.state(model, nnx.Param).raw_mapping.keys())}
   else:
     table = groups()
   return ModelInfo(name=name, capabilities=frozenset(capabilities),
-                   groups=tuple((k, tuple(v)) for k, v in table.items()), num_outputs=num_outputs)
+                   groups=tuple((k, tuple(v)) for k, v in table.items()), num_outputs=num_outputs,
+                   feature_dim=int(getattr(model, "feature_dim", 0)),
+                   input_channels=tuple(getattr(model, "input_channels", ())))
 
 
 def top_key(path: tuple) -> Any:

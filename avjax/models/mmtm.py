@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from avjax.models import fusion_kwargs, register_model
+from avjax.models import av_resnet_kwargs, fusion_kwargs, register_model
 from avjax.models.classifier import AVClassifier
 from avjax.models.fusion import dense
 from avjax.models.outputs import MODALITIES, ModelOutput, apply_modality_mask
@@ -178,8 +178,9 @@ def _capabilities(config: ml_collections.ConfigDict) -> set[str]:
 @register_model("av_resnet_mmtm", _capabilities, remat_key="")
 def av_resnet_mmtm(config: ml_collections.ConfigDict, num_classes: int, overrides: dict[str, Any],
                    rngs: nnx.Rngs) -> MMTMClassifier:
-  """av_resnet (config.model.*) with MMTM blocks; a method's overrides 'mmtm_positions' /
-  'mmtm_ratio' place and size them (default GRD's (2, 3, 4), ratio 4)."""
+  """av_resnet (config.model.av_resnet, config.model.fusion) with MMTM blocks; a method's
+  overrides 'mmtm_positions' / 'mmtm_ratio' place and size them (default GRD's (2, 3, 4),
+  ratio 4)."""
   m = config.model
   overrides = dict(overrides)
   heads = overrides.pop("modality_heads", "slices")
@@ -188,6 +189,5 @@ def av_resnet_mmtm(config: ml_collections.ConfigDict, num_classes: int, override
   ratio = overrides.pop("mmtm_ratio", 4)
   return MMTMClassifier(mmtm_positions=positions, mmtm_ratio=ratio, num_classes=num_classes,
                         fusion=m.fusion, modality_heads=heads, shared_head=shared,
-                        fusion_kwargs={**fusion_kwargs(m), **overrides}, widths=tuple(m.widths),
-                        audio_encoder=m.audio_encoder, audio_channels=m.audio_channels,
-                        visual_channels=m.visual_channels, init=m.init, remat=m.remat, rngs=rngs)
+                        fusion_kwargs={**fusion_kwargs(m), **overrides},
+                        **av_resnet_kwargs(config), rngs=rngs)

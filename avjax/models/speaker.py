@@ -235,9 +235,9 @@ def _capabilities(config: ml_collections.ConfigDict) -> set[str]:
                    "in their symmetric form: set config.model.fusion_kwargs.form='mmcosine'"})
 def av_resnetse(config: ml_collections.ConfigDict, num_classes: int, overrides: dict[str, Any],
                 rngs: nnx.Rngs) -> AVSpeakerClassifier:
-  """MMCosine's VoxCeleb model; sizes from `config.model.av_resnetse` (audio_widths, face_widths,
-  attention_dim), fusion and init from config.model."""
+  """MMCosine's VoxCeleb model; settings from `config.model.av_resnetse` (audio_widths,
+  face_widths, attention_dim, init), the fusion from config.model.fusion."""
   m = config.model
   return AVSpeakerClassifier(num_classes=num_classes, fusion=m.fusion,
-                             fusion_kwargs={**fusion_kwargs(m), **overrides}, init=m.init,
+                             fusion_kwargs={**fusion_kwargs(m), **overrides},
                              **section_kwargs(config, "av_resnetse"), rngs=rngs)

@@ -90,7 +90,7 @@ def get_config(arg: str | None = None):
     c.overrides["dataset"]["build_overrides"].update(num_train=192, num_validation=64, num_test=128,
                                                      image_size=16)
     c.overrides["train"].update(num_epochs=6, batch_size=16, log_every_steps=4)
-    c.overrides["model"] = {"widths": (4, 8, 8, 8)}
+    c.overrides["model"] = {"av_resnet": {"widths": (4, 8, 8, 8)}}
     c.overrides["input"] = {"image_size": 16}
     c.method_overrides = chains.with_settings(SMALL_OVERRIDES)
   elif arg == "smoke":  # Seconds per run: tests and a first look.
@@ -99,7 +99,7 @@ def get_config(arg: str | None = None):
     c.overrides["dataset"]["build_overrides"].update(num_train=96, num_validation=32, num_test=32,
                                                      image_size=16)
     c.overrides["train"].update(num_epochs=1, batch_size=16, log_every_steps=2)
-    c.overrides["model"] = {"widths": (4, 8, 8, 8)}
+    c.overrides["model"] = {"av_resnet": {"widths": (4, 8, 8, 8)}}
     c.overrides["input"] = {"image_size": 16}
     c.method_overrides = chains.with_settings(SMALL_OVERRIDES)
   elif arg:

@@ -25,7 +25,7 @@ def avjax_step(batch: int, opts: dict) -> Callable[[], Any]:
 
 
   config = load_config("ogm_ge_cremad")
-  config.model.widths = tuple(opts["widths"])
+  config.model.av_resnet.widths = tuple(opts["widths"])
   config.input.num_frames, config.input.image_size = opts["frames"], opts["image_size"]
   config.train.batch_size = batch
   config.train.compute_dtype = opts["compute_dtype"]

@@ -137,9 +137,9 @@ def test_ablation4_names_are_model_comparison_names():
   from avjax.config import base_config
   config = base_config()
   config.model.name = "cmvqvae"
-  config.model.widths = (4, 8, 8, 8)
   import ml_collections
-  config.model.cmvqvae = ml_collections.ConfigDict({"ablation": 4, "fc_hidden": 6})
+  config.model.cmvqvae = ml_collections.ConfigDict({"ablation": 4, "fc_hidden": 6,
+                                                    "widths": (4, 8, 8, 8)})
   model = nnx.eval_shape(lambda: cmvqvae(config, CLASSES, {}, nnx.Rngs(0)))
   names = {name for name, _, _ in conv._variables(model)}
   for name in ("_resnet18_1.conv1.weight", "_resnet18_2.layer2.0.downsample.1.running_var",

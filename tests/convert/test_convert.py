@@ -173,14 +173,14 @@ def test_convert_checks_config_and_workdir(tmp_path, data_dir):
   np.savez(tmp_path / "wide.npz", **nnx_to_state_dict(wide))
   with pytest.raises(ConversionError, match=r"widths \(8, 16, 16, 16\), config has \(4, 8, 8, 8\)"):
     convert_checkpoint(str(tmp_path / "wide.npz"), config, str(tmp_path / "w1"))
-  config.model.widths = WIDTHS
+  config.model.av_resnet.widths = WIDTHS
   with pytest.raises(ConversionError, match="has 5 classes but dataset synthetic_av/"):
     convert_checkpoint(str(tmp_path / "wide.npz"), config, str(tmp_path / "w1"))
   assert not (tmp_path / "w1").exists()
   busy = tmp_path / "busy"
   busy.mkdir()
   (busy / "metrics.jsonl").write_text("{}\n")
-  config.model.widths = (4, 8, 8, 8)
+  config.model.av_resnet.widths = (4, 8, 8, 8)
   with pytest.raises(ConversionError, match="exists and is not empty"):
     convert_checkpoint(str(tmp_path / "ok.npz"), config, str(busy))
   assert sorted(p.name for p in busy.iterdir()) == ["metrics.jsonl"]
@@ -197,7 +197,7 @@ def test_convert_checks_config_and_workdir(tmp_path, data_dir):
   from avjax.optim import make_optimizer
   from avjax.steps import init_state
   saved = load_workdir_config(str(empty))
-  assert tuple(saved.model.widths) == (4, 8, 8, 8)
+  assert tuple(saved.model.av_resnet.widths) == (4, 8, 8, 8)
   fresh = build_model(saved, 6)
   _, state = init_state(fresh, make_optimizer(saved.optimizer, 1, saved.train.num_epochs),
                         METHODS.get(saved.method.name)(saved), saved.seed)

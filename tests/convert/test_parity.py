@@ -139,7 +139,7 @@ def test_train_gradients_match(case):
 
 
 def _config_args(data_dir: str, *extra: str) -> list[str]:
-  return ["--config", "configs/demo.py:smoke", f"--config.model.widths={WIDTHS}",
+  return ["--config", "configs/demo.py:smoke", f"--config.model.av_resnet.widths={WIDTHS}",
           f"--config.dataset.data_dir={data_dir}",
           "--config.dataset.build_overrides.num_train=32",
           "--config.dataset.build_overrides.num_validation=16",

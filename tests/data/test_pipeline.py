@@ -279,7 +279,7 @@ def test_flow_is_scaled_to_its_bound_on_the_device():
 
 
 @pytest.mark.parametrize("change, message", [
-    (dict(), "model.audio_encoder='frames'"),
+    (dict(), "model.av_resnet.audio_encoder='frames'"),
     (dict(audio_encoder="frames"), "audio_channels=2"),
     (dict(audio_encoder="frames", audio_channels=2, spec_augment=True), "spec_augment"),
     (dict(audio_encoder="frames", audio_channels=2, crop_on_device=True), "crop_on_device"),
@@ -289,7 +289,7 @@ def test_flow_config_errors_name_the_fix(change, message):
   c = base_config()
   c.input.audio_source = "flow"
   for key, value in change.items():
-    (c.model if key.startswith("audio_") else c.input)[key] = value
+    (c.model.av_resnet if key.startswith("audio_") else c.input)[key] = value
   with pytest.raises(ConfigError, match=message):
     validate(c)
 
@@ -298,7 +298,7 @@ def test_flow_config_with_automatic_crops_validates():
   from avjax.config import validate
   c = base_config()
   c.input.audio_source = "flow"
-  c.model.audio_encoder, c.model.audio_channels = "frames", 2
+  c.model.av_resnet.audio_encoder, c.model.av_resnet.audio_channels = "frames", 2
   validate(c)  # crop_on_device=None resolves to off for flow, whatever the backend.
 
 
@@ -329,7 +329,7 @@ def test_reader_threads_leave_a_core_to_the_training_loop(cores, workers, thread
 def test_frame_encoder_without_flow_is_a_config_error():
   from avjax.config import validate
   c = base_config()
-  c.model.audio_encoder = "frames"
+  c.model.av_resnet.audio_encoder = "frames"
   with pytest.raises(ConfigError, match="audio_source='flow'"):
     validate(c)
 

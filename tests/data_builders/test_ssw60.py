@@ -148,7 +148,7 @@ def test_trains_and_reports_per_modality_on_the_build(built, base, tmp_path):
   accuracy on the test videos (the silent one included)."""
   from avjax.train import train_and_evaluate  # pylint: disable=g-import-not-at-top
   c, _ = fa.paper_config('configs/mmcosine_ssw60.py', str(base / 'tfds_av'))
-  c.model.widths = (4, 8, 8, 8)
+  c.model.av_resnet.widths = (4, 8, 8, 8)
   c.input.image_size, c.input.num_workers = 32, 0
   c.train.batch_size, c.train.num_epochs, c.train.progress = 2, 1, False
   c.mesh.data = 1

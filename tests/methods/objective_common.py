@@ -28,7 +28,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 SMOKE_FLAGS = ("--config.dataset.build_overrides.num_train=96",
                "--config.dataset.build_overrides.num_validation=32",
                "--config.dataset.build_overrides.num_test=32", "--config.input.image_size=16",
-               "--config.model.widths=(4,8,8,8)", "--config.train.batch_size=16",
+               "--config.model.av_resnet.widths=(4,8,8,8)", "--config.train.batch_size=16",
                "--config.train.progress=False")
 
 

@@ -67,7 +67,7 @@ def test_paper_config_values():
   assert (c.train.batch_size, c.train.num_epochs, c.input.num_frames,
           c.input.image_size) == (64, 100, 1, 224)
   m = _config_module("mmcosine_cremad").get_config()
-  assert (m.dataset.config, m.method.name, m.method.scaling, m.model.init) == (
+  assert (m.dataset.config, m.method.name, m.method.scaling, m.model.av_resnet.init) == (
       "mmcosine", "mmcosine", 10.0, "mmcosine")
   assert (m.train.batch_size, m.train.num_epochs, m.optimizer.step_epochs,
           m.input.num_frames) == (32, 200, 100, 1)

@@ -78,8 +78,7 @@ def test_epoch_start_state_is_checkpointed_and_resumes_bit_exactly(data_dir, tmp
 
 
 def test_heldout_fold_is_seeded_and_disjoint():
-  ctx = EpochContext(epoch=3, seed=5, num_examples=50, state=None, model=None, run=None,
-                     workdir="", is_chief=True)
+  ctx = EpochContext(epoch=3, seed=5, num_examples=50, state=None, model=None, run=None)
   fit, held = ctx.heldout()
   assert len(held) == 10 and len(fit) == 40 and not set(fit) & set(held)
   again, _ = dataclasses.replace(ctx, epoch=7).heldout()  # The fold does not move with epochs.

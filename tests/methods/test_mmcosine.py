@@ -67,7 +67,7 @@ def test_cosine_logits_match_numpy(fusion, kwargs):
 
 def test_model_gets_cosine_head_from_overrides():
   c = _config(scaling=7.0)
-  c.model.widths = (4, 8, 8, 8)
+  c.model.av_resnet.widths = (4, 8, 8, 8)
   method = METHODS.get("mmcosine")(c)
   assert method.model_overrides() == {"cosine_scale": 7.0}
   model = build_model(c, 3, method.model_overrides())

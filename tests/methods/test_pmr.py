@@ -160,8 +160,7 @@ def test_loss_window_and_per_option():
 
 def test_prototype_examples_are_a_seeded_tenth():
   method = _method()  # batch 16: 96 examples -> 6 batches -> max(1, 0) = 1 batch of 16.
-  ctx = EpochContext(epoch=3, seed=0, num_examples=96, state=None, model=None, run=None,
-                     workdir="", is_chief=True)
+  ctx = EpochContext(epoch=3, seed=0, num_examples=96, state=None, model=None, run=None)
   picked = method.prototype_examples(ctx)
   assert len(picked) == 16 and len(set(picked)) == 16
   np.testing.assert_array_equal(picked, method.prototype_examples(ctx))

@@ -80,7 +80,7 @@ def test_missing_or_wrong_teacher_is_one_line_with_the_command(data_dir, unimoda
   c.method.teacher_audio = unimodal_runs["visual"]
   with pytest.raises(ConfigError, match="not a 'unimodal' audio run"):
     train_and_evaluate(c, str(tmp_path / "b"))
-  c = _config(data_dir, unimodal_runs, **{"model.widths": (4, 8, 8, 16)})
+  c = _config(data_dir, unimodal_runs, **{"model.av_resnet.widths": (4, 8, 8, 16)})
   with pytest.raises(ConfigError, match="does not fit the student's"):
     train_and_evaluate(c, str(tmp_path / "c"))
 
@@ -142,7 +142,8 @@ def test_smoke_config_trains_from_the_command_line(data_dir, unimodal_runs, tmp_
   run_cli("avjax.main", "--config", "configs/umt_cremad.py:smoke", "--workdir",
           str(tmp_path / "run"), f"--config.method.teacher_audio={unimodal_runs['audio']}",
           f"--config.method.teacher_visual={unimodal_runs['visual']}",
-          "--config.model.widths=(4, 8, 8, 8)", f"--config.dataset.data_dir={data_dir}",
+          "--config.model.av_resnet.widths=(4, 8, 8, 8)",
+          f"--config.dataset.data_dir={data_dir}",
           "--config.dataset.build_overrides.num_train=96",
           "--config.dataset.build_overrides.num_validation=32",
           "--config.dataset.build_overrides.num_test=32", "--config.input.image_size=16",

@@ -116,8 +116,8 @@ def _context(epoch, workdir, shapley_of, calls):
             "label": np.zeros(len(indices), np.int32), "index": np.asarray(indices)}
 
   state = types.SimpleNamespace(step=jnp.int32(42))
-  return EpochContext(epoch=epoch, seed=0, num_examples=8, state=state, model=None, run=run,
-                      workdir=workdir, is_chief=True)
+  del workdir  # Methods write no files: the trainer writes what the hook returns.
+  return EpochContext(epoch=epoch, seed=0, num_examples=8, state=state, model=None, run=run)
 
 
 def test_sample_level_epoch_plans(tmp_path):
@@ -131,14 +131,19 @@ def test_sample_level_epoch_plans(tmp_path):
     np.testing.assert_array_equal(plan.indices, shuffled_plan(8, 0, epoch).indices)
     assert plan.modality_masks is None
   assert not calls
-  plan = method.on_epoch_start(_context(2, str(tmp_path), shapley_of, calls)).plan
+  update = method.on_epoch_start(_context(2, str(tmp_path), shapley_of, calls))
+  plan = update.plan
   (fn, indices), = calls
   assert fn is method.valuation_fn and indices.tolist() == list(range(8))
   expected, _ = vm.sample_level_plan(phis, 0, 2)
   np.testing.assert_array_equal(plan.indices, expected.indices)
   np.testing.assert_array_equal(plan.modality_masks, expected.modality_masks)
   assert len(plan.indices) == 8 + sum(sum(c) for _, _, c in TABLE)
-  # The valuation of the training set is recorded (state after 2 epochs, step 42).
+  # The valuation of the training set comes back as data; the trainer writes it (state after 2
+  # epochs, step 42).
+  assert not (tmp_path / "valuation").exists()
+  np.testing.assert_array_equal(update.contributions.predictions["shapley_audio"], phis[:, 0])
+  train_lib.record_contributions(str(tmp_path), 2, 42, update.contributions)
   table = np.genfromtxt(tmp_path / "valuation" / "train_epoch_0002_step_0000042.csv",
                         delimiter=",", names=True)
   np.testing.assert_array_equal(table["shapley_visual"], phis[:, 1])
@@ -152,13 +157,16 @@ def test_modality_level_epoch_plan(tmp_path):
   method = METHODS.get("valuation_modality")(config)
   calls = []
   # Mean over Z: phi_a = 1.5, phi_v = 0.0 -> gaps -0.5 / 1.0 -> d = 1.5 * 2/3 = 1: N visual copies.
-  plan = method.on_epoch_start(_context(
-      1, str(tmp_path), lambda idx: np.tile([1.5, 0.0], (len(idx), 1)), calls)).plan
+  update = method.on_epoch_start(_context(
+      1, str(tmp_path), lambda idx: np.tile([1.5, 0.0], (len(idx), 1)), calls))
+  plan = update.plan
   (_, indices), = calls
   np.testing.assert_array_equal(indices, vm.valuation_subset(8, 0.5, 0, 1))
   assert len(plan.indices) == 16
   assert np.all(plan.modality_masks[plan.modality_masks[:, 0] == 0] == [0, 1])
   assert (plan.modality_masks[:, 0] == 0).sum() == 8
+  assert update.contributions.summary["resample_count"] == 8
+  train_lib.record_contributions(str(tmp_path), 1, 42, update.contributions)
   row, = [json.loads(line) for line in open(tmp_path / "valuation" / "summary.jsonl")]
   assert row["resample_modality"] == "visual" and row["resample_count"] == 8
 

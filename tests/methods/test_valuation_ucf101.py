@@ -22,7 +22,7 @@ def test_valuation_modality_ucf101_trains_on_rgb_and_flow(tmp_path):
   config = load_repo_config("configs/valuation_modality_ucf101.py")
   config.dataset.data_dir = data_dir
   config.input.image_size = 32
-  config.model.widths = (8, 8, 8, 8)
+  config.model.av_resnet.widths = (8, 8, 8, 8)
   config.method.warmup_epochs = 1  # The second epoch is re-sampled from the valuation.
   config.train.batch_size = config.train.eval_batch_size = 2
   config.train.num_epochs = 2

@@ -138,8 +138,8 @@ def test_ablation_4_is_the_resnet_pair_with_an_mlp_head():
   import ml_collections  # pylint: disable=import-outside-toplevel
   from avjax.config import base_config  # pylint: disable=import-outside-toplevel
   config = base_config()
-  config.model.widths = (4, 8, 8, 8)
-  config.model.cmvqvae = ml_collections.ConfigDict({"ablation": 4, "mode": "audio-only"})
+  config.model.cmvqvae = ml_collections.ConfigDict({"ablation": 4, "mode": "audio-only",
+                                                    "widths": (4, 8, 8, 8)})
   model = nnx.eval_shape(lambda: cm.cmvqvae(config, 6, {}, nnx.Rngs(0)))
   assert model.fusion.fc_1.in_features == 8  # Audio-only: the audio ResNet's 8 features.
   graph, state = nnx.split(model)

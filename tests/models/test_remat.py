@@ -50,7 +50,7 @@ def test_resnet_remat_matches_plain_and_recomputes():
 @pytest.mark.parametrize("remat", [False, True])
 def test_trainer_step_recomputes_only_with_model_remat(remat):
   c = base_config()
-  c.model.widths, c.input.image_size, c.model.remat = (4, 8, 8, 8), 16, remat
+  c.model.av_resnet.widths, c.input.image_size, c.model.av_resnet.remat = (4, 8, 8, 8), 16, remat
   exp = setup(c, num_classes=3)
   batch = {"audio": jnp.zeros((2, 16, 16, 1)), "visual": jnp.zeros((2, 1, 16, 16, 3), jnp.uint8),
            "label": jnp.zeros((2,), jnp.int32), "modality_mask": jnp.ones((2, 2))}
@@ -72,10 +72,11 @@ def test_conformer_remat_matches_plain_with_dropout_and_masks(num_blocks):
 
 def test_model_remat_is_refused_where_it_would_do_nothing():
   c = base_config()
-  c.model.remat = True
+  c.model.av_resnet.remat = True
   validate(c)  # av_resnet takes it.
   c.model.name = "cmvqvae"
-  with pytest.raises(ConfigError, match="config.model.remat is for the av_resnet model; 'cmvqvae' "
+  with pytest.raises(ConfigError, match="config.model.av_resnet.remat is for the av_resnet model; "
+                                        "'cmvqvae' "
                                         "has no recomputation option"):
     validate(c)
   c.model.name = "vat_classifier"  # Its section is config.model.vat, shared with 'vat'.
