@@ -125,8 +125,12 @@ def apply_overrides(c: ml_collections.ConfigDict, settings: dict, where: str = "
     path = f"{where}.{key}"
     open_section = any(path.startswith(section + ".") for section in _OPEN_SECTIONS)
     if key not in c and not open_section:
-      raise ConfigError(f"sweep setting {path} is not a config key; check its spelling against "
-                        "avjax/config.py.")
+      from avjax.config import MOVED_KEYS  # pylint: disable=import-outside-toplevel
+      moved = MOVED_KEYS.get(path.partition(".")[2])
+      raise ConfigError(
+          f"sweep setting {path} moved to config.{moved}; update the sweep config (a run planned "
+          "before the move: re-launch the sweep, which plans it again)." if moved else
+          f"sweep setting {path} is not a config key; check its spelling against avjax/config.py.")
     current = c.get(key)
     if isinstance(value, (dict, ml_collections.ConfigDict)) and (
         current is None or isinstance(current, ml_collections.ConfigDict)):

@@ -62,6 +62,9 @@ def test_overrides_refuse_unknown_keys():
   sweep.overrides["train"]["num_epoch"] = 3
   with pytest.raises(ConfigError, match="train.num_epoch"):
     sweep_lib.plan(sweep, REPO)
+  from avjax.config import base_config
+  with pytest.raises(ConfigError, match="config.model.widths moved to config.model.av_resnet.widths"):
+    sweep_lib.apply_overrides(base_config(), {"model": {"widths": (4, 8, 8, 8)}})
 
 
 def _tiny_sweep(data_dir: str) -> ml_collections.ConfigDict:
