@@ -63,6 +63,7 @@ def check_config(name: str, method: str):
   full = module.get_config()
   assert full.method.name == method
   smoke = module.get_config("smoke")
+  assert smoke.method.name == method
   assert smoke.dataset.name == "synthetic_av" and smoke.name.endswith("_smoke")
   with pytest.raises(ValueError, match="Unknown config argument"):
     module.get_config("nonsense")
@@ -75,10 +76,11 @@ def check_configs(method: str) -> list:
 
 
 def check_refused(config: ml_collections.ConfigDict, match: str, **settings) -> None:
-  """`config` with `config.method.<key> = value` for each setting fails validation with a one-line
-  ConfigError matching `match`."""
+  """`config` with `settings` (`key`: config.method.key; 'section.key': another section's) fails
+  validation with a one-line ConfigError matching `match`."""
   for key, value in settings.items():
-    config.method[key] = value
+    section, name = key.split(".") if "." in key else ("method", key)
+    config[section][name] = value
   with pytest.raises(ConfigError, match=match):
     validate(config)
 

@@ -18,12 +18,11 @@ from avjax.config import base_config, validate
 from avjax.methods.base import StepContext
 from avjax.methods.base import true_class_scores as scores
 from avjax.methods.inforeg import coefficients, fisher_trace_step, proximal, push, window_indicator
-from avjax.registry import ConfigError
 from avjax.state import ModelFns
 from avjax.steps import setup
 from tests.helpers import tiny_config
-from tests.methods.common import (FUSIONS, check_config, check_resume, fusion_config,
-                                   smoke_cli)
+from tests.methods.common import (FUSIONS, check_config, check_refused, check_resume,
+                                   fusion_config, smoke_cli)
 
 
 def _k_sequence(traces, window=10):
@@ -166,13 +165,9 @@ def test_every_av_resnet_fusion_validates(data_dir, fusion, form):
 def test_bad_settings_and_models_are_refused():
   c = base_config()
   c.method.name = "inforeg"
-  c.method.variant = "march"
-  with pytest.raises(ConfigError, match="variant"):
-    validate(c)
-  c.method.variant = "first_upload"
-  c.model.name = "vavl"
-  with pytest.raises(ConfigError, match="modality_logits|modality_encoders"):
-    validate(c)
+  check_refused(c, "variant", variant="march")
+  check_refused(c, "modality_logits|modality_encoders", variant="first_upload",
+                **{"model.name": "vavl"})
 
 
 def test_smoke_config_trains_from_the_command_line(data_dir, tmp_path):

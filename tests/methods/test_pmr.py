@@ -18,7 +18,6 @@ from avjax.methods.pmr import (blend, class_means, euclidean_distances, modality
                                prototype_entropy, prototype_score)
 from avjax.models.contract import ModelInfo
 from avjax.models.outputs import ModelOutput
-from avjax.registry import ConfigError
 from tests.helpers import tiny_config
 from tests.methods.common import (FUSIONS, all_finite, check_config, check_refused,
                                    check_resume, check_trains_one_epoch, fusion_config,
@@ -179,10 +178,7 @@ def test_validate_refuses_bad_settings(data_dir, settings, match):
 
 
 def test_validate_refuses_model_without_pooled_encoders():
-  config = load_config("pmr_cremad", "smoke")
-  config.model.name = "vavl"
-  with pytest.raises(ConfigError, match="modality_encoders"):
-    validate(config)
+  check_refused(load_config("pmr_cremad", "smoke"), "modality_encoders", **{"model.name": "vavl"})
 
 
 @pytest.mark.parametrize("name", ["pmr_cremad", "pmr_ks"])

@@ -14,12 +14,11 @@ from avjax.config import base_config, validate
 from avjax.methods.base import StepContext
 from avjax.methods.relearning import (interpolate, kmeans, minmax_scale, purity, reinit_due,
                                       reinit_weight)
-from avjax.registry import ConfigError
 from avjax.state import ModelFns
 from avjax.steps import setup
 from tests.helpers import tiny_config
-from tests.methods.common import (FUSIONS, check_config, check_resume, fusion_config,
-                                   smoke_cli)
+from tests.methods.common import (FUSIONS, check_config, check_refused, check_resume,
+                                   fusion_config, smoke_cli)
 
 
 # ------------------------------------------------------------------------- the notes' oracles
@@ -134,13 +133,8 @@ def test_every_av_resnet_fusion_validates(data_dir, fusion, form):
 def test_bad_settings_and_models_are_refused():
   c = base_config()
   c.method.name = "relearning"
-  c.method.reinit_epoch = 0
-  with pytest.raises(ConfigError, match="reinit_epoch"):
-    validate(c)
-  c.method.reinit_epoch = 20
-  c.model.name = "vavl"
-  with pytest.raises(ConfigError, match="encode_fuse|modality_encoders"):
-    validate(c)
+  check_refused(c, "reinit_epoch", reinit_epoch=0)
+  check_refused(c, "encode_fuse|modality_encoders", reinit_epoch=20, **{"model.name": "vavl"})
 
 
 def test_smoke_config_trains_from_the_command_line(data_dir, tmp_path):
