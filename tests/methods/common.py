@@ -171,6 +171,7 @@ def check_trains_one_epoch(config: ml_collections.ConfigDict, workdir: str) -> l
   return train
 
 
+# ---------------------------------------------------------------------------------------- steps
 def first_step(exp, epoch: int = 0):
   """One jitted train step of `exp` (steps.setup's, 6 steps per epoch) from its initial state, at
   `epoch`, on a fixed batch of 8 random 16x16 clips of 6 classes; returns (new state, metrics)."""

@@ -78,8 +78,8 @@ def test_missing_or_wrong_teacher_is_one_line_with_the_command(data_dir, unimoda
 def test_teachers_loaded_frozen_and_resume_bit_exact(data_dir, unimodal_runs, tmp_path,
                                                      monkeypatch):
   config = _config(data_dir, unimodal_runs, **{"train.checkpoint_every_steps": 4})
-  run = check_resume(config, tmp_path, monkeypatch, 8, "batch 2")
-  a = run.final
+  resume = check_resume(config, tmp_path, monkeypatch, 8, "batch 2")
+  a = resume.final
   # The teachers are the teacher runs' encoders (parameters and BatchNorm statistics), unchanged
   # by two epochs of eval-mode use.
   for m, run in unimodal_runs.items():
@@ -89,7 +89,7 @@ def test_teachers_loaded_frozen_and_resume_bit_exact(data_dir, unimodal_runs, tm
       assert teacher[part]
       for path, value in teacher[part].items():
         jax.tree.map(np.testing.assert_array_equal, jax.device_get(tree[path]), value)
-  first = restore_final_state(run.resumed, config)[0]
+  first = restore_final_state(resume.resumed, config)[0]
   jax.tree.map(np.testing.assert_array_equal, first.method_state, a.method_state)
 
 
