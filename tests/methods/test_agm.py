@@ -3,26 +3,23 @@ update against plain cross-entropy at alpha 0, validation, and a mid-epoch resum
 
 from __future__ import annotations
 
-import json
 import math
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from avjax import train as train_lib
 from avjax.config import validate
 from avjax.methods.agm import (agm_coefficients, conditional_clip, modulated_logits,
                                response_score, running_means, scale_encoder_grads,
                                shapley_responses)
 from avjax.models.contract import ModelInfo
-from avjax.preemption import Preempted, PreemptionWatcher
-from avjax.registry import ConfigError
 from avjax.steps import make_train_step, setup
-from avjax.train import train_and_evaluate
-from tests.helpers import REPO, preempt_at, restore_final_state, run_cli, tiny_config
+from tests.helpers import tiny_config
+from tests.methods.common import (FUSIONS, all_finite, check_config, check_refused,
+                                   check_resume, check_trains_one_epoch, fusion_config,
+                                   load_config, smoke_cli)
 
 f32 = lambda x: jnp.asarray(x, jnp.float32)
 
@@ -221,84 +218,36 @@ def test_update_outside_window_is_plain_cross_entropy(data_dir, variant):
     ({"clip_threshold": 0.0}, "clip_threshold=0.0 must be > 0"),
 ])
 def test_validate_refuses_bad_settings(data_dir, settings, match):
-  config = tiny_config(data_dir, **{"method.name": "agm"})
-  for k, v in settings.items():
-    config.method[k] = v
-  with pytest.raises(ConfigError, match=match):
-    validate(config)
+  check_refused(tiny_config(data_dir, **{"method.name": "agm"}), match, **settings)
 
 
 def test_validate_refuses_model_without_modality_encoders():
-  config = _load_config("agm_cremad").get_config("smoke")
-  config.model.name = "vavl"
-  with pytest.raises(ConfigError, match="modality_encoders"):
-    validate(config)
-
-
-def _load_config(name):
-  import importlib.util  # pylint: disable=import-outside-toplevel
-  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  check_refused(load_config("agm_cremad", "smoke"), "modality_encoders", **{"model.name": "vavl"})
 
 
 @pytest.mark.parametrize("name", ["agm_cremad", "agm_ks"])
 def test_configs_validate(name):
-  module = _load_config(name)
-  full = validate(module.get_config())
-  assert full.method.name == "agm" and full.method.alpha > 0
-  smoke = validate(module.get_config("smoke"))
-  assert smoke.dataset.name == "synthetic_av" and smoke.name.endswith("_smoke")
-  with pytest.raises(ValueError, match="Unknown config argument"):
-    module.get_config("nonsense")
+  full, _ = check_config(name, "agm")
+  assert full.method.alpha > 0
 
 
 def test_smoke_config_trains_from_the_command_line(data_dir, tmp_path):
-  run_cli("avjax.main", "--config", "configs/agm_cremad.py:smoke",
-          f"--config.dataset.data_dir={data_dir}", "--config.train.progress=False",
-          "--config.train.num_epochs=1", f"--workdir={tmp_path}")
-  rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
-  train = [r for r in rows if r["split"] == "train"]
-  assert train and all(math.isfinite(r["agm_coeff_audio"]) for r in train)
+  rows = smoke_cli("agm", data_dir, str(tmp_path), "--config.train.num_epochs=1")
+  assert all_finite([r for r in rows if r["split"] == "train"], "agm_coeff_audio")
 
 
 def test_mid_epoch_resume_is_bit_exact(data_dir, tmp_path, monkeypatch):
   config = tiny_config(data_dir, **{"method.name": "agm", "train.num_epochs": 2,
                                     "train.checkpoint_every_steps": 4})
-  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-  train_and_evaluate(config, straight)
-  monkeypatch.setattr(train_lib, "PreemptionWatcher", preempt_at(8))
-  with pytest.raises(Preempted):
-    train_and_evaluate(config, resumed)
-  monkeypatch.setattr(train_lib, "PreemptionWatcher", PreemptionWatcher)
-  train_and_evaluate(config, resumed)
-  a, _ = restore_final_state(straight, config)
-  b, _ = restore_final_state(resumed, config)
-  jax.tree.map(np.testing.assert_array_equal, a, b)
-  assert int(a.method_state["count"]) == 12  # 6 steps per epoch, running means over all.
-  assert all(float(x) > 0 for x in a.method_state["means"].values())
-
-
-FUSIONS = [("sum", None), ("concat", None), ("film", "ogm_ge"), ("film", "mmcosine"),
-           ("gated", "ogm_ge"), ("gated", "mmcosine")]
+  final = check_resume(config, tmp_path, monkeypatch, 8, "batch 2").final
+  assert int(final.method_state["count"]) == 12  # 6 steps per epoch, running means over all.
+  assert all(float(x) > 0 for x in final.method_state["means"].values())
 
 
 @pytest.mark.parametrize("fusion,form", FUSIONS)
 def test_every_fusion_validates(data_dir, fusion, form):
-  config = tiny_config(data_dir, **{"method.name": "agm", "model.fusion": fusion})
-  if form:
-    config.model.fusion_kwargs.form = form
-  validate(config)
+  validate(fusion_config(data_dir, "agm", fusion, form))
 
 
 def test_trains_one_epoch_with_a_non_concat_fusion(data_dir, tmp_path):
-  config = tiny_config(data_dir, **{"method.name": "agm", "model.fusion": "sum",
-                                    "train.num_epochs": 1, "dataset.val_split": ""})
-  if "sum" != "sum":
-    config.model.fusion_kwargs.form = "ogm_ge"
-  final = train_and_evaluate(config, str(tmp_path / "run"))
-  assert 0.0 <= final["accuracy"] <= 1.0
-  rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
-  train = [r for r in rows if r["split"] == "train"]
-  assert train and all(math.isfinite(r["loss"]) and r.get("skipped_steps", 0) == 0 for r in train)
+  check_trains_one_epoch(fusion_config(data_dir, "agm", "sum"), str(tmp_path / "run"))

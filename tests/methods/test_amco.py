@@ -3,10 +3,7 @@ PyTorch restatement of BalanceBenchmark's model, a fully masked modality, config
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import math
-import os
 
 import jax
 import jax.numpy as jnp
@@ -14,14 +11,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from avjax import train as train_lib
 from avjax.config import validate
 from avjax.methods.amco import class_mask, dependence_shares, masked_count, ramp_value
 from avjax.models.class_mask import ClassMaskClassifier
-from avjax.preemption import Preempted, PreemptionWatcher
 from avjax.registry import ConfigError
-from avjax.train import train_and_evaluate
-from tests.helpers import REPO, preempt_at, restore_final_state, run_cli, tiny_config
+from tests.helpers import tiny_config
+from tests.methods.common import (check_configs, check_refused, check_resume, load_config,
+                                   smoke_cli)
 
 
 @pytest.mark.parametrize("epoch,counts", [(0, [0, 0, 0, 0, 0]), (1, [0, 3, 5, 6, 6]),
@@ -105,54 +101,29 @@ def test_fully_masked_modality_gets_no_gradient(tiny_model):
   assert any(np.any(np.asarray(g) != 0) for g in jax.tree.leaves(grads["visual_encoder"]))
 
 
-def _load_config(name, arg=None):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", name + ".py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
-
-
 def test_configs_validate_and_errors_name_the_fix():
-  for name in ("amco_cremad", "amco_ks"):
-    for arg in (None, "smoke"):
-      assert validate(_load_config(name, arg)).method.name == "amco"
-    assert _load_config(name, "smoke").dataset.name == "synthetic_av"
+  check_configs("amco")
   for fusion in ("sum", "concat"):
-    c = _load_config("amco_cremad")
+    c = load_config("amco_cremad")
     c.model.fusion = fusion
     validate(c)
-  c = _load_config("amco_cremad")
+  c = load_config("amco_cremad")
   c.model.fusion = "film"  # The asymmetric form: its fused logits are not the sum.
   with pytest.raises(ConfigError, match="form='mmcosine'"):
     validate(c)
   c.model.fusion_kwargs.form = "mmcosine"
   validate(c)
-  c = _load_config("amco_cremad")
-  c.method.eps = 0.0
-  with pytest.raises(ConfigError, match="eps"):
-    validate(c)
+  check_refused(load_config("amco_cremad"), "eps", eps=0.0)
 
 
 def test_resumes_mid_epoch_bit_exactly(data_dir, tmp_path, monkeypatch):
   config = tiny_config(data_dir, **{"method.name": "amco", "train.num_epochs": 2,
                                     "train.checkpoint_every_steps": 4})
-  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-  train_and_evaluate(config, straight)
-  monkeypatch.setattr(train_lib, "PreemptionWatcher", preempt_at(8))
-  with pytest.raises(Preempted):
-    train_and_evaluate(config, resumed)
-  monkeypatch.setattr(train_lib, "PreemptionWatcher", PreemptionWatcher)
-  train_and_evaluate(config, resumed)
-  a, _ = restore_final_state(straight, config)
-  b, _ = restore_final_state(resumed, config)
-  jax.tree.map(np.testing.assert_array_equal, a, b)
-  rows = [json.loads(line) for line in open(os.path.join(straight, "metrics.jsonl"))]
-  masked = [r["amco_masked_classes"] for r in rows if r["split"] == "train"]
+  train = check_resume(config, tmp_path, monkeypatch, 8, "batch 2").train
+  masked = [r["amco_masked_classes"] for r in train]
   assert masked[0] == 0 and max(masked) > 0  # No mask in epoch 0; the ramp runs in epoch 1.
 
 
-def test_smoke_config_trains_through_main(tmp_path):
-  run_cli("avjax.main", "--config", "configs/amco_cremad.py:smoke",
-          "--workdir", str(tmp_path / "run"))
-  rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+def test_smoke_config_trains_through_main(data_dir, tmp_path):
+  rows = smoke_cli("amco", data_dir, str(tmp_path / "run"))
   assert any(r["split"] == "train" and np.isfinite(r["amco_share_audio"]) for r in rows)

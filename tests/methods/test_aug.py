@@ -4,25 +4,21 @@ mid-epoch resume that ends bit-exactly where a straight run does."""
 
 from __future__ import annotations
 
-import importlib.util
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from avjax import train as train_lib
 from avjax.config import validate
 from avjax.methods.aug import (AUGSettings, assign, assignment_epochs, aug_loss, compose,
                                confidences)
 from avjax.methods.base import METHODS
 from avjax.models.outputs import ModelOutput
-from avjax.preemption import Preempted, PreemptionWatcher
 from avjax.registry import ConfigError
 from avjax.steps import setup
-from avjax.train import train_and_evaluate
-from tests.helpers import REPO, preempt_at, restore_final_state, run_cli, tiny_config
+from tests.helpers import tiny_config
+from tests.methods.common import check_config, check_resume, smoke_cli
 
 RNG = np.random.default_rng(0)
 BASE = jnp.asarray(RNG.normal(size=(2, 3)), jnp.float32)
@@ -118,18 +114,9 @@ def test_prediction_weights_the_ensembles(data_dir):
   np.testing.assert_allclose(pred.logits, 0.4 * (BASE + RES[:, 0]) + 0.6 * 2 * BASE, rtol=1e-6)
 
 
-def _config_module(name):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", name + ".py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 @pytest.mark.parametrize("name", ["aug_cremad", "aug_ks"])
 def test_configs_validate(name):
-  module = _config_module(name)
-  validate(module.get_config())
-  assert validate(module.get_config("smoke")).dataset.name == "synthetic_av"
+  check_config(name, "aug")
 
 
 def test_bad_settings_are_one_line_errors(data_dir):
@@ -152,16 +139,7 @@ def test_resume_mid_epoch_is_bit_exact_and_unused_slots_stay(data_dir, tmp_path,
   config.method.assign_every = 1
   config.method.tau = 0.0  # Assign after epoch 0 whatever the confidences.
   config.method.max_residuals = 2
-  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-  train_and_evaluate(config, straight)
-  monkeypatch.setattr(train_lib, "PreemptionWatcher", preempt_at(8))
-  with pytest.raises(Preempted):
-    train_and_evaluate(config, resumed)
-  monkeypatch.setattr(train_lib, "PreemptionWatcher", PreemptionWatcher)
-  train_and_evaluate(config, resumed)
-  a, _ = restore_final_state(straight, config)
-  b, _ = restore_final_state(resumed, config)
-  jax.tree.map(np.testing.assert_array_equal, a, b)
+  a = check_resume(config, tmp_path, monkeypatch, 8, "batch 2").final
   active = np.asarray(a.method_state["active"])
   assert sorted(active.tolist()) == [0, 1]
   initial = jax.device_get(setup(config, 6).state.params)
@@ -172,6 +150,5 @@ def test_resume_mid_epoch_is_bit_exact_and_unused_slots_stay(data_dir, tmp_path,
     assert not np.array_equal(kernel[:active[i]], start[:active[i]]) or active[i] == 0
 
 
-def test_smoke_config_trains_from_the_command_line(tmp_path):
-  run_cli("avjax.main", "--config", "configs/aug_cremad.py:smoke",
-          "--workdir", str(tmp_path / "smoke"))
+def test_smoke_config_trains_from_the_command_line(data_dir, tmp_path):
+  smoke_cli("aug", data_dir, str(tmp_path / "smoke"))

@@ -19,6 +19,7 @@ from avjax import writers
 from avjax.config import validate
 from avjax.train import train_and_evaluate
 from tests.helpers import tiny_config
+from tests.methods.common import config_module
 from tests.xla_env import subprocess_env
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -40,13 +41,9 @@ def _load(path: pathlib.Path) -> ModuleType:
   return module
 
 
-def _config_module(name: str) -> ModuleType:
-  return _load(ROOT / "configs" / f"{name}.py")
-
-
 @pytest.mark.parametrize("name", PAPER_CONFIGS)
 def test_paper_config_validates_and_smoke_loads(name):
-  module = _config_module(name)
+  module = config_module(name)
   full = module.get_config()
   validate(full)
   smoke = module.get_config("smoke")
@@ -58,7 +55,7 @@ def test_paper_config_validates_and_smoke_loads(name):
 
 
 def test_paper_config_values():
-  c = _config_module("ogm_ge_cremad").get_config()
+  c = config_module("ogm_ge_cremad").get_config()
   assert (c.dataset.name, c.dataset.config, c.model.fusion) == ("crema_d", "ogm_ge", "concat")
   assert (c.method.name, c.method.alpha, c.method.modulation_starts,
           c.method.modulation_ends) == ("ogm_ge", 0.8, 0, 50)
@@ -66,16 +63,16 @@ def test_paper_config_values():
           c.optimizer.weight_decay, c.optimizer.step_epochs) == ("sgd", 1e-3, 0.9, 1e-4, 70)
   assert (c.train.batch_size, c.train.num_epochs, c.input.num_frames,
           c.input.image_size) == (64, 100, 1, 224)
-  m = _config_module("mmcosine_cremad").get_config()
+  m = config_module("mmcosine_cremad").get_config()
   assert (m.dataset.config, m.method.name, m.method.scaling, m.model.av_resnet.init) == (
       "mmcosine", "mmcosine", 10.0, "mmcosine")
   assert (m.train.batch_size, m.train.num_epochs, m.optimizer.step_epochs,
           m.input.num_frames) == (32, 200, 100, 1)
-  assert _config_module("ogm_ge_vggsound").get_config().method.alpha == 0.1
+  assert config_module("ogm_ge_vggsound").get_config().method.alpha == 0.1
   # The references select on their test split; avjax selects on a held-out fold of train
   # (docs/deviations.md) and keeps the reference's protocol behind train.select_on='test'.
   for name in ("ogm_ge_cremad", "mmcosine_cremad", "ogm_ge_ks", "ogm_ge_vggsound"):
-    paper = _config_module(name).get_config()
+    paper = config_module(name).get_config()
     assert (paper.dataset.val_split, paper.dataset.test_split, paper.train.select_on) == (
         "heldout", "test", "validation")
 
@@ -109,7 +106,7 @@ def test_fusion_method_trains_one_tiny_epoch(data_dir, tmp_path, method, fusion)
 
 
 def test_ogm_ge_cremad_smoke_trains(data_dir, tmp_path):
-  config = _config_module("ogm_ge_cremad").get_config("smoke")
+  config = config_module("ogm_ge_cremad").get_config("smoke")
   config.dataset.data_dir = data_dir
   config.train.progress = False
   workdir = str(tmp_path / "smoke")

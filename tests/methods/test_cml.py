@@ -17,7 +17,7 @@ from avjax.models.fusion import FUSIONS
 from avjax.models.outputs import apply_modality_mask
 from avjax.registry import ConfigError
 from tests.helpers import tiny_config
-from tests.methods.objective_common import check_configs, check_resume, smoke_cli
+from tests.methods.common import check_configs, check_resume, smoke_cli
 
 FULL, PARTIAL, Y = jnp.array([[2.0, 1.0]]), jnp.array([[2.0, 0.0]]), jnp.array([0])
 
@@ -123,5 +123,5 @@ def test_smoke_cli(data_dir, tmp_path):
 
 def test_resumes_bit_exactly_mid_epoch(data_dir, tmp_path, monkeypatch):
   config = tiny_config(data_dir, **{"method.name": "cml", "train.checkpoint_every_steps": 4})
-  _, train = check_resume(config, tmp_path, monkeypatch, 8, "batch 2")
+  train = check_resume(config, tmp_path, monkeypatch, 8, "batch 2").train
   assert all(r["cml_calibration"] >= 0 and 0 <= r["cml_conf_full"] <= 1 for r in train)

@@ -4,7 +4,6 @@ from its epoch-1 checkpoint (EMA codebooks included) that is bit-identical to th
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -26,6 +25,7 @@ from avjax.models.outputs import FusionMask, ModelOutput, Quantization
 from avjax.registry import ConfigError
 from avjax.train import train_and_evaluate
 from tests.helpers import restore_final_state
+from tests.methods.common import load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CTX = StepContext(step=jnp.int32(0), epoch=jnp.int32(0), rng=jax.random.key(0))
@@ -36,11 +36,7 @@ OVERRIDES = {"dataset.build_overrides.num_train": 96, "dataset.build_overrides.n
 
 
 def smoke_config(data_dir: str, **extra):
-  spec = importlib.util.spec_from_file_location("cmvqvae_config",
-                                                os.path.join(REPO, "configs", "cmvqvae_cremad.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config("smoke")
+  config = load_config("cmvqvae_cremad", "smoke")
   config.dataset.data_dir = data_dir
   for key, value in {**OVERRIDES, **extra}.items():
     *sections, name = key.split(".")

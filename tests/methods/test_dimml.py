@@ -4,23 +4,20 @@ where a straight run does."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from avjax import train as train_lib
 from avjax.config import validate
 from avjax.methods.dimml import certainty_weighted, duc_term, select_dimensions
-from avjax.preemption import Preempted, PreemptionWatcher
 from avjax.registry import ConfigError
 from avjax.steps import setup
 from avjax.train import train_and_evaluate
-from tests.helpers import REPO, preempt_at, restore_final_state, run_cli, tiny_config
+from tests.helpers import restore_final_state, tiny_config
+from tests.methods.common import check_config, check_resume, load_config, smoke_cli
 
 
 def test_dimension_selection_oracle():
@@ -101,21 +98,12 @@ def test_duc_and_weighting_match_torch_restatement():
                              rtol=1e-5, atol=1e-6)
 
 
-def _config_module(name):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", name + ".py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 @pytest.mark.parametrize("name", ["dimml_cremad", "dimml_ks"])
 def test_configs_validate(name, tmp_path):
-  module = _config_module(name)
-  validate(module.get_config())
-  assert validate(module.get_config("smoke")).dataset.name == "synthetic_av"
+  check_config(name, "dimml")
   with pytest.raises(ConfigError, match="init_from"):
-    validate(module.get_config("stage2"))
-  c = module.get_config("stage2")
+    validate(load_config(name, "stage2"))
+  c = load_config(name, "stage2")
   c.init_from = str(tmp_path)
   assert validate(c).method.stage == 2
 
@@ -138,16 +126,8 @@ def _stage1(data_dir):
 def test_stage1_resumes_bit_exactly_and_stage2_trains_only_the_fusion(data_dir, tmp_path,
                                                                       monkeypatch):
   config = _stage1(data_dir)
-  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-  train_and_evaluate(config, straight)
-  monkeypatch.setattr(train_lib, "PreemptionWatcher", preempt_at(8))  # Mid epoch 2 (DUC on).
-  with pytest.raises(Preempted):
-    train_and_evaluate(config, resumed)
-  monkeypatch.setattr(train_lib, "PreemptionWatcher", PreemptionWatcher)
-  train_and_evaluate(config, resumed)
-  a, _ = restore_final_state(straight, config)
-  b, _ = restore_final_state(resumed, config)
-  jax.tree.map(np.testing.assert_array_equal, a, b)
+  run = check_resume(config, tmp_path, monkeypatch, 8, "batch 2")  # Mid epoch 2 (DUC on).
+  a, straight = run.final, run.straight
   assert bool(a.method_state["selected"]) and a.method_state["dims"].any()
   initial = setup(config, 6).state.params  # Stage 1 never updates the fusion head.
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(initial["fusion"]),
@@ -166,6 +146,5 @@ def test_stage1_resumes_bit_exactly_and_stage2_trains_only_the_fusion(data_dir, 
   assert all(changed)
 
 
-def test_smoke_config_trains_from_the_command_line(tmp_path):
-  run_cli("avjax.main", "--config", "configs/dimml_cremad.py:smoke",
-          "--workdir", str(tmp_path / "smoke"))
+def test_smoke_config_trains_from_the_command_line(data_dir, tmp_path):
+  smoke_cli("dimml", data_dir, str(tmp_path / "smoke"))

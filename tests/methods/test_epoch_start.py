@@ -10,21 +10,16 @@ mid-epoch and resumed must end with the same state, prototypes included, bit for
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 import sys
 import types
 
-import jax
 import numpy as np
-import pytest
 
-from avjax import train as train_lib
 from avjax.methods.base import METHODS, EpochContext
-from avjax.preemption import Preempted, PreemptionWatcher
-from avjax.train import train_and_evaluate
-from tests.helpers import preempt_at, restore_final_state, tiny_config
+from tests.helpers import tiny_config
+from tests.methods.common import check_resume
 
 DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                    "docs", "adding_a_method.md")
@@ -51,30 +46,15 @@ def _config(data_dir):
 def test_epoch_start_state_is_checkpointed_and_resumes_bit_exactly(data_dir, tmp_path,
                                                                     monkeypatch):
   config = _config(data_dir)
-  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-  train_and_evaluate(config, straight)
-
   # As if SIGTERM arrived during step 8: the middle of epoch 2 (6 steps per epoch).
-  monkeypatch.setattr(train_lib, "PreemptionWatcher", preempt_at(8))
-  with pytest.raises(Preempted, match="batch 2"):
-    train_and_evaluate(config, resumed)
-  mid, meta = restore_final_state(resumed, config)
-  assert (meta["epoch"], meta["step_in_epoch"]) == (1, 2)
-  monkeypatch.setattr(train_lib, "PreemptionWatcher", PreemptionWatcher)
-  train_and_evaluate(config, resumed)
-
-  a, _ = restore_final_state(straight, config)
-  b, _ = restore_final_state(resumed, config)
-  jax.tree.map(np.testing.assert_array_equal, a, b)
-  prototypes = a.method_state["prototypes"]
+  run = check_resume(config, tmp_path, monkeypatch, 8, "batch 2")
+  assert (run.mid_meta["epoch"], run.mid_meta["step_in_epoch"]) == (1, 2)
+  prototypes = run.final.method_state["prototypes"]
   # Set by the hook (not the zeros of init_state); the resumed epoch kept the prototypes its start
   # computed (recomputing them from the mid-epoch model would have changed the final state).
   assert np.all(np.any(prototypes != 0, axis=1))
-  np.testing.assert_array_equal(mid.method_state["prototypes"], prototypes)
-  rows = lambda w: [json.loads(line) for line in open(os.path.join(w, "metrics.jsonl"))]
-  val = lambda w: [r for r in rows(w) if r["split"] == "val"]
-  assert val(straight) == val(resumed)
-  assert all(np.isfinite(r["loss_prototype"]) for r in rows(straight) if r["split"] == "train")
+  np.testing.assert_array_equal(run.mid.method_state["prototypes"], prototypes)
+  assert all(np.isfinite(r["loss_prototype"]) for r in run.train)
 
 
 def test_heldout_fold_is_seeded_and_disjoint():

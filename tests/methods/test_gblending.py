@@ -21,7 +21,7 @@ from avjax.models.outputs import ModelOutput
 from avjax.registry import ConfigError
 from avjax.steps import setup
 from tests.helpers import tiny_config
-from tests.methods.objective_common import check_configs, check_resume, smoke_cli
+from tests.methods.common import check_configs, check_resume, smoke_cli
 
 
 def test_weights_from_given_losses():
@@ -110,7 +110,8 @@ def test_end_to_end_resumes_bit_exactly_mid_estimate(data_dir, tmp_path, monkeyp
   config.method.super_epoch, config.method.estimate_epochs = 1, 1
   # 77 fit examples: 4 steps per epoch; epochs 0 and 2 estimate, epoch 1 trains with the weights
   # the first estimate gave. Stop during step 10 (epoch 2: the copies are in the checkpoint).
-  final, train = check_resume(config, tmp_path, monkeypatch, 10, "batch 2")
+  run = check_resume(config, tmp_path, monkeypatch, 10, "batch 2")
+  final, train = run.final, run.train
   weights = final.method_state["weights"]
   np.testing.assert_allclose(weights.sum(), 1.0, rtol=1e-6)
   assert [r["gb_estimating"] for r in train] == [1.0, 0.0, 1.0]

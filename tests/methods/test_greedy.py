@@ -4,9 +4,7 @@ does."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import os
 
 import jax
 import jax.numpy as jnp
@@ -14,14 +12,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from avjax import train as train_lib
 from avjax.config import validate
 from avjax.methods.greedy import init_rebalance_state, rebalance, utilisation_rates
 from avjax.models.mmtm import MMTMClassifier
-from avjax.preemption import Preempted, PreemptionWatcher
 from avjax.registry import ConfigError
-from avjax.train import train_and_evaluate
-from tests.helpers import REPO, preempt_at, restore_final_state, run_cli, tiny_config
+from tests.helpers import tiny_config
+from tests.methods.common import check_config, check_resume, load_config, smoke_cli
 
 INPUTS = {"audio": jax.random.normal(jax.random.key(1), (3, 32, 24, 1)),
           "visual": jax.random.normal(jax.random.key(2), (3, 2, 16, 16, 3))}
@@ -164,20 +160,10 @@ def test_mmtm_matches_torch_restatement():
   np.testing.assert_allclose(scale_map(jnp.asarray(feats_v), g_v), out_v, rtol=1e-5, atol=1e-6)
 
 
-def _config_module(name):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", name + ".py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 @pytest.mark.parametrize("name", ["greedy_cremad", "greedy_ks"])
 def test_configs_validate(name):
-  module = _config_module(name)
-  validate(module.get_config())
-  smoke = validate(module.get_config("smoke"))
-  assert smoke.dataset.name == "synthetic_av"
-  c = module.get_config()
+  check_config(name, "greedy")
+  c = load_config(name)
   c.method.variant = "balancebenchmark"
   validate(c)
 
@@ -207,20 +193,10 @@ def test_resume_mid_epoch_is_bit_exact(data_dir, tmp_path, monkeypatch):
   config.method.warmup_epochs = 0
   config.method.window = 2
   config.method.utilisation_every = 1  # The analysis pass at epoch 1's start.
-  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-  train_and_evaluate(config, straight)
-  monkeypatch.setattr(train_lib, "PreemptionWatcher", preempt_at(8))
-  with pytest.raises(Preempted):
-    train_and_evaluate(config, resumed)
-  monkeypatch.setattr(train_lib, "PreemptionWatcher", PreemptionWatcher)
-  train_and_evaluate(config, resumed)
-  a, _ = restore_final_state(straight, config)
-  b, _ = restore_final_state(resumed, config)
-  jax.tree.map(np.testing.assert_array_equal, a, b)
+  a = check_resume(config, tmp_path, monkeypatch, 8, "batch 2").final
   assert float(a.method_state["sums"][0]) > 0
   assert float(a.model_state["mmtm_stats"][0]["count"][...]) == 12  # Training forwards only.
 
 
-def test_smoke_config_trains_from_the_command_line(tmp_path):
-  run_cli("avjax.main", "--config", "configs/greedy_cremad.py:smoke",
-          "--workdir", str(tmp_path / "smoke"), "--config.train.num_epochs=1")
+def test_smoke_config_trains_from_the_command_line(data_dir, tmp_path):
+  smoke_cli("greedy", data_dir, str(tmp_path / "smoke"), "--config.train.num_epochs=1")

@@ -4,8 +4,6 @@ resume."""
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import math
 import os
 
@@ -15,18 +13,16 @@ import numpy as np
 import pytest
 
 from avjax import data
-from avjax import train as train_lib
 from avjax.checkpoint import Checkpointer, abstract_like
 from avjax.config import base_config, validate
 from avjax.methods.base import StepContext
 from avjax.methods.base import true_class_scores as scores
 from avjax.methods.inforeg import coefficients, fisher_trace_step, proximal, push, window_indicator
-from avjax.preemption import Preempted, PreemptionWatcher
-from avjax.registry import ConfigError
 from avjax.state import ModelFns
 from avjax.steps import setup
-from avjax.train import train_and_evaluate
-from tests.helpers import REPO, preempt_at, restore_final_state, run_cli, tiny_config
+from tests.helpers import tiny_config
+from tests.methods.common import (FUSIONS, check_config, check_refused, check_resume,
+                                   fusion_config, smoke_cli)
 
 
 def _k_sequence(traces, window=10):
@@ -155,43 +151,27 @@ def test_update_adds_the_proximal_term_to_the_leading_encoder_only(data_dir, fus
 
 
 # --------------------------------------------------------------------------- configs, refusals
-def _load_config(name, arg=None):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", name + ".py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
-
-
 @pytest.mark.parametrize("name", ["inforeg_cremad", "inforeg_ks"])
 def test_configs_validate(name):
-  config = validate(_load_config(name))
-  assert config.method.name == "inforeg" and config.method.threshold == 0.05
-  assert _load_config(name, "smoke").dataset.name == "synthetic_av"
+  full, _ = check_config(name, "inforeg")
+  assert full.method.threshold == 0.05
 
 
-@pytest.mark.parametrize("fusion", ["sum", "concat", "film", "gated"])
-def test_every_av_resnet_fusion_validates(fusion):
-  c = base_config()
-  c.method.name, c.model.fusion = "inforeg", fusion
-  validate(c)
+@pytest.mark.parametrize("fusion,form", FUSIONS)
+def test_every_av_resnet_fusion_validates(data_dir, fusion, form):
+  validate(fusion_config(data_dir, "inforeg", fusion, form))
 
 
 def test_bad_settings_and_models_are_refused():
   c = base_config()
   c.method.name = "inforeg"
-  c.method.variant = "march"
-  with pytest.raises(ConfigError, match="variant"):
-    validate(c)
-  c.method.variant = "first_upload"
-  c.model.name = "vavl"
-  with pytest.raises(ConfigError, match="modality_logits|modality_encoders"):
-    validate(c)
+  check_refused(c, "variant", variant="march")
+  check_refused(c, "modality_logits|modality_encoders", variant="first_upload",
+                **{"model.name": "vavl"})
 
 
 def test_smoke_config_trains_from_the_command_line(data_dir, tmp_path):
-  run_cli("avjax.main", "--config", "configs/inforeg_cremad.py:smoke",
-          f"--workdir={tmp_path / 'w'}", f"--config.dataset.data_dir={data_dir}")
-  rows = [json.loads(l) for l in open(tmp_path / "w" / "metrics.jsonl")]
+  rows = smoke_cli("inforeg", data_dir, str(tmp_path / "w"))
   train = [r for r in rows if r["split"] == "train"]
   assert [r["inforeg_k"] for r in train] == [1.0, 1.0]  # k_0 = 1, k_1 = t/10 / (t/10) = 1.
   assert train[0]["inforeg_trace_audio"] == 0 and train[1]["inforeg_trace_audio"] > 0
@@ -213,30 +193,16 @@ def test_mid_epoch_resume_is_bit_exact(data_dir, tmp_path, monkeypatch):
   config = tiny_config(data_dir, **{"method.name": "inforeg", "train.num_epochs": 2,
                                     "train.checkpoint_every_steps": 4,
                                     "train.keep_checkpoints": 5})
-  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-  train_and_evaluate(config, straight)
-
   # As if SIGTERM arrived during step 8: the middle of epoch 2 (6 steps per epoch).
-  monkeypatch.setattr(train_lib, "PreemptionWatcher", preempt_at(8))
-  with pytest.raises(Preempted, match="batch 2"):
-    train_and_evaluate(config, resumed)
-  mid, meta = restore_final_state(resumed, config)
-  assert (meta["epoch"], meta["step_in_epoch"]) == (1, 2)
-  monkeypatch.setattr(train_lib, "PreemptionWatcher", PreemptionWatcher)
-  train_and_evaluate(config, resumed)
-
-  a, _ = restore_final_state(straight, config)
-  b, _ = restore_final_state(resumed, config)
-  jax.tree.map(np.testing.assert_array_equal, a, b)
+  run = check_resume(config, tmp_path, monkeypatch, 8, "batch 2")
+  assert (run.mid_meta["epoch"], run.mid_meta["step_in_epoch"]) == (1, 2)
+  a, mid = run.final, run.mid
   # The anchor is the encoders at the start of epoch 2 (the epoch-1 checkpoint, step 6), and the
   # resumed epoch kept it.
-  epoch_end = _restore(straight, config, 6)
+  epoch_end = _restore(run.straight, config, 6)
   for m in ("audio", "visual"):
     jax.tree.map(np.testing.assert_array_equal, a.method_state["anchor"][m][f"{m}_encoder"],
                  epoch_end.params[f"{m}_encoder"])
     assert float(a.method_state["trace"][m]) > 0 and float(a.method_state["history"][m][-1]) > 0
   jax.tree.map(np.testing.assert_array_equal, mid.method_state["anchor"], a.method_state["anchor"])
   assert math.isclose(float(a.method_state["k"]), 1.0, rel_tol=1e-6)
-  rows = lambda w: [json.loads(line) for line in open(os.path.join(w, "metrics.jsonl"))]
-  assert [r for r in rows(straight) if r["split"] == "val"] == [
-      r for r in rows(resumed) if r["split"] == "val"]

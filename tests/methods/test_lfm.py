@@ -19,7 +19,7 @@ from avjax.methods.lfm import (alignment, fitted_alpha, heuristic_alpha, hvp_of,
 from avjax.models.outputs import ModelOutput
 from avjax.registry import ConfigError
 from tests.helpers import tiny_config
-from tests.methods.objective_common import check_configs, check_resume, smoke_cli
+from tests.methods.common import check_configs, check_resume, smoke_cli
 
 ZA, ZV = jnp.array([[math.log(3.0), 0.0]]), jnp.array([[0.0, 0.0]])  # p = (.75, .25), q = (.5, .5)
 
@@ -132,7 +132,8 @@ def test_smoke_cli(data_dir, tmp_path):
 def test_resumes_bit_exactly_mid_epoch(data_dir, tmp_path, monkeypatch):
   config = tiny_config(data_dir, **{"method.name": "lfm", "train.checkpoint_every_steps": 3})
   # 80 training examples after the 16 held out: 5 steps per epoch; stop during step 7 (epoch 2).
-  final, train = check_resume(config, tmp_path, monkeypatch, 7, "batch 2")
+  run = check_resume(config, tmp_path, monkeypatch, 7, "batch 2")
+  final, train = run.final, run.train
   alpha = final.method_state["alpha"]
   assert alpha.sum() == pytest.approx(1.0) and 0.05 <= alpha[1] <= 0.95
   assert np.isfinite(final.method_state["hvp"]) and final.method_state["hvp"] != 0

@@ -14,7 +14,7 @@ from avjax.config import validate
 from avjax.methods.mbsd import mbsd_loss, mbsd_terms
 from avjax.registry import ConfigError
 from tests.helpers import tiny_config
-from tests.methods.objective_common import check_configs, check_resume, smoke_cli
+from tests.methods.common import check_configs, check_resume, smoke_cli
 
 ZA, ZV, Y = np.array([[2.0, 0.0]]), np.array([[0.0, 0.0]]), np.array([0])
 
@@ -132,5 +132,5 @@ def test_smoke_cli(data_dir, tmp_path):
 def test_resumes_bit_exactly_mid_epoch(data_dir, tmp_path, monkeypatch):
   config = tiny_config(data_dir, **{"method.name": "mbsd", "train.checkpoint_every_steps": 4})
   # 6 steps per epoch: stop during step 8, the middle of epoch 2.
-  _, train = check_resume(config, tmp_path, monkeypatch, 8, "batch 2")
+  train = check_resume(config, tmp_path, monkeypatch, 8, "batch 2").train
   assert all(0.0 <= r["mbsd_weight"] <= 1.0 and r["mbsd_distill"] >= 0.0 for r in train)

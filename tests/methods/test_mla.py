@@ -4,26 +4,20 @@ resume."""
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from avjax import train as train_lib
-from avjax.config import validate
 from avjax.methods.mla import (entropy_fusion, entropy_weights, modify_kernel_grad,
                                projector_alpha, update_projector)
-from avjax.preemption import Preempted, PreemptionWatcher
-from avjax.registry import ConfigError
 from avjax.state import ModelFns
 from avjax.steps import setup
 from avjax.methods.base import StepContext
-from avjax.train import train_and_evaluate
-from tests.helpers import REPO, preempt_at, restore_final_state, run_cli, tiny_config
+from tests.helpers import tiny_config
+from tests.methods.common import (check_configs, check_refused, check_resume, load_config,
+                                   smoke_cli)
 
 
 def test_projector_updates_by_hand():
@@ -129,7 +123,7 @@ def test_predict_is_the_configured_inference_rule():
   from avjax.models.outputs import ModelOutput  # pylint: disable=import-outside-toplevel
   logits = {"audio": jnp.array([[0.0, 0.0]]), "visual": jnp.array([[10.0, 0.0]])}
   output = ModelOutput(logits=jnp.zeros((1, 2)), modality_logits=logits, features={})
-  c = _load_config("mla_cremad")
+  c = load_config("mla_cremad")
   np.testing.assert_allclose(MLA(c).predict(output, {}).logits, entropy_fusion(logits), rtol=1e-6)
   c.method.inference = "fixed"
   np.testing.assert_allclose(MLA(c).predict(output, {}).logits, [[4.5, 0.0]], rtol=1e-6)
@@ -182,52 +176,22 @@ def test_audio_step_leaves_the_visual_encoder_and_its_state_alone(data_dir):
   np.testing.assert_array_equal(first_projector, np.eye(projector.shape[0]))
 
 
-def _load_config(name, arg=None):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", name + ".py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
-
-
 def test_configs_validate_and_errors_name_the_fix():
-  for name in ("mla_cremad", "mla_ks"):
-    for arg in (None, "smoke"):
-      assert validate(_load_config(name, arg)).method.name == "mla"
-    assert _load_config(name, "smoke").dataset.name == "synthetic_av"
-  c = _load_config("mla_cremad")
-  c.model.fusion = "concat"
-  with pytest.raises(ConfigError, match="shared_head"):
-    validate(c)
-  c = _load_config("mla_cremad")
-  c.train.grad_accum_steps = 2
-  with pytest.raises(ConfigError, match="grad_accum_steps"):
-    validate(c)
-  c = _load_config("mla_cremad")
-  c.method.gradient_rule = "orthogonal"
-  with pytest.raises(ConfigError, match="gradient_rule"):
-    validate(c)
+  check_configs("mla")
+  check_refused(load_config("mla_cremad"), "shared_head", **{"model.fusion": "concat"})
+  check_refused(load_config("mla_cremad"), "grad_accum_steps", **{"train.grad_accum_steps": 2})
+  check_refused(load_config("mla_cremad"), "gradient_rule", gradient_rule="orthogonal")
 
 
 def test_resumes_mid_epoch_bit_exactly(data_dir, tmp_path, monkeypatch):
   config = _config(data_dir, **{"train.num_epochs": 2, "train.checkpoint_every_steps": 4})
-  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-  train_and_evaluate(config, straight)
-  monkeypatch.setattr(train_lib, "PreemptionWatcher", preempt_at(8))
-  with pytest.raises(Preempted):
-    train_and_evaluate(config, resumed)
-  monkeypatch.setattr(train_lib, "PreemptionWatcher", PreemptionWatcher)
-  train_and_evaluate(config, resumed)
-  a, _ = restore_final_state(straight, config)
-  b, _ = restore_final_state(resumed, config)
-  jax.tree.map(np.testing.assert_array_equal, a, b)
-  projector = a.method_state["projector"]
+  projector = check_resume(config, tmp_path, monkeypatch, 8, "batch 2").final.method_state[
+      "projector"]
   assert not np.allclose(projector, np.eye(projector.shape[0]))
   assert np.linalg.norm(projector) == pytest.approx(1.0, rel=1e-5)
 
 
-def test_smoke_config_trains_through_main(tmp_path):
-  run_cli("avjax.main", "--config", "configs/mla_cremad.py:smoke",
-          "--workdir", str(tmp_path / "run"))
-  rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+def test_smoke_config_trains_through_main(data_dir, tmp_path):
+  rows = smoke_cli("mla", data_dir, str(tmp_path / "run"))
   train = [r for r in rows if r["split"] == "train"]
   assert train and all(0 < r["mla_entropy_weight_audio"] < 1 for r in train)

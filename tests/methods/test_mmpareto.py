@@ -3,24 +3,19 @@ per-loss backward passes, which groups change, BalanceBenchmark's x3, configs, r
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from avjax import train as train_lib
 from avjax.config import validate
 from avjax.methods.mmpareto import combine, min_norm_weight, pareto_weights
-from avjax.preemption import Preempted, PreemptionWatcher
-from avjax.registry import ConfigError
 from avjax.state import ModelFns
 from avjax.steps import make_train_step, setup
-from avjax.train import train_and_evaluate
-from tests.helpers import REPO, preempt_at, restore_final_state, run_cli, tiny_config
+from tests.helpers import tiny_config
+from tests.methods.common import (all_finite, check_configs, check_refused, check_resume,
+                                   load_config, smoke_cli)
 
 GAMMA = 1.5
 
@@ -217,55 +212,23 @@ def test_groups_get_the_documented_gradients(data_dir, variant):
       float(metrics["loss_mm"] + metrics["loss_audio"] + metrics["loss_visual"]), rel=1e-6)
 
 
-def _load_config(name, arg=None):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", name + ".py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
-
-
 def test_configs_validate_and_bad_settings_name_the_fix():
-  for name in ("mmpareto_cremad", "mmpareto_ks"):
-    for arg in (None, "smoke"):
-      run = validate(_load_config(name, arg))
-      assert run.method.name == "mmpareto"
-    assert _load_config(name, "smoke").dataset.name == "synthetic_av"
+  check_configs("mmpareto")
   for fusion, form in (("sum", "ogm_ge"), ("film", "ogm_ge"), ("gated", "mmcosine")):
-    c = _load_config("mmpareto_cremad")  # Defined for every fusion: a head per modality.
+    c = load_config("mmpareto_cremad")  # Defined for every fusion: a head per modality.
     c.model.fusion, c.model.fusion_kwargs.form = fusion, form
     validate(c)
-  c = _load_config("mmpareto_cremad")
-  c.method.variant = "bb"
-  with pytest.raises(ConfigError, match="variant"):
-    validate(c)
-  c = _load_config("mmpareto_cremad")
-  c.method.gamma = 0.0
-  with pytest.raises(ConfigError, match="gamma"):
-    validate(c)
-  c = _load_config("mmpareto_cremad")
-  c.model.name = "vavl"
-  with pytest.raises(ConfigError, match="modality_heads"):
-    validate(c)
+  check_refused(load_config("mmpareto_cremad"), "variant", variant="bb")
+  check_refused(load_config("mmpareto_cremad"), "gamma", gamma=0.0)
+  check_refused(load_config("mmpareto_cremad"), "modality_heads", **{"model.name": "vavl"})
 
 
 def test_resumes_mid_epoch_bit_exactly(data_dir, tmp_path, monkeypatch):
   config = tiny_config(data_dir, **{"method.name": "mmpareto", "train.num_epochs": 2,
                                     "train.checkpoint_every_steps": 4})
-  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-  train_and_evaluate(config, straight)
-  monkeypatch.setattr(train_lib, "PreemptionWatcher", preempt_at(8))
-  with pytest.raises(Preempted):
-    train_and_evaluate(config, resumed)
-  monkeypatch.setattr(train_lib, "PreemptionWatcher", PreemptionWatcher)
-  train_and_evaluate(config, resumed)
-  a, _ = restore_final_state(straight, config)
-  b, _ = restore_final_state(resumed, config)
-  jax.tree.map(np.testing.assert_array_equal, a, b)
+  check_resume(config, tmp_path, monkeypatch, 8, "batch 2")
 
 
-def test_smoke_config_trains_through_main(tmp_path):
-  run_cli("avjax.main", "--config", "configs/mmpareto_cremad.py:smoke",
-          "--workdir", str(tmp_path / "run"))
-  rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
-  train = [r for r in rows if r["split"] == "train"]
-  assert train and all(np.isfinite(r["mmpareto_cos_visual"]) for r in train)
+def test_smoke_config_trains_through_main(data_dir, tmp_path):
+  rows = smoke_cli("mmpareto", data_dir, str(tmp_path / "run"))
+  assert all_finite([r for r in rows if r["split"] == "train"], "mmpareto_cos_visual")

@@ -3,9 +3,7 @@ the coefficients and the warm-up window agree with the notes' hand-computed case
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import os
 
 import jax.numpy as jnp
 import numpy as np
@@ -13,20 +11,13 @@ import pytest
 
 from avjax.config import validate
 from avjax.methods.ogm import in_window, ogm_coefficients
-from tests.helpers import REPO
-
-
-def _load_config(name):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from tests.methods.common import config_module
 
 
 @pytest.mark.parametrize("name,dataset,frames,size", [
     ("ogm_tpami_cremad", "crema_d", 1, 224), ("ogm_tpami_ks", "kinetics_sounds", 3, 112)])
 def test_configs_carry_the_journal_recipe(name, dataset, frames, size):
-  module = _load_config(name)
+  module = config_module(name)
   c = validate(module.get_config())
   assert (c.dataset.name, c.input.num_frames, c.input.image_size) == (dataset, frames, size)
   assert (c.method.name, c.method.alpha, c.method.modulation_starts,

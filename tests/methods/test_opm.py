@@ -4,24 +4,20 @@ mid-epoch resume bit for bit with the drop active."""
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import math
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from avjax import train as train_lib
 from avjax.config import validate
 from avjax.methods.base import true_class_scores as performance
 from avjax.methods.opm import drop_mask, drop_probabilities
-from avjax.preemption import Preempted, PreemptionWatcher
-from avjax.registry import ConfigError
-from avjax.train import train_and_evaluate
-from tests.helpers import REPO, preempt_at, restore_final_state, run_cli, tiny_config
+from tests.helpers import tiny_config
+from tests.methods.common import (FUSIONS, all_finite, check_config, check_refused,
+                                   check_resume, check_trains_one_epoch, fusion_config,
+                                   smoke_cli)
 
 f32 = lambda x: jnp.asarray(x, jnp.float32)
 WIDTHS = {"audio": 512, "visual": 512}
@@ -139,39 +135,20 @@ def test_matches_pytorch_restatement():
     ({"modulation_starts": 3, "modulation_ends": 1}, "0 <= starts <= ends"),
 ])
 def test_validate_refuses_bad_settings(data_dir, settings, match):
-  config = tiny_config(data_dir, **{"method.name": "opm"})
-  for k, v in settings.items():
-    config.method[k] = v
-  with pytest.raises(ConfigError, match=match):
-    validate(config)
-
-
-def _load_config(name):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  check_refused(tiny_config(data_dir, **{"method.name": "opm"}), match, **settings)
 
 
 @pytest.mark.parametrize("name", ["opm_cremad", "opm_ks"])
 def test_configs_validate(name):
-  module = _load_config(name)
-  full = validate(module.get_config())
-  assert full.method.name == "opm" and full.optimizer.name == "adamw"
-  smoke = validate(module.get_config("smoke"))
-  assert smoke.dataset.name == "synthetic_av" and smoke.name.endswith("_smoke")
-  with pytest.raises(ValueError, match="Unknown config argument"):
-    module.get_config("nonsense")
+  full, _ = check_config(name, "opm")
+  assert full.optimizer.name == "adamw"
 
 
 def test_smoke_config_trains_from_the_command_line(data_dir, tmp_path):
-  run_cli("avjax.main", "--config", "configs/opm_cremad.py:smoke",
-          f"--config.dataset.data_dir={data_dir}", "--config.train.progress=False",
-          "--config.method.modulation_starts=0", "--config.train.num_epochs=1",
-          f"--workdir={tmp_path}")
-  rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  rows = smoke_cli("opm", data_dir, str(tmp_path), "--config.method.modulation_starts=0",
+                   "--config.train.num_epochs=1")
   train = [r for r in rows if r["split"] == "train"]
-  assert train and all(math.isfinite(r["loss"]) and "opm_drop_audio" in r for r in train)
+  assert all_finite(train, "loss") and all("opm_drop_audio" in r for r in train)
 
 
 def test_mid_epoch_resume_is_bit_exact(data_dir, tmp_path, monkeypatch):
@@ -179,18 +156,7 @@ def test_mid_epoch_resume_is_bit_exact(data_dir, tmp_path, monkeypatch):
                                     "train.checkpoint_every_steps": 4, "train.log_every_steps": 1})
   config.method.modulation_starts = 1  # Drop in the second epoch, the one resumed mid-way.
   config.method.p_exe = 1.0
-  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-  train_and_evaluate(config, straight)
-  monkeypatch.setattr(train_lib, "PreemptionWatcher", preempt_at(8))
-  with pytest.raises(Preempted):
-    train_and_evaluate(config, resumed)
-  monkeypatch.setattr(train_lib, "PreemptionWatcher", PreemptionWatcher)
-  train_and_evaluate(config, resumed)
-  a, _ = restore_final_state(straight, config)
-  b, _ = restore_final_state(resumed, config)
-  jax.tree.map(np.testing.assert_array_equal, a, b)
-  rows = [json.loads(line) for line in open(os.path.join(straight, "metrics.jsonl"))]
-  first, second = [r for r in rows if r["split"] == "train"]  # Epoch means.
+  first, second = check_resume(config, tmp_path, monkeypatch, 8, "batch 2").train  # Epoch means.
   assert first["opm_executed"] == 0 and first["opm_drop_audio"] == 0 == first["opm_drop_visual"]
   assert first["opm_kept_audio"] == 1 == first["opm_kept_visual"]
   assert second["opm_executed"] == 1  # p_exe 1: every step of the window drops.
@@ -199,25 +165,10 @@ def test_mid_epoch_resume_is_bit_exact(data_dir, tmp_path, monkeypatch):
   assert min(second["opm_kept_audio"], second["opm_kept_visual"]) < 1
 
 
-FUSIONS = [("sum", None), ("concat", None), ("film", "ogm_ge"), ("film", "mmcosine"),
-           ("gated", "ogm_ge"), ("gated", "mmcosine")]
-
-
 @pytest.mark.parametrize("fusion,form", FUSIONS)
 def test_every_fusion_validates(data_dir, fusion, form):
-  config = tiny_config(data_dir, **{"method.name": "opm", "model.fusion": fusion})
-  if form:
-    config.model.fusion_kwargs.form = form
-  validate(config)
+  validate(fusion_config(data_dir, "opm", fusion, form))
 
 
 def test_trains_one_epoch_with_a_non_concat_fusion(data_dir, tmp_path):
-  config = tiny_config(data_dir, **{"method.name": "opm", "model.fusion": "film",
-                                    "train.num_epochs": 1, "dataset.val_split": ""})
-  if "film" != "sum":
-    config.model.fusion_kwargs.form = "ogm_ge"
-  final = train_and_evaluate(config, str(tmp_path / "run"))
-  assert 0.0 <= final["accuracy"] <= 1.0
-  rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
-  train = [r for r in rows if r["split"] == "train"]
-  assert train and all(math.isfinite(r["loss"]) and r.get("skipped_steps", 0) == 0 for r in train)
+  check_trains_one_epoch(fusion_config(data_dir, "opm", "film", "ogm_ge"), str(tmp_path / "run"))

@@ -4,17 +4,13 @@ released code lacks), validation, configs, and a mid-epoch resume bit for bit.""
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import math
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from avjax import train as train_lib
 from avjax.config import validate
 from avjax.methods import METHODS, StepContext
 from avjax.methods.base import EpochContext
@@ -22,10 +18,10 @@ from avjax.methods.pmr import (blend, class_means, euclidean_distances, modality
                                prototype_entropy, prototype_score)
 from avjax.models.contract import ModelInfo
 from avjax.models.outputs import ModelOutput
-from avjax.preemption import Preempted, PreemptionWatcher
-from avjax.registry import ConfigError
-from avjax.train import train_and_evaluate
-from tests.helpers import REPO, preempt_at, restore_final_state, run_cli, tiny_config
+from tests.helpers import tiny_config
+from tests.methods.common import (FUSIONS, all_finite, check_config, check_refused,
+                                   check_resume, check_trains_one_epoch, fusion_config,
+                                   load_config, smoke_cli)
 
 f32 = lambda x: jnp.asarray(x, jnp.float32)
 
@@ -177,45 +173,22 @@ def test_prototype_examples_are_a_seeded_tenth():
     ({"variant": "x"}, "variant='x' must be one of"),
 ])
 def test_validate_refuses_bad_settings(data_dir, settings, match):
-  config = tiny_config(data_dir, **{"method.name": "pmr"})
-  for k, v in settings.items():
-    config.method[k] = v
-  with pytest.raises(ConfigError, match=match):
-    validate(config)
-
-
-def _load_config(name):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  check_refused(tiny_config(data_dir, **{"method.name": "pmr"}), match, **settings)
 
 
 def test_validate_refuses_model_without_pooled_encoders():
-  config = _load_config("pmr_cremad").get_config("smoke")
-  config.model.name = "vavl"
-  with pytest.raises(ConfigError, match="modality_encoders"):
-    validate(config)
+  check_refused(load_config("pmr_cremad", "smoke"), "modality_encoders", **{"model.name": "vavl"})
 
 
 @pytest.mark.parametrize("name", ["pmr_cremad", "pmr_ks"])
 def test_configs_validate(name):
-  module = _load_config(name)
-  full = validate(module.get_config())
-  assert full.method.name == "pmr" and full.method.alpha > 0
-  smoke = validate(module.get_config("smoke"))
-  assert smoke.dataset.name == "synthetic_av" and smoke.name.endswith("_smoke")
-  with pytest.raises(ValueError, match="Unknown config argument"):
-    module.get_config("nonsense")
+  full, _ = check_config(name, "pmr")
+  assert full.method.alpha > 0
 
 
 def test_smoke_config_trains_from_the_command_line(data_dir, tmp_path):
-  run_cli("avjax.main", "--config", "configs/pmr_cremad.py:smoke",
-          f"--config.dataset.data_dir={data_dir}", "--config.train.progress=False",
-          "--config.train.num_epochs=1", f"--workdir={tmp_path}")
-  rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
-  train = [r for r in rows if r["split"] == "train"]
-  assert train and all(math.isfinite(r["pmr_ratio"]) for r in train)
+  rows = smoke_cli("pmr", data_dir, str(tmp_path), "--config.train.num_epochs=1")
+  assert all_finite([r for r in rows if r["split"] == "train"], "pmr_ratio")
 
 
 def test_mid_epoch_resume_is_bit_exact(data_dir, tmp_path, monkeypatch):
@@ -223,41 +196,16 @@ def test_mid_epoch_resume_is_bit_exact(data_dir, tmp_path, monkeypatch):
                                     "train.checkpoint_every_steps": 4})
   config.method.momentum = 0.5
   config.method.alpha = 2.0
-  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-  train_and_evaluate(config, straight)
-  monkeypatch.setattr(train_lib, "PreemptionWatcher", preempt_at(8))
-  with pytest.raises(Preempted):
-    train_and_evaluate(config, resumed)
-  mid, _ = restore_final_state(resumed, config)
-  monkeypatch.setattr(train_lib, "PreemptionWatcher", PreemptionWatcher)
-  train_and_evaluate(config, resumed)
-  a, _ = restore_final_state(straight, config)
-  b, _ = restore_final_state(resumed, config)
-  jax.tree.map(np.testing.assert_array_equal, a, b)
-  for m, prototypes in a.method_state["prototypes"].items():
+  run = check_resume(config, tmp_path, monkeypatch, 8, "batch 2")
+  for m, prototypes in run.final.method_state["prototypes"].items():
     assert np.all(np.any(prototypes != 0, axis=1)), m  # Every class seen by the pass.
-    np.testing.assert_array_equal(mid.method_state["prototypes"][m], prototypes)
-
-
-FUSIONS = [("sum", None), ("concat", None), ("film", "ogm_ge"), ("film", "mmcosine"),
-           ("gated", "ogm_ge"), ("gated", "mmcosine")]
+    np.testing.assert_array_equal(run.mid.method_state["prototypes"][m], prototypes)
 
 
 @pytest.mark.parametrize("fusion,form", FUSIONS)
 def test_every_fusion_validates(data_dir, fusion, form):
-  config = tiny_config(data_dir, **{"method.name": "pmr", "model.fusion": fusion})
-  if form:
-    config.model.fusion_kwargs.form = form
-  validate(config)
+  validate(fusion_config(data_dir, "pmr", fusion, form))
 
 
 def test_trains_one_epoch_with_a_non_concat_fusion(data_dir, tmp_path):
-  config = tiny_config(data_dir, **{"method.name": "pmr", "model.fusion": "gated",
-                                    "train.num_epochs": 1, "dataset.val_split": ""})
-  if "gated" != "sum":
-    config.model.fusion_kwargs.form = "ogm_ge"
-  final = train_and_evaluate(config, str(tmp_path / "run"))
-  assert 0.0 <= final["accuracy"] <= 1.0
-  rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
-  train = [r for r in rows if r["split"] == "train"]
-  assert train and all(math.isfinite(r["loss"]) and r.get("skipped_steps", 0) == 0 for r in train)
+  check_trains_one_epoch(fusion_config(data_dir, "pmr", "gated", "ogm_ge"), str(tmp_path / "run"))

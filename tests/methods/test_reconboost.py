@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import os
 
 import jax
 import jax.numpy as jnp
@@ -12,22 +10,13 @@ import numpy as np
 import pytest
 
 from avjax import config as config_lib
-from avjax import train as train_lib
 from avjax.methods import METHODS
 from avjax.methods.reconboost import apply_head, boost_loss, init_head, stage_position
 from avjax.models.outputs import ModelOutput
-from avjax.preemption import Preempted, PreemptionWatcher
 from avjax.registry import ConfigError
-from avjax.steps import make_train_step, setup
-from avjax.train import train_and_evaluate
-from tests.helpers import REPO, preempt_at, restore_final_state, run_cli, tiny_config
-
-
-def _load_config(name, arg=None):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", name))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+from avjax.steps import setup
+from tests.helpers import tiny_config
+from tests.methods.common import check_config, check_resume, first_step, load_config, smoke_cli
 
 
 def _config(data_dir, **overrides):
@@ -104,12 +93,7 @@ def test_settings_are_checked():
 def test_phase1_trains_the_active_encoder_and_head_only(data_dir):
   c = config_lib.validate(_config(data_dir, **{"optimizer.weight_decay": 0.1}))
   exp = setup(c, 6, 6)
-  rng = np.random.default_rng(0)
-  batch = {"audio": rng.normal(size=(8, 16, 16, 1)).astype(np.float32),
-           "visual": rng.integers(0, 255, size=(8, 2, 16, 16, 3)).astype(np.uint8),
-           "label": np.arange(8) % 6}
-  step = jax.jit(make_train_step(exp.graphs, exp.tx, exp.method, 6))
-  new, metrics = step(exp.state, batch, jnp.asarray(0, jnp.int32))  # Epoch 0: phase 1, audio.
+  new, metrics = first_step(exp)  # Epoch 0: phase 1, audio.
   info = exp.method.model
   same = lambda a, b: all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a),
                                                               jax.tree.leaves(b)))
@@ -126,31 +110,23 @@ def test_chained_from_unimodal_runs_and_resumes_bit_exactly(data_dir, unimodal_r
                                                             monkeypatch):
   config = _config(data_dir, **{"train.checkpoint_every_steps": 4})
   config.init_from = unimodal_runs["visual"]  # Carries both trained encoders.
-  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-  train_and_evaluate(config, straight)
-  monkeypatch.setattr(train_lib, "PreemptionWatcher", preempt_at(8))  # Epoch 2 (phase 2).
-  with pytest.raises(Preempted, match="batch 2"):
-    train_and_evaluate(config, resumed)
-  monkeypatch.setattr(train_lib, "PreemptionWatcher", PreemptionWatcher)
-  train_and_evaluate(config, resumed)
-  a, _ = restore_final_state(straight, config)
-  b, _ = restore_final_state(resumed, config)
-  jax.tree.map(np.testing.assert_array_equal, a, b)
+  a = check_resume(config, tmp_path, monkeypatch, 8, "batch 2").final  # Epoch 2 (phase 2).
   assert float(a.method_state["rho"]) != 1.0  # Phase 2 trained the boost rate.
 
 
-@pytest.mark.parametrize("name", ["reconboost_cremad.py", "reconboost_ks.py"])
+@pytest.mark.parametrize("name", ["reconboost_cremad", "reconboost_ks"])
 def test_configs(name):
+  check_config(name, "reconboost")
   other = "balancebenchmark" if "cremad" in name else "original"
   variants = set()
   for arg in (None, "smoke", other, f"{other}_smoke"):
-    c = config_lib.validate(_load_config(name, arg))
+    c = config_lib.validate(load_config(name, arg))
     variants.add(c.method.variant)
   assert variants == {"original", "balancebenchmark"}
   with pytest.raises(ValueError, match="Unknown config argument"):
-    _load_config(name, "nope")
+    load_config(name, "nope")
 
 
-def test_smoke_config_trains_from_the_command_line(tmp_path):
-  run_cli("avjax.main", "--config", "configs/reconboost_cremad.py:balancebenchmark_smoke",
-          "--workdir", str(tmp_path / "run"), "--config.train.num_epochs=1")
+def test_smoke_config_trains_from_the_command_line(data_dir, tmp_path):
+  smoke_cli("reconboost", data_dir, str(tmp_path / "run"), "--config.train.num_epochs=1",
+            arg="balancebenchmark_smoke")

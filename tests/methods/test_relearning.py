@@ -3,27 +3,22 @@ mid-epoch resume across a re-initialisation."""
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import math
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from avjax import train as train_lib
 from avjax.config import base_config, validate
 from avjax.methods.base import StepContext
 from avjax.methods.relearning import (interpolate, kmeans, minmax_scale, purity, reinit_due,
                                       reinit_weight)
-from avjax.preemption import Preempted, PreemptionWatcher
-from avjax.registry import ConfigError
 from avjax.state import ModelFns
 from avjax.steps import setup
-from avjax.train import train_and_evaluate
-from tests.helpers import REPO, preempt_at, restore_final_state, run_cli, tiny_config
+from tests.helpers import tiny_config
+from tests.methods.common import (FUSIONS, check_config, check_refused, check_resume,
+                                   fusion_config, smoke_cli)
 
 
 # ------------------------------------------------------------------------- the notes' oracles
@@ -124,43 +119,26 @@ def test_pending_reinit_moves_only_encoders_once(data_dir):
 
 
 # --------------------------------------------------------------------------- configs, refusals
-def _load_config(name, arg=None):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", name + ".py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
-
-
 @pytest.mark.parametrize("name", ["relearning_cremad", "relearning_ks"])
 def test_configs_validate(name):
-  config = validate(_load_config(name))
-  assert config.method.name == "relearning" and config.method.move_lambda == 3.0
-  assert _load_config(name, "smoke").dataset.name == "synthetic_av"
+  full, _ = check_config(name, "relearning")
+  assert full.method.move_lambda == 3.0
 
 
-@pytest.mark.parametrize("fusion", ["sum", "concat", "film", "gated"])
-def test_every_av_resnet_fusion_validates(fusion):
-  c = base_config()
-  c.method.name, c.model.fusion = "relearning", fusion
-  validate(c)
+@pytest.mark.parametrize("fusion,form", FUSIONS)
+def test_every_av_resnet_fusion_validates(data_dir, fusion, form):
+  validate(fusion_config(data_dir, "relearning", fusion, form))
 
 
 def test_bad_settings_and_models_are_refused():
   c = base_config()
   c.method.name = "relearning"
-  c.method.reinit_epoch = 0
-  with pytest.raises(ConfigError, match="reinit_epoch"):
-    validate(c)
-  c.method.reinit_epoch = 20
-  c.model.name = "vavl"
-  with pytest.raises(ConfigError, match="encode_fuse|modality_encoders"):
-    validate(c)
+  check_refused(c, "reinit_epoch", reinit_epoch=0)
+  check_refused(c, "encode_fuse|modality_encoders", reinit_epoch=20, **{"model.name": "vavl"})
 
 
 def test_smoke_config_trains_from_the_command_line(data_dir, tmp_path):
-  run_cli("avjax.main", "--config", "configs/relearning_cremad.py:smoke",
-          f"--workdir={tmp_path / 'w'}", f"--config.dataset.data_dir={data_dir}")
-  rows = [json.loads(l) for l in open(tmp_path / "w" / "metrics.jsonl")]
+  rows = smoke_cli("relearning", data_dir, str(tmp_path / "w"))
   train = [r for r in rows if r["split"] == "train"]
   assert [r["relearning_reinits"] for r in train] == [0.0, 0.0, 1.0]
   assert 0 < train[-1]["relearning_purity_train_audio"] <= 1
@@ -172,30 +150,16 @@ def test_mid_epoch_resume_across_a_reinit_is_bit_exact(data_dir, tmp_path, monke
   config = tiny_config(data_dir, **{"method.name": "relearning", "train.num_epochs": 3,
                                     "train.checkpoint_every_steps": 4})
   config.method.reinit_epoch, config.method.reinit_num = 1, 1
-  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-  train_and_evaluate(config, straight)
-
   # Stop during step 10: the third epoch's second batch, after the step that re-initialised.
-  monkeypatch.setattr(train_lib, "PreemptionWatcher", preempt_at(10))
-  with pytest.raises(Preempted, match="batch 2"):
-    train_and_evaluate(config, resumed)
-  mid, meta = restore_final_state(resumed, config)
-  assert (meta["epoch"], meta["step_in_epoch"]) == (2, 2)
-  assert int(mid.method_state["reinits"]) == 1 and not bool(mid.method_state["pending"])
-  monkeypatch.setattr(train_lib, "PreemptionWatcher", PreemptionWatcher)
-  train_and_evaluate(config, resumed)
-
-  a, _ = restore_final_state(straight, config)
-  b, _ = restore_final_state(resumed, config)
-  jax.tree.map(np.testing.assert_array_equal, a, b)
+  run = check_resume(config, tmp_path, monkeypatch, 10, "batch 2")
+  assert (run.mid_meta["epoch"], run.mid_meta["step_in_epoch"]) == (2, 2)
+  assert int(run.mid.method_state["reinits"]) == 1 and not bool(run.mid.method_state["pending"])
+  a = run.final
   ms = a.method_state
   for m in ("audio", "visual"):
     p_train, p_held = float(ms["purity_train"][m]), float(ms["purity_heldout"][m])
     assert 0 < p_train <= 1 and 0 < p_held <= 1
     assert float(ms["weight"][m]) == pytest.approx(math.tanh(3.0 * abs(p_train - p_held)),
                                                    rel=1e-6)
-  rows = lambda w: [json.loads(line) for line in open(os.path.join(w, "metrics.jsonl"))]
-  val = lambda w: [r for r in rows(w) if r["split"] == "val"]
-  assert val(straight) == val(resumed)
   # Trained on the 77 examples of the fit fold only: 4 steps per epoch.
   assert int(a.step) == 12

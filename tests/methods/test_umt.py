@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
 
 import jax
 import jax.numpy as jnp
@@ -12,21 +10,13 @@ import numpy as np
 import pytest
 
 from avjax import config as config_lib
-from avjax import train as train_lib
 from avjax.evaluate import open_run
 from avjax.methods.umt import distillation
-from avjax.preemption import Preempted, PreemptionWatcher
 from avjax.registry import ConfigError
-from avjax.steps import make_train_step, setup
+from avjax.steps import setup
 from avjax.train import train_and_evaluate
-from tests.helpers import REPO, preempt_at, restore_final_state, run_cli, tiny_config
-
-
-def _load_config(name, arg=None):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", name))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+from tests.helpers import restore_final_state, tiny_config
+from tests.methods.common import check_config, check_resume, first_step, load_config, smoke_cli
 
 
 def _config(data_dir, runs, **overrides):
@@ -88,16 +78,8 @@ def test_missing_or_wrong_teacher_is_one_line_with_the_command(data_dir, unimoda
 def test_teachers_loaded_frozen_and_resume_bit_exact(data_dir, unimodal_runs, tmp_path,
                                                      monkeypatch):
   config = _config(data_dir, unimodal_runs, **{"train.checkpoint_every_steps": 4})
-  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-  train_and_evaluate(config, straight)
-  monkeypatch.setattr(train_lib, "PreemptionWatcher", preempt_at(8))
-  with pytest.raises(Preempted, match="batch 2"):
-    train_and_evaluate(config, resumed)
-  monkeypatch.setattr(train_lib, "PreemptionWatcher", PreemptionWatcher)
-  train_and_evaluate(config, resumed)
-  a, _ = restore_final_state(straight, config)
-  b, _ = restore_final_state(resumed, config)
-  jax.tree.map(np.testing.assert_array_equal, a, b)
+  resume = check_resume(config, tmp_path, monkeypatch, 8, "batch 2")
+  a = resume.final
   # The teachers are the teacher runs' encoders (parameters and BatchNorm statistics), unchanged
   # by two epochs of eval-mode use.
   for m, run in unimodal_runs.items():
@@ -107,7 +89,7 @@ def test_teachers_loaded_frozen_and_resume_bit_exact(data_dir, unimodal_runs, tm
       assert teacher[part]
       for path, value in teacher[part].items():
         jax.tree.map(np.testing.assert_array_equal, jax.device_get(tree[path]), value)
-  first = restore_final_state(resumed, config)[0]
+  first = restore_final_state(resume.resumed, config)[0]
   jax.tree.map(np.testing.assert_array_equal, first.method_state, a.method_state)
 
 
@@ -115,12 +97,7 @@ def test_balancebenchmark_variant_updates_teacher_statistics(data_dir, unimodal_
   for variant, changes in (("balancebenchmark", True),):  # 'intended': the test above.
     c = config_lib.validate(_config(data_dir, unimodal_runs, **{"method.variant": variant}))
     exp = setup(c, 6, 6)
-    rng = np.random.default_rng(0)
-    batch = {"audio": rng.normal(size=(8, 16, 16, 1)).astype(np.float32),
-             "visual": rng.integers(0, 255, size=(8, 2, 16, 16, 3)).astype(np.uint8),
-             "label": np.arange(8) % 6}
-    step = jax.jit(make_train_step(exp.graphs, exp.tx, exp.method, 6))
-    new, metrics = step(exp.state, batch, jnp.asarray(0, jnp.int32))
+    new, metrics = first_step(exp)
     before = jax.tree.leaves(exp.state.method_state["teachers"]["audio"]["model_state"])
     after = jax.tree.leaves(new.method_state["teachers"]["audio"]["model_state"])
     moved = any(np.any(np.asarray(x) != np.asarray(y)) for x, y in zip(before, after))
@@ -130,21 +107,17 @@ def test_balancebenchmark_variant_updates_teacher_statistics(data_dir, unimodal_
         metrics["distill_audio"] + metrics["distill_visual"]), rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["umt_cremad.py", "umt_ks.py"])
+@pytest.mark.parametrize("name", ["umt_cremad", "umt_ks"])
 def test_configs(name):
+  check_config(name, "umt")
   for arg in (None, "smoke"):
-    c = config_lib.validate(_load_config(name, arg))
+    c = config_lib.validate(load_config(name, arg))
     assert c.method.scaling == 10.0 and c.method.teacher_audio.endswith("audio" + (
         "_smoke" if arg else ""))
 
 
 def test_smoke_config_trains_from_the_command_line(data_dir, unimodal_runs, tmp_path):
-  run_cli("avjax.main", "--config", "configs/umt_cremad.py:smoke", "--workdir",
-          str(tmp_path / "run"), f"--config.method.teacher_audio={unimodal_runs['audio']}",
-          f"--config.method.teacher_visual={unimodal_runs['visual']}",
-          "--config.model.av_resnet.widths=(4, 8, 8, 8)",
-          f"--config.dataset.data_dir={data_dir}",
-          "--config.dataset.build_overrides.num_train=96",
-          "--config.dataset.build_overrides.num_validation=32",
-          "--config.dataset.build_overrides.num_test=32", "--config.input.image_size=16",
-          "--config.train.num_epochs=1")
+  smoke_cli("umt", data_dir, str(tmp_path / "run"),
+            f"--config.method.teacher_audio={unimodal_runs['audio']}",
+            f"--config.method.teacher_visual={unimodal_runs['visual']}",
+            "--config.train.num_epochs=1")

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import os
 
 import jax
 import jax.numpy as jnp
@@ -14,25 +12,16 @@ from flax import nnx
 
 from avjax import config as config_lib
 from avjax import data
-from avjax import train as train_lib
 from avjax.methods import METHODS
 from avjax.methods.base import StepContext
 from avjax.methods.unimodal import only_modality_mask, pathway_groups
 from avjax.models import build_model, info_of
 from avjax.models.outputs import ModelOutput
-from avjax.preemption import Preempted, PreemptionWatcher
 from avjax.registry import ConfigError
 from avjax.state import ModelFns
 from avjax.steps import make_train_step, setup
-from avjax.train import train_and_evaluate
-from tests.helpers import REPO, preempt_at, restore_final_state, run_cli, tiny_config
-
-
-def _load_config(name, arg=None):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", name))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+from tests.helpers import tiny_config
+from tests.methods.common import check_config, check_resume, load_config, smoke_cli
 
 
 def _config(data_dir, modality="audio", **overrides):
@@ -78,7 +67,7 @@ def test_pathway_groups_of_every_model_family():
           "head/visual", "recon/visual")
   assert pathway_groups("visual", vavl) == ("encoder/visual", "shared", "head/visual")
   for name in ("vavl_cremad.py", "vat_mer.py"):  # Their own heads: no override, groups exist.
-    c = _load_config(name, "smoke")
+    c = load_config(name, "smoke")
     with c.unlocked():
       c.method = type(c.method)({"name": "unimodal", "modality": "visual"})
     method_cls = METHODS.get("unimodal")
@@ -125,30 +114,22 @@ def test_only_the_modality_pathway_moves_and_the_other_input_has_no_influence(da
 
 def test_resumes_mid_epoch_bit_exactly(data_dir, tmp_path, monkeypatch):
   config = _config(data_dir, "visual", **{"train.checkpoint_every_steps": 4})
-  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-  train_and_evaluate(config, straight)
-  monkeypatch.setattr(train_lib, "PreemptionWatcher", preempt_at(8))
-  with pytest.raises(Preempted, match="batch 2"):
-    train_and_evaluate(config, resumed)
-  monkeypatch.setattr(train_lib, "PreemptionWatcher", PreemptionWatcher)
-  final = train_and_evaluate(config, resumed)
-  a, _ = restore_final_state(straight, config)
-  b, _ = restore_final_state(resumed, config)
-  jax.tree.map(np.testing.assert_array_equal, a, b)
+  final = check_resume(config, tmp_path, monkeypatch, 8, "batch 2").metrics
   # The prediction is the visual head's: fused and visual-only accuracy coincide.
   assert final["accuracy"] == final["accuracy_visual"]
 
 
-@pytest.mark.parametrize("name", ["unimodal_cremad.py", "unimodal_ks.py"])
+@pytest.mark.parametrize("name", ["unimodal_cremad", "unimodal_ks"])
 def test_configs(name):
+  check_config(name, "unimodal")
   for arg, modality in ((None, "audio"), ("visual", "visual"), ("visual_smoke", "visual")):
-    c = config_lib.validate(_load_config(name, arg))
+    c = config_lib.validate(load_config(name, arg))
     assert c.method.modality == modality
-  assert _load_config(name, "smoke").dataset.name == "synthetic_av"
+  assert load_config(name, "smoke").dataset.name == "synthetic_av"
   with pytest.raises(ValueError, match="Unknown config argument"):
-    _load_config(name, "audio_visual")
+    load_config(name, "audio_visual")
 
 
-def test_smoke_config_trains_from_the_command_line(tmp_path):
-  run_cli("avjax.main", "--config", "configs/unimodal_cremad.py:visual_smoke",
-          "--workdir", str(tmp_path / "run"), "--config.train.num_epochs=1")
+def test_smoke_config_trains_from_the_command_line(data_dir, tmp_path):
+  smoke_cli("unimodal", data_dir, str(tmp_path / "run"), "--config.train.num_epochs=1",
+            arg="visual_smoke")

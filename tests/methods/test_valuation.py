@@ -4,7 +4,6 @@ per-sample files, recovery of each clip's informative modality) and a mid-epoch 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -29,6 +28,7 @@ from avjax.optim import schedule_step
 from avjax.preemption import Preempted
 from avjax.registry import ConfigError
 from tests.helpers import restore_final_state, tiny_config
+from tests.methods.common import config_module, load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -234,17 +234,9 @@ def test_artifacts_files_and_plot(tmp_path):
   assert valuation.write_artifacts(workdir, "test", 0, 1, {"logits": np.zeros((2, 3))}) is None
 
 
-def _load_config(name):
-  spec = importlib.util.spec_from_file_location(f"_test_{name}",
-                                                os.path.join(ROOT, "configs", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 @pytest.mark.parametrize("name", ["valuation_ks", "valuation_modality_ks", "valuation_mmdebiased"])
 def test_configs_validate_and_have_smoke_variants(name):
-  module = _load_config(name)
+  module = config_module(name)
   full = module.get_config()
   validate(full)
   assert (full.train.num_epochs, full.method.warmup_epochs, full.optimizer.name,
@@ -260,7 +252,7 @@ def test_configs_validate_and_have_smoke_variants(name):
 
 
 def test_config_datasets_and_levels():
-  ks, modality, debiased = (_load_config(n).get_config() for n in (
+  ks, modality, debiased = (config_module(n).get_config() for n in (
       "valuation_ks", "valuation_modality_ks", "valuation_mmdebiased"))
   assert (ks.dataset.name, ks.dataset.config, ks.method.name, ks.input.frame_sampling) == (
       "kinetics_sounds", "ogm_ge", "valuation_sample", "ks")
@@ -299,10 +291,7 @@ def smoke_run(data_dir, tmp_path_factory):
   end-to-end run). Returns (workdir, epochs planned in process, the epoch-1 plan file before the
   resumption (bytes, mtime))."""
   workdir = str(tmp_path_factory.mktemp("valuation") / "smoke")
-  spec = importlib.util.spec_from_file_location("_valuation_mmdebiased_test", SMOKE)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config("smoke")
+  config = load_config("valuation_mmdebiased", "smoke")
   config.dataset.data_dir = data_dir
   config.mesh.data = 1
   config.train.progress = False

@@ -10,7 +10,7 @@ import numpy as np
 import data_builders.ucf101 as ucf
 from avjax.train import train_and_evaluate
 from tests.data_builders import fixtures_av as fa
-from tests.methods.test_vavl_features import load_repo_config
+from tests.methods.common import load_config
 
 
 def test_valuation_modality_ucf101_trains_on_rgb_and_flow(tmp_path):
@@ -19,7 +19,7 @@ def test_valuation_modality_ucf101_trains_on_rgb_and_flow(tmp_path):
   # Every fixture clip has precomputed flow JPEGs: the plain 'split1' config computes none.
   ucf.build("split1", data_dir=data_dir, manual_dir=str(download.root), num_workers=0)
 
-  config = load_repo_config("configs/valuation_modality_ucf101.py")
+  config = load_config("valuation_modality_ucf101")
   config.dataset.data_dir = data_dir
   config.input.image_size = 32
   config.model.av_resnet.widths = (8, 8, 8, 8)

@@ -4,7 +4,6 @@ pieces are in test_vat_losses.py)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import math
@@ -27,8 +26,8 @@ from avjax.models.vat import model_section
 from avjax.registry import ConfigError
 from avjax.state import ModelFns
 from avjax.steps import setup
+from tests.methods.common import load_config
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = dict(width=16, heads=2, mlp_dim=32, visual_layers=1, audio_layers=1, fusion_layers=1,
             embed_dim=8, audio_size=(64, 64))
 B, Q = 8, 16
@@ -297,23 +296,16 @@ def test_momentum_and_queues_survive_checkpoint_bit_exactly(pretrain, tmp_path):
 
 
 # ------------------------------------------------ pre-training -> fine-tuning, through the trainer
-def _config_file(name: str, arg: str | None) -> ml_collections.ConfigDict:
-  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
-
-
 @pytest.mark.parametrize("name", ["vat_pretrain", "vat_mer", "vat_muse"])
 def test_config_files_validate(name):
   for arg in (None, "smoke"):
-    validate(_config_file(name, arg))
+    validate(load_config(name, arg))
   with pytest.raises(ValueError, match="Unknown config argument"):
-    _config_file(name, "large")
+    load_config(name, "large")
 
 
 def _smoke(name: str, data_dir: str, workdir_overrides: dict) -> ml_collections.ConfigDict:
-  c = _config_file(name, "smoke")
+  c = load_config(name, "smoke")
   c.dataset.data_dir = data_dir
   c.dataset.build_overrides = ml_collections.ConfigDict(  # Shared with tests.helpers.tiny_config.
       dict(num_train=96, num_validation=32, num_test=32))

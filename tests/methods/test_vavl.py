@@ -2,7 +2,6 @@
 visual-only modes, test CSVs, config checks, and configs/vavl_msp.py end to end."""
 
 import csv
-import importlib.util
 import json
 import os
 import subprocess
@@ -31,19 +30,13 @@ from avjax.steps import setup
 from avjax.state import ModelFns
 from avjax.tasks import make_task
 from tests.helpers import evaluation, restore_final_state
+from tests.methods.common import load_config
 from tests.xla_env import subprocess_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = dict(inputs="features", audio_dim=12, visual_dim=10, proj_dim=6, dim=8, heads=2,
             audio_blocks=1, visual_blocks=1, shared_blocks=1, kernel_size=3, head_hidden=(8, 4),
             dropout=0.1, head_dropout=0.2)
-
-
-def load_config(name: str, arg: str | None = None) -> ml_collections.ConfigDict:
-  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
 
 
 def tiny_vavl_config(task: str = "dimensional") -> ml_collections.ConfigDict:

@@ -3,7 +3,6 @@ msp_improv/features_p1 fixture (the corpus layout of the builders' tests)."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import numpy as np
@@ -11,15 +10,7 @@ import numpy as np
 import data_builders.msp_improv as mi
 from avjax.train import train_and_evaluate
 from tests.data_builders import fixtures as fx
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def load_repo_config(relative: str, arg: str | None = None):
-  spec = importlib.util.spec_from_file_location("vavl_msp_config", os.path.join(REPO, relative))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+from tests.methods.common import load_config
 
 
 def test_vavl_msp_trains_on_built_feature_sequences(tmp_path):
@@ -29,7 +20,7 @@ def test_vavl_msp_trains_on_built_feature_sequences(tmp_path):
   data_dir = str(tmp_path / "tfds")
   mi.build("features_p1", data_dir=data_dir, manual_dir=str(download.root), num_workers=0)
 
-  config = load_repo_config("configs/vavl_msp.py")
+  config = load_config("vavl_msp")
   assert config.dataset.config == "features_p1"
   config.dataset.data_dir = data_dir
   config.input.max_audio_frames, config.input.max_visual_frames = 24, 12
