@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 from typing import Iterable
 
 import ml_collections
@@ -365,19 +366,13 @@ def _upgrade_model(out: dict) -> None:
   old = {k: model.pop(k) for k in AV_RESNET_KEYS if k in model}
   if not old:
     return
-  section = json_ready(base_config().model.av_resnet.to_dict())
+  section = json.loads(base_config().model.av_resnet.to_json())  # As config.json stores it.
   section.update(old)
   model["av_resnet"] = section
   if isinstance(model.get("av_resnetse"), dict):
     model["av_resnetse"].setdefault("init", section["init"])
   if isinstance(model.get("cmvqvae"), dict):
     model["cmvqvae"].setdefault("widths", section["widths"])
-
-
-def json_ready(tree: dict) -> dict:
-  """A config dict as config.json stores it (tuples as lists)."""
-  return {k: json_ready(v) if isinstance(v, dict) else list(v) if isinstance(v, tuple) else v
-          for k, v in tree.items()}
 
 
 def moved_key_hint(argv: Iterable[str]) -> str | None:

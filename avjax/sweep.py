@@ -33,10 +33,10 @@ A run whose config does not validate (a method needing a capability the model la
 cannot use) is listed as excluded with the reason; the others run in `<root>/runs/<name>`, with
 `sweep_run.json` (what the run is) and `status.json` (done / failed, with the error) beside the
 run's own files. Several local launchers may work on one sweep at once (each run is claimed by
-one; e.g. a second one with `--config.methods` in the opposite order). Re-launching skips finished runs and resumes the others from their checkpoints; a
-failed run is reported and the others go on (chained runs start once what they need is done).
-Launchers: 'local' (one run after another, each in
-its own process), 'slurm' (one submitit job per run; several nodes per run when the slurm section
+one; e.g. a second one with `--config.methods` in the opposite order). Re-launching skips finished
+runs and resumes the others from their checkpoints; a failed run is reported and the others go on
+(chained runs start once what they need is done). Launchers: 'local' (one run after another, each
+in its own process), 'slurm' (one submitit job per run; several nodes per run when the slurm section
 asks for them: avjax initialises jax.distributed from SLURM's variables), 'submitit_local'
 (submitit's local executor: the slurm path without a cluster).
 """
@@ -59,7 +59,7 @@ from typing import Any, Iterator
 
 import ml_collections
 
-from avjax.registry import ConfigError
+from avjax.registry import ConfigError, did_you_mean
 
 log = logging.getLogger(__name__)
 
@@ -196,8 +196,9 @@ def entries(sweep: ml_collections.ConfigDict) -> list[tuple[str, str]]:
   labels = [name.strip() for entry in sweep.methods for name in entry.split(",")]
   for label in labels:
     if label not in variants and label not in METHODS.names():
+      known = list(METHODS.names()) + list(variants)
       raise ConfigError(f"sweep entry {label!r} is neither a method ({', '.join(METHODS.names())})"
-                        " nor a label in the sweep's `variants`.")
+                        f" nor a label in the sweep's `variants`.{did_you_mean(label, known)}")
   for label in labels:
     for other in needs.get(label, {}).values():
       if other not in labels:
@@ -232,11 +233,12 @@ def plan(sweep: ml_collections.ConfigDict, base_dir: str = ".", root: str | None
   method_overrides = {k: _plain(v) for k, v in sweep.get("method_overrides", {}).items()}
   variants = {k: _plain(v) for k, v in sweep.get("variants", {}).items()}
   needs = _needs(sweep)
+  ordered = entries(sweep)
   for seed in sweep.seeds:
     for dataset, dataset_settings in datasets.items():
       for fusion in sweep.fusions:
         planned: dict[str, str] = {}  # entry -> run name, for this dataset / fusion / seed.
-        for label, method in entries(sweep):
+        for label, method in ordered:
           if label in excluded:
             continue
           where = f"{dataset}/{fusion}/{label}"
@@ -320,38 +322,42 @@ def run_one(run_dir: str) -> dict:
   import jax  # pylint: disable=import-outside-toplevel
   from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
   from avjax import compile_cache  # pylint: disable=import-outside-toplevel
-  from avjax.train import train_and_evaluate  # pylint: disable=import-outside-toplevel
   absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax / grain chatter; avjax logs at INFO.
   logging.getLogger("avjax").setLevel(logging.INFO)
   compile_cache.enable(compile_cache.default_dir())  # Seeds and methods share compiled steps.
   spec = read_json(os.path.join(run_dir, SPEC_FILE))
   run = Run.from_json(spec["run"])
   runs_dir = os.path.dirname(os.path.abspath(run_dir))
-  tic = time.time()
   unfinished = [other for _, other in run.needs if not is_done(os.path.join(runs_dir, other))]
-  if unfinished:
+  if unfinished:  # Reported without starting.
     status = {"state": "failed", "seconds": 0.0,
               "error": f"needs run {unfinished[0]}, which has not finished; re-launch the sweep "
                        "once it has"}
-    if jax.process_index() == 0:
-      _write_json(os.path.join(run_dir, STATUS_FILE), status)
-    return status
+  else:
+    status = _train(run, spec, run_dir, runs_dir)
+  if jax.process_index() == 0:
+    _write_json(os.path.join(run_dir, STATUS_FILE), status)
+  return status
+
+
+def _train(run: Run, spec: dict, run_dir: str, runs_dir: str) -> dict:
+  """Trains (or resumes) `run` in `run_dir` and profiles it when `spec` asks; the status, with
+  the error caught (one run's failure never stops the sweep) and the machine it ran on."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from avjax import sweep_profile  # pylint: disable=import-outside-toplevel
+  from avjax.train import train_and_evaluate  # pylint: disable=import-outside-toplevel
+  tic = time.time()
   try:
     config = build_config(run, runs_dir)
     final = train_and_evaluate(config, run_dir)
     if spec.get("profile") and jax.process_count() == 1:
-      from avjax import sweep_profile  # pylint: disable=import-outside-toplevel
       _write_json(os.path.join(run_dir, PROFILE_FILE), sweep_profile.profile(config))
     status = {"state": "done", "seconds": time.time() - tic, "final": final}
   except Exception as e:  # pylint: disable=broad-except  # Reported; the sweep goes on.
     status = {"state": "failed", "seconds": time.time() - tic,
               "error": f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e) else ''}",
               "traceback": traceback.format_exc()}
-  from avjax.sweep_profile import machine  # pylint: disable=import-outside-toplevel
-  status["machine"] = machine()
-  if jax.process_index() == 0:
-    _write_json(os.path.join(run_dir, STATUS_FILE), status)
-  return status
+  return {**status, "machine": sweep_profile.machine()}
 
 
 def launch(sweep: ml_collections.ConfigDict, root: str, launcher: str = "local", *,

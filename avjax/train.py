@@ -255,10 +255,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
         if preempted:
           checkpointer.wait()
           bar.close()
-          raise Preempted(f"Stopped by {_reason(watcher)} at step {host_step} (epoch {epoch + 1}, "
+          raise Preempted(f"Stopped by {watcher.reason()} at step {host_step} (epoch {epoch + 1}, "
                           f"batch {step_in_epoch} of {epoch_steps}); checkpoint saved in "
                           f"{checkpointer.directory}. Run the same command again to resume.",
-                          by_user=_reason(watcher) == "Ctrl-C")
+                          by_user=watcher.by_user)
       _accumulate(sums, _check_finite(window, config, epoch, checkpointer))
       if bar is not None:
         bar.close()
@@ -289,9 +289,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict
                           f"epoch {epoch + 2} with the corrected name).")
       if preempted:
         checkpointer.wait()
-        raise Preempted(f"Stopped by {_reason(watcher)} at the end of epoch {epoch + 1} (step "
+        raise Preempted(f"Stopped by {watcher.reason()} at the end of epoch {epoch + 1} (step "
                         f"{step}); checkpoint saved in {checkpointer.directory}. Run the same "
-                        "command again to resume.", by_user=_reason(watcher) == "Ctrl-C")
+                        "command again to resume.", by_user=watcher.by_user)
       start_step = 0
   checkpointer.wait()
 
@@ -357,11 +357,6 @@ def _final_evaluation(config, workdir, checkpointer, writer, evaluate, state, *,
 def _epochs_done(checkpointer: Checkpointer, step: int) -> int:
   """The completed epochs a checkpoint records (its `meta['epoch']` at an epoch's end)."""
   return int(checkpointer.meta(step)["epoch"])
-
-
-def _reason(watcher: Any) -> str:
-  """How the stop was asked for (stand-in watchers of tests may only have `requested`)."""
-  return "Ctrl-C" if getattr(watcher, "by_user", False) else "a preemption signal"
 
 
 def _position(epoch: int, step_in_epoch: int, num_epochs: int) -> str:

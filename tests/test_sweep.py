@@ -55,6 +55,9 @@ def test_chained_entries_refuse_cycles_and_unknown_entries(needs, message):
   sweep.methods = ("baseline,nonsense",)  # As --config.methods=baseline,nonsense gives it.
   with pytest.raises(ConfigError, match="'nonsense' is neither a method"):
     sweep_lib.entries(sweep)
+  sweep.methods = ("baseline", "ogm_gee")
+  with pytest.raises(ConfigError, match="Did you mean 'ogm_ge'"):
+    sweep_lib.entries(sweep)
 
 
 def test_overrides_refuse_unknown_keys():

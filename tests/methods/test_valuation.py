@@ -27,7 +27,7 @@ from avjax.methods.base import EpochContext, scale_updates
 from avjax.optim import schedule_step
 from avjax.preemption import Preempted
 from avjax.registry import ConfigError
-from tests.helpers import restore_final_state, tiny_config
+from tests.helpers import preempt_at, restore_final_state, tiny_config
 from tests.methods.common import config_module, load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -267,23 +267,6 @@ SMOKE = os.path.join(ROOT, "configs", "valuation_mmdebiased.py")
 STEPS_EPOCH0 = 384 // 16  # The smoke config: 384 training clips, batch 16.
 
 
-class _PreemptAt:
-  """A PreemptionWatcher stand-in that requests a stop at its `at`-th check (one per step)."""
-
-  def __init__(self, at):
-    self.at, self.calls = at, 0
-
-  def __enter__(self):
-    return self
-
-  def __exit__(self, *exc):
-    return None
-
-  def requested(self):
-    self.calls += 1
-    return self.calls == self.at
-
-
 @pytest.fixture(scope="module")
 def smoke_run(data_dir, tmp_path_factory):
   """configs/valuation_mmdebiased.py:smoke preempted 5 steps into its first re-sampled epoch (in
@@ -304,7 +287,7 @@ def smoke_run(data_dir, tmp_path_factory):
 
   with pytest.MonkeyPatch.context() as patch:
     patch.setattr(vm.SampleLevel, "resampled_plan", counting)
-    patch.setattr(train_lib, "PreemptionWatcher", lambda: _PreemptAt(STEPS_EPOCH0 + 5))
+    patch.setattr(train_lib, "PreemptionWatcher", preempt_at(STEPS_EPOCH0 + 5))
     with pytest.raises(Preempted):
       train_lib.train_and_evaluate(config, workdir)
   plan_path = os.path.join(workdir, "plans", "epoch_00001.npz")
