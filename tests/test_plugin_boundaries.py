@@ -135,3 +135,26 @@ def test_one_definition_of_fusions_that_sum_modality_logits(fusion, form):
   else:
     with pytest.raises(ConfigError, match="modality_heads='separate'"):
       modality_heads.check_fusion(config, "slices")
+
+
+# Which plug-in packages a package may not import: a method, an evaluator and a model meet only
+# through the interfaces (avjax/models/contract.py, Method, Evaluator), never through each other's
+# modules; helpers two of them share live in avjax/models (e.g. vat_objectives, modality_heads).
+FORBIDDEN_IMPORTS = {"models": ("avjax.methods", "avjax.evaluators"),
+                     "evaluators": ("avjax.methods",),
+                     "methods": ("avjax.evaluators",)}
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN_IMPORTS))
+def test_plugin_packages_do_not_import_each_other(package):
+  forbidden = FORBIDDEN_IMPORTS[package]
+  for path in sorted(glob.glob(os.path.join(REPO, "avjax", package, "*.py"))):
+    for node in ast.walk(ast.parse(open(path).read(), path)):
+      if isinstance(node, ast.ImportFrom):
+        names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+      elif isinstance(node, ast.Import):
+        names = [a.name for a in node.names]
+      else:
+        continue
+      bad = [n for n in names if n.startswith(forbidden)]
+      assert not bad, f"avjax/{package}/{os.path.basename(path)}:{node.lineno} imports {bad[0]}"

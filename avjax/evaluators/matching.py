@@ -14,7 +14,7 @@ import optax
 from flax import nnx
 
 from avjax.evaluators.base import EVALUATORS, Evaluator
-from avjax.methods import vat_losses as L
+from avjax.models import vat_objectives as L
 from avjax.models.outputs import ModelOutput
 
 

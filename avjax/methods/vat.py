@@ -1,7 +1,7 @@
 """VAT pre-training (`vat_pretrain`), and the pieces fine-tuning (methods/vat_finetune.py) shares.
 
 The ALBEF recipe applied to video frames and audio (../shared/reference/vat.md; the losses are in
-avjax/methods/vat_losses.py). Pre-training and fine-tuning keep momentum (EMA) copies of parameters
+avjax/models/vat_objectives.py). Pre-training and fine-tuning keep momentum (EMA) copies of parameters
 in their method state, so they are checkpointed with the run and resume bit-exactly.
 
 vat_pretrain (model 'vat'), one step:
@@ -31,12 +31,13 @@ import ml_collections
 import optax
 from flax import nnx
 
-from avjax.methods import vat_losses as L
 from avjax.methods.base import (METHODS, Method, Metrics, StepContext, apply_gradients,
                                 cross_entropy, parse_settings)
+from avjax.models import vat_objectives as L
 from avjax.models.contract import ModelInfo, select
 from avjax.models.fusion import l2_normalize
 from avjax.models.outputs import ModelOutput
+from avjax.optim import make_optimizer, make_schedule, unit_schedule
 from avjax.registry import ConfigError
 from avjax.state import ModelFns, TrainState, model_inputs
 
@@ -72,6 +73,62 @@ def momentum_copy(tree: Any) -> Any:
   return jax.tree.map(jnp.copy, tree)  # Own buffers: the state is donated to the step.
 
 
+NO_DECAY = ("bias", "scale")
+
+
+def _leaf_name(path: tuple) -> Any:
+  names = [getattr(e, "key", getattr(e, "name", None)) for e in path]
+  names = [n for n in names if n not in (None, "value")]
+  return names[-1] if names else None
+
+
+def decay_mask(params: Any) -> Any:
+  """timm's rule as ALBEF uses it: no weight decay on biases and LayerNorm parameters (its 1-D
+  tensors; by name here, since scanned layers stack them to 2-D)."""
+  return jax.tree_util.tree_map_with_path(lambda p, x: _leaf_name(p) not in NO_DECAY, params)
+
+
+def vat_schedule(config: ml_collections.ConfigDict, updates_per_epoch: int,
+                 min_learning_rate: float) -> optax.Schedule:
+  """The learning rate per update: AdamW's cosine ends at `min_learning_rate` (ALBEF: min_lr), with
+  an optional warmup from it; other optimizers and schedules follow avjax.optim."""
+  oc, epochs = config.optimizer, config.train.num_epochs
+  if oc.name != "adamw" or oc.schedule != "cosine":
+    return make_schedule(oc, updates_per_epoch, epochs)
+  total = max(epochs * updates_per_epoch, 1)
+  warmup = oc.warmup_epochs * updates_per_epoch
+  return optax.warmup_cosine_decay_schedule(
+      min_learning_rate if warmup else oc.learning_rate, oc.learning_rate, warmup,
+      max(total, warmup + 1), end_value=min_learning_rate)
+
+
+def _single(config: ml_collections.ConfigDict, steps_per_epoch: int, min_learning_rate: float,
+            unit_rate: bool) -> optax.GradientTransformation:
+  oc, epochs = config.optimizer, config.train.num_epochs
+  if oc.name != "adamw":
+    return make_optimizer(oc, steps_per_epoch, epochs, unit_rate=unit_rate)
+  schedule = unit_schedule if unit_rate else vat_schedule(config, steps_per_epoch,
+                                                          min_learning_rate)
+  opt = optax.adamw(schedule, b1=oc.b1, b2=oc.b2, eps=oc.eps, weight_decay=oc.weight_decay,
+                    mask=decay_mask)
+  if oc.grad_clip_norm:
+    opt = optax.chain(optax.clip_by_global_norm(oc.grad_clip_norm), opt)
+  return opt
+
+
+def vat_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
+                  min_learning_rate: float, unit_rate: bool = False
+                  ) -> optax.GradientTransformation:
+  """AdamW (decoupled decay, 1-D parameters excluded) with cosine decay to `min_learning_rate`;
+  other optimizer names fall back to avjax.optim. Gradient accumulation as avjax.optim.
+  `unit_rate`: learning rate 1 (the trainer scales the updates by `vat_schedule`'s rate)."""
+  k = config.train.grad_accum_steps
+  if k > 1:
+    inner = _single(config, max(steps_per_epoch // k, 1), min_learning_rate, unit_rate)
+    return optax.MultiSteps(inner, every_k_schedule=k)
+  return _single(config, steps_per_epoch, min_learning_rate, unit_rate)
+
+
 class VATSchedule(Method):
   """Base of both VAT methods: AdamW (unit rate) with VAT's cosine to `min_learning_rate` (set by
   the subclass) as the schedule."""
@@ -79,10 +136,10 @@ class VATSchedule(Method):
   min_learning_rate: float
 
   def optimizer(self, steps_per_epoch: int) -> optax.GradientTransformation:
-    return L.vat_optimizer(self.config, steps_per_epoch, self.min_learning_rate, unit_rate=True)
+    return vat_optimizer(self.config, steps_per_epoch, self.min_learning_rate, unit_rate=True)
 
   def schedule(self, updates_per_epoch: int) -> optax.Schedule:
-    return L.vat_schedule(self.config, updates_per_epoch, self.min_learning_rate)
+    return vat_schedule(self.config, updates_per_epoch, self.min_learning_rate)
 
 
 class VATPretrain(VATSchedule):

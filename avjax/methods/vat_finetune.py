@@ -21,10 +21,10 @@ import ml_collections
 import optax
 from flax import nnx
 
-from avjax.methods import vat_losses as L
 from avjax.methods import base
 from avjax.methods.base import METHODS, Metrics, StepContext, apply_gradients, cross_entropy
 from avjax.methods.vat import VATSchedule, check_common, momentum_copy
+from avjax.models import vat_objectives as L
 from avjax.models.contract import ModelInfo
 from avjax.models.outputs import MODALITIES, ModelOutput
 from avjax.registry import ConfigError

@@ -29,7 +29,8 @@ from flax import nnx
 
 torch = pytest.importorskip("torch")
 
-from avjax.methods import vat_losses as L  # noqa: E402
+from avjax.methods.vat import vat_optimizer  # noqa: E402
+from avjax.models import vat_objectives as L  # noqa: E402
 from avjax.models.vat import model_section  # noqa: E402
 from avjax.steps import make_train_step, setup  # noqa: E402
 from tests.convert import torch_vat as ref  # noqa: E402
@@ -235,7 +236,7 @@ def test_train_step_matches_with_fixed_negatives(monkeypatch):
 def test_adamw_updates_match(exp):
   """Three AdamW steps (no decay on biases / LayerNorm, cosine lr) on the same random gradients."""
   cfg = _config()
-  tx = L.vat_optimizer(cfg, STEPS_PER_EPOCH, cfg.method.min_learning_rate)
+  tx = vat_optimizer(cfg, STEPS_PER_EPOCH, cfg.method.min_learning_rate)
   params = jax.tree.map(jnp.asarray, exp.state.params)
   opt_state = tx.init(params)
 

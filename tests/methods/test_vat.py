@@ -1,6 +1,6 @@
 """VAT methods: learning-rate schedule, fine-tuning losses and metrics, validation, the update on
 1 vs 8 devices, checkpoint round trip, and pre-training -> fine-tuning through the trainer (the loss
-pieces are in test_vat_losses.py)."""
+pieces are in tests/models/test_vat_objectives.py)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ from avjax import sharding
 from avjax.checkpoint import Checkpointer, abstract_like
 from avjax.config import base_config, validate
 from avjax.methods import StepContext
-from avjax.methods import vat_losses as L
+from avjax.methods.vat import vat_optimizer
 from avjax.methods.vat_finetune import VATFinetune
+from avjax.models import vat_objectives as L
 from avjax.models.outputs import ModelOutput
 from avjax.models.vat import model_section
 from avjax.registry import ConfigError
@@ -53,7 +54,7 @@ def test_logged_learning_rate_is_the_optimizers_own_cosine_to_the_floor():
   assert method.learning_rate(20, 10) == pytest.approx(floor + (1e-4 - floor) / 2)
   assert method.learning_rate(40, 10) == pytest.approx(floor)
   # The optimizer applies exactly that rate: AdamW's first update is -lr * sign(g) (+ decay).
-  tx = L.vat_optimizer(c, 10, floor)
+  tx = vat_optimizer(c, 10, floor)
   params = {"kernel": jnp.zeros((2,))}
   state = tx.init(params)
   for _ in range(20):

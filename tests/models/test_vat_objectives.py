@@ -1,4 +1,4 @@
-"""VAT's loss pieces (avjax/methods/vat_losses.py) against hand-computed values: contrastive loss,
+"""VAT's loss pieces (avjax/models/vat_objectives.py) against hand-computed values: contrastive loss,
 FIFO queues, hard-negative sampling (also on 8 devices), EMA, alpha ramp, temperature clamp."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from avjax import sharding
-from avjax.methods import vat_losses as L
+from avjax.methods.vat import decay_mask
+from avjax.models import vat_objectives as L
 
 
 def _unit(x):
@@ -123,5 +124,5 @@ def test_temperature_clamp_and_decay_mask():
   assert float(L.clamp_temperature({**params, "temp": jnp.float32(1e-5)},
                                    ("temp",))["temp"]) == pytest.approx(
       0.001)
-  assert L.decay_mask(params) == {"temp": True, "enc": {"bias": False, "kernel": True,
+  assert decay_mask(params) == {"temp": True, "enc": {"bias": False, "kernel": True,
                                                         "scale": False}}

@@ -1,4 +1,5 @@
-"""VAT's objectives as pure functions (ALBEF formulation, ../shared/reference/vat.md).
+"""VAT's objectives as pure functions (ALBEF formulation, ../shared/reference/vat.md), shared by
+the VAT methods (avjax/methods/vat*.py) and the `matching` evaluator.
 
 Everything here works on GLOBAL arrays: under jit with the batch sharded over the 'data' mesh, the
 (B, E) features of the whole global batch are one array, so the in-batch negatives, the similarity
@@ -15,11 +16,8 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
-import optax
 
 from avjax.models.contract import top_key
-from avjax.optim import make_optimizer, make_schedule, unit_schedule
 
 TEMPERATURE_RANGE = (0.001, 0.5)  # ALBEF clamps the learnable temperature to this range.
 
@@ -137,60 +135,3 @@ def distillation(logits: jax.Array, momentum_logits: jax.Array) -> jax.Array:
   """-sum softmax(p_m) log softmax(p), mean over the batch (ALBEF model_ve pseudo-targets)."""
   targets = jax.nn.softmax(jax.lax.stop_gradient(momentum_logits).astype(jnp.float32), -1)
   return soft_cross_entropy(logits.astype(jnp.float32), targets)
-
-
-# ----------------------------------------------------------------------------------- optimizer
-NO_DECAY = ("bias", "scale")
-
-
-def _leaf_name(path: tuple) -> Any:
-  names = [getattr(e, "key", getattr(e, "name", None)) for e in path]
-  names = [n for n in names if n not in (None, "value")]
-  return names[-1] if names else None
-
-
-def decay_mask(params: Any) -> Any:
-  """timm's rule as ALBEF uses it: no weight decay on biases and LayerNorm parameters (its 1-D
-  tensors; by name here, since scanned layers stack them to 2-D)."""
-  return jax.tree_util.tree_map_with_path(lambda p, x: _leaf_name(p) not in NO_DECAY, params)
-
-
-def vat_schedule(config: ml_collections.ConfigDict, updates_per_epoch: int,
-                 min_learning_rate: float) -> optax.Schedule:
-  """The learning rate per update: AdamW's cosine ends at `min_learning_rate` (ALBEF: min_lr), with
-  an optional warmup from it; other optimizers and schedules follow avjax.optim."""
-  oc, epochs = config.optimizer, config.train.num_epochs
-  if oc.name != "adamw" or oc.schedule != "cosine":
-    return make_schedule(oc, updates_per_epoch, epochs)
-  total = max(epochs * updates_per_epoch, 1)
-  warmup = oc.warmup_epochs * updates_per_epoch
-  return optax.warmup_cosine_decay_schedule(
-      min_learning_rate if warmup else oc.learning_rate, oc.learning_rate, warmup,
-      max(total, warmup + 1), end_value=min_learning_rate)
-
-
-def _single(config: ml_collections.ConfigDict, steps_per_epoch: int, min_learning_rate: float,
-            unit_rate: bool) -> optax.GradientTransformation:
-  oc, epochs = config.optimizer, config.train.num_epochs
-  if oc.name != "adamw":
-    return make_optimizer(oc, steps_per_epoch, epochs, unit_rate=unit_rate)
-  schedule = unit_schedule if unit_rate else vat_schedule(config, steps_per_epoch,
-                                                          min_learning_rate)
-  opt = optax.adamw(schedule, b1=oc.b1, b2=oc.b2, eps=oc.eps, weight_decay=oc.weight_decay,
-                    mask=decay_mask)
-  if oc.grad_clip_norm:
-    opt = optax.chain(optax.clip_by_global_norm(oc.grad_clip_norm), opt)
-  return opt
-
-
-def vat_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
-                  min_learning_rate: float, unit_rate: bool = False
-                  ) -> optax.GradientTransformation:
-  """AdamW (decoupled decay, 1-D parameters excluded) with cosine decay to `min_learning_rate`;
-  other optimizer names fall back to avjax.optim. Gradient accumulation as avjax.optim.
-  `unit_rate`: learning rate 1 (the trainer scales the updates by `vat_schedule`'s rate)."""
-  k = config.train.grad_accum_steps
-  if k > 1:
-    inner = _single(config, max(steps_per_epoch // k, 1), min_learning_rate, unit_rate)
-    return optax.MultiSteps(inner, every_k_schedule=k)
-  return _single(config, steps_per_epoch, min_learning_rate, unit_rate)
