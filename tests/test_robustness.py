@@ -104,7 +104,8 @@ def test_evaluators_validate_in_a_config():
 def test_masked_and_noisy_passes_use_the_methods_inference_rule(data_dir, tmp_path):
   """A frames-alone `unimodal` run predicts with its visual head: masking the audio (ablation,
   robustness's missing audio) or adding noise to it changes nothing, and masking the frames
-  leaves chance. Without the method's rule these passes would read the untrained fusion head."""
+  leaves chance; its Shapley shares add up to its own accuracy (efficiency, value 'correct').
+  Without the method's rule these passes would read the untrained fusion head."""
   from avjax.train import train_and_evaluate  # pylint: disable=import-outside-toplevel
   from tests.helpers import tiny_config  # pylint: disable=import-outside-toplevel
   config = tiny_config(data_dir, **{"method.name": "unimodal", "train.num_epochs": 1,
@@ -113,7 +114,10 @@ def test_masked_and_noisy_passes_use_the_methods_inference_rule(data_dir, tmp_pa
     config.method.modality = "visual"
     config.evals.ablation = ml_collections.ConfigDict()
     config.evals.robustness = ml_collections.ConfigDict(dict(levels=(1.0,)))
+    config.evals.contributions = ml_collections.ConfigDict(dict(value_fn="correct"))
   final = train_and_evaluate(config, str(tmp_path / "run"))
   assert final["accuracy_only_visual"] == final["accuracy"]
   assert final["robust_accuracy_missing_audio"] == final["accuracy"]
   assert final["robust_accuracy_noise_audio_1"] == final["accuracy"]
+  shares = final["shapley_audio"] + final["shapley_visual"]
+  assert abs(shares - final["accuracy"]) < 1e-6

@@ -113,7 +113,8 @@ class Predicting:
   """`model` as evaluators see it: a call's output goes through the method's inference rule
   (`predict(output, method_state)`), so a masked-input or noisy-input pass measures what the
   method predicts with (e.g. ReconBoost's own ensemble head, DI-MML's certainty weighting), not a
-  fusion head the method never trained. Other attributes are the model's."""
+  fusion head the method never trained; `fuse` (pooled features -> output, the Shapley
+  coalitions' head) goes through the same rule. Other attributes are the model's."""
 
   def __init__(self, model: nnx.Module, predict: Callable[[Any, Any], Any], method_state: Any):
     self._model, self._predict, self._method_state = model, predict, method_state
@@ -122,7 +123,10 @@ class Predicting:
     return self._predict(self._model(*args, **kwargs), self._method_state)
 
   def __getattr__(self, name: str) -> Any:
-    return getattr(self._model, name)
+    attr = getattr(self._model, name)  # A model without `fuse` keeps having none.
+    if name == "fuse":
+      return lambda *args, **kwargs: self._predict(attr(*args, **kwargs), self._method_state)
+    return attr
 
 
 def outputs(evaluators: list[Evaluator], model: nnx.Module, batch: dict[str, jax.Array],
