@@ -280,8 +280,9 @@ def plot(path: str, entries: list[dict[str, Any]]) -> None:
   plt.close(fig)
 
 
-def build(sweep_dir: str, out_dir: str | None = None) -> dict[str, str]:
-  """Writes the three files; returns their paths."""
+def build(sweep_dir: str, out_dir: str | None = None, command: str = "") -> dict[str, str]:
+  """Writes the three files; returns their paths. `command`: the leaderboard's own command line,
+  printed next to the sweep's."""
   out_dir = out_dir or sweep_dir
   os.makedirs(out_dir, exist_ok=True)
   plan = sweep_lib.read_json(os.path.join(sweep_dir, sweep_lib.PLAN_FILE)) or {}
@@ -292,19 +293,20 @@ def build(sweep_dir: str, out_dir: str | None = None) -> dict[str, str]:
                             "a final row); run `python -m avjax.sweep` first.")
   paths = {k: os.path.join(out_dir, f"leaderboard.{k}") for k in ("md", "csv", "png")}
   with open(paths["md"], "w") as f:
-    f.write(to_markdown(entries, plan) + how_it_was_made(runs, plan))
+    f.write(to_markdown(entries, plan) + "\n" + how_it_was_made(runs, plan, command))
   write_csv(paths["csv"], entries)
   plot(paths["png"], entries)
   return paths
 
 
-def how_it_was_made(runs: list[dict[str, Any]], plan: dict[str, Any]) -> str:
+def how_it_was_made(runs: list[dict[str, Any]], plan: dict[str, Any], command: str = "") -> str:
   """The section naming the sweep's command, its runs' total time and the machines they ran on."""
   seconds = sum(float(r["status"].get("seconds", 0.0)) for r in runs)
   machines = sorted({r["status"]["machine"] for r in runs if r["status"].get("machine")})
   lines = ["## How this was made", ""]
+  leaderboard = command or "python -m avjax.leaderboard SWEEP_DIR"
   if plan.get("command"):
-    lines.append(f"Sweep: `{plan['command']}`; leaderboard: `python -m avjax.leaderboard`.")
+    lines.append(f"Sweep: `{plan['command']}`; leaderboard: `{leaderboard}`.")
   planned = len(plan.get("runs", [])) or len(runs)
   lines.append(f"{len(runs)} of the {planned} planned runs finished" + (
       " (a partial sweep: re-launch it to finish; finished runs are skipped)"
@@ -322,7 +324,8 @@ def main(argv: list[str]) -> None:
   parser.add_argument("--out", default=None, help="Output folder (default: SWEEP_DIR).")
   args = parser.parse_args(argv)
   try:
-    paths = build(args.sweep_dir, args.out)
+    paths = build(args.sweep_dir, args.out,
+                  command=" ".join(["python -m avjax.leaderboard"] + list(argv)))
   except FileNotFoundError as e:
     print(f"avjax: error: {e}", file=sys.stderr)
     sys.exit(2)

@@ -118,3 +118,11 @@ def test_a_partial_sweep_says_so(sweep_dir):
   runs = leaderboard.load_runs(sweep_dir)
   text = leaderboard.how_it_was_made(runs, {"runs": [f"r{i}" for i in range(len(runs) + 3)]})
   assert f"{len(runs)} of the {len(runs) + 3} planned runs finished (a partial sweep" in text
+
+
+def test_how_it_was_made_names_both_commands(sweep_dir, tmp_path):
+  leaderboard.main([sweep_dir, "--out", str(tmp_path)])
+  text = open(tmp_path / "leaderboard.md").read()
+  assert ("Sweep: `python -m avjax.sweep --config hand.py`; leaderboard: "
+          f"`python -m avjax.leaderboard {sweep_dir} --out {tmp_path}`.") in text
+  assert "\n\n## How this was made\n" in text  # A heading after a blank line.

@@ -83,9 +83,8 @@ def get_config(arg: str | None = None):
     c.description = ("Reduced size for a shared 2-core CPU: synthetic_av with 192 training / 64 "
                      "validation / 128 test clips, 16x16 frames, ResNet widths 4-8, 6 epochs of "
                      "batch 16 (the methods with their own models: their :smoke sizes): "
-                     "small-sample numbers, for the protocol more than the ranking. The leaderboard "
-                     "file is `python -m avjax.leaderboard runs/sweeps/synthetic --out docs`; "
-                     "step_ms is one seed's, measured under varying load.")
+                     "small-sample numbers, for the protocol more than the ranking; step_ms is "
+                     "one seed's, measured under varying load.")
     c.overrides["dataset"]["build_overrides"].update(num_train=192, num_validation=64, num_test=128,
                                                      image_size=16)
     c.overrides["train"].update(num_epochs=6, batch_size=16, log_every_steps=4)
