@@ -203,6 +203,11 @@ def _reported_cell(entry: dict[str, Any]) -> str:
   return ", ".join(parts) or "-"
 
 
+def ranked(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+  """The entries with a test accuracy (the tables' and the plot's rows)."""
+  return [e for e in entries if "accuracy" in e["stats"]]
+
+
 def to_markdown(entries: list[dict[str, Any]], plan: dict[str, Any]) -> str:
   """leaderboard.md: a table per dataset / fusion, then the exclusions and the definitions."""
   lines = [f"# Leaderboard: {plan.get('name', 'sweep')}", "",
@@ -212,7 +217,7 @@ def to_markdown(entries: list[dict[str, Any]], plan: dict[str, Any]) -> str:
     lines[2:2] = [plan["description"], ""]
   header = ["method", "seeds", *COLUMNS, *COST, "reported acc."]
   by_table = collections.defaultdict(list)
-  for e in entries:
+  for e in ranked(entries):
     by_table[(e["dataset"], e["fusion"])].append(e)
   for (dataset, fusion), members in by_table.items():
     weak = next((e["weak"] for e in members if "weak" in e), None)
@@ -228,6 +233,10 @@ def to_markdown(entries: list[dict[str, Any]], plan: dict[str, Any]) -> str:
     lines += ["† selected its checkpoint on the TEST split (config.train.select_on='test', a "
               "reference's protocol): optimistic, not comparable with the other rows.", ""]
   lines += ["![fused and uni-modal test accuracy per method](leaderboard.png)", ""]
+  unranked = sorted({e["method"] for e in entries} - {e["method"] for e in ranked(entries)})
+  if unranked:
+    lines += ["Runs without a test accuracy (e.g. pre-training that other entries start from: "
+              f"the sweep's `needs`) are not ranked: {', '.join(unranked)}.", ""]
   excluded = plan.get("excluded", {})
   if excluded:
     lines += ["## Not in this sweep", ""] + [f"- {k}: {v}" for k, v in excluded.items()] + [""]
@@ -260,6 +269,7 @@ def plot(path: str, entries: list[dict[str, Any]]) -> None:
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  entries = ranked(entries)
   tables = sorted({(e["dataset"], e["fusion"]) for e in entries})
   fig, axes = plt.subplots(len(tables), 1, figsize=(max(6, len(entries) * 0.6), 3.2 * len(tables)),
                            squeeze=False)
@@ -288,7 +298,7 @@ def build(sweep_dir: str, out_dir: str | None = None, command: str = "") -> dict
   plan = sweep_lib.read_json(os.path.join(sweep_dir, sweep_lib.PLAN_FILE)) or {}
   runs = load_runs(sweep_dir)
   entries = aggregate(runs, plan.get("baseline", "baseline"))
-  if not entries:
+  if not ranked(entries):
     raise FileNotFoundError(f"{sweep_dir} holds no finished runs (runs/<name>/metrics.jsonl with "
                             "a final row); run `python -m avjax.sweep` first.")
   paths = {k: os.path.join(out_dir, f"leaderboard.{k}") for k in ("md", "csv", "png")}

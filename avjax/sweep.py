@@ -120,9 +120,15 @@ def load_module_config(path_arg: str) -> ml_collections.ConfigDict:
 
 def apply_overrides(c: ml_collections.ConfigDict, settings: dict, where: str = "config") -> None:
   """Sets nested `settings` on `c`: existing keys only, except under config.method / config.evals
-  (method sections, evaluators); a list given for a tuple setting becomes a tuple."""
+  (method sections, evaluators); a list given for a tuple setting becomes a tuple; an evaluator
+  set to None is removed (e.g. the sweep's class evaluators from a pre-training entry)."""
   for key, value in settings.items():
     path = f"{where}.{key}"
+    if where == "config.evals" and value is None:
+      if key in c:
+        with c.unlocked():
+          del c[key]
+      continue
     open_section = any(path.startswith(section + ".") for section in _OPEN_SECTIONS)
     if key not in c and not open_section:
       from avjax.config import MOVED_KEYS  # pylint: disable=import-outside-toplevel

@@ -126,3 +126,20 @@ def test_how_it_was_made_names_both_commands(sweep_dir, tmp_path):
   assert ("Sweep: `python -m avjax.sweep --config hand.py`; leaderboard: "
           f"`python -m avjax.leaderboard {sweep_dir} --out {tmp_path}`.") in text
   assert "\n\n## How this was made\n" in text  # A heading after a blank line.
+
+
+def test_runs_without_a_test_accuracy_are_named_not_ranked(sweep_dir, tmp_path):
+  """A pre-training run (no class metrics) another entry starts from: no table row, no bar."""
+  run_dir = os.path.join(sweep_dir, "runs", "cremad__concat__vat_pretrain__seed0")
+  os.makedirs(run_dir)
+  with open(os.path.join(run_dir, sweep_lib.SPEC_FILE), "w") as f:
+    json.dump({"run": {"dataset": "cremad", "method": "vat_pretrain", "fusion": "concat",
+                       "seed": 0, "experiment": "x.py", "overrides": [], "label": ""}}, f)
+  with open(os.path.join(run_dir, "metrics.jsonl"), "w") as f:
+    f.write(json.dumps({"step": 5, "epoch": 0, "split": "test", "checkpoint_step": 5,
+                        "selected_on": "validation", "vam_accuracy": 0.7}) + "\n")
+  entries = leaderboard.aggregate(leaderboard.load_runs(sweep_dir))
+  assert "vat_pretrain" in {e["method"] for e in entries}
+  assert "vat_pretrain" not in {e["method"] for e in leaderboard.ranked(entries)}
+  text = open(leaderboard.build(sweep_dir, str(tmp_path))["md"]).read()
+  assert "| vat_pretrain" not in text and "are not ranked: vat_pretrain." in text

@@ -42,6 +42,9 @@ from avjax.registry import ConfigError
 from avjax.state import ModelFns, TrainState, model_inputs
 
 
+PRETRAIN_EVALUATORS = frozenset({"matching"})  # What pre-training can be evaluated with.
+
+
 @dataclasses.dataclass(frozen=True)
 class PretrainSettings:
   """vat_pretrain's settings (values: ../shared/reference/vat.md, ALBEF's recipe)."""
@@ -174,6 +177,13 @@ class VATPretrain(VATSchedule):
     if config.input.modality_dropout:
       raise ConfigError("vat_pretrain aligns both modalities of every clip; set "
                         "config.input.modality_dropout=0.")
+    # Its model scores audio-video pairs (B, 2), not classes: class-reading evaluators would fail
+    # only after the first epoch.
+    readers = sorted(set(config.evals) - PRETRAIN_EVALUATORS)
+    if readers:
+      raise ConfigError(f"vat_pretrain's model scores audio-video pairs, not classes, so "
+                        f"evaluators {readers} have nothing to read; evaluate pre-training with "
+                        f"{sorted(PRETRAIN_EVALUATORS)} (config.evals = {{'matching': {{}}}}).")
 
   def model_overrides(self) -> dict[str, Any]:
     return {"temperature": self.temperature}

@@ -13,11 +13,13 @@ synthetic_av's validation split and evaluates the test split once (avjax/protoco
   debiased        per example exactly one modality carries the label: the examples only the weak
                   modality carries are the ground truth the leaderboard scores separately.
 
-Entries: all of avjax.methods.METHODS, less those listed in EXCLUDED (with why), plus the variants (a
-method again with other settings); an entry whose config does not validate here is excluded by the
-sweep with the ConfigError as the reason. configs/sweeps/chains.py holds the variants, the
-architecture-level methods' models and the chained runs (UMT's teachers, ReconBoost's pre-trained
-encoders, DI-MML's second stage), which the sweep runs after what they need.
+Entries: all of avjax.methods.METHODS plus the variants (a method again with other settings); an
+entry whose config does not validate here would be excluded by the sweep with the ConfigError as
+the reason. configs/sweeps/chains.py holds the variants, the architecture-level methods' models and
+the chained runs (UMT's teachers, ReconBoost's pre-trained encoders, DI-MML's second stage), which
+the sweep runs after what they need. The methods with their own recipe run it (EXPERIMENTS); VAT's
+fine-tuning starts from the sweep's VAT pre-training run of the same regime and seed and classifies
+(the pre-training itself has no test accuracy: the leaderboard names it without ranking it).
 """
 
 import os
@@ -29,23 +31,26 @@ from avjax.sweep import load_module
 
 chains = load_module(os.path.join(os.path.dirname(os.path.abspath(__file__)), "chains.py"))
 
-# Methods a plain sweep over av_resnet runs cannot train, and why.
-EXCLUDED = {
-    "vat_pretrain": "VAT's self-supervised pre-training; its fine-tuning (vat_finetune) is emotion "
-                    "regression (MER / MuSe: configs/vat_pretrain.py, then configs/vat_mer.py), "
-                    "not this classification leaderboard",
-    "vat_finetune": "fine-tunes a vat_pretrain checkpoint for emotion regression (configs/vat_mer.py)",
-}
 # Methods that bring their own model and recipe: their configs' synthetic_av stand-ins (:smoke),
 # with this sweep's data, epochs and evaluators.
 EXPERIMENTS = {
     "vavl": "configs/vavl_cremad.py:smoke",
     "auxformer": "configs/auxformer_cremad.py:smoke",
     "cmvqvae": "configs/cmvqvae_cremad.py:smoke",
+    # VAT: contrastive pre-training on the sweep's clips, then fine-tuning as a classifier (the
+    # MER recipe's :smoke model; synthetic_av has classes, so the task is classification alone).
+    "vat_pretrain": "configs/vat_pretrain.py:smoke",
+    "vat_finetune": "configs/vat_mer.py:smoke",
 }
+VAT = {"vat_finetune": {"init_from": "vat_pretrain"}}  # Fine-tuning starts from the pre-training.
+VAT_CLASSIFIER = {"vat_pretrain": {"evals": {"ablation": None, "robustness": None,  # No classes.
+                                             "ground_truth": None}},
+                  "vat_finetune": {"task": {"name": "classification", "targets": (),
+                                            "target_indices": ()},
+                                   "train": {"best_metric": "accuracy", "best_mode": "max"}}}
 # CM-VQVAE's latent maps must agree across modalities: the synthetic 64 x 64 spectrograms encode to
 # 8 x 8, so its frames stay 32 x 32 (the :small build's 16 x 16 frames resized), as in its :smoke.
-SMALL_OVERRIDES = {"cmvqvae": {"input": {"image_size": 32}}}
+SMALL_OVERRIDES = {"cmvqvae": {"input": {"image_size": 32}}, **VAT_CLASSIFIER}
 
 
 def get_config(arg: str | None = None):
@@ -56,11 +61,10 @@ def get_config(arg: str | None = None):
   c.experiment = "configs/compare_balancing.py"
   c.baseline = "baseline"
   c.methods = chains.entries(METHODS.names())
-  c.excluded = EXCLUDED
   c.experiments = EXPERIMENTS
   c.variants = chains.VARIANTS
-  c.needs = chains.NEEDS
-  c.method_overrides = chains.with_settings({})
+  c.needs = {**chains.NEEDS, **VAT}
+  c.method_overrides = chains.with_settings(VAT_CLASSIFIER)
   c.fusions = ("concat",)
   c.seeds = (0, 1, 2)
   c.datasets = {

@@ -159,6 +159,7 @@ def _pretrain_config(**method) -> ml_collections.ConfigDict:
   c.model.vat = model_section("small", **TINY)
   c.input.num_frames, c.input.image_size = 2, 16
   c.method.name = "vat_pretrain"
+  c.evals = ml_collections.ConfigDict({"matching": {}})
   for k, v in dict(dict(queue_size=Q), **method).items():
     c.method[k] = v
   # SGD: updates linear in the gradients, so 1 and 8 devices can be compared parameter by parameter.
@@ -175,6 +176,7 @@ def _pretrain_config(**method) -> ml_collections.ConfigDict:
     (("train.best_metric", "accuracy"), "not reported"),
     (("method.temperature", 0.7), "must lie in"),
     (("method.queue_sise", 8), "does not take"),
+    (("evals.ablation", ml_collections.ConfigDict()), "evaluators \\['ablation'\\] have nothing"),
 ])
 def test_pretrain_validate(change, needle):
   c = _pretrain_config()
