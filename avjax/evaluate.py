@@ -175,13 +175,7 @@ def open_run(workdir: str, splits: list[str], *, step: int | None = None,
     mesh = sharding.make_mesh(config.mesh)
     batch_size = tc.eval_batch_size or tc.batch_size
     sharding.local_batch_size(batch_size, mesh)
-    dataset = data.open_dataset(config.dataset, [])
-    missing = [s for s in splits if s not in dataset.info.splits]
-    if missing:
-      known = sorted(dataset.info.splits)
-      raise ConfigError(f"--split {missing[0]!r}: {dataset.name} has no such split."
-                        f"{did_you_mean(missing[0], known)} Its splits: {known}.")
-    dataset = data.open_dataset(config.dataset, list(dict.fromkeys(splits)))
+    dataset = data.open_dataset(config.dataset, list(dict.fromkeys(splits)), split_flag="--split")
     exp = setup(config, dataset.num_classes)
     state = jax.device_put(exp.state, sharding.replicated(mesh))
     try:

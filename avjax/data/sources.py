@@ -70,8 +70,10 @@ def _check_builder_config(name: str, config: str) -> None:
                       f"{known}. Fix config.dataset.config.")
 
 
-def open_dataset(dcfg: ml_collections.ConfigDict, splits: list[str]) -> Dataset:
-  """Returns random-access sources for `splits` of `dataset.name`/`dataset.config`."""
+def open_dataset(dcfg: ml_collections.ConfigDict, splits: list[str], *,
+                 split_flag: str = "") -> Dataset:
+  """Returns random-access sources for `splits` of `dataset.name`/`dataset.config`. An unknown
+  split names `split_flag` (e.g. '--split') when the splits came from one, else the config."""
   data_dir = os.path.expanduser(dcfg.data_dir or tfds.core.constants.DATA_DIR)
   module = _import_builder(dcfg.name)
   full_name = f"{dcfg.name}/{dcfg.config}"
@@ -106,6 +108,10 @@ def open_dataset(dcfg: ml_collections.ConfigDict, splits: list[str]) -> Dataset:
           f"without TensorFlow):\n  {_build_command(dcfg.name, dcfg.config, data_dir)}\n"
           f"({readme} says what to download and the folder layout it expects.)")
   missing = [s for s in splits if s not in builder.info.splits]
+  if missing and split_flag:
+    known = sorted(builder.info.splits)
+    raise ConfigError(f"{split_flag} {missing[0]!r}: {full_name} has no such split."
+                      f"{did_you_mean(missing[0], known)} Its splits: {known}.")
   if missing:
     raise ConfigError(f"Dataset {full_name} has no split(s) {missing}; it has "
                       f"{sorted(builder.info.splits)}. Fix config.dataset.*_split.")
