@@ -32,8 +32,8 @@ def audio_visual_input(c: ml_collections.ConfigDict, dataset: str, num_frames: i
   reproduces the reference's selection (its rows are then labelled test). A dataset that ships its
   own validation split passes val_split='validation'.
 
-  frame_sampling None: 'ks' on Kinetics-Sounds (OGM-GE's KS rule: a random frame per third of the
-  clip in training, capped at frame 9, segment centres at test, frame 1 for clips of <= 6 frames;
+  frame_sampling None: 'ks' on Kinetics-Sounds (OGM-GE's KS rule: a random frame per equal
+  segment in training, capped at frame 9, segment centres at test, frame 1 for clips of <= 6 frames;
   avjax.data.clips.ks_frame_indices), otherwise input.frame_sampling stays as it is.
   """
   c.dataset.name = dataset
