@@ -12,6 +12,7 @@ test.csv, its frame fixed by np.random.seed(999), and kaiming-uniform conv init 
 reproduced (avjax: the whole splits, random frames, kaiming-normal).
 """
 
+from avjax import recipes
 from avjax.config import apply_smoke, base_config
 
 
@@ -19,20 +20,13 @@ def get_config(arg: str | None = None):
   c = base_config()
   c.name = "agm_cremad"
   c.seed = 999  # utils/config.py --random_seed 999.
-  c.dataset.name = "crema_d"
-  c.dataset.config = "ogm_ge"  # dataloader/CREMAD_loader.py: OGM-GE's STFT front end.
-  # The reference selects its checkpoint on the TEST split (run/CREMAD_main.py); avjax selects on a
-  # held-out fold of train (avjax/protocol.py) and evaluates test once.
-  # --config.train.select_on=test reproduces the reference's selection (rows labelled test).
-  c.dataset.val_split = "heldout"
-  c.dataset.test_split = "test"
-  c.input.num_frames = 1  # One frame per clip (CREMAD_loader.py:147-155).
-  c.input.image_size = 224
-  c.model.name = "av_resnet"
-  c.model.fusion = "concat"  # model/CREMAD_net.py: late-fusion concat head.
-  # kaiming fan_out (the original draws it uniform), xavier, BN 1 / 0.
-  c.model.av_resnet.init = "ogm_ge"
-  c.model.av_resnet.widths = (64, 128, 256, 512)  # ResNet-18.
+  # The reference selects its checkpoint on the TEST split (run/CREMAD_main.py).
+  # dataset config: dataloader/CREMAD_loader.py: OGM-GE's STFT front end.
+  # num_frames: one frame per clip (CREMAD_loader.py:147-155).
+  recipes.audio_visual_input(c, "crema_d", num_frames=1)
+  # fusion: model/CREMAD_net.py: late-fusion concat head.
+  # init: kaiming fan_out (the original draws it uniform), xavier, BN 1 / 0.
+  recipes.resnet18_pair(c, init="ogm_ge")
 
   c.method.name = "agm"
   c.method.variant = "original"

@@ -10,28 +10,18 @@ docs/deviations.md). Set method.variant = 'original' (and alpha 1.5, cap 10, cli
 authors' form. Needs kinetics_sounds built with its 'ogm_ge' config.
 """
 
+from avjax import recipes
 from avjax.config import apply_smoke, base_config
 
 
 def get_config(arg: str | None = None):
   c = base_config()
   c.name = "agm_ks"
-  c.seed = 42  # BB global_config.yaml seed.
-  c.dataset.name = "kinetics_sounds"
-  c.dataset.config = "ogm_ge"
-  # BalanceBenchmark selects its checkpoint on the TEST split; avjax selects on a held-out fold of
-  # train (avjax/protocol.py) and evaluates test once. --config.train.select_on=test reproduces the
-  # reference's selection (rows labelled test).
-  c.dataset.val_split = "heldout"
-  c.dataset.test_split = "test"
-  c.input.num_frames = 3
-  c.input.frame_sampling = "ks"
-  c.input.image_size = 224
-  c.model.name = "av_resnet"
-  c.model.fusion = "concat"  # BB's AV classifier: concat head.
-  # BB: kaiming fan_out, BN gamma ~ N(1, 0.02) (resnet18_encoder.py).
-  c.model.av_resnet.init = "mmcosine"
-  c.model.av_resnet.widths = (64, 128, 256, 512)
+  # BalanceBenchmark selects its checkpoint on the TEST split.
+  recipes.audio_visual_input(c, "kinetics_sounds", num_frames=3)
+  # fusion: BB's AV classifier: concat head.
+  # init: BB: kaiming fan_out, BN gamma ~ N(1, 0.02) (resnet18_encoder.py).
+  recipes.resnet18_pair(c, init="mmcosine")
 
   c.method.name = "agm"
   c.method.variant = "balancebenchmark"
@@ -42,14 +32,7 @@ def get_config(arg: str | None = None):
   c.method.modulation_starts = 0  # BB never checks its window: AGM acts in every epoch.
   c.method.modulation_ends = None
 
-  c.optimizer.name = "adamw"  # BB global_config.yaml:29,41-44: AdamW lr 1e-3, wd 0.01.
-  c.optimizer.learning_rate = 1e-3
-  c.optimizer.weight_decay = 0.01
-  c.optimizer.schedule = "step"  # StepLR(10, 0.1) per epoch (global_config.yaml:45-48).
-  c.optimizer.step_epochs = 10
-  c.optimizer.gamma = 0.1
-  c.train.batch_size = 32  # eff_batch_size 32.
-  c.train.num_epochs = 30  # trainer_config.yaml:4.
+  recipes.balancebenchmark_training(c)
   if arg == "smoke":
     apply_smoke(c)
   elif arg:

@@ -9,6 +9,7 @@ and classifier values are its CREMA-D ones (train_CREMAD.py, data/crema.json); t
 paper's Kinetics-Sounds value (secondary note). Data: avjax's kinetics_sounds 'ogm_ge' build.
 """
 
+from avjax import recipes
 from avjax.config import apply_smoke, base_config
 
 
@@ -16,19 +17,14 @@ def get_config(arg: str | None = None):
   c = base_config()
   c.name = "aug_ks"
   c.seed = 0  # data/crema.json L47.
-  c.dataset.name = "kinetics_sounds"
-  c.dataset.config = "ogm_ge"
-  # The reference selects its checkpoint on the TEST split (train_CREMAD.py:214-219); avjax selects
-  # on a held-out fold of train (avjax/protocol.py) and evaluates test once.
-  # --config.train.select_on=test reproduces the reference's selection (rows labelled test).
-  c.dataset.val_split = "heldout"
-  c.dataset.test_split = "test"
-  c.input.num_frames = 1  # AUG-R's CREMA-D input: one frame (no KS loader released).
-  c.input.image_size = 224  # RandomResizedCrop(224) + flip in training, Resize(224) in test.
+  # The reference selects its checkpoint on the TEST split (train_CREMAD.py:214-219).
+  # num_frames: AUG-R's CREMA-D input: one frame (no KS loader released), so not OGM-GE's KS frame
+  # rule. image_size: RandomResizedCrop(224) + flip in training, Resize(224) in test.
+  recipes.audio_visual_input(c, "kinetics_sounds", num_frames=1, frame_sampling="segment")
   c.input.crop_scale = (0.08, 1.0)
-  c.model.name = "av_resnet_aug"
-  c.model.fusion = "sum"  # The prediction is beta o_a + (1 - beta) o_v: no fusion layer.
-  c.model.av_resnet.widths = (64, 128, 256, 512)  # ResNet-18; classifiers 512 -> 256 -> C.
+  # fusion: the prediction is beta o_a + (1 - beta) o_v: no fusion layer.
+  # widths: ResNet-18; classifiers 512 -> 256 -> C.
+  recipes.resnet18_pair(c, model="av_resnet_aug", fusion="sum")
 
   c.method.name = "aug"
   c.method.confidence = "paper"  # The paper's s_a - sigma s_v vs tau ('code': S_a / S_v vs lam).

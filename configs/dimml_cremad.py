@@ -11,27 +11,21 @@ CREMA-D spectrograms (scipy, 160,000 samples, (257, 1004), per-clip z-normalised
 build is crema_d's 'ogm_ge' config (OGM-GE's (257, 188) log-STFT), which this config uses.
 """
 
+from avjax import recipes
 from avjax.config import apply_smoke, base_config
 
 
 def get_config(arg: str | None = None):
   c = base_config()
   c.name = "dimml_cremad"
-  c.dataset.name = "crema_d"
-  c.dataset.config = "ogm_ge"
-  # The reference selects its checkpoint on the TEST split; avjax selects on a held-out fold of
-  # train (avjax/protocol.py) and evaluates test once. --config.train.select_on=test reproduces the
-  # reference's selection (rows labelled test).
-  c.dataset.val_split = "heldout"
-  c.dataset.test_split = "test"
-  c.input.num_frames = 3  # run.sh: CREMA-D --fps / frames 3.
-  c.input.image_size = 224  # DIM dataset: RandomResizedCrop(224) + flip; test Resize(224).
+  # The reference selects its checkpoint on the TEST split.
+  # num_frames: run.sh: CREMA-D --fps / frames 3.
+  # image_size: DIM dataset: RandomResizedCrop(224) + flip; test Resize(224).
+  recipes.audio_visual_input(c, "crema_d", num_frames=3)
   c.input.crop_scale = (0.08, 1.0)
-  c.model.name = "av_resnet"
-  c.model.fusion = "concat"  # Stage 2: ConcatFusion, Linear(1024 -> C) (main_CFT_stage2.py:230).
-  # Stage 1 applies no weight_init: backbone's own init, torch Linears.
-  c.model.av_resnet.init = "mmcosine"
-  c.model.av_resnet.widths = (64, 128, 256, 512)
+  # fusion: Stage 2: ConcatFusion, Linear(1024 -> C) (main_CFT_stage2.py:230).
+  # init: Stage 1 applies no weight_init: backbone's own init, torch Linears.
+  recipes.resnet18_pair(c, init="mmcosine")
 
   c.method.name = "dimml"
   c.method.stage = 1

@@ -13,39 +13,24 @@ BB).
 Data: OGM-GE's preprocessing of the 'kinetics_sounds' builder (config 'ogm_ge').
 """
 
+from avjax import recipes
 from avjax.config import apply_smoke, base_config
 
 
 def get_config(arg: str | None = None):
   c = base_config()
   c.name = "gblending_ks"
-  c.seed = 42  # global_config.yaml:1.
-  c.dataset.name = "kinetics_sounds"
-  c.dataset.config = "ogm_ge"
-  # BalanceBenchmark selects its checkpoint on the TEST split; avjax selects on a held-out fold of
-  # train (avjax/protocol.py) and evaluates test once. --config.train.select_on=test reproduces the
-  # reference's selection (rows labelled test). The blending weights never see validation or test (a
-  # held-out fold of train does).
-  c.dataset.val_split = "heldout"
-  c.dataset.test_split = "test"
-  c.input.num_frames = 3  # OGM-GE's Kinetics-Sounds front end (3 frames, 1 fps).
-  c.input.frame_sampling = "ks"  # The OGM-GE KS frame rule.
-  c.input.image_size = 224
-  c.model.name = "av_resnet"
-  c.model.fusion = "concat"  # BB's default fusion; the paper's late fusion is a concat head.
-  c.model.av_resnet.widths = (64, 128, 256, 512)  # ResNet-18 encoders.
+  # BalanceBenchmark selects its checkpoint on the TEST split. The blending weights never see
+  # validation or test (a held-out fold of train does).
+  # num_frames: OGM-GE's Kinetics-Sounds front end (3 frames, 1 fps).
+  recipes.audio_visual_input(c, "kinetics_sounds", num_frames=3)
+  recipes.resnet18_pair(c)  # fusion: BB's default fusion; the paper's late fusion is a concat head.
 
   c.method.name = "gblending"
   c.method.super_epoch = 10  # trainer_config.yaml:34-39 (method: online, super_epoch: 10).
   c.method.estimate_epochs = 10  # BB trains each copy super_epoch epochs (:306-376).
 
-  c.optimizer.name = "adamw"  # global_config.yaml:29 / utils/optimizer.py:17.
-  c.optimizer.learning_rate = 1e-3  # global_config.yaml:42 (base_lr, no batch scaling).
-  c.optimizer.weight_decay = 0.01  # global_config.yaml:44.
-  c.optimizer.schedule = "step"  # StepLR(10, 0.1) per model epoch (:46-48).
-  c.optimizer.step_epochs = 10
-  c.optimizer.gamma = 0.1
-  c.train.batch_size = 32  # global_config.yaml:4.
+  recipes.balancebenchmark_training(c)  # StepLR(10, 0.1) per model epoch.
   c.train.num_epochs = 60  # trainer_config.yaml:4: 30 model epochs, plus 3 estimates of 10.
   if arg == "smoke":
     apply_smoke(c)

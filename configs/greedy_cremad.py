@@ -12,28 +12,20 @@ code that trains Greedy on CREMA-D (BB reports 66.48 / 66.54 ACC / F1 with its o
 Needs crema_d built with its 'ogm_ge' config (BB reads the OGM-GE preprocessing).
 """
 
+from avjax import recipes
 from avjax.config import apply_smoke, base_config
 
 
 def get_config(arg: str | None = None):
   c = base_config()
   c.name = "greedy_cremad"
-  c.seed = 42  # BB configs/global_config.yaml:1.
-  c.dataset.name = "crema_d"
-  c.dataset.config = "ogm_ge"
-  # BalanceBenchmark selects its checkpoint on the TEST split; avjax selects on a held-out fold of
-  # train (avjax/protocol.py) and evaluates test once. --config.train.select_on=test reproduces the
-  # reference's selection (rows labelled test).
-  c.dataset.val_split = "heldout"
-  c.dataset.test_split = "test"
-  c.input.num_frames = 1  # OGM-GE's 1-fps, 1-frame CREMA-D input.
-  c.input.image_size = 224
+  # BalanceBenchmark selects its checkpoint on the TEST split.
+  # num_frames: OGM-GE's 1-fps, 1-frame CREMA-D input.
+  recipes.audio_visual_input(c, "crema_d", num_frames=1)
   c.input.crop_scale = (0.08, 1.0)
-  c.model.name = "av_resnet_mmtm"
-  c.model.fusion = "concat"  # BB's head (used by variant 'balancebenchmark' only).
-  # BB: conv kaiming fan_out, BN gamma ~ N(1, 0.02), torch Linears.
-  c.model.av_resnet.init = "mmcosine"
-  c.model.av_resnet.widths = (64, 128, 256, 512)
+  # fusion: BB's head (used by variant 'balancebenchmark' only).
+  # init: BB: conv kaiming fan_out, BN gamma ~ N(1, 0.02), torch Linears.
+  recipes.resnet18_pair(c, model="av_resnet_mmtm", init="mmcosine")
 
   c.method.name = "greedy"
   c.method.variant = "original"  # GRD: MMTM after layers 2-4, per-branch heads, summed CE.
@@ -43,14 +35,7 @@ def get_config(arg: str | None = None):
   c.method.mmtm_ratio = 4.0  # GRD src/model.py:58-60; BB avclassify_model.py:399-402.
   c.method.utilisation_every = 0  # The analysis pass is off (GRD runs it after training).
 
-  c.optimizer.name = "adamw"  # BB global_config.yaml:29-30,42-44: AdamW 1e-3, wd 0.01.
-  c.optimizer.learning_rate = 1e-3
-  c.optimizer.weight_decay = 0.01
-  c.optimizer.schedule = "step"  # BB: StepLR(10, 0.1) per epoch (global_config.yaml:46-48).
-  c.optimizer.step_epochs = 10
-  c.optimizer.gamma = 0.1
-  c.train.batch_size = 32  # BB global_config.yaml:4.
-  c.train.num_epochs = 30  # BB trainer_config.yaml:4.
+  recipes.balancebenchmark_training(c)
   if arg == "smoke":
     apply_smoke(c)
   elif arg:

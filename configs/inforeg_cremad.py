@@ -11,6 +11,7 @@ visual branch never fires). Needs the crema_d 'ogm_ge' build: the original reads
 samples 3 of them (random in training, fixed in evaluation). See docs/deviations.md.
 """
 
+from avjax import recipes
 from avjax.config import apply_smoke, base_config
 
 
@@ -18,22 +19,17 @@ def get_config(arg: str | None = None):
   c = base_config()
   c.name = "inforeg_cremad"
   c.seed = 0  # main.py --random_seed 0.
-  c.dataset.name = "crema_d"
-  c.dataset.config = "ogm_ge"  # CramedDataset.py: OGM-GE's log-STFT audio.
-  # The reference selects its checkpoint on the TEST split (main.py:863); avjax selects on a
-  # held-out fold of train (avjax/protocol.py) and evaluates test once.
-  # --config.train.select_on=test reproduces the reference's selection (rows labelled test).
-  c.dataset.val_split = "heldout"
-  c.dataset.test_split = "test"
-  c.input.num_frames = 3  # main.py --use_video_frames 3.
-  c.input.image_size = 224  # CramedDataset.py: RandomResizedCrop(224) + flip; test Resize(224).
+  # The reference selects its checkpoint on the TEST split (main.py:863).
+  # dataset config: CramedDataset.py: OGM-GE's log-STFT audio.
+  # num_frames: main.py --use_video_frames 3.
+  # image_size: CramedDataset.py: RandomResizedCrop(224) + flip; test Resize(224).
+  recipes.audio_visual_input(c, "crema_d", num_frames=3)
   c.input.random_resized_crop = True
   c.input.crop_scale = (0.08, 1.0)
   c.input.flip = True
-  c.model.name = "av_resnet"
-  c.model.fusion = "concat"  # basic_model.py: head = Linear(1024, n_classes) on [a; v].
-  c.model.av_resnet.init = "ogm_ge"  # main.py: model.apply(weight_init) (OGM-GE's utils).
-  c.model.av_resnet.widths = (64, 128, 256, 512)  # ResNet-18.
+  # fusion: basic_model.py: head = Linear(1024, n_classes) on [a; v].
+  # init: main.py: model.apply(weight_init) (OGM-GE's utils).
+  recipes.resnet18_pair(c, init="ogm_ge")
 
   c.method.name = "inforeg"
   c.method.threshold = 0.05  # main.py:465,473: k > 0.05.

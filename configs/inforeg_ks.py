@@ -9,6 +9,7 @@ settings are not stated anywhere else (UNVERIFIED), so this config uses those de
 kinetics_sounds 'ogm_ge' build (3 frames).
 """
 
+from avjax import recipes
 from avjax.config import apply_smoke, base_config
 
 
@@ -16,21 +17,13 @@ def get_config(arg: str | None = None):
   c = base_config()
   c.name = "inforeg_ks"
   c.seed = 0  # main.py --random_seed 0.
-  c.dataset.name = "kinetics_sounds"
-  c.dataset.config = "ogm_ge"
-  # The reference selects its checkpoint on the TEST split (main.py:863); avjax selects on a
-  # held-out fold of train (avjax/protocol.py) and evaluates test once.
-  # --config.train.select_on=test reproduces the reference's selection (rows labelled test).
-  c.dataset.val_split = "heldout"
-  c.dataset.test_split = "test"
-  c.input.num_frames = 3  # main.py --use_video_frames 3.
-  c.input.frame_sampling = "ks"
-  c.input.image_size = 224
+  # The reference selects its checkpoint on the TEST split (main.py:863).
+  # num_frames: main.py --use_video_frames 3.
+  recipes.audio_visual_input(c, "kinetics_sounds", num_frames=3)
   c.input.crop_scale = (0.08, 1.0)
-  c.model.name = "av_resnet"
-  c.model.fusion = "concat"  # basic_model.py: Linear(1024, n_classes).
-  c.model.av_resnet.init = "ogm_ge"  # model.apply(weight_init).
-  c.model.av_resnet.widths = (64, 128, 256, 512)
+  # fusion: basic_model.py: Linear(1024, n_classes).
+  # init: model.apply(weight_init).
+  recipes.resnet18_pair(c, init="ogm_ge")
 
   c.method.name = "inforeg"
   c.method.threshold = 0.05  # main.py:465,473.

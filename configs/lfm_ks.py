@@ -9,6 +9,7 @@ reused here.
 Data: OGM-GE's preprocessing of the 'kinetics_sounds' builder (config 'ogm_ge').
 """
 
+from avjax import recipes
 from avjax.config import apply_smoke, base_config
 
 
@@ -16,22 +17,14 @@ def get_config(arg: str | None = None):
   c = base_config()
   c.name = "lfm_ks"
   c.seed = 0  # data/crema.json seed 0.
-  c.dataset.name = "kinetics_sounds"
-  c.dataset.config = "ogm_ge"
-  # The reference selects its checkpoint on the TEST split; avjax selects on a held-out fold of
-  # train (avjax/protocol.py) and evaluates test once. --config.train.select_on=test reproduces the
-  # reference's selection (rows labelled test). The alpha batch is another held-out fold of TRAIN,
-  # never these splits.
-  c.dataset.val_split = "heldout"
-  c.dataset.test_split = "test"
-  c.input.num_frames = 3  # OGM-GE's Kinetics-Sounds front end (3 frames, 1 fps).
-  c.input.frame_sampling = "ks"  # The OGM-GE KS frame rule.
-  c.input.image_size = 224
-  c.model.name = "av_resnet"
-  c.model.fusion = "concat"  # Unused by the intended form (the separate heads' average classifies).
-  # utils/tools.py:114-122: Kaiming (fan_out) convs, Xavier-normal linears.
-  c.model.av_resnet.init = "ogm_ge"
-  c.model.av_resnet.widths = (64, 128, 256, 512)  # model/AudioVideo.py: ResNet-18 encoders.
+  # The reference selects its checkpoint on the TEST split. The alpha batch is another held-out fold
+  # of TRAIN, never these splits.
+  # num_frames: OGM-GE's Kinetics-Sounds front end (3 frames, 1 fps).
+  recipes.audio_visual_input(c, "kinetics_sounds", num_frames=3)
+  # fusion: unused by the intended form (the separate heads' average classifies).
+  # init: utils/tools.py:114-122: Kaiming (fan_out) convs, Xavier-normal linears.
+  # widths: model/AudioVideo.py: ResNet-18 encoders.
+  recipes.resnet18_pair(c, init="ogm_ge")
 
   c.method.name = "lfm"
   c.method.schedule = "learnable"  # Crema_epoch_learnable.py ('fitted': Crema_epoch.py).

@@ -10,38 +10,23 @@ uni-modal heads); config.method.variant='balancebenchmark' is BB's code as writt
 Data: OGM-GE's preprocessing of the 'kinetics_sounds' builder (config 'ogm_ge').
 """
 
+from avjax import recipes
 from avjax.config import apply_smoke, base_config
 
 
 def get_config(arg: str | None = None):
   c = base_config()
   c.name = "mbsd_ks"
-  c.seed = 42  # global_config.yaml:1.
-  c.dataset.name = "kinetics_sounds"
-  c.dataset.config = "ogm_ge"
-  # BalanceBenchmark selects its checkpoint on the TEST split; avjax selects on a held-out fold of
-  # train (avjax/protocol.py) and evaluates test once. --config.train.select_on=test reproduces the
-  # reference's selection (rows labelled test).
-  c.dataset.val_split = "heldout"
-  c.dataset.test_split = "test"
-  c.input.num_frames = 3  # OGM-GE's Kinetics-Sounds front end (3 frames, 1 fps).
-  c.input.frame_sampling = "ks"  # The OGM-GE KS frame rule.
-  c.input.image_size = 224
-  c.model.name = "av_resnet"
-  c.model.fusion = "concat"  # BB's default fusion (its uni-modal slices exist only for concat).
-  c.model.av_resnet.widths = (64, 128, 256, 512)  # ResNet-18 encoders.
+  # BalanceBenchmark selects its checkpoint on the TEST split.
+  # num_frames: OGM-GE's Kinetics-Sounds front end (3 frames, 1 fps).
+  recipes.audio_visual_input(c, "kinetics_sounds", num_frames=3)
+  # fusion: BB's default fusion (its uni-modal slices exist only for concat).
+  recipes.resnet18_pair(c)
 
   c.method.name = "mbsd"
   c.method.variant = "intended"  # 'balancebenchmark': MBSD_trainer.py:129-159 as written.
 
-  c.optimizer.name = "adamw"  # global_config.yaml:29 / utils/optimizer.py:17.
-  c.optimizer.learning_rate = 1e-3  # global_config.yaml:42 (base_lr, no batch scaling).
-  c.optimizer.weight_decay = 0.01  # global_config.yaml:44.
-  c.optimizer.schedule = "step"  # StepLR(step_size 10, gamma 0.1), per epoch (:46-48).
-  c.optimizer.step_epochs = 10
-  c.optimizer.gamma = 0.1
-  c.train.batch_size = 32  # global_config.yaml:4.
-  c.train.num_epochs = 30  # trainer_config.yaml:4.
+  recipes.balancebenchmark_training(c)
   if arg == "smoke":
     apply_smoke(c)
   elif arg:

@@ -11,6 +11,7 @@ The gradient modification is the paper's projection (the original's never runs; 
 docs/deviations.md); BalanceBenchmark's form: config.method.variant='balancebenchmark'.
 """
 
+from avjax import recipes
 from avjax.config import apply_smoke, base_config
 
 
@@ -18,23 +19,16 @@ def get_config(arg: str | None = None):
   c = base_config()
   c.name = "mla_cremad"
   c.seed = 0  # main.py --seed 0 (main.py:46).
-  c.dataset.name = "crema_d"
-  c.dataset.config = "ogm_ge"
-  # The reference selects its checkpoint on the TEST split (main.py:900-927); avjax selects on a
-  # held-out fold of train (avjax/protocol.py) and evaluates test once.
-  # --config.train.select_on=test reproduces the reference's selection (rows labelled test).
-  c.dataset.val_split = "heldout"
-  c.dataset.test_split = "test"
-  c.input.num_frames = 3  # dataset/dataset.py:142-155: 3 frames sampled evenly.
-  c.input.image_size = 224  # RandomResizedCrop(224) + flip in training, Resize(224) in test.
+  # The reference selects its checkpoint on the TEST split (main.py:900-927).
+  # num_frames: dataset/dataset.py:142-155: 3 frames sampled evenly.
+  # image_size: RandomResizedCrop(224) + flip in training, Resize(224) in test.
+  recipes.audio_visual_input(c, "crema_d", num_frames=3)
   c.input.random_resized_crop = True
   c.input.crop_scale = (0.08, 1.0)
   c.input.flip = True
-  c.model.name = "av_resnet"
-  c.model.fusion = "shared_head"  # basic_model.py:31-32: one Linear(512, C) for all modalities.
-  # main.py:719 weight_init: xavier Linear, kaiming conv, BN 1 / 0.
-  c.model.av_resnet.init = "ogm_ge"
-  c.model.av_resnet.widths = (64, 128, 256, 512)  # ResNet-18 encoders.
+  # fusion: basic_model.py:31-32: one Linear(512, C) for all modalities.
+  # init: main.py:719 weight_init: xavier Linear, kaiming conv, BN 1 / 0.
+  recipes.resnet18_pair(c, fusion="shared_head", init="ogm_ge")
 
   c.method.name = "mla"
   c.method.variant = "original"

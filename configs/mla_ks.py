@@ -9,6 +9,7 @@ models/basic_model.py:19-26), so the data side is configs/ogm_ge_ks.py's (kineti
 CREMA-D run's (MLA-R main.py at ab6c184), as noted next to each value.
 """
 
+from avjax import recipes
 from avjax.config import apply_smoke, base_config
 
 
@@ -16,21 +17,12 @@ def get_config(arg: str | None = None):
   c = base_config()
   c.name = "mla_ks"
   c.seed = 0  # main.py:46.
-  c.dataset.name = "kinetics_sounds"
-  c.dataset.config = "ogm_ge"
-  # The reference selects its checkpoint on the TEST split; avjax selects on a held-out fold of
-  # train (avjax/protocol.py) and evaluates test once. --config.train.select_on=test reproduces the
-  # reference's selection (rows labelled test).
-  c.dataset.val_split = "heldout"
-  c.dataset.test_split = "test"
-  c.input.num_frames = 3  # 3 frames per clip.
-  c.input.frame_sampling = "ks"
-  c.input.image_size = 224
+  # The reference selects its checkpoint on the TEST split.
+  recipes.audio_visual_input(c, "kinetics_sounds", num_frames=3)  # num_frames: 3 frames per clip.
   c.input.crop_scale = (0.08, 1.0)
-  c.model.name = "av_resnet"
-  c.model.fusion = "shared_head"  # One head shared by all modalities.
-  c.model.av_resnet.init = "ogm_ge"  # main.py:719 weight_init.
-  c.model.av_resnet.widths = (64, 128, 256, 512)
+  # fusion: one head shared by all modalities.
+  # init: main.py:719 weight_init.
+  recipes.resnet18_pair(c, fusion="shared_head", init="ogm_ge")
 
   c.method.name = "mla"
   c.method.variant = "original"

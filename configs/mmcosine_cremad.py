@@ -10,6 +10,7 @@ For FiLM / gated fusion set model.fusion_kwargs.form = 'mmcosine' (the symmetric
 the author recommends (MMCosine issue #1), a larger method.scaling such as 50.
 """
 
+from avjax import recipes
 from avjax.config import apply_smoke, base_config
 
 
@@ -17,22 +18,11 @@ def get_config(arg: str | None = None):
   c = base_config()
   c.name = "mmcosine_cremad"
   c.seed = 0  # main_CD.py --random_seed 0.
-  c.dataset.name = "crema_d"
-  c.dataset.config = "mmcosine"
   # The reference has train / test only and keeps the epoch with the best TEST accuracy.
-  # avjax selects on a held-out 10% fold of train (class-stratified, disjoint by actor: the default
-  # heldout_group 'auto' finds it; avjax/protocol.py) and evaluates the test split once
-  # (docs/deviations.md). The reference's own protocol: --config.train.select_on=test (its rows are
-  # then labelled as test results).
-  c.dataset.val_split = "heldout"
-  c.dataset.test_split = "test"
-  c.input.num_frames = 1  # One frame per clip (T = 1).
-  c.input.image_size = 224
-  c.model.name = "av_resnet"
-  c.model.fusion = "concat"  # main_CD.py --fusion_method concat.
-  # MMCosine never calls weight_init (BN gamma ~ N(1, 0.02), torch Linear).
-  c.model.av_resnet.init = "mmcosine"
-  c.model.av_resnet.widths = (64, 128, 256, 512)  # ResNet-18.
+  recipes.audio_visual_input(c, "crema_d", num_frames=1, build_config="mmcosine")  # T = 1.
+  # fusion: main_CD.py --fusion_method concat.
+  # init: MMCosine never calls weight_init (BN gamma ~ N(1, 0.02), torch Linear).
+  recipes.resnet18_pair(c, init="mmcosine")
 
   c.method.name = "mmcosine"  # main_CD.py --mmcosine True.
   c.method.scaling = 10.0  # main_CD.py --scaling 10.

@@ -10,6 +10,7 @@ clip (dataset/av_dataset.py:73,92); avjax has no such CREMA-D build, so this con
 preprocessing it follows. BalanceBenchmark's form: config.method.variant='balancebenchmark'.
 """
 
+from avjax import recipes
 from avjax.config import apply_smoke, base_config
 
 
@@ -17,22 +18,15 @@ def get_config(arg: str | None = None):
   c = base_config()
   c.name = "mmpareto_cremad"
   c.seed = 0  # MMPareto.py --random_seed 0.
-  c.dataset.name = "crema_d"
-  c.dataset.config = "ogm_ge"
-  # The reference selects its checkpoint on the TEST split (MMPareto.py:316-319); avjax selects on a
-  # held-out fold of train (avjax/protocol.py) and evaluates test once.
-  # --config.train.select_on=test reproduces the reference's selection (rows labelled test).
-  c.dataset.val_split = "heldout"
-  c.dataset.test_split = "test"
-  c.input.num_frames = 2  # av_dataset.py: 2 frames per clip.
-  c.input.image_size = 224  # RandomResizedCrop(224) + flip in training, Resize(224) in test.
+  # The reference selects its checkpoint on the TEST split (MMPareto.py:316-319).
+  # num_frames: av_dataset.py: 2 frames per clip.
+  # image_size: RandomResizedCrop(224) + flip in training, Resize(224) in test.
+  recipes.audio_visual_input(c, "crema_d", num_frames=2)
   c.input.random_resized_crop = True
   c.input.crop_scale = (0.08, 1.0)
   c.input.flip = True
-  c.model.name = "av_resnet"
-  c.model.fusion = "concat"  # models.py:133-184: Linear(1024, C) on the concatenation.
-  c.model.av_resnet.init = "ogm_ge"
-  c.model.av_resnet.widths = (64, 128, 256, 512)  # ResNet-18 encoders.
+  # fusion: models.py:133-184: Linear(1024, C) on the concatenation.
+  recipes.resnet18_pair(c, init="ogm_ge")
 
   c.method.name = "mmpareto"
   c.method.gamma = 1.5  # MMPareto.py:178 (hard-coded).

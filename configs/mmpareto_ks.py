@@ -10,6 +10,7 @@ and the method and optimiser are the CREMA-D script's (code/MMPareto.py), as not
 value.
 """
 
+from avjax import recipes
 from avjax.config import apply_smoke, base_config
 
 
@@ -17,21 +18,11 @@ def get_config(arg: str | None = None):
   c = base_config()
   c.name = "mmpareto_ks"
   c.seed = 0  # MMPareto.py --random_seed 0.
-  c.dataset.name = "kinetics_sounds"
-  c.dataset.config = "ogm_ge"
-  # The reference selects its checkpoint on the TEST split; avjax selects on a held-out fold of
-  # train (avjax/protocol.py) and evaluates test once. --config.train.select_on=test reproduces the
-  # reference's selection (rows labelled test).
-  c.dataset.val_split = "heldout"
-  c.dataset.test_split = "test"
-  c.input.num_frames = 3  # OGM-GE's KS preprocessing: 3 frames per clip.
-  c.input.frame_sampling = "ks"
-  c.input.image_size = 224
+  # The reference selects its checkpoint on the TEST split.
+  # num_frames: OGM-GE's KS preprocessing: 3 frames per clip.
+  recipes.audio_visual_input(c, "kinetics_sounds", num_frames=3)
   c.input.crop_scale = (0.08, 1.0)
-  c.model.name = "av_resnet"
-  c.model.fusion = "concat"  # models.py:133-184.
-  c.model.av_resnet.init = "ogm_ge"
-  c.model.av_resnet.widths = (64, 128, 256, 512)
+  recipes.resnet18_pair(c, init="ogm_ge")  # fusion: models.py:133-184.
 
   c.method.name = "mmpareto"
   c.method.gamma = 1.5  # MMPareto.py:178.

@@ -8,6 +8,7 @@ and schedule match configs/ogm_ge_cremad.py. Needs the ave dataset built with it
 (OGM-GE's AVE audio: log PSD of 160000 samples, (257, 1004); 1 fps frames; 28 classes).
 """
 
+from avjax import recipes
 from avjax.config import apply_smoke, base_config
 
 
@@ -15,24 +16,17 @@ def get_config(arg: str | None = None):
   c = base_config()
   c.name = "ogm_ge_ave"
   c.seed = 0  # main.py --random_seed 0.
-  c.dataset.name = "ave"
-  c.dataset.config = "ogm_ge"
   # The reference trains on its train list and keeps the epoch with the best TEST accuracy; AVE
   # ships an official validation list (valSet.txt), which avjax uses for model selection instead.
-  c.dataset.val_split = "validation"
-  c.dataset.test_split = "test"
-  # dataset.py (AVE): 3 frames, frame i * (n // 3) + 1 of the 1 fps frames, in training and test
-  # (avjax.data.clips.ave_frame_indices).
-  c.input.num_frames = 3
-  c.input.frame_sampling = "ave"  # Frames i * (n // 3), the same in training and test.
-  c.input.image_size = 224  # RandomResizedCrop(224) + flip in training; Resize((224, 224)) in test.
+  # dataset.py (AVE): 3 frames, frame i * (n // 3) + 1 of the 1 fps frames, the same in training
+  # and test (frame_sampling 'ave': avjax.data.clips.ave_frame_indices).
+  # image_size: RandomResizedCrop(224) + flip in training; Resize((224, 224)) in test.
+  recipes.audio_visual_input(c, "ave", num_frames=3, frame_sampling="ave", val_split="validation")
   c.input.random_resized_crop = True
   c.input.crop_scale = (0.08, 1.0)  # torchvision RandomResizedCrop default scale.
   c.input.flip = True  # RandomHorizontalFlip.
-  c.model.name = "av_resnet"
-  c.model.fusion = "concat"  # README: --fusion_method concat.
-  c.model.av_resnet.init = "ogm_ge"  # main.py applies weight_init.
-  c.model.av_resnet.widths = (64, 128, 256, 512)  # ResNet-18.
+  # fusion: README: --fusion_method concat. init: main.py applies weight_init.
+  recipes.resnet18_pair(c, init="ogm_ge")
 
   c.method.name = "ogm_ge"  # README: --modulation OGM_GE.
   c.method.alpha = 0.1  # README default --alpha 0.1 (its tip names no AVE value).

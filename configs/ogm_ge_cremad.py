@@ -8,6 +8,7 @@ noted next to it. Needs the crema_d dataset built with its 'ogm_ge' config (OGM-
 22.05 kHz log-STFT (257, 188); 1 fps frames).
 """
 
+from avjax import recipes
 from avjax.config import apply_smoke, base_config
 
 
@@ -15,24 +16,15 @@ def get_config(arg: str | None = None):
   c = base_config()
   c.name = "ogm_ge_cremad"
   c.seed = 0  # main.py --random_seed 0.
-  c.dataset.name = "crema_d"
-  c.dataset.config = "ogm_ge"
   # The reference has train.csv / test.csv only and keeps the epoch with the best TEST accuracy.
-  # avjax selects on a held-out 10% fold of train (class-stratified, disjoint by actor: the default
-  # heldout_group 'auto' finds it; avjax/protocol.py) and evaluates the test split once
-  # (docs/deviations.md). The reference's own protocol: --config.train.select_on=test (its rows are
-  # then labelled as test results).
-  c.dataset.val_split = "heldout"
-  c.dataset.test_split = "test"
-  c.input.num_frames = 1  # main.py --num_frame default 1 (T = 1).
-  c.input.image_size = 224  # dataset.py: RandomResizedCrop(224) train, Resize(224) test.
+  # num_frames: main.py --num_frame default 1 (T = 1).
+  # image_size: dataset.py: RandomResizedCrop(224) train, Resize(224) test.
+  recipes.audio_visual_input(c, "crema_d", num_frames=1)
   c.input.random_resized_crop = True
   c.input.crop_scale = (0.08, 1.0)  # torchvision RandomResizedCrop default scale.
   c.input.flip = True  # RandomHorizontalFlip.
-  c.model.name = "av_resnet"
-  c.model.fusion = "concat"  # README: --fusion_method concat.
-  c.model.av_resnet.init = "ogm_ge"  # main.py applies weight_init.
-  c.model.av_resnet.widths = (64, 128, 256, 512)  # ResNet-18.
+  # fusion: README: --fusion_method concat. init: main.py applies weight_init.
+  recipes.resnet18_pair(c, init="ogm_ge")
 
   c.method.name = "ogm_ge"  # README: --modulation OGM_GE.
   c.method.alpha = 0.8  # README tip: alpha 0.8 for CREMA-D (0.1 for VGGSound).

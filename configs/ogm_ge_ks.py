@@ -8,6 +8,7 @@ and schedule match configs/ogm_ge_cremad.py. Needs the kinetics_sounds dataset b
 config (Kaldi fbank (1024, 128); 3 frames at 1 fps).
 """
 
+from avjax import recipes
 from avjax.config import apply_smoke, base_config
 
 
@@ -15,23 +16,13 @@ def get_config(arg: str | None = None):
   c = base_config()
   c.name = "ogm_ge_ks"
   c.seed = 0  # main.py --random_seed 0.
-  c.dataset.name = "kinetics_sounds"
-  c.dataset.config = "ogm_ge"
   # The reference has train / test lists only and keeps the epoch with the best TEST accuracy.
-  # avjax selects on a held-out 10% fold of train (class-stratified, disjoint by youtube_id: the
-  # default heldout_group 'auto' finds it; avjax/protocol.py) and evaluates the test split once
-  # (docs/deviations.md). The reference's own protocol: --config.train.select_on=test (its rows are
-  # then labelled as test results).
-  c.dataset.val_split = "heldout"
-  c.dataset.test_split = "test"
-  c.input.num_frames = 3  # 3 frames per clip (one per segment; random in training).
-  c.input.frame_sampling = "ks"  # The reference's KS rule (short clips, training cap at frame 9).
-  c.input.image_size = 224  # RandomResizedCrop(224) + flip per frame; test Resize(224).
+  # num_frames: 3 frames per clip (one per segment; random in training).
+  # frame_sampling: the reference's KS rule (short clips, training cap at frame 9).
+  # image_size: RandomResizedCrop(224) + flip per frame; test Resize(224).
+  recipes.audio_visual_input(c, "kinetics_sounds", num_frames=3)
   c.input.crop_scale = (0.08, 1.0)
-  c.model.name = "av_resnet"
-  c.model.fusion = "concat"  # README: --fusion_method concat.
-  c.model.av_resnet.init = "ogm_ge"
-  c.model.av_resnet.widths = (64, 128, 256, 512)
+  recipes.resnet18_pair(c, init="ogm_ge")  # fusion: README: --fusion_method concat.
 
   c.method.name = "ogm_ge"  # README: --modulation OGM_GE.
   c.method.alpha = 0.1  # README default --alpha 0.1 (its tip names no Kinetics-Sounds value).

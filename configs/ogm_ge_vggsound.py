@@ -10,6 +10,7 @@ random 5 s crop, (129, 626), and its 3 frames are taken per example in the input
 (avjax.data.clips.crop_time / random_frame_indices).
 """
 
+from avjax import recipes
 from avjax.config import apply_smoke, base_config
 
 
@@ -17,24 +18,14 @@ def get_config(arg: str | None = None):
   c = base_config()
   c.name = "ogm_ge_vggsound"
   c.seed = 0  # main.py --random_seed 0.
-  c.dataset.name = "vggsound"
-  c.dataset.config = "ogm_ge"
   # The reference has train / test only and keeps the epoch with the best TEST accuracy.
-  # avjax selects on a held-out 10% fold of train (class-stratified, disjoint by youtube_id: the
-  # default heldout_group 'auto' finds it; avjax/protocol.py) and evaluates the test split once
-  # (docs/deviations.md). The reference's own protocol: --config.train.select_on=test (its rows are
-  # then labelled as test results).
-  c.dataset.val_split = "heldout"
-  c.dataset.test_split = "test"
-  c.input.num_frames = 3  # 3 frames at 1 fps.
-  c.input.frame_sampling = "random"  # Sorted random frames in training (as intended), centres in test.
+  # num_frames: 3 frames at 1 fps.
+  # frame_sampling: sorted random frames in training (as intended), centres in test.
+  # image_size: RandomResizedCrop(224) + flip; test Resize(224).
+  recipes.audio_visual_input(c, "vggsound", num_frames=3, frame_sampling="random")
   c.input.audio_crop_seconds = 5.0  # A random 5 s of the stored 10 s spectrogram (centred in test).
-  c.input.image_size = 224  # RandomResizedCrop(224) + flip; test Resize(224).
   c.input.crop_scale = (0.08, 1.0)
-  c.model.name = "av_resnet"
-  c.model.fusion = "concat"  # README: --fusion_method concat.
-  c.model.av_resnet.init = "ogm_ge"
-  c.model.av_resnet.widths = (64, 128, 256, 512)
+  recipes.resnet18_pair(c, init="ogm_ge")  # fusion: README: --fusion_method concat.
 
   c.method.name = "ogm_ge"  # README: --modulation OGM_GE.
   c.method.alpha = 0.1  # README tip: alpha 0.1 for VGGSound.

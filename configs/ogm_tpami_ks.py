@@ -14,6 +14,7 @@ config.py's lr 5e-5 / StepLR 40, the journal recipe above is used here. Needs ki
 with its 'ogm_ge' config.
 """
 
+from avjax import recipes
 from avjax.config import apply_smoke, base_config
 
 
@@ -21,21 +22,13 @@ def get_config(arg: str | None = None):
   c = base_config()
   c.name = "ogm_tpami_ks"
   c.seed = 0  # BML config.py random_seed 0.
-  c.dataset.name = "kinetics_sounds"
-  c.dataset.config = "ogm_ge"
-  # The reference selects its checkpoint on the TEST split; avjax selects on a held-out fold of
-  # train (avjax/protocol.py) and evaluates test once. --config.train.select_on=test reproduces the
-  # reference's selection (rows labelled test).
-  c.dataset.val_split = "heldout"
-  c.dataset.test_split = "test"
-  c.input.num_frames = 3  # config.py use_video_frames 3.
-  c.input.frame_sampling = "ks"
-  c.input.image_size = 112  # config.py sample_size 112.
-  c.model.name = "av_resnet"
-  c.model.fusion = "concat"  # Issue #3: fusion_method concat.
-  # main.py weight_init: kaiming_normal fan_out, xavier_normal, BN 1 / 0.
-  c.model.av_resnet.init = "ogm_ge"
-  c.model.av_resnet.widths = (64, 128, 256, 512)
+  # The reference selects its checkpoint on the TEST split.
+  # num_frames: config.py use_video_frames 3.
+  # image_size: config.py sample_size 112.
+  recipes.audio_visual_input(c, "kinetics_sounds", num_frames=3, image_size=112)
+  # fusion: Issue #3: fusion_method concat.
+  # init: main.py weight_init: kaiming_normal fan_out, xavier_normal, BN 1 / 0.
+  recipes.resnet18_pair(c, init="ogm_ge")
 
   c.method.name = "ogm_ge"  # Issue #3: modulation OGM_GE (main.py's default too).
   c.method.alpha = 2.6  # Issue #3.

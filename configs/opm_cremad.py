@@ -9,6 +9,7 @@ CREMA-D one (BML issue #3: AdamW lr 1e-3, StepLR 20, batch 32, 100 epochs). Need
 with its 'ogm_ge' config (OGM-GE's front end, which the BML authors' CREMA-D work uses).
 """
 
+from avjax import recipes
 from avjax.config import apply_smoke, base_config
 
 
@@ -16,19 +17,9 @@ def get_config(arg: str | None = None):
   c = base_config()
   c.name = "opm_cremad"
   c.seed = 0  # config.py random_seed 0.
-  c.dataset.name = "crema_d"
-  c.dataset.config = "ogm_ge"
-  # The reference selects its checkpoint on the TEST split; avjax selects on a held-out fold of
-  # train (avjax/protocol.py) and evaluates test once. --config.train.select_on=test reproduces the
-  # reference's selection (rows labelled test).
-  c.dataset.val_split = "heldout"
-  c.dataset.test_split = "test"
-  c.input.num_frames = 1
-  c.input.image_size = 224
-  c.model.name = "av_resnet"
-  c.model.fusion = "concat"
-  c.model.av_resnet.init = "ogm_ge"  # main.py weight_init.
-  c.model.av_resnet.widths = (64, 128, 256, 512)
+  # The reference selects its checkpoint on the TEST split.
+  recipes.audio_visual_input(c, "crema_d", num_frames=1)
+  recipes.resnet18_pair(c, init="ogm_ge")  # init: main.py weight_init.
 
   c.method.name = "opm"
   c.method.variant = "original"

@@ -9,6 +9,7 @@ The original reads a precomputed z-scored scipy spectrogram (data/CREMAD/audio_p
 the length it used is unclear); avjax's crema_d 'ogm_ge' front end is used here.
 """
 
+from avjax import recipes
 from avjax.config import apply_smoke, base_config
 
 
@@ -16,20 +17,11 @@ def get_config(arg: str | None = None):
   c = base_config()
   c.name = "pmr_cremad"
   c.seed = 0  # main_Prototype_grad.py:57 --random_seed 0.
-  c.dataset.name = "crema_d"
-  c.dataset.config = "ogm_ge"
-  # The reference selects its checkpoint on the TEST split; avjax selects on a held-out fold of
-  # train (avjax/protocol.py) and evaluates test once. --config.train.select_on=test reproduces the
-  # reference's selection (rows labelled test).
-  c.dataset.val_split = "heldout"
-  c.dataset.test_split = "test"
-  c.input.num_frames = 3  # bash.sh CREMA-D runs: --num_frame 3.
-  c.input.image_size = 224
-  c.model.name = "av_resnet"
-  c.model.fusion = "concat"
-  # utils/utils.py weight_init: kaiming_normal fan_out, xavier, BN 1 / 0.
-  c.model.av_resnet.init = "ogm_ge"
-  c.model.av_resnet.widths = (64, 128, 256, 512)
+  # The reference selects its checkpoint on the TEST split.
+  # num_frames: bash.sh CREMA-D runs: --num_frame 3.
+  recipes.audio_visual_input(c, "crema_d", num_frames=3)
+  # init: utils/utils.py weight_init: kaiming_normal fan_out, xavier, BN 1 / 0.
+  recipes.resnet18_pair(c, init="ogm_ge")
 
   c.method.name = "pmr"
   c.method.variant = "original"

@@ -19,6 +19,7 @@ init_from the encoders start from scratch, as in BalanceBenchmark.
 `:smoke` is the tiny synthetic stand-in. Needs kinetics_sounds built with its 'ogm_ge' config.
 """
 
+from avjax import recipes
 from avjax.config import apply_smoke, base_config
 
 
@@ -30,18 +31,10 @@ def get_config(arg: str | None = None):
   c = base_config()
   c.name = "reconboost_ks"
   c.seed = 0  # train.py:93-98 (torch and random seeded with 0).
-  c.dataset.name = "kinetics_sounds"
-  c.dataset.config = "ogm_ge"
-  # The reference selects its checkpoint on the TEST split (train.py:420-441); avjax selects on a
-  # held-out fold of train (avjax/protocol.py) and evaluates test once.
-  # --config.train.select_on=test reproduces the reference's selection (rows labelled test).
-  c.dataset.val_split = "heldout"
-  c.dataset.test_split = "test"
-  c.input.num_frames = 3  # 3 frames per clip (datasets.md: BB picks 3).
-  c.input.frame_sampling = "ks"
-  c.input.image_size = 224
-  c.model.name = "av_resnet"  # ResNet-18 encoders (512-d pooled); the method owns H and rho.
-  c.model.av_resnet.widths = (64, 128, 256, 512)
+  # The reference selects its checkpoint on the TEST split (train.py:420-441).
+  # num_frames: 3 frames per clip (datasets.md: BB picks 3).
+  recipes.audio_visual_input(c, "kinetics_sounds", num_frames=3)
+  recipes.resnet18_pair(c)  # ResNet-18 encoders (512-d pooled); the method owns H and rho.
 
   c.method.name = "reconboost"
   c.method.variant = "original"
@@ -63,17 +56,14 @@ def get_config(arg: str | None = None):
   c.train.batch_size = 64  # train.py:56.
   c.train.num_epochs = 800  # 100 stages (the released CREMA-D checkpoint is from stage 99).
   if "original" not in parts:  # BB trainer_config.yaml:70-76, global_config.yaml.
-    c.seed = 42
+    recipes.balancebenchmark_training(c)
     c.method.variant = "balancebenchmark"
     c.method.epochs_per_stage = 1  # T_epochs = 1 (ReconBoost_trainer.py:77-87).
     c.method.correct_epochs = 1
     c.method.boost_rate_init = 0.01  # avclassify_model.py:742.
     c.method.head_hidden = 0  # SharedHead: Linear(512, C) (fusion_arch.py:15-21).
-    c.optimizer.name = "adamw"  # One AdamW(1e-3, weight decay 0.01), never re-created.
-    c.optimizer.learning_rate = 1e-3
-    c.optimizer.weight_decay = 0.01
-    c.optimizer.step_epochs = 40  # StepLR(10) per BB epoch = 4 avjax epochs (2 modalities x 2).
-    c.train.batch_size = 32
+    # One AdamW, never re-created; StepLR(10) per BB epoch = 4 avjax epochs (2 modalities x 2).
+    c.optimizer.step_epochs = 40
     c.train.num_epochs = 120  # 30 BB epochs.
   if "smoke" in parts:
     apply_smoke(c)

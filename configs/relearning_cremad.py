@@ -11,6 +11,7 @@ its repository does not produce (DR issue #1): avjax reads the crema_d 'ogm_ge' 
 log-STFT, the front end of the authors' other CREMA-D code). See docs/deviations.md.
 """
 
+from avjax import recipes
 from avjax.config import apply_smoke, base_config
 
 
@@ -18,26 +19,19 @@ def get_config(arg: str | None = None):
   c = base_config()
   c.name = "relearning_cremad"
   c.seed = 0  # ours.py --random_seed 0.
-  c.dataset.name = "crema_d"
-  c.dataset.config = "ogm_ge"
-  # The reference selects its checkpoint on the TEST split (ours.py:386-405); avjax selects on a
-  # held-out fold of train (avjax/protocol.py) and evaluates test once.
-  # --config.train.select_on=test reproduces the reference's selection (rows labelled test). Its
-  # diagnosis reads a held-out fold of the training examples, never test.
-  c.dataset.val_split = "heldout"
-  c.dataset.test_split = "test"
-  c.input.num_frames = 2  # av_dataset.py: pick_num = 2 (one frame per half of the clip).
-  c.input.image_size = 224  # Resize / RandomResizedCrop(224).
+  # The reference selects its checkpoint on the TEST split (ours.py:386-405). Its diagnosis reads a
+  # held-out fold of the training examples, never test.
+  # num_frames: av_dataset.py: pick_num = 2 (one frame per half of the clip).
+  # image_size: Resize / RandomResizedCrop(224).
+  recipes.audio_visual_input(c, "crema_d", num_frames=2)
   # av_dataset.py's augmentation (RandomResizedCrop + flip, random frame per segment); the
   # original never applies it (mode 'my_train' fails its mode == 'train' test; deviations.md).
   c.input.random_resized_crop = True
   c.input.crop_scale = (0.08, 1.0)
   c.input.flip = True
-  c.model.name = "av_resnet"
-  c.model.fusion = "concat"  # models.py: Linear(1024, n_classes) on concatenated features.
-  # No weight_init: backbone.py's kaiming fan_out, BN gamma ~ N(1, 0.02).
-  c.model.av_resnet.init = "mmcosine"
-  c.model.av_resnet.widths = (64, 128, 256, 512)  # ResNet-18.
+  # fusion: models.py: Linear(1024, n_classes) on concatenated features.
+  # init: no weight_init: backbone.py's kaiming fan_out, BN gamma ~ N(1, 0.02).
+  recipes.resnet18_pair(c, init="mmcosine")
 
   c.method.name = "relearning"
   c.method.move_lambda = 3.0  # ours.sh --move_lambda 3.

@@ -9,6 +9,7 @@ rest follows ours.py / ours.sh. Needs the kinetics_sounds 'ogm_ge' build. The pu
 uses the seeded held-out fold (20 %) of the training split, never test.
 """
 
+from avjax import recipes
 from avjax.config import apply_smoke, base_config
 
 
@@ -16,22 +17,14 @@ def get_config(arg: str | None = None):
   c = base_config()
   c.name = "relearning_ks"
   c.seed = 0  # ours.py --random_seed 0.
-  c.dataset.name = "kinetics_sounds"
-  c.dataset.config = "ogm_ge"
-  # The reference selects its checkpoint on the TEST split; avjax selects on a held-out fold of
-  # train (avjax/protocol.py) and evaluates test once. --config.train.select_on=test reproduces the
-  # reference's selection (rows labelled test). Its diagnosis reads a held-out fold of the training
-  # examples, never test.
-  c.dataset.val_split = "heldout"
-  c.dataset.test_split = "test"
-  c.input.num_frames = 3  # 3 frames per clip (the OGM-GE KS build).
-  c.input.frame_sampling = "ks"
-  c.input.image_size = 224
+  # The reference selects its checkpoint on the TEST split. Its diagnosis reads a held-out fold of
+  # the training examples, never test.
+  # num_frames: 3 frames per clip (the OGM-GE KS build).
+  recipes.audio_visual_input(c, "kinetics_sounds", num_frames=3)
   c.input.crop_scale = (0.08, 1.0)
-  c.model.name = "av_resnet"
-  c.model.fusion = "concat"  # models.py: Linear(1024, n_classes).
-  c.model.av_resnet.init = "mmcosine"  # No weight_init (backbone.py's own init).
-  c.model.av_resnet.widths = (64, 128, 256, 512)
+  # fusion: models.py: Linear(1024, n_classes).
+  # init: no weight_init (backbone.py's own init).
+  recipes.resnet18_pair(c, init="mmcosine")
 
   c.method.name = "relearning"
   c.method.move_lambda = 3.0  # ours.py --move_lambda 3.

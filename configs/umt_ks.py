@@ -16,26 +16,19 @@ Training settings are BB's (configs/global_config.yaml, trainer_config.yaml at 4
 kinetics_sounds built with its 'ogm_ge' config.
 """
 
+from avjax import recipes
 from avjax.config import apply_smoke, base_config
 
 
 def get_config(arg: str | None = None):
   c = base_config()
   c.name = "umt_ks"
-  c.seed = 42  # global_config.yaml:1.
-  c.dataset.name = "kinetics_sounds"
-  c.dataset.config = "ogm_ge"
-  # BalanceBenchmark selects its checkpoint on the TEST split; avjax selects on a held-out fold of
-  # train (avjax/protocol.py) and evaluates test once. --config.train.select_on=test reproduces the
-  # reference's selection (rows labelled test).
-  c.dataset.val_split = "heldout"
-  c.dataset.test_split = "test"
-  c.input.num_frames = 3  # 3 frames per clip (datasets.md: BB picks 3).
-  c.input.frame_sampling = "ks"
-  c.input.image_size = 224
-  c.model.name = "av_resnet"
-  c.model.fusion = "concat"  # BB's BaseClassifier: concat head.
-  c.model.av_resnet.widths = (64, 128, 256, 512)  # ResNet-18, the teachers' encoders too.
+  # BalanceBenchmark selects its checkpoint on the TEST split.
+  # num_frames: 3 frames per clip (datasets.md: BB picks 3).
+  recipes.audio_visual_input(c, "kinetics_sounds", num_frames=3)
+  # fusion: BB's BaseClassifier: concat head.
+  # widths: ResNet-18, the teachers' encoders too.
+  recipes.resnet18_pair(c)
 
   c.method.name = "umt"
   c.method.teacher_audio = "runs/unimodal_ks_audio"  # The chain's first run.
@@ -43,14 +36,7 @@ def get_config(arg: str | None = None):
   c.method.scaling = 10.0  # trainer_config.yaml:62-66 (alpha there is unused).
   c.method.variant = "intended"  # Eval-mode teachers; 'balancebenchmark': train-mode BN.
 
-  c.optimizer.name = "adamw"  # global_config.yaml:29,42-44: AdamW lr 1e-3, weight decay 0.01.
-  c.optimizer.learning_rate = 1e-3
-  c.optimizer.weight_decay = 0.01
-  c.optimizer.schedule = "step"  # StepLR(10, 0.1), stepped once per epoch (:45-48).
-  c.optimizer.step_epochs = 10
-  c.optimizer.gamma = 0.1
-  c.train.batch_size = 32  # global_config.yaml:4.
-  c.train.num_epochs = 30  # trainer_config.yaml:4.
+  recipes.balancebenchmark_training(c)
   if arg == "smoke":
     apply_smoke(c)
     c.method.teacher_audio = "runs/unimodal_ks_audio_smoke"  # configs/unimodal_ks.py's

@@ -14,6 +14,7 @@ every trainer and dataset (configs/global_config.yaml, configs/trainer_config.ya
 Needs crema_d built with its 'ogm_ge' config (BB's CREMA-D loader is OGM-GE's preprocessing).
 """
 
+from avjax import recipes
 from avjax.config import apply_smoke, base_config
 
 ARGS = ("audio", "visual", "smoke")
@@ -32,30 +33,15 @@ def get_config(arg: str | None = None):
   modality, smoke = parse_arg(arg)
   c = base_config()
   c.name = f"unimodal_cremad_{modality}"
-  c.seed = 42  # global_config.yaml:1.
-  c.dataset.name = "crema_d"
-  c.dataset.config = "ogm_ge"
-  # BalanceBenchmark selects its checkpoint on the TEST split; avjax selects on a held-out fold of
-  # train (avjax/protocol.py) and evaluates test once. --config.train.select_on=test reproduces the
-  # reference's selection (rows labelled test).
-  c.dataset.val_split = "heldout"
-  c.dataset.test_split = "test"
-  c.input.num_frames = 1  # OGM-GE's CREMA-D loader: one frame.
-  c.input.image_size = 224
-  c.model.name = "av_resnet"  # ResNet-18 encoders; the method adds the modality's own head.
-  c.model.av_resnet.widths = (64, 128, 256, 512)
+  # BalanceBenchmark selects its checkpoint on the TEST split.
+  # num_frames: OGM-GE's CREMA-D loader: one frame.
+  recipes.audio_visual_input(c, "crema_d", num_frames=1)
+  recipes.resnet18_pair(c)  # ResNet-18 encoders; the method adds the modality's own head.
 
   c.method.name = "unimodal"
   c.method.modality = modality  # BB: a model config holding only this encoder.
 
-  c.optimizer.name = "adamw"  # global_config.yaml:29,42-44: AdamW lr 1e-3, weight decay 0.01.
-  c.optimizer.learning_rate = 1e-3
-  c.optimizer.weight_decay = 0.01
-  c.optimizer.schedule = "step"  # StepLR(10, 0.1), stepped once per epoch (:45-48).
-  c.optimizer.step_epochs = 10
-  c.optimizer.gamma = 0.1
-  c.train.batch_size = 32  # global_config.yaml:4.
-  c.train.num_epochs = 30  # trainer_config.yaml:4.
+  recipes.balancebenchmark_training(c)
   if smoke:
     apply_smoke(c)
   return c

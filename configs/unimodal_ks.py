@@ -14,6 +14,7 @@ every trainer and dataset (configs/global_config.yaml, configs/trainer_config.ya
 Needs kinetics_sounds built with its 'ogm_ge' config (Kaldi fbank (1024, 128); 3 frames).
 """
 
+from avjax import recipes
 from avjax.config import apply_smoke, base_config
 
 ARGS = ("audio", "visual", "smoke")
@@ -32,31 +33,15 @@ def get_config(arg: str | None = None):
   modality, smoke = parse_arg(arg)
   c = base_config()
   c.name = f"unimodal_ks_{modality}"
-  c.seed = 42  # global_config.yaml:1.
-  c.dataset.name = "kinetics_sounds"
-  c.dataset.config = "ogm_ge"
-  # BalanceBenchmark selects its checkpoint on the TEST split; avjax selects on a held-out fold of
-  # train (avjax/protocol.py) and evaluates test once. --config.train.select_on=test reproduces the
-  # reference's selection (rows labelled test).
-  c.dataset.val_split = "heldout"
-  c.dataset.test_split = "test"
-  c.input.num_frames = 3  # 3 frames per clip (datasets.md: BB's KS loader picks 3).
-  c.input.frame_sampling = "ks"
-  c.input.image_size = 224
-  c.model.name = "av_resnet"  # ResNet-18 encoders; the method adds the modality's own head.
-  c.model.av_resnet.widths = (64, 128, 256, 512)
+  # BalanceBenchmark selects its checkpoint on the TEST split.
+  # num_frames: 3 frames per clip (datasets.md: BB's KS loader picks 3).
+  recipes.audio_visual_input(c, "kinetics_sounds", num_frames=3)
+  recipes.resnet18_pair(c)  # ResNet-18 encoders; the method adds the modality's own head.
 
   c.method.name = "unimodal"
   c.method.modality = modality  # BB: a model config holding only this encoder.
 
-  c.optimizer.name = "adamw"  # global_config.yaml:29,42-44: AdamW lr 1e-3, weight decay 0.01.
-  c.optimizer.learning_rate = 1e-3
-  c.optimizer.weight_decay = 0.01
-  c.optimizer.schedule = "step"  # StepLR(10, 0.1), stepped once per epoch (:45-48).
-  c.optimizer.step_epochs = 10
-  c.optimizer.gamma = 0.1
-  c.train.batch_size = 32  # global_config.yaml:4.
-  c.train.num_epochs = 30  # trainer_config.yaml:4.
+  recipes.balancebenchmark_training(c)
   if smoke:
     apply_smoke(c)
   return c

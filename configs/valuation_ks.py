@@ -13,6 +13,7 @@ contributes little; see docs/deviations.md for where avjax differs.
 
 import ml_collections
 
+from avjax import recipes
 from avjax.config import apply_smoke, base_config
 
 
@@ -20,21 +21,15 @@ def get_config(arg: str | None = None):
   c = base_config()
   c.name = "valuation_ks"
   c.seed = 0  # sample_level.py --random_seed 0.
-  c.dataset.name = "kinetics_sounds"
-  c.dataset.config = "ogm_ge"
-  # The repo's loader has train / val / test lists but keeps the epoch with the best TEST accuracy;
-  # avjax selects on validation (build the dataset with the validation list, or set
+  # The repo's loader has train / val / test lists but keeps the epoch with the best TEST
+  # accuracy; avjax selects on validation (build the dataset with the validation list, or set
   # --config.dataset.val_split=test to reproduce the reference's selection).
-  c.dataset.val_split = "validation"
-  c.dataset.test_split = "test"
-  c.input.num_frames = 3  # dataloader.py: pick_num = 3.
-  c.input.frame_sampling = "ks"  # t_i ~ U{i*seg+1 .. i*seg+seg} capped at 9 (train), centres (test).
-  c.input.image_size = 224  # RandomResizedCrop(224) + RandomHorizontalFlip; test Resize(224).
+  # num_frames: dataloader.py: pick_num = 3.
+  # frame_sampling: t_i ~ U{i*seg+1 .. i*seg+seg} capped at 9 (train), centres (test).
+  # image_size: RandomResizedCrop(224) + RandomHorizontalFlip; test Resize(224).
+  recipes.audio_visual_input(c, "kinetics_sounds", num_frames=3, val_split="validation")
   c.input.crop_scale = (0.08, 1.0)  # torchvision defaults.
-  c.model.name = "av_resnet"  # models.py: two ResNet-18 encoders, concat fusion.
-  c.model.fusion = "concat"
-  c.model.av_resnet.init = "ogm_ge"
-  c.model.av_resnet.widths = (64, 128, 256, 512)
+  recipes.resnet18_pair(c, init="ogm_ge")  # models.py: two ResNet-18 encoders, concat fusion.
 
   c.method.name = "valuation_sample"  # sample_level.py --modulation sample.
   c.method.warmup_epochs = 5  # --warmup 5 (plain joint training; re-sampling from epoch 6).

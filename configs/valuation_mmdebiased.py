@@ -14,6 +14,7 @@ audio crop is taken in the input pipeline) and the training settings are the rep
 import importlib.util
 import os
 
+from avjax import recipes
 from avjax.config import base_config
 
 _spec = importlib.util.spec_from_file_location(  # The shared smoke stand-in.
@@ -26,19 +27,15 @@ def get_config(arg: str | None = None):
   c = base_config()
   c.name = "valuation_mmdebiased"
   c.seed = 0  # sample_level.py --random_seed 0.
-  c.dataset.name = "vggsound"
-  c.dataset.config = "mm_debiased"  # MM-Debiased.json: 11,368 / 1,185 / 1,472 clips, 10 classes.
-  c.dataset.val_split = "validation"  # The json's 'validation' subset selects the checkpoint.
-  c.dataset.test_split = "test"
-  c.input.num_frames = 3  # 3 frames per clip, the repo's pick_num.
-  c.input.frame_sampling = "ks"  # The repo's frame rule (one random frame per third; centres).
+  # The json's 'validation' subset selects the checkpoint. dataset config: MM-Debiased.json:
+  # 11,368 / 1,185 / 1,472 clips, 10 classes. num_frames: 3 frames per clip, the repo's pick_num.
+  # frame_sampling: the repo's frame rule (one random frame per third; centres).
+  # image_size: RandomResizedCrop(224) + flip; test Resize(224).
+  recipes.audio_visual_input(c, "vggsound", num_frames=3, build_config="mm_debiased",
+                             frame_sampling="ks", val_split="validation")
   c.input.audio_crop_seconds = 5.0  # OGM-GE's VGGSound recipe: a random 5 s window, (129, 626).
-  c.input.image_size = 224  # RandomResizedCrop(224) + flip; test Resize(224).
   c.input.crop_scale = (0.08, 1.0)
-  c.model.name = "av_resnet"  # Two ResNet-18 encoders, concat fusion (the repo's AVClassifier).
-  c.model.fusion = "concat"
-  c.model.av_resnet.init = "ogm_ge"
-  c.model.av_resnet.widths = (64, 128, 256, 512)
+  recipes.resnet18_pair(c, init="ogm_ge")  # The repo's AVClassifier: two ResNet-18s, concat.
 
   c.method.name = "valuation_sample"  # Figure 1's sample-level variant (+1.49 over joint training).
   c.method.warmup_epochs = 5  # --warmup 5.
