@@ -23,9 +23,10 @@ from avjax.sweep import load_module, method_settings_from_configs
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 chains = load_module(os.path.join(os.path.dirname(os.path.abspath(__file__)), "chains.py"))
 EXCLUDED = {
-    "vat_pretrain": "self-supervised pre-training; vat_finetune needs its checkpoint "
-                    "(chained runs)",
-    "vat_finetune": "fine-tunes a vat_pretrain checkpoint of the VAT transformer (chained runs)",
+    "vat_pretrain": "VAT's front end (Kaldi fbank (1024, 128), 8 frames at 224: mer2023's 'vat' "
+                    "build) has no Kinetics-Sounds build; its recipe: configs/vat_pretrain.py",
+    "vat_finetune": "fine-tunes vat_pretrain's transformer (configs/vat_mer.py), which has no "
+                    "Kinetics-Sounds build here (see vat_pretrain)",
     "auxformer": "trains its own transformer on feature sequences (configs/auxformer_cremad.py)",
     "vavl": "trains its own Conformer model on feature sequences (configs/vavl_cremad.py)",
     "cmvqvae": "trains its own CM-VQVAE model (configs/cmvqvae_cremad.py)",

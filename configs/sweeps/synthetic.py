@@ -56,8 +56,8 @@ SMALL_OVERRIDES = {"cmvqvae": {"input": {"image_size": 32}}, **VAT_CLASSIFIER}
 def get_config(arg: str | None = None):
   c = ml_collections.ConfigDict()
   c.name = "synthetic"
-  c.description = ("synthetic_av (600 training clips, 32x32 frames), ResNet widths 8-64, 20 epochs; "
-                   "regimes audio_dominant and debiased.")
+  c.description = ("synthetic_av (600 training clips, 32x32 frames), ResNet widths 8-64, 20 "
+                   "epochs; regimes audio_dominant and debiased.")
   c.experiment = "configs/compare_balancing.py"
   c.baseline = "baseline"
   c.methods = chains.entries(METHODS.names())
