@@ -23,10 +23,10 @@ def get_config(arg: str | None = None):
   # The reference selects its checkpoint on the TEST split (run/CREMAD_main.py).
   # dataset config: dataloader/CREMAD_loader.py: OGM-GE's STFT front end.
   # num_frames: one frame per clip (CREMAD_loader.py:147-155).
-  recipes.audio_visual_input(c, "crema_d", num_frames=1)
+  recipes.audio_visual_input(c, "crema_d", num_frames=1, build_config="ogm_ge")
   # fusion: model/CREMAD_net.py: late-fusion concat head.
   # init: kaiming fan_out (the original draws it uniform), xavier, BN 1 / 0.
-  recipes.resnet18_pair(c, init="ogm_ge")
+  recipes.resnet18_pair(c, init="ogm_ge", fusion="concat")
 
   c.method.name = "agm"
   c.method.variant = "original"

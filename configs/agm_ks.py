@@ -21,7 +21,7 @@ def get_config(arg: str | None = None):
   recipes.audio_visual_input(c, "kinetics_sounds", num_frames=3)
   # fusion: BB's AV classifier: concat head.
   # init: BB: kaiming fan_out, BN gamma ~ N(1, 0.02) (resnet18_encoder.py).
-  recipes.resnet18_pair(c, init="mmcosine")
+  recipes.resnet18_pair(c, init="mmcosine", fusion="concat")
 
   c.method.name = "agm"
   c.method.variant = "balancebenchmark"

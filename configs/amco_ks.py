@@ -24,7 +24,7 @@ def get_config(arg: str | None = None):
   c.input.crop_scale = (0.08, 1.0)
   # fusion: BB's AMCo slices the concat head (avclassify_model.py:366-376).
   # init: BB: PyTorch-default Linear, kaiming(fan_out) conv, BN N(1, 0.02).
-  recipes.resnet18_pair(c, init="mmcosine")
+  recipes.resnet18_pair(c, init="mmcosine", fusion="concat")
 
   c.method.name = "amco"
   c.method.sigma = 0.5  # trainer_config.yaml AMCo sigma.

@@ -20,7 +20,8 @@ def get_config(arg: str | None = None):
   # The reference selects its checkpoint on the TEST split (train_CREMAD.py:214-219).
   # num_frames: AUG-R's CREMA-D input: one frame (no KS loader released), so not OGM-GE's KS frame
   # rule. image_size: RandomResizedCrop(224) + flip in training, Resize(224) in test.
-  recipes.audio_visual_input(c, "kinetics_sounds", num_frames=1, frame_sampling="segment")
+  recipes.audio_visual_input(c, "kinetics_sounds", num_frames=1, frame_sampling="segment",
+                             image_size=224)
   c.input.crop_scale = (0.08, 1.0)
   # fusion: the prediction is beta o_a + (1 - beta) o_v: no fusion layer.
   # widths: ResNet-18; classifiers 512 -> 256 -> C.

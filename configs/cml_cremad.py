@@ -23,7 +23,7 @@ def get_config(arg: str | None = None):
   # num_frames: OGM-GE's CREMA-D front end (1 fps frames, T = 1).
   recipes.audio_visual_input(c, "crema_d", num_frames=1)
   # fusion: BB's default fusion (its uni-modal slices exist only for concat).
-  recipes.resnet18_pair(c)
+  recipes.resnet18_pair(c, fusion="concat")
 
   c.method.name = "cml"
   c.method.variant = "intended"  # 'balancebenchmark': CML_trainer.py:170-201 as written.

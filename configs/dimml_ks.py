@@ -20,11 +20,11 @@ def get_config(arg: str | None = None):
   # The reference selects its checkpoint on the TEST split.
   # num_frames: OGM-GE's KS input: 3 frames per clip.
   # image_size: DIM dataset: RandomResizedCrop(224) + flip; test Resize(224).
-  recipes.audio_visual_input(c, "kinetics_sounds", num_frames=3)
+  recipes.audio_visual_input(c, "kinetics_sounds", num_frames=3, image_size=224)
   c.input.crop_scale = (0.08, 1.0)
   # fusion: Stage 2: ConcatFusion, Linear(1024 -> C) (main_CFT_stage2.py:230).
   # init: Stage 1 applies no weight_init: backbone's own init, torch Linears.
-  recipes.resnet18_pair(c, init="mmcosine")
+  recipes.resnet18_pair(c, init="mmcosine", fusion="concat")
 
   c.method.name = "dimml"
   c.method.stage = 1

@@ -24,7 +24,8 @@ def get_config(arg: str | None = None):
   # validation or test (a held-out fold of train does).
   # num_frames: OGM-GE's CREMA-D front end (1 fps frames, T = 1).
   recipes.audio_visual_input(c, "crema_d", num_frames=1)
-  recipes.resnet18_pair(c)  # fusion: BB's default fusion; the paper's late fusion is a concat head.
+  # fusion: BB's default fusion; the paper's late fusion is a concat head.
+  recipes.resnet18_pair(c, fusion="concat")
 
   c.method.name = "gblending"
   c.method.super_epoch = 10  # trainer_config.yaml:34-39 (method: online, super_epoch: 10).

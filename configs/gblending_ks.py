@@ -24,7 +24,8 @@ def get_config(arg: str | None = None):
   # validation or test (a held-out fold of train does).
   # num_frames: OGM-GE's Kinetics-Sounds front end (3 frames, 1 fps).
   recipes.audio_visual_input(c, "kinetics_sounds", num_frames=3)
-  recipes.resnet18_pair(c)  # fusion: BB's default fusion; the paper's late fusion is a concat head.
+  # fusion: BB's default fusion; the paper's late fusion is a concat head.
+  recipes.resnet18_pair(c, fusion="concat")
 
   c.method.name = "gblending"
   c.method.super_epoch = 10  # trainer_config.yaml:34-39 (method: online, super_epoch: 10).

@@ -26,7 +26,7 @@ def get_config(arg: str | None = None):
   c.input.crop_scale = (0.08, 1.0)
   # fusion: BB's head (used by variant 'balancebenchmark' only).
   # init: BB: conv kaiming fan_out, BN gamma ~ N(1, 0.02), torch Linears.
-  recipes.resnet18_pair(c, model="av_resnet_mmtm", init="mmcosine")
+  recipes.resnet18_pair(c, model="av_resnet_mmtm", init="mmcosine", fusion="concat")
 
   c.method.name = "greedy"
   c.method.variant = "original"  # GRD: MMTM after layers 2-4, per-branch heads, summed CE.

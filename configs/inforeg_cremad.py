@@ -23,13 +23,13 @@ def get_config(arg: str | None = None):
   # dataset config: CramedDataset.py: OGM-GE's log-STFT audio.
   # num_frames: main.py --use_video_frames 3.
   # image_size: CramedDataset.py: RandomResizedCrop(224) + flip; test Resize(224).
-  recipes.audio_visual_input(c, "crema_d", num_frames=3)
+  recipes.audio_visual_input(c, "crema_d", num_frames=3, image_size=224, build_config="ogm_ge")
   c.input.random_resized_crop = True
   c.input.crop_scale = (0.08, 1.0)
   c.input.flip = True
   # fusion: basic_model.py: head = Linear(1024, n_classes) on [a; v].
   # init: main.py: model.apply(weight_init) (OGM-GE's utils).
-  recipes.resnet18_pair(c, init="ogm_ge")
+  recipes.resnet18_pair(c, init="ogm_ge", fusion="concat")
 
   c.method.name = "inforeg"
   c.method.threshold = 0.05  # main.py:465,473: k > 0.05.

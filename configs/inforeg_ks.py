@@ -23,7 +23,7 @@ def get_config(arg: str | None = None):
   c.input.crop_scale = (0.08, 1.0)
   # fusion: basic_model.py: Linear(1024, n_classes).
   # init: model.apply(weight_init).
-  recipes.resnet18_pair(c, init="ogm_ge")
+  recipes.resnet18_pair(c, init="ogm_ge", fusion="concat")
 
   c.method.name = "inforeg"
   c.method.threshold = 0.05  # main.py:465,473.

@@ -24,7 +24,7 @@ def get_config(arg: str | None = None):
   # fusion: unused by the intended form (the separate heads' average classifies).
   # init: utils/tools.py:114-122: Kaiming (fan_out) convs, Xavier-normal linears.
   # widths: model/AudioVideo.py: ResNet-18 encoders.
-  recipes.resnet18_pair(c, init="ogm_ge")
+  recipes.resnet18_pair(c, init="ogm_ge", fusion="concat")
 
   c.method.name = "lfm"
   c.method.schedule = "learnable"  # Crema_epoch_learnable.py ('fitted': Crema_epoch.py).

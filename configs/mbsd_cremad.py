@@ -21,7 +21,7 @@ def get_config(arg: str | None = None):
   # num_frames: OGM-GE's CREMA-D front end (1 fps frames, T = 1).
   recipes.audio_visual_input(c, "crema_d", num_frames=1)
   # fusion: BB's default fusion (its uni-modal slices exist only for concat).
-  recipes.resnet18_pair(c)
+  recipes.resnet18_pair(c, fusion="concat")
 
   c.method.name = "mbsd"
   c.method.variant = "intended"  # 'balancebenchmark': MBSD_trainer.py:129-159 as written.

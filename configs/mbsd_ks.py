@@ -21,7 +21,7 @@ def get_config(arg: str | None = None):
   # num_frames: OGM-GE's Kinetics-Sounds front end (3 frames, 1 fps).
   recipes.audio_visual_input(c, "kinetics_sounds", num_frames=3)
   # fusion: BB's default fusion (its uni-modal slices exist only for concat).
-  recipes.resnet18_pair(c)
+  recipes.resnet18_pair(c, fusion="concat")
 
   c.method.name = "mbsd"
   c.method.variant = "intended"  # 'balancebenchmark': MBSD_trainer.py:129-159 as written.

@@ -22,7 +22,7 @@ def get_config(arg: str | None = None):
   # The reference selects its checkpoint on the TEST split (main.py:900-927).
   # num_frames: dataset/dataset.py:142-155: 3 frames sampled evenly.
   # image_size: RandomResizedCrop(224) + flip in training, Resize(224) in test.
-  recipes.audio_visual_input(c, "crema_d", num_frames=3)
+  recipes.audio_visual_input(c, "crema_d", num_frames=3, image_size=224)
   c.input.random_resized_crop = True
   c.input.crop_scale = (0.08, 1.0)
   c.input.flip = True

@@ -22,7 +22,7 @@ def get_config(arg: str | None = None):
   recipes.audio_visual_input(c, "crema_d", num_frames=1, build_config="mmcosine")  # T = 1.
   # fusion: main_CD.py --fusion_method concat.
   # init: MMCosine never calls weight_init (BN gamma ~ N(1, 0.02), torch Linear).
-  recipes.resnet18_pair(c, init="mmcosine")
+  recipes.resnet18_pair(c, init="mmcosine", fusion="concat")
 
   c.method.name = "mmcosine"  # main_CD.py --mmcosine True.
   c.method.scaling = 10.0  # main_CD.py --scaling 10.

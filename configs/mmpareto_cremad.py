@@ -21,12 +21,12 @@ def get_config(arg: str | None = None):
   # The reference selects its checkpoint on the TEST split (MMPareto.py:316-319).
   # num_frames: av_dataset.py: 2 frames per clip.
   # image_size: RandomResizedCrop(224) + flip in training, Resize(224) in test.
-  recipes.audio_visual_input(c, "crema_d", num_frames=2)
+  recipes.audio_visual_input(c, "crema_d", num_frames=2, image_size=224)
   c.input.random_resized_crop = True
   c.input.crop_scale = (0.08, 1.0)
   c.input.flip = True
   # fusion: models.py:133-184: Linear(1024, C) on the concatenation.
-  recipes.resnet18_pair(c, init="ogm_ge")
+  recipes.resnet18_pair(c, init="ogm_ge", fusion="concat")
 
   c.method.name = "mmpareto"
   c.method.gamma = 1.5  # MMPareto.py:178 (hard-coded).

@@ -22,7 +22,7 @@ def get_config(arg: str | None = None):
   # num_frames: OGM-GE's KS preprocessing: 3 frames per clip.
   recipes.audio_visual_input(c, "kinetics_sounds", num_frames=3)
   c.input.crop_scale = (0.08, 1.0)
-  recipes.resnet18_pair(c, init="ogm_ge")  # fusion: models.py:133-184.
+  recipes.resnet18_pair(c, init="ogm_ge", fusion="concat")  # fusion: models.py:133-184.
 
   c.method.name = "mmpareto"
   c.method.gamma = 1.5  # MMPareto.py:178.

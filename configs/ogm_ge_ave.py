@@ -21,12 +21,13 @@ def get_config(arg: str | None = None):
   # dataset.py (AVE): 3 frames, frame i * (n // 3) + 1 of the 1 fps frames, the same in training
   # and test (frame_sampling 'ave': avjax.data.clips.ave_frame_indices).
   # image_size: RandomResizedCrop(224) + flip in training; Resize((224, 224)) in test.
-  recipes.audio_visual_input(c, "ave", num_frames=3, frame_sampling="ave", val_split="validation")
+  recipes.audio_visual_input(c, "ave", num_frames=3, frame_sampling="ave", val_split="validation",
+                             image_size=224)
   c.input.random_resized_crop = True
   c.input.crop_scale = (0.08, 1.0)  # torchvision RandomResizedCrop default scale.
   c.input.flip = True  # RandomHorizontalFlip.
   # fusion: README: --fusion_method concat. init: main.py applies weight_init.
-  recipes.resnet18_pair(c, init="ogm_ge")
+  recipes.resnet18_pair(c, init="ogm_ge", fusion="concat")
 
   c.method.name = "ogm_ge"  # README: --modulation OGM_GE.
   c.method.alpha = 0.1  # README default --alpha 0.1 (its tip names no AVE value).

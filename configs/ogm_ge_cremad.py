@@ -19,12 +19,12 @@ def get_config(arg: str | None = None):
   # The reference has train.csv / test.csv only and keeps the epoch with the best TEST accuracy.
   # num_frames: main.py --num_frame default 1 (T = 1).
   # image_size: dataset.py: RandomResizedCrop(224) train, Resize(224) test.
-  recipes.audio_visual_input(c, "crema_d", num_frames=1)
+  recipes.audio_visual_input(c, "crema_d", num_frames=1, image_size=224)
   c.input.random_resized_crop = True
   c.input.crop_scale = (0.08, 1.0)  # torchvision RandomResizedCrop default scale.
   c.input.flip = True  # RandomHorizontalFlip.
   # fusion: README: --fusion_method concat. init: main.py applies weight_init.
-  recipes.resnet18_pair(c, init="ogm_ge")
+  recipes.resnet18_pair(c, init="ogm_ge", fusion="concat")
 
   c.method.name = "ogm_ge"  # README: --modulation OGM_GE.
   c.method.alpha = 0.8  # README tip: alpha 0.8 for CREMA-D (0.1 for VGGSound).

@@ -20,9 +20,10 @@ def get_config(arg: str | None = None):
   # num_frames: 3 frames per clip (one per segment; random in training).
   # frame_sampling: the reference's KS rule (short clips, training cap at frame 9).
   # image_size: RandomResizedCrop(224) + flip per frame; test Resize(224).
-  recipes.audio_visual_input(c, "kinetics_sounds", num_frames=3)
+  recipes.audio_visual_input(c, "kinetics_sounds", num_frames=3, image_size=224)
   c.input.crop_scale = (0.08, 1.0)
-  recipes.resnet18_pair(c, init="ogm_ge")  # fusion: README: --fusion_method concat.
+  # fusion: README: --fusion_method concat.
+  recipes.resnet18_pair(c, init="ogm_ge", fusion="concat")
 
   c.method.name = "ogm_ge"  # README: --modulation OGM_GE.
   c.method.alpha = 0.1  # README default --alpha 0.1 (its tip names no Kinetics-Sounds value).

@@ -22,10 +22,11 @@ def get_config(arg: str | None = None):
   # num_frames: 3 frames at 1 fps.
   # frame_sampling: sorted random frames in training (as intended), centres in test.
   # image_size: RandomResizedCrop(224) + flip; test Resize(224).
-  recipes.audio_visual_input(c, "vggsound", num_frames=3, frame_sampling="random")
+  recipes.audio_visual_input(c, "vggsound", num_frames=3, frame_sampling="random", image_size=224)
   c.input.audio_crop_seconds = 5.0  # A random 5 s of the stored 10 s spectrogram (centred in test).
   c.input.crop_scale = (0.08, 1.0)
-  recipes.resnet18_pair(c, init="ogm_ge")  # fusion: README: --fusion_method concat.
+  # fusion: README: --fusion_method concat.
+  recipes.resnet18_pair(c, init="ogm_ge", fusion="concat")
 
   c.method.name = "ogm_ge"  # README: --modulation OGM_GE.
   c.method.alpha = 0.1  # README tip: alpha 0.1 for VGGSound.

@@ -23,7 +23,7 @@ def get_config(arg: str | None = None):
   recipes.audio_visual_input(c, "kinetics_sounds", num_frames=3, image_size=112)
   # fusion: scripts/train_opm.sh --fusion_method concat.
   # init: main.py weight_init: kaiming_normal fan_out, xavier_normal, BN 1 / 0.
-  recipes.resnet18_pair(c, init="ogm_ge")
+  recipes.resnet18_pair(c, init="ogm_ge", fusion="concat")
 
   c.method.name = "opm"
   c.method.variant = "original"

@@ -23,7 +23,7 @@ def get_config(arg: str | None = None):
   # held-out fold of the training examples, never test.
   # num_frames: av_dataset.py: pick_num = 2 (one frame per half of the clip).
   # image_size: Resize / RandomResizedCrop(224).
-  recipes.audio_visual_input(c, "crema_d", num_frames=2)
+  recipes.audio_visual_input(c, "crema_d", num_frames=2, image_size=224)
   # av_dataset.py's augmentation (RandomResizedCrop + flip, random frame per segment); the
   # original never applies it (mode 'my_train' fails its mode == 'train' test; deviations.md).
   c.input.random_resized_crop = True
@@ -31,7 +31,7 @@ def get_config(arg: str | None = None):
   c.input.flip = True
   # fusion: models.py: Linear(1024, n_classes) on concatenated features.
   # init: no weight_init: backbone.py's kaiming fan_out, BN gamma ~ N(1, 0.02).
-  recipes.resnet18_pair(c, init="mmcosine")
+  recipes.resnet18_pair(c, init="mmcosine", fusion="concat")
 
   c.method.name = "relearning"
   c.method.move_lambda = 3.0  # ours.sh --move_lambda 3.

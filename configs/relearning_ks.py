@@ -24,7 +24,7 @@ def get_config(arg: str | None = None):
   c.input.crop_scale = (0.08, 1.0)
   # fusion: models.py: Linear(1024, n_classes).
   # init: no weight_init (backbone.py's own init).
-  recipes.resnet18_pair(c, init="mmcosine")
+  recipes.resnet18_pair(c, init="mmcosine", fusion="concat")
 
   c.method.name = "relearning"
   c.method.move_lambda = 3.0  # ours.py --move_lambda 3.

@@ -28,7 +28,7 @@ def get_config(arg: str | None = None):
   recipes.audio_visual_input(c, "crema_d", num_frames=1)
   # fusion: BB's BaseClassifier: concat head.
   # widths: ResNet-18, the teachers' encoders too.
-  recipes.resnet18_pair(c)
+  recipes.resnet18_pair(c, fusion="concat")
 
   c.method.name = "umt"
   c.method.teacher_audio = "runs/unimodal_cremad_audio"  # The chain's first run.

@@ -28,7 +28,7 @@ def get_config(arg: str | None = None):
   recipes.audio_visual_input(c, "kinetics_sounds", num_frames=3)
   # fusion: BB's BaseClassifier: concat head.
   # widths: ResNet-18, the teachers' encoders too.
-  recipes.resnet18_pair(c)
+  recipes.resnet18_pair(c, fusion="concat")
 
   c.method.name = "umt"
   c.method.teacher_audio = "runs/unimodal_ks_audio"  # The chain's first run.

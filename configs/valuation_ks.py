@@ -27,7 +27,8 @@ def get_config(arg: str | None = None):
   # num_frames: dataloader.py: pick_num = 3.
   # frame_sampling: t_i ~ U{i*seg+1 .. i*seg+seg} capped at 9 (train), centres (test).
   # image_size: RandomResizedCrop(224) + RandomHorizontalFlip; test Resize(224).
-  recipes.audio_visual_input(c, "kinetics_sounds", num_frames=3, val_split="validation")
+  recipes.audio_visual_input(c, "kinetics_sounds", num_frames=3, val_split="validation",
+                             image_size=224)
   c.input.crop_scale = (0.08, 1.0)  # torchvision defaults.
   recipes.resnet18_pair(c, init="ogm_ge")  # models.py: two ResNet-18 encoders, concat fusion.
 
