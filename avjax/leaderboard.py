@@ -35,6 +35,7 @@ import collections
 import csv
 import math
 import os
+import shlex
 import sys
 from typing import Any
 
@@ -233,10 +234,14 @@ def to_markdown(entries: list[dict[str, Any]], plan: dict[str, Any]) -> str:
     lines += ["† selected its checkpoint on the TEST split (config.train.select_on='test', a "
               "reference's protocol): optimistic, not comparable with the other rows.", ""]
   lines += ["![fused and uni-modal test accuracy per method](leaderboard.png)", ""]
-  unranked = sorted({e["method"] for e in entries} - {e["method"] for e in ranked(entries)})
+  unranked = collections.defaultdict(list)
+  for e in entries:
+    if "accuracy" not in e["stats"]:
+      unranked[e["method"]].append(f"{e['dataset']} ({e['fusion']})")
   if unranked:
-    lines += ["Runs without a test accuracy (e.g. pre-training that other entries start from: "
-              f"the sweep's `needs`) are not ranked: {', '.join(unranked)}.", ""]
+    named = "; ".join(f"{m}: {', '.join(where)}" for m, where in sorted(unranked.items()))
+    lines += ["Entries whose runs report no test accuracy are not ranked (e.g. a pre-training "
+              f"that other entries start from: the sweep's `needs`): {named}.", ""]
   excluded = plan.get("excluded", {})
   if excluded:
     lines += ["## Not in this sweep", ""] + [f"- {k}: {v}" for k, v in excluded.items()] + [""]
@@ -298,7 +303,10 @@ def build(sweep_dir: str, out_dir: str | None = None, command: str = "") -> dict
   plan = sweep_lib.read_json(os.path.join(sweep_dir, sweep_lib.PLAN_FILE)) or {}
   runs = load_runs(sweep_dir)
   entries = aggregate(runs, plan.get("baseline", "baseline"))
-  if not ranked(entries):
+  if runs and not ranked(entries):
+    raise FileNotFoundError(f"{sweep_dir}: none of its {len(runs)} finished runs reports a test "
+                            "accuracy (config.dataset.test_split with a classification task).")
+  if not entries:
     raise FileNotFoundError(f"{sweep_dir} holds no finished runs (runs/<name>/metrics.jsonl with "
                             "a final row); run `python -m avjax.sweep` first.")
   paths = {k: os.path.join(out_dir, f"leaderboard.{k}") for k in ("md", "csv", "png")}
@@ -315,8 +323,8 @@ def how_it_was_made(runs: list[dict[str, Any]], plan: dict[str, Any], command: s
   machines = sorted({r["status"]["machine"] for r in runs if r["status"].get("machine")})
   lines = ["## How this was made", ""]
   leaderboard = command or "python -m avjax.leaderboard SWEEP_DIR"
-  if plan.get("command"):
-    lines.append(f"Sweep: `{plan['command']}`; leaderboard: `{leaderboard}`.")
+  sweep = f"Sweep: `{plan['command']}`; l" if plan.get("command") else "L"
+  lines.append(f"{sweep}eaderboard: `{leaderboard}`.")
   planned = len(plan.get("runs", [])) or len(runs)
   lines.append(f"{len(runs)} of the {planned} planned runs finished" + (
       " (a partial sweep: re-launch it to finish; finished runs are skipped)"
@@ -335,7 +343,7 @@ def main(argv: list[str]) -> None:
   args = parser.parse_args(argv)
   try:
     paths = build(args.sweep_dir, args.out,
-                  command=" ".join(["python -m avjax.leaderboard"] + list(argv)))
+                  command="python -m avjax.leaderboard " + shlex.join(argv))
   except FileNotFoundError as e:
     print(f"avjax: error: {e}", file=sys.stderr)
     sys.exit(2)

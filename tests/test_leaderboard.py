@@ -128,9 +128,9 @@ def test_how_it_was_made_names_both_commands(sweep_dir, tmp_path):
   assert "\n\n## How this was made\n" in text  # A heading after a blank line.
 
 
-def test_runs_without_a_test_accuracy_are_named_not_ranked(sweep_dir, tmp_path):
-  """A pre-training run (no class metrics) another entry starts from: no table row, no bar."""
-  run_dir = os.path.join(sweep_dir, "runs", "cremad__concat__vat_pretrain__seed0")
+def _write_pretraining_run(root):
+  """A run whose final row has no accuracy (VAT's pre-training: matching metrics only)."""
+  run_dir = os.path.join(root, "runs", "cremad__concat__vat_pretrain__seed0")
   os.makedirs(run_dir)
   with open(os.path.join(run_dir, sweep_lib.SPEC_FILE), "w") as f:
     json.dump({"run": {"dataset": "cremad", "method": "vat_pretrain", "fusion": "concat",
@@ -138,8 +138,20 @@ def test_runs_without_a_test_accuracy_are_named_not_ranked(sweep_dir, tmp_path):
   with open(os.path.join(run_dir, "metrics.jsonl"), "w") as f:
     f.write(json.dumps({"step": 5, "epoch": 0, "split": "test", "checkpoint_step": 5,
                         "selected_on": "validation", "vam_accuracy": 0.7}) + "\n")
+
+
+def test_runs_without_a_test_accuracy_are_named_not_ranked(sweep_dir, tmp_path):
+  """A pre-training run (no class metrics) another entry starts from: no table row, no bar."""
+  _write_pretraining_run(sweep_dir)
   entries = leaderboard.aggregate(leaderboard.load_runs(sweep_dir))
   assert "vat_pretrain" in {e["method"] for e in entries}
   assert "vat_pretrain" not in {e["method"] for e in leaderboard.ranked(entries)}
   text = open(leaderboard.build(sweep_dir, str(tmp_path))["md"]).read()
-  assert "| vat_pretrain" not in text and "are not ranked: vat_pretrain." in text
+  assert "| vat_pretrain" not in text and "`needs`): vat_pretrain: cremad (concat)." in text
+
+
+def test_a_sweep_whose_runs_report_no_accuracy_says_so(tmp_path):
+  root = str(tmp_path / "sweep")
+  _write_pretraining_run(root)
+  with pytest.raises(FileNotFoundError, match="none of its 1 finished runs reports a test accuracy"):
+    leaderboard.build(root)

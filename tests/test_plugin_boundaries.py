@@ -139,7 +139,8 @@ def test_one_definition_of_fusions_that_sum_modality_logits(fusion, form):
 
 # Which plug-in packages a package may not import: a method, an evaluator and a model meet only
 # through the interfaces (avjax/models/contract.py, Method, Evaluator), never through each other's
-# modules; helpers two of them share live in avjax/models (e.g. vat_objectives, modality_heads).
+# modules; what two of them share lives below them (avjax/models: vat_objectives, modality_heads;
+# top-level modules such as avjax/valuation.py).
 FORBIDDEN_IMPORTS = {"models": ("avjax.methods", "avjax.evaluators"),
                      "evaluators": ("avjax.methods",),
                      "methods": ("avjax.evaluators",)}
@@ -148,7 +149,9 @@ FORBIDDEN_IMPORTS = {"models": ("avjax.methods", "avjax.evaluators"),
 @pytest.mark.parametrize("package", sorted(FORBIDDEN_IMPORTS))
 def test_plugin_packages_do_not_import_each_other(package):
   forbidden = FORBIDDEN_IMPORTS[package]
-  for path in sorted(glob.glob(os.path.join(REPO, "avjax", package, "*.py"))):
+  paths = sorted(glob.glob(os.path.join(REPO, "avjax", package, "**", "*.py"), recursive=True))
+  assert paths
+  for path in paths:
     for node in ast.walk(ast.parse(open(path).read(), path)):
       if isinstance(node, ast.ImportFrom):
         names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
@@ -156,5 +159,5 @@ def test_plugin_packages_do_not_import_each_other(package):
         names = [a.name for a in node.names]
       else:
         continue
-      bad = [n for n in names if n.startswith(forbidden)]
+      bad = [n for n in names if any(n == f or n.startswith(f + ".") for f in forbidden)]
       assert not bad, f"avjax/{package}/{os.path.basename(path)}:{node.lineno} imports {bad[0]}"

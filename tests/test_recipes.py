@@ -63,6 +63,9 @@ def test_resnet18_pair_sets_widths_fusion_and_only_a_given_init():
 
 
 @pytest.mark.parametrize("recipe,keys", [
+    (lambda c: recipes.audio_visual_input(c, "crema_d", num_frames=1),
+     {"dataset.name", "dataset.config", "dataset.val_split", "dataset.test_split",
+      "input.num_frames", "input.image_size"}),
     (recipes.resnet18_pair, {"model.name", "model.fusion", "model.av_resnet.widths"}),
     (recipes.balancebenchmark_training,
      {"seed", "optimizer.name", "optimizer.learning_rate", "optimizer.weight_decay",

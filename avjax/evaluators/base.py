@@ -53,6 +53,10 @@ class NoSettings:
   """For evaluators without settings."""
 
 
+# Evaluators that read the model's predictions of the task (class logits, regression outputs).
+TASK_OUTPUTS = frozenset({"task_outputs"})
+
+
 class Evaluator:
   """Base: nothing per example, no metrics, no files. `config` is the whole experiment config."""
 
@@ -66,8 +70,9 @@ class Evaluator:
   def outputs(self, model: nnx.Module, batch: dict[str, jax.Array],
               output: ModelOutput) -> dict[str, jax.Array]:
     """Per-example arrays (leading axis B), traced inside the eval step (eval mode). Calling
-    `model(inputs, modality_mask=...)` gives the output the method predicts with (its inference
-    rule, `Method.predict`, applied); its other attributes are the model's own."""
+    `model(inputs, modality_mask=...)` and `model.fuse(features)` give the output the method
+    predicts with (its inference rule, `Method.predict`, applied); its other attributes are the
+    model's own."""
     return {}
 
   def report(self, predictions: dict[str, np.ndarray]) -> dict[str, float]:
@@ -123,7 +128,9 @@ class Predicting:
     return self._predict(self._model(*args, **kwargs), self._method_state)
 
   def __getattr__(self, name: str) -> Any:
-    attr = getattr(self._model, name)  # A model without `fuse` keeps having none.
+    # By name, not a method: a `fuse` defined here would give every model one (supports_valuation
+    # asks for it); a model without `fuse` keeps having none.
+    attr = getattr(self._model, name)
     if name == "fuse":
       return lambda *args, **kwargs: self._predict(attr(*args, **kwargs), self._method_state)
     return attr

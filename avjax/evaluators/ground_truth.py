@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from avjax.evaluators.base import EVALUATORS, Evaluator
+from avjax.evaluators.base import EVALUATORS, TASK_OUTPUTS, Evaluator
 from avjax.models.outputs import MODALITIES
 
 FIELDS = {m: f"{m}_informative" for m in MODALITIES}
@@ -34,6 +34,8 @@ def subsets(informative: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 @EVALUATORS.register("ground_truth")
 class GroundTruth(Evaluator):
   """Fused accuracy on the examples each modality alone carries."""
+
+  requires = TASK_OUTPUTS
 
   def outputs(self, model, batch, output):
     return {f"gt_{field}": batch[field] for field in FIELDS.values() if field in batch}

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from avjax.evaluators.base import EVALUATORS, Evaluator
+from avjax.evaluators.base import EVALUATORS, TASK_OUTPUTS, Evaluator
 from avjax.models.outputs import MODALITIES
 from avjax.registry import ConfigError
 from avjax.state import model_inputs
@@ -68,6 +68,7 @@ class Robustness(Evaluator):
   """Predicted classes under noise on each modality and with each modality missing."""
 
   Settings = RobustnessSettings
+  requires = TASK_OUTPUTS
 
   def outputs(self, model, batch, output):
     if self.config.task.name == "regression":

@@ -29,7 +29,7 @@ import numpy as np
 from avjax import metrics as metrics_lib
 from avjax import valuation
 from avjax import workdir as workdir_lib
-from avjax.evaluators.base import EVALUATORS, EvalContext, Evaluator
+from avjax.evaluators.base import EVALUATORS, TASK_OUTPUTS, EvalContext, Evaluator
 from avjax.models.outputs import MODALITIES
 from avjax.registry import ConfigError
 from avjax.state import model_inputs
@@ -42,6 +42,8 @@ MODE_DIRS = {"": "audiovisual", "audio": "acoustic", "visual": "visual"}
 @EVALUATORS.register("report")
 class Report(Evaluator):
   """The task's split report over the fused and per-modality logits."""
+
+  requires = TASK_OUTPUTS
 
   def outputs(self, model, batch, output):
     return self.task.eval_outputs(batch)
@@ -70,6 +72,7 @@ class Contributions(Evaluator):
   without an encode / fuse split)."""
 
   Settings = ContributionSettings
+  requires = TASK_OUTPUTS
 
   def outputs(self, model, batch, output):
     if self.config.task.name == "regression":
@@ -91,6 +94,8 @@ class Contributions(Evaluator):
 @EVALUATORS.register("ablation")
 class Ablation(Evaluator):
   """The task's report with all modalities but one masked out of the input features."""
+
+  requires = TASK_OUTPUTS
 
   def outputs(self, model, batch, output):
     inputs = model_inputs(batch)
@@ -167,6 +172,7 @@ class Predictions(Evaluator):
   """Per-example predictions of the fused and per-modality outputs as CSV files."""
 
   Settings = PredictionSettings
+  requires = TASK_OUTPUTS
 
   def outputs(self, model, batch, output):
     return self.task.eval_outputs(batch)

@@ -303,7 +303,9 @@ class Method:
     """The method's inference rule, traced inside the eval step (eval mode): `output` with
     `logits` (B, C) replaced by what the method predicts with, e.g. MLA's entropy-weighted
     uni-modal logits; `state` is the method's state. Evaluation and every evaluator see the
-    result. Default: the model's fused logits, unchanged."""
+    result, including the Shapley coalitions' `model.fuse(features)` outputs (a modality's pooled
+    features zeroed), so it may read only fields `fuse` fills (logits, modality_logits, features,
+    head_inputs), not extras of the full call. Default: the model's fused logits, unchanged."""
     del state
     return output
 

@@ -42,9 +42,6 @@ from avjax.registry import ConfigError
 from avjax.state import ModelFns, TrainState, model_inputs
 
 
-PRETRAIN_EVALUATORS = frozenset({"matching"})  # What pre-training can be evaluated with.
-
-
 @dataclasses.dataclass(frozen=True)
 class PretrainSettings:
   """vat_pretrain's settings (values: ../shared/reference/vat.md, ALBEF's recipe)."""
@@ -76,10 +73,12 @@ def momentum_copy(tree: Any) -> Any:
   return jax.tree.map(jnp.copy, tree)  # Own buffers: the state is donated to the step.
 
 
-NO_DECAY = ("bias", "scale")
+# ------------------------------------------------------------------- optimizer (ALBEF's AdamW)
+NO_DECAY = ("bias", "scale")  # Leaf names of the 1-D tensors timm's rule exempts from decay.
 
 
-def _leaf_name(path: tuple) -> Any:
+def _leaf_name(path: tuple) -> str | None:
+  """The last named key of a parameter path (NNX's 'value' leaves skipped)."""
   names = [getattr(e, "key", getattr(e, "name", None)) for e in path]
   names = [n for n in names if n not in (None, "value")]
   return names[-1] if names else None
@@ -107,6 +106,7 @@ def vat_schedule(config: ml_collections.ConfigDict, updates_per_epoch: int,
 
 def _single(config: ml_collections.ConfigDict, steps_per_epoch: int, min_learning_rate: float,
             unit_rate: bool) -> optax.GradientTransformation:
+  """One update's optimizer (vat_optimizer without gradient accumulation)."""
   oc, epochs = config.optimizer, config.train.num_epochs
   if oc.name != "adamw":
     return make_optimizer(oc, steps_per_epoch, epochs, unit_rate=unit_rate)
@@ -177,13 +177,6 @@ class VATPretrain(VATSchedule):
     if config.input.modality_dropout:
       raise ConfigError("vat_pretrain aligns both modalities of every clip; set "
                         "config.input.modality_dropout=0.")
-    # Its model scores audio-video pairs (B, 2), not classes: class-reading evaluators would fail
-    # only after the first epoch.
-    readers = sorted(set(config.evals) - PRETRAIN_EVALUATORS)
-    if readers:
-      raise ConfigError(f"vat_pretrain's model scores audio-video pairs, not classes, so "
-                        f"evaluators {readers} have nothing to read; evaluate pre-training with "
-                        f"{sorted(PRETRAIN_EVALUATORS)} (config.evals = {{'matching': {{}}}}).")
 
   def model_overrides(self) -> dict[str, Any]:
     return {"temperature": self.temperature}

@@ -45,8 +45,8 @@ def capabilities(config: ml_collections.ConfigDict) -> frozenset[str]:
 
 
 def _av_resnet_capabilities(config: ml_collections.ConfigDict) -> set[str]:
-  caps = {"modality_logits", "encode_fuse", "head_inputs", "modality_encoders", "modality_heads",
-          "shared_head"}
+  caps = {"task_outputs", "modality_logits", "encode_fuse", "head_inputs", "modality_encoders",
+          "modality_heads", "shared_head"}
   formed = config.model.fusion in ("film", "gated")
   if not formed or config.model.fusion_kwargs.get("form", "ogm_ge") == "mmcosine":
     caps.add("cosine_head")  # A per-modality slice of the final weight.

@@ -105,7 +105,8 @@ class AUGClassifier(nnx.Module):
                        features=features, residual_logits=residual)
 
 
-@register_model("av_resnet_aug", lambda c: {"modality_logits", "residual_classifiers"},
+@register_model("av_resnet_aug",
+                lambda c: {"task_outputs", "modality_logits", "residual_classifiers"},
                 remat_key="")
 def av_resnet_aug(config: ml_collections.ConfigDict, num_classes: int, overrides: dict[str, Any],
                   rngs: nnx.Rngs) -> AUGClassifier:

@@ -251,7 +251,8 @@ class AuxFormer(nnx.Module):
     return self.fuse(apply_modality_mask(self.encode(inputs), modality_mask))
 
 
-@register_model("auxformer", lambda c: {"modality_logits", "encode_fuse", "joint_logits"})
+@register_model("auxformer", lambda c: {"task_outputs", "modality_logits", "encode_fuse",
+                                          "joint_logits"})
 def auxformer(config: ml_collections.ConfigDict, num_classes: int, overrides: dict[str, Any],
               rngs: nnx.Rngs) -> AuxFormer:
   """AuxFormer from `config.model.auxformer` (keys: the AuxFormer constructor's arguments)."""

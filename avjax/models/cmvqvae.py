@@ -330,7 +330,7 @@ def model_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
 def _capabilities(config: ml_collections.ConfigDict) -> set[str]:
   """Reconstructions and VQ statistics in ablations 0 and 2, the mask in 0 and 3."""
   ablation = model_kwargs(config).get("ablation", 0)
-  caps = {"modality_logits", "encode_fuse"}
+  caps = {"task_outputs", "modality_logits", "encode_fuse"}
   if ablation in (0, 2):
     caps |= {"reconstructions", "quantization"}
   if ablation in (0, 3):

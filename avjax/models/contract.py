@@ -23,6 +23,8 @@ import jax
 from flax import nnx
 
 CAPABILITIES = {
+    "task_outputs": "logits (and regression outputs) that predict the config's task targets; a "
+                    "pre-training model's score a pretext task instead (VAT's pair matching)",
     "modality_logits": "per-modality logits from each modality's own pathway",
     "encode_fuse": "an encode(inputs) / fuse(features) split (Shapley valuation, re-sampling)",
     "cosine_head": "a fusion head that scores cosine logits when built with cosine_scale",

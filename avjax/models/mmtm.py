@@ -167,8 +167,8 @@ class MMTMClassifier(AVClassifier):
 
 
 def _capabilities(config: ml_collections.ConfigDict) -> set[str]:
-  caps = {"modality_logits", "encode_fuse", "head_inputs", "modality_encoders", "modality_heads",
-          "shared_head", "mmtm"}
+  caps = {"task_outputs", "modality_logits", "encode_fuse", "head_inputs", "modality_encoders",
+          "modality_heads", "shared_head", "mmtm"}
   if config.model.fusion not in ("film", "gated") or config.model.fusion_kwargs.get(
       "form", "ogm_ge") == "mmcosine":
     caps.add("cosine_head")

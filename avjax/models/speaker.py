@@ -223,7 +223,7 @@ class AVSpeakerClassifier(nnx.Module):
 
 
 def _capabilities(config: ml_collections.ConfigDict) -> set[str]:
-  caps = {"modality_logits", "encode_fuse", "head_inputs"}
+  caps = {"task_outputs", "modality_logits", "encode_fuse", "head_inputs"}
   formed = config.model.fusion in ("film", "gated")
   if not formed or config.model.fusion_kwargs.get("form", "ogm_ge") == "mmcosine":
     caps.add("cosine_head")

@@ -353,7 +353,8 @@ def vat(config: ml_collections.ConfigDict, num_classes: int, overrides: dict[str
 
 
 @register_model("vat_classifier",
-                lambda c: {"modality_logits", "encode_fuse", "tokens", "regression"},
+                lambda c: {"task_outputs", "modality_logits", "encode_fuse", "tokens",
+                           "regression"},
                 remat_key="model.vat.remat")
 def vat_classifier(config: ml_collections.ConfigDict, num_classes: int,
                    overrides: dict[str, Any], rngs: nnx.Rngs) -> VATClassifier:

@@ -1,5 +1,6 @@
-"""VAT's objectives as pure functions (ALBEF formulation, ../shared/reference/vat.md), shared by
-the VAT methods (avjax/methods/vat*.py) and the `matching` evaluator.
+"""VAT's objectives as pure functions (ALBEF formulation, ../shared/reference/vat.md), for the VAT
+methods (avjax/methods/vat*.py); the `matching` evaluator reads the temperature range and the
+matching pairs (it may not import a method module).
 
 Everything here works on GLOBAL arrays: under jit with the batch sharded over the 'data' mesh, the
 (B, E) features of the whole global batch are one array, so the in-batch negatives, the similarity

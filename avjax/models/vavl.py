@@ -271,7 +271,8 @@ class VAVL(nnx.Module):
     return self.fuse(apply_modality_mask(self.encode(inputs), modality_mask))
 
 
-@register_model("vavl", lambda c: {"modality_logits", "encode_fuse", "unimodal_branches"},
+@register_model("vavl", lambda c: {"task_outputs", "modality_logits", "encode_fuse",
+                                     "unimodal_branches"},
                 remat_key="model.vavl.remat")
 def vavl(config: ml_collections.ConfigDict, num_classes: int, overrides: dict[str, Any],
          rngs: nnx.Rngs) -> VAVL:

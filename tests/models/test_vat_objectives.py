@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from avjax import sharding
-from avjax.methods.vat import decay_mask
 from avjax.models import vat_objectives as L
 
 
@@ -117,12 +116,9 @@ def test_ema_and_alpha_ramp_hand_values():
   assert ramp == pytest.approx([0.0, 0.2, 0.4, 0.4])
 
 
-def test_temperature_clamp_and_decay_mask():
-  params = {"temp": jnp.float32(0.9), "enc": {"bias": jnp.ones(2), "kernel": jnp.ones((2, 2)),
-                                              "scale": jnp.ones((3, 2))}}
+def test_temperature_clamp():
+  params = {"temp": jnp.float32(0.9), "enc": {"bias": jnp.ones(2)}}
   assert float(L.clamp_temperature(params, ("temp",))["temp"]) == 0.5
   assert float(L.clamp_temperature({**params, "temp": jnp.float32(1e-5)},
-                                   ("temp",))["temp"]) == pytest.approx(
-      0.001)
-  assert decay_mask(params) == {"temp": True, "enc": {"bias": False, "kernel": True,
-                                                        "scale": False}}
+                                   ("temp",))["temp"]) == pytest.approx(0.001)
+  assert float(L.clamp_temperature(params, ("temp",))["enc"]["bias"][0]) == 1.0
