@@ -8,6 +8,7 @@ import ml_collections
 import pytest
 
 from avjax import sweep as sweep_lib
+from avjax import sweep_plan
 from avjax.methods import METHODS
 from avjax.registry import ConfigError
 from tests.helpers import REPO
@@ -15,13 +16,13 @@ from tests.helpers import REPO
 
 def _sweep(arg: str = "smoke") -> ml_collections.ConfigDict:
   path = os.path.join(REPO, "configs", "sweeps", "synthetic.py")
-  return sweep_lib.load_module_config(f"{path}:{arg}" if arg else path)
+  return sweep_plan.load_module_config(f"{path}:{arg}" if arg else path)
 
 
 def test_synthetic_sweep_covers_every_registered_method():
   sweep = _sweep("")
   assert len(sweep.datasets) >= 2 and tuple(sweep.seeds) == (0, 1, 2)
-  runs, excluded = sweep_lib.plan(sweep, REPO)
+  runs, excluded = sweep_plan.plan(sweep, REPO)
   planned = {r.entry for r in runs}
   assert planned == set(METHODS.names()) | set(sweep.variants) and not excluded
   vat = next(r for r in runs if r.method == "vat_finetune")  # Fine-tunes the pre-training run.
@@ -37,7 +38,7 @@ def test_synthetic_sweep_covers_every_registered_method():
   assert dict(umt.needs) == {
       "method.umt.teacher_audio": umt.name.replace("__umt__", "__unimodal_audio__"),
       "method.umt.teacher_visual": umt.name.replace("__umt__", "__unimodal__")}
-  config = sweep_lib.build_config(umt, "/sweep/runs")
+  config = sweep_plan.build_config(umt, "/sweep/runs")
   assert config.method.teacher_audio == "/sweep/runs/" + dict(umt.needs)[
       "method.umt.teacher_audio"]
 
@@ -52,30 +53,30 @@ def test_chained_entries_refuse_cycles_and_unknown_entries(needs, message):
   sweep.variants = {"a": {"method": "baseline"}, "b": {"method": "baseline"}}
   sweep.needs = needs
   with pytest.raises(ConfigError, match=message):
-    sweep_lib.entries(sweep)
+    sweep_plan.entries(sweep)
   sweep.methods = ("baseline,nonsense",)  # As --config.methods=baseline,nonsense gives it.
   with pytest.raises(ConfigError, match="'nonsense' is neither a method"):
-    sweep_lib.entries(sweep)
+    sweep_plan.entries(sweep)
   sweep.methods = ("baseline", "ogm_gee")
   with pytest.raises(ConfigError, match="Did you mean 'ogm_ge'"):
-    sweep_lib.entries(sweep)
+    sweep_plan.entries(sweep)
 
 
 def test_overrides_refuse_unknown_keys():
   sweep = _sweep()
   sweep.overrides["train"]["num_epoch"] = 3
   with pytest.raises(ConfigError, match="train.num_epoch"):
-    sweep_lib.plan(sweep, REPO)
+    sweep_plan.plan(sweep, REPO)
   from avjax.config import base_config
   with pytest.raises(ConfigError, match="config.model.widths moved to config.model.av_resnet.widths"):
-    sweep_lib.apply_overrides(base_config(), {"model": {"widths": (4, 8, 8, 8)}})
+    sweep_plan.apply_overrides(base_config(), {"model": {"widths": (4, 8, 8, 8)}})
 
 
 def test_an_evaluator_set_to_none_is_removed():
   from avjax.config import base_config
   c = base_config()
   c.evals.ablation = ml_collections.ConfigDict()
-  sweep_lib.apply_overrides(c, {"evals": {"ablation": None, "robustness": None}})
+  sweep_plan.apply_overrides(c, {"evals": {"ablation": None, "robustness": None}})
   assert "ablation" not in c.evals and "robustness" not in c.evals and "report" in c.evals
 
 
@@ -133,21 +134,21 @@ def test_local_launcher_reports_a_failed_run(data_dir, tmp_path):
 @pytest.mark.parametrize("name", ["cremad", "ks"])
 def test_real_data_sweeps_plan_without_data(name):
   """Their runs validate (no data is read): every registered method runs or is excluded."""
-  sweep = sweep_lib.load_module_config(os.path.join(REPO, "configs", "sweeps", f"{name}.py"))
-  runs, excluded = sweep_lib.plan(sweep, REPO)
+  sweep = sweep_plan.load_module_config(os.path.join(REPO, "configs", "sweeps", f"{name}.py"))
+  runs, excluded = sweep_plan.plan(sweep, REPO)
   methods = {r.method for r in runs} | {k.split("/")[-1] for k in excluded}
   assert methods == set(METHODS.names()) and len({r.seed for r in runs}) == 3
-  config = sweep_lib.build_config(next(r for r in runs if r.method == "baseline"), "runs")
+  config = sweep_plan.build_config(next(r for r in runs if r.method == "baseline"), "runs")
   assert (config.dataset.val_split, config.train.select_on) == ("heldout", "validation")
 
 
 def test_overrides_and_method_settings_from_paper_configs():
   from avjax.config import base_config
   c = base_config()
-  sweep_lib.apply_overrides(c, {"input": {"crop_scale": [0.5, 1.0]},
+  sweep_plan.apply_overrides(c, {"input": {"crop_scale": [0.5, 1.0]},
                                 "method": {"ogm_ge": {"alpha": 0.3}}})
   assert c.input.crop_scale == (0.5, 1.0) and c.method.ogm_ge.alpha == 0.3
-  settings = sweep_lib.method_settings_from_configs("configs/{method}_cremad.py",
+  settings = sweep_plan.method_settings_from_configs("configs/{method}_cremad.py",
                                                      ["ogm_ge", "baseline"], REPO)
   assert settings == {"ogm_ge": {"method": {"ogm_ge": {
       "alpha": 0.8, "modulation_starts": 0, "modulation_ends": 50}}}}

@@ -17,7 +17,7 @@ import os
 import ml_collections
 
 from avjax.methods import METHODS
-from avjax.sweep import load_module, method_settings_from_configs
+from avjax.sweep_plan import load_module, method_settings_from_configs
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 chains = load_module(os.path.join(os.path.dirname(os.path.abspath(__file__)), "chains.py"))

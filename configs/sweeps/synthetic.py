@@ -27,7 +27,7 @@ import os
 import ml_collections
 
 from avjax.methods import METHODS
-from avjax.sweep import load_module
+from avjax.sweep_plan import load_module
 
 chains = load_module(os.path.join(os.path.dirname(os.path.abspath(__file__)), "chains.py"))
 
