@@ -276,10 +276,12 @@ def plot(path: str, entries: list[dict[str, Any]]) -> None:
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   entries = ranked(entries)
   tables = sorted({(e["dataset"], e["fusion"]) for e in entries})
-  fig, axes = plt.subplots(len(tables), 1, figsize=(max(6, len(entries) * 0.6), 3.2 * len(tables)),
+  widest = max(sum((e["dataset"], e["fusion"]) == t for e in entries) for t in tables)
+  fig, axes = plt.subplots(len(tables), 1, figsize=(max(6, widest * 0.45), 3.2 * len(tables)),
                            squeeze=False)
   for ax, table in zip(axes[:, 0], tables):
-    members = [e for e in entries if (e["dataset"], e["fusion"]) == table]
+    members = sorted((e for e in entries if (e["dataset"], e["fusion"]) == table),
+                     key=lambda e: -e["stats"]["accuracy"][0])  # The tables' order.
     x = np.arange(len(members))
     for i, (key, label) in enumerate((("accuracy", "fused"), ("acc_audio", "audio only"),
                                       ("acc_visual", "visual only"))):
