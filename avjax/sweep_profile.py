@@ -33,9 +33,11 @@ def cpu_model() -> str:
 
 def machine() -> str:
   """One line naming where a run ran: CPU, cores, accelerator and JAX version."""
-  devices = jax.devices()
-  return (f"{cpu_model()} ({os.cpu_count()} cores), {len(devices)} x {jax.default_backend()} "
-          f"{devices[0].device_kind}, jax {jax.__version__}")
+  devices, backend = jax.devices(), jax.default_backend()
+  kind = devices[0].device_kind  # 'cpu' on a CPU: named once.
+  accelerator = backend if kind.lower() == backend else f"{backend} {kind}"
+  return (f"{cpu_model()} ({os.cpu_count()} cores), {len(devices)} x {accelerator}, "
+          f"jax {jax.__version__}")
 
 
 def profile(config: ml_collections.ConfigDict, steps: int = 5) -> dict[str, Any]:
