@@ -17,6 +17,9 @@ from ml_collections import config_dict
 from avjax.registry import ConfigError
 
 
+RESNET18_WIDTHS = (64, 128, 256, 512)  # torchvision ResNet-18's stage widths.
+
+
 def base_config() -> ml_collections.ConfigDict:
   """Defaults shared by all experiments; each config file overrides what its paper specifies."""
   c = ml_collections.ConfigDict()
@@ -101,7 +104,7 @@ def base_config() -> ml_collections.ConfigDict:
   # av_resnetse: set by their config files). av_resnet's are here; its variants av_resnet_mmtm and
   # av_resnet_aug read the same section (the same encoders; their extras are method overrides).
   c.model.av_resnet = ml_collections.ConfigDict()
-  c.model.av_resnet.widths = (64, 128, 256, 512)  # ResNet-18 stage widths (reference values).
+  c.model.av_resnet.widths = RESNET18_WIDTHS  # The references' encoders.
   c.model.av_resnet.init = "ogm_ge"  # 'ogm_ge' or 'mmcosine' initialisation scheme.
   c.model.av_resnet.visual_channels = 3
   # The audio slot: 'spectrogram' ((B, F, T, C) image) or 'frames' ((B, T, H, W, C) frames through

@@ -204,9 +204,13 @@ def _reported_cell(entry: dict[str, Any]) -> str:
   return ", ".join(parts) or "-"
 
 
+def is_ranked(entry: dict[str, Any]) -> bool:
+  """Whether the entry has a test accuracy (a row of the tables and a bar of the plot)."""
+  return "accuracy" in entry["stats"]
+
+
 def ranked(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-  """The entries with a test accuracy (the tables' and the plot's rows)."""
-  return [e for e in entries if "accuracy" in e["stats"]]
+  return [e for e in entries if is_ranked(e)]
 
 
 def to_markdown(entries: list[dict[str, Any]], plan: dict[str, Any]) -> str:
@@ -236,7 +240,7 @@ def to_markdown(entries: list[dict[str, Any]], plan: dict[str, Any]) -> str:
   lines += ["![fused and uni-modal test accuracy per method](leaderboard.png)", ""]
   unranked = collections.defaultdict(list)
   for e in entries:
-    if "accuracy" not in e["stats"]:
+    if not is_ranked(e):
       unranked[e["method"]].append(f"{e['dataset']} ({e['fusion']})")
   if unranked:
     named = "; ".join(f"{m}: {', '.join(where)}" for m, where in sorted(unranked.items()))

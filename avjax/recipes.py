@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import ml_collections
 
+from avjax.config import RESNET18_WIDTHS
+
 KINETICS_SOUNDS = "kinetics_sounds"
-RESNET18_WIDTHS = (64, 128, 256, 512)  # torchvision ResNet-18's stage widths.
 
 
 def audio_visual_input(c: ml_collections.ConfigDict, dataset: str, num_frames: int, *,

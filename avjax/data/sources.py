@@ -108,13 +108,13 @@ def open_dataset(dcfg: ml_collections.ConfigDict, splits: list[str], *,
           f"without TensorFlow):\n  {_build_command(dcfg.name, dcfg.config, data_dir)}\n"
           f"({readme} says what to download and the folder layout it expects.)")
   missing = [s for s in splits if s not in builder.info.splits]
-  if missing and split_flag:
-    known = sorted(builder.info.splits)
-    raise ConfigError(f"{split_flag} {missing[0]!r}: {full_name} has no such split."
-                      f"{did_you_mean(missing[0], known)} Its splits: {known}.")
   if missing:
-    raise ConfigError(f"Dataset {full_name} has no split(s) {missing}; it has "
-                      f"{sorted(builder.info.splits)}. Fix config.dataset.*_split.")
+    known = sorted(builder.info.splits)
+    if split_flag:
+      raise ConfigError(f"{split_flag} {missing[0]!r}: {full_name} has no such split."
+                        f"{did_you_mean(missing[0], known)} Its splits: {known}.")
+    raise ConfigError(f"Dataset {full_name} has no split(s) {missing}; it has {known}. Fix "
+                      "config.dataset.*_split.")
   decoders = _lazy_image_decoders(builder.info.features)
   # Records are decoded straight from their protos where every feature allows it (records.py).
   sources = {s: fast_source(builder.as_data_source(split=s, decoders=decoders or None),
